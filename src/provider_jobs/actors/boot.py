@@ -1,0 +1,39 @@
+"""LoadProviders: fills a worker's provider registry from settings when it boots."""
+
+from __future__ import annotations
+
+import logging
+
+import dramatiq
+from dramatiq.middleware import Middleware
+
+from ..errors import ConfigurationError
+from ..providers import ProviderRegistry, load_providers
+from ..settings import Settings
+
+__all__ = ["LoadProviders"]
+
+logger = logging.getLogger("provider_jobs.actors")
+
+
+class LoadProviders(Middleware):
+    """Registers the providers named in settings when the worker process boots.
+
+    Args:
+        registry: The registry the actors look providers up in.
+        settings: ``providers`` and ``providers_file``.
+    """
+
+    def __init__(self, registry: ProviderRegistry, settings: Settings) -> None:
+        self.registry = registry
+        self.settings = settings
+
+    def after_process_boot(self, broker: dramatiq.Broker) -> None:
+        try:
+            keys = load_providers(self.registry, spec=self.settings.providers, path=self.settings.providers_file)
+        except ConfigurationError as exc:
+            logger.critical("%s", exc)
+            # Dramatiq swallows Exceptions raised in after-hooks; a worker with
+            # no providers would dead-letter every job, so stop the process.
+            raise SystemExit(2) from None
+        logger.info("Loaded %d provider(s): %s", len(keys), ", ".join(keys) or "none")

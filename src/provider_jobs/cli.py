@@ -1,0 +1,129 @@
+"""``provider-jobs``: run workers, submit jobs, run the demo."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Annotated, Any
+
+import dramatiq
+import typer
+
+from .actors.broker import build_broker, check_broker
+from .actors.provider_ops import actor_for, declare_provider_actors
+from .compat import JobQueue
+from .demo import DEMO_JOBS, demo_registry
+from .errors import ProviderJobsError
+from .log_config import configure_logging
+from .providers import ProviderRegistry, load_providers
+from .settings import Settings
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(help="Provider operations as Dramatiq actors on RabbitMQ.", no_args_is_help=True)
+logger = logging.getLogger("provider_jobs.cli")
+
+
+def _settings() -> Settings:
+    settings = Settings.from_env()
+    configure_logging(log_format=settings.log_format, level=settings.log_level)
+    return settings
+
+
+def _run_worker(settings: Settings, registry: ProviderRegistry, *, until_idle: bool = False) -> None:
+    broker = build_broker(settings)
+    declare_provider_actors(broker, registry, settings)
+    worker = dramatiq.Worker(broker, worker_threads=settings.worker_threads, worker_timeout=settings.worker_timeout_ms)
+    worker.start()
+    logger.info(
+        "Worker %s consuming %s with %d thread(s); providers: %s",
+        settings.worker_id or "(host-pid)", settings.queue_name, settings.worker_threads,
+        ", ".join(registry.keys()) or "none",
+    )
+    try:
+        if until_idle:
+            broker.join(settings.queue_name, min_successes=5, idle_time=200)
+            worker.join()
+        else:
+            while True:
+                time.sleep(3600)
+    except KeyboardInterrupt:
+        logger.info("Interrupted; stopping worker")
+    finally:
+        worker.stop()
+        broker.close()
+
+
+@app.command()
+def worker(
+    demo_providers: Annotated[bool, typer.Option(help="Also register the demo providers.")] = False,
+) -> None:
+    """Run a worker in this process (threads: PROVIDER_JOBS_WORKER_THREADS).
+
+    Providers come from PROVIDER_JOBS_PROVIDERS and PROVIDER_JOBS_PROVIDERS_FILE.
+    For several processes use the Dramatiq CLI: `dramatiq provider_jobs.actors`.
+    """
+    settings = _settings()
+    check_broker(settings)
+    registry = demo_registry() if demo_providers else ProviderRegistry()
+    load_providers(registry, spec=settings.providers, path=settings.providers_file)
+    _run_worker(settings, registry)
+
+
+@app.command()
+def submit(
+    provider: Annotated[str, typer.Argument(help="Namespace/ResourceType, e.g. ITL.Core/ResourceGroup")],
+    operation: Annotated[str, typer.Argument(help="create, get, update, delete or a provider action")],
+    request: Annotated[str, typer.Option(help="The request as a JSON object.")] = "{}",
+    priority: Annotated[int, typer.Option(min=0, max=9, help="0-9, higher runs first.")] = 5,
+) -> None:
+    """Submit one job and print its id."""
+    settings = _settings()
+    namespace, _, resource_type = provider.partition("/")
+    try:
+        body: Any = json.loads(request)
+    except json.JSONDecodeError as exc:
+        raise typer.BadParameter(f"--request is not JSON: {exc}") from None
+    check_broker(settings)
+    queue = JobQueue(settings=settings)
+    try:
+        job_id = queue.submit(
+            provider_namespace=namespace, resource_type=resource_type, operation=operation,
+            request=body, priority=priority,
+        )
+    finally:
+        queue.close()
+    typer.echo(job_id)
+
+
+@app.command()
+def demo(
+    keep_running: Annotated[bool, typer.Option(help="Keep the worker running after the demo jobs.")] = False,
+) -> None:
+    """Start a worker with demo providers and submit one job per seed flow:
+    success, success after retries, permanent failure, exhausted retries."""
+    settings = _settings()
+    check_broker(settings)
+    queue = JobQueue(settings=settings)
+    try:
+        for fields in DEMO_JOBS:
+            job_id = queue.submit(**fields)
+            logger.info(
+                "Submitted job %s: %s/%s %s", job_id, fields["provider_namespace"],
+                fields["resource_type"], fields["operation"],
+                extra={"job_id": job_id, "actor": actor_for(fields["operation"])},
+            )
+    finally:
+        queue.close()
+    _run_worker(settings, demo_registry(), until_idle=not keep_running)
+    logger.info("Demo finished: dead letters are in %s.XQ", settings.queue_name)
+
+
+def main() -> None:
+    """Console entry point: one clear line, not a traceback, for our own errors."""
+    try:
+        app()
+    except ProviderJobsError as exc:
+        typer.echo(f"provider-jobs: {exc}", err=True)
+        raise SystemExit(2) from None

@@ -1,0 +1,186 @@
+"""The seed's documented API: ``ProviderWorker`` and ``JobQueue``.
+
+``ProviderWorker(max_retries=3)`` follows the seed's flow, where
+``max_retries`` counts attempts in total: 3 means at most 3 attempts and 1
+means a single attempt. Dramatiq's own ``max_retries`` actor option keeps
+Dramatiq's meaning (retries *after* the first attempt).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import signal
+import threading
+from types import FrameType, TracebackType
+from typing import Any
+
+import dramatiq
+
+from .actors.broker import build_broker
+from .actors.provider_ops import actor_for, declare_provider_actors
+from .errors import ConfigurationError
+from .jobs import parse_job
+from .middleware import Classification, ErrorClassifier
+from .providers import ProviderRegistry
+from .settings import Settings
+
+__all__ = ["JobQueue", "ProviderWorker"]
+
+
+class JobQueue:
+    """Submits provider jobs to RabbitMQ.
+
+    Args:
+        settings: Broker URL and queue name. Defaults to ``Settings.from_env()``.
+    """
+
+    def __init__(self, *, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings.from_env()
+        self.broker = build_broker(self.settings)
+        self.actors = declare_provider_actors(self.broker, None, self.settings)
+
+    def submit(
+        self,
+        *,
+        provider_namespace: str,
+        resource_type: str,
+        operation: str,
+        request: dict[str, Any] | None = None,
+        priority: int = 5,
+        job_id: str | None = None,
+        correlation_id: str | None = None,
+    ) -> str:
+        """Publish one job (persistently, confirmed by RabbitMQ) and return its id.
+
+        Raises:
+            InvalidJob: The job does not match the schema; nothing is published.
+            dramatiq.errors.ConnectionClosed: RabbitMQ could not be reached.
+        """
+        fields: dict[str, Any] = {
+            "provider_namespace": provider_namespace,
+            "resource_type": resource_type,
+            "operation": operation,
+            "request": request if request is not None else {},
+            "priority": priority,
+            "correlation_id": correlation_id,
+        }
+        if job_id is not None:
+            fields["job_id"] = job_id
+        job = parse_job(fields)
+        self.actors[actor_for(job.operation)].send(job)
+        return job.job_id
+
+    async def submit_job(self, **fields: Any) -> str:
+        """The awaitable form of :meth:`submit`; same arguments, same errors."""
+        return await asyncio.to_thread(lambda: self.submit(**fields))
+
+    def close(self) -> None:
+        self.broker.close()
+
+
+class ProviderWorker:
+    """Runs provider jobs in this process, with the seed's retry semantics.
+
+    Subclasses may override ``_is_retryable_error(exception) -> bool`` and call
+    ``super()._is_retryable_error(exception)`` for the cases they do not decide.
+
+    Args:
+        worker_id: Name used in logs and attempt records.
+        provider_registry: Where providers are looked up.
+        job_queue: The queue whose settings (broker URL, queue name) to use.
+        max_retries: Attempts in total, the first included (seed meaning). Default 3.
+        retry_delay: Seconds between attempts. Default 5.0.
+        worker_threads: Threads running jobs. Default: the settings' ``worker_threads``.
+
+    Raises:
+        ConfigurationError: ``max_retries`` is below 1 or ``retry_delay`` not allowed.
+    """
+
+    def __init__(
+        self,
+        *,
+        worker_id: str,
+        provider_registry: ProviderRegistry,
+        job_queue: JobQueue,
+        max_retries: int = 3,
+        retry_delay: float = 5.0,
+        worker_threads: int | None = None,
+    ) -> None:
+        if max_retries < 1:
+            raise ConfigurationError(
+                f"max_retries={max_retries!r} is not allowed: it counts attempts in total, so use 1 or more"
+            )
+        self.worker_id = worker_id
+        self.provider_registry = provider_registry
+        self.job_queue = job_queue
+        self.settings = dataclasses.replace(
+            job_queue.settings,
+            worker_id=worker_id,
+            max_attempts=max_retries,
+            retry_delay_s=retry_delay,
+            worker_threads=worker_threads or job_queue.settings.worker_threads,
+        )
+        self._classifier = ErrorClassifier(unknown_retryable=self.settings.unknown_errors_retryable)
+        self.broker = build_broker(self.settings, classifier=self._classify)
+        declare_provider_actors(self.broker, provider_registry, self.settings)
+        self._worker: dramatiq.Worker | None = None
+        self._stop = threading.Event()
+
+    def _is_retryable_error(self, exception: BaseException) -> bool:
+        """Whether ``exception`` is worth another attempt; override to add cases."""
+        return self._classifier(exception).retryable
+
+    def _classify(self, exception: BaseException) -> Classification:
+        base = self._classifier(exception)
+        retryable = self._is_retryable_error(exception)
+        if retryable == base.retryable:
+            return base
+        return dataclasses.replace(base, retryable=retryable, matched_by="_is_retryable_error")
+
+    def start(self) -> None:
+        """Start consuming in background threads; returns at once."""
+        if self._worker is not None:
+            return
+        self._worker = dramatiq.Worker(
+            self.broker, worker_threads=self.settings.worker_threads, worker_timeout=self.settings.worker_timeout_ms
+        )
+        self._worker.start()
+
+    def join(self) -> None:
+        """Wait until the worker has no message in hand (for tests and scripts)."""
+        if self._worker is not None:
+            self._worker.join()
+
+    def stop(self) -> None:
+        """Stop consuming; unfinished messages go back to RabbitMQ."""
+        self._stop.set()
+        if self._worker is not None:
+            self._worker.stop()
+            self._worker = None
+        self.broker.close()
+
+    def run(self) -> None:
+        """Start, then block until SIGINT or SIGTERM (or :meth:`stop`), then stop."""
+
+        def handle(signum: int, frame: FrameType | None) -> None:
+            self._stop.set()
+
+        previous = {sig: signal.signal(sig, handle) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            self.start()
+            while not self._stop.wait(0.5):
+                pass
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            self.stop()
+
+    def __enter__(self) -> ProviderWorker:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

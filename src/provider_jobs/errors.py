@@ -1,0 +1,186 @@
+"""The exception tree of provider-jobs.
+
+Every exception we raise derives from :class:`ProviderJobsError`. Errors a
+provider raises carry a ``category`` name that the error classifier maps to a
+retry decision, an optional HTTP ``status_code`` and an optional
+``retry_after_s`` hint::
+
+    ProviderJobsError
+    ├── ConfigurationError          bad setting, refused at start
+    ├── BrokerUnavailable           RabbitMQ cannot be reached
+    ├── InvalidJob                  job fails the schema (validation, permanent)
+    ├── ArchiveError                the dead-letter archive failed
+    │   ├── ArchiveUnavailable      its database cannot be reached (transient)
+    │   └── RecordNotFound          no archived dead letter with that id
+    └── ProviderError               raised by or about a provider
+        ├── ProviderNotFound        provider_not_found        retryable
+        ├── ProviderNotAvailable    provider_not_available    retryable
+        ├── ProviderConnectionError connection_error          retryable
+        ├── ProviderTimeout         timeout                   retryable
+        ├── ServiceUnavailable      service_unavailable       retryable
+        ├── ProviderBusy            busy                      retryable
+        ├── ValidationFailed        validation                permanent
+        ├── AuthorizationFailed     authorization             permanent
+        ├── Forbidden               forbidden                 permanent
+        ├── UnknownOperation        unknown_operation         permanent
+        ├── UnsupportedOperation    unsupported               permanent
+        └── InvalidInput            invalid_input             permanent
+
+The categories themselves (name and retryable flag) live in
+:mod:`provider_jobs.middleware.classifier`; this module only names them, so
+that the classifier can import it without a cycle.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+__all__ = [
+    "ArchiveError",
+    "ArchiveUnavailable",
+    "AuthorizationFailed",
+    "BrokerUnavailable",
+    "ConfigurationError",
+    "Forbidden",
+    "InvalidInput",
+    "InvalidJob",
+    "ProviderBusy",
+    "ProviderConnectionError",
+    "ProviderError",
+    "ProviderJobsError",
+    "ProviderNotAvailable",
+    "ProviderNotFound",
+    "ProviderTimeout",
+    "RecordNotFound",
+    "ServiceUnavailable",
+    "UnknownOperation",
+    "UnsupportedOperation",
+    "ValidationFailed",
+]
+
+
+class ProviderJobsError(Exception):
+    """Root of every exception provider-jobs raises.
+
+    Attributes:
+        category: Name of the error category the classifier files this
+            exception under, or ``None`` to let it look at the message text.
+    """
+
+    category: ClassVar[str | None] = None
+
+
+class ConfigurationError(ProviderJobsError, ValueError):
+    """A setting has a value that is not allowed; raised at start."""
+
+
+class BrokerUnavailable(ProviderJobsError):
+    """RabbitMQ could not be reached at the configured URL."""
+
+
+class InvalidJob(ProviderJobsError, ValueError):
+    """A job does not match the :class:`~provider_jobs.jobs.ProviderJob` schema."""
+
+    category = "validation"
+
+
+class ArchiveError(ProviderJobsError):
+    """The dead-letter archive failed."""
+
+
+class ArchiveUnavailable(ArchiveError):
+    """The archive database cannot be reached; the operation may succeed later."""
+
+
+class RecordNotFound(ArchiveError, LookupError):
+    """No archived dead letter has the requested id."""
+
+
+class ProviderError(ProviderJobsError):
+    """An error raised by, or about, a provider.
+
+    Args:
+        message: Human-readable description, kept verbatim in logs and the DLQ.
+        status_code: HTTP status the provider answered with, if any.
+        retry_after_s: Seconds the provider asked us to wait before retrying
+            (``Retry-After``), if any.
+    """
+
+    category: ClassVar[str | None] = None
+
+    def __init__(self, message: str, *, status_code: int | None = None, retry_after_s: float | None = None):
+        super().__init__(message)
+        self.status_code = status_code
+        self.retry_after_s = retry_after_s
+
+
+class ProviderNotFound(ProviderError):
+    """No provider is registered for the job's ``namespace/resource_type``."""
+
+    category = "provider_not_found"
+
+
+class ProviderNotAvailable(ProviderError):
+    """The provider is registered but cannot take work right now."""
+
+    category = "provider_not_available"
+
+
+class ProviderConnectionError(ProviderError):
+    """The provider could not be connected to."""
+
+    category = "connection_error"
+
+
+class ProviderTimeout(ProviderError):
+    """The provider did not answer in time."""
+
+    category = "timeout"
+
+
+class ServiceUnavailable(ProviderError):
+    """The provider answered that it is unavailable (502 / 503)."""
+
+    category = "service_unavailable"
+
+
+class ProviderBusy(ProviderError):
+    """The provider is rate limiting or busy (429)."""
+
+    category = "busy"
+
+
+class ValidationFailed(ProviderError):
+    """The provider rejected the request as invalid (400 / 422)."""
+
+    category = "validation"
+
+
+class AuthorizationFailed(ProviderError):
+    """The provider rejected our credentials (401)."""
+
+    category = "authorization"
+
+
+class Forbidden(ProviderError):
+    """The provider refused the operation for these credentials (403)."""
+
+    category = "forbidden"
+
+
+class UnknownOperation(ProviderError):
+    """The provider does not know the requested operation."""
+
+    category = "unknown_operation"
+
+
+class UnsupportedOperation(ProviderError):
+    """The provider knows the operation but does not support it (405 / 501)."""
+
+    category = "unsupported"
+
+
+class InvalidInput(ProviderError):
+    """The job's input cannot be processed by the provider."""
+
+    category = "invalid_input"

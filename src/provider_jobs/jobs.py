@@ -1,0 +1,81 @@
+"""ProviderJob: the schema of every message a provider-operation actor takes."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import InvalidJob
+
+__all__ = ["STANDARD_OPERATIONS", "ProviderJob", "parse_job"]
+
+#: Operations every provider understands; providers may define more actions.
+STANDARD_OPERATIONS = ("create", "get", "update", "delete")
+
+
+def _new_job_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class ProviderJob(BaseModel):
+    """One provider operation to run.
+
+    Args:
+        job_id: Unique id; generated when absent.
+        provider_namespace: Provider namespace, for example ``ITL.Core``.
+        resource_type: Resource type within it, for example ``ResourceGroup``.
+        operation: ``create``, ``get``, ``update``, ``delete`` or a
+            provider-defined action such as ``restart``.
+        request: The operation's input, a JSON object.
+        priority: 0-9, higher runs first (RabbitMQ priority queue). Default 5.
+        submitted_at: When the producer submitted the job (UTC); defaults to now.
+        correlation_id: Optional id tying the job to a caller's request.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
+
+    job_id: str = Field(default_factory=_new_job_id, min_length=1, max_length=128)
+    provider_namespace: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]*(\.[A-Za-z][A-Za-z0-9_-]*)*$", max_length=128)
+    resource_type: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]*(/[A-Za-z][A-Za-z0-9_-]*)*$", max_length=128)
+    operation: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_.-]*$", max_length=64)
+    request: dict[str, Any] = Field(default_factory=dict)
+    priority: int = Field(default=5, ge=0, le=9, strict=True)
+    submitted_at: datetime = Field(default_factory=_now)
+    correlation_id: str | None = Field(default=None, max_length=128)
+
+    @property
+    def provider(self) -> str:
+        """``namespace/resource_type``, the key providers are registered under."""
+        return f"{self.provider_namespace}/{self.resource_type}"
+
+    def to_message(self) -> dict[str, Any]:
+        """The JSON-safe dict carried in the Dramatiq message."""
+        return self.model_dump(mode="json")
+
+
+def parse_job(data: ProviderJob | Mapping[str, Any]) -> ProviderJob:
+    """Validate ``data`` as a :class:`ProviderJob`.
+
+    Raises:
+        InvalidJob: ``data`` does not match the schema; the message names
+            every offending field.
+    """
+    if isinstance(data, ProviderJob):
+        return data
+    if not isinstance(data, Mapping):
+        raise InvalidJob(f"Validation error: a job must be a JSON object, not {type(data).__name__}")
+    try:
+        return ProviderJob.model_validate(dict(data))
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'job'}: {err['msg']}" for err in exc.errors()
+        )
+        raise InvalidJob(f"Validation error: invalid job: {problems}") from None

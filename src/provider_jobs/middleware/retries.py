@@ -1,0 +1,414 @@
+"""ClassifiedRetries: Dramatiq's ``Retries``, but it knows which errors to retry.
+
+A drop-in replacement for :class:`dramatiq.middleware.Retries`: the same actor
+and message options (``max_retries``, ``min_backoff``, ``max_backoff``,
+``retry_when``, ``throws``, ``on_retry_exhausted``) with the same meanings, and
+:class:`dramatiq.Retry` still asks for another attempt. On top of that:
+
+- every failure is classified; permanent ones are dead-lettered at once;
+- a fixed delay (``retry_delay_ms``) or exponential backoff with jitter, per
+  middleware, actor or message; a provider's ``Retry-After`` is honoured up to
+  ``max_retry_after_ms``;
+- each attempt is recorded in the message (``options["attempt_history"]``);
+- the dead letter carries the *final* attempt's error, category and traceback
+  (``options["dead_letter"]``): it is published to ``<queue>.XQ`` with
+  publisher confirms and only then is the original acked; if that publish
+  fails the message is nacked, which dead-letters it through RabbitMQ;
+- a retry whose publish fails is dead-lettered, never acked and lost.
+
+Like ``Retries`` it must be the last middleware in the broker's list, so that
+its ``after_process_message`` runs first.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import dramatiq
+import pika
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
+from dramatiq.common import compute_backoff, xq_name
+from dramatiq.middleware import Middleware, MiddlewareError
+
+from ..errors import ConfigurationError
+from .classifier import RETRY_REQUESTED, Classification, ErrorClassifier
+
+__all__ = ["ClassifiedRetries", "RetryConfigurationError"]
+
+#: Dramatiq's own defaults, kept so that swapping ``Retries`` changes nothing.
+DEFAULT_MAX_RETRIES = 20
+DEFAULT_MIN_BACKOFF_MS = 15_000
+#: RabbitMQ's default ``consumer_timeout``: a delayed message is held unacked
+#: by the worker until its eta, and RabbitMQ closes consumers that hold one longer.
+DEFAULT_CONSUMER_TIMEOUT_MS = 1_800_000
+#: Cap on a provider's ``Retry-After``.
+DEFAULT_MAX_RETRY_AFTER_MS = 300_000
+#: Attempt records kept per message; older ones are dropped so that an actor
+#: retried forever does not grow its message without bound.
+MAX_ATTEMPT_HISTORY = 50
+
+_WORKER_FAILURE_LOG = "Failed to process message %s with unhandled exception."
+
+#: Classifies an exception; an :class:`ErrorClassifier` is one.
+Classifier = Callable[[BaseException], Classification]
+
+logger = logging.getLogger("provider_jobs.retries")
+
+
+class RetryConfigurationError(ConfigurationError, MiddlewareError):
+    """A retry delay is not allowed; raised when the middleware or an actor is declared.
+
+    It is a ``MiddlewareError`` so that Dramatiq lets it out of ``before_declare_actor``.
+    """
+
+
+class _DropClassifiedFailureLogs(logging.Filter):
+    """Drops the worker's own ERROR-with-traceback line: we log each failure once."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.msg != _WORKER_FAILURE_LOG
+
+
+def _default_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class ClassifiedRetries(Middleware):
+    """Retry failed messages when the error is worth retrying; dead-letter the rest.
+
+    Args:
+        classifier: Decides category and retryability of an exception.
+            Defaults to ``ErrorClassifier()``.
+        max_retries: Retries after the first attempt (Dramatiq's meaning:
+            ``max_retries=2`` is at most 3 attempts). Defaults to 20, as ``Retries``.
+        min_backoff: Exponential backoff factor in ms. Defaults to 15 000.
+        max_backoff: Backoff cap in ms. Defaults to 90 % of ``consumer_timeout_ms``.
+        retry_when: ``(retries, exception) -> bool``; when set it decides
+            alone, over ``max_retries`` and the classification, as in ``Retries``.
+        retry_delay_ms: Fixed delay between attempts in ms; ``None`` (the
+            default) uses exponential backoff from ``min_backoff``.
+        retry_backoff: With ``retry_delay_ms`` set, grow it exponentially
+            (with jitter, capped at ``max_backoff``) instead of keeping it fixed.
+            Defaults to ``False``.
+        max_retry_after_ms: Cap on a provider's ``Retry-After``. Defaults to 300 000.
+        consumer_timeout_ms: RabbitMQ's ``consumer_timeout``; delays at or
+            above it are refused. Defaults to 1 800 000 (30 min).
+        worker_id: Recorded in each attempt and log line. Defaults to ``host-pid``.
+        log_success: Log ``Job X completed successfully on attempt N`` at INFO.
+            Defaults to ``True``.
+
+    Raises:
+        RetryConfigurationError: A delay is at or above ``consumer_timeout_ms``.
+    """
+
+    def __init__(
+        self,
+        *,
+        classifier: Classifier | None = None,
+        max_retries: int | None = DEFAULT_MAX_RETRIES,
+        min_backoff: int | None = None,
+        max_backoff: int | None = None,
+        retry_when: Callable[[int, BaseException], bool] | None = None,
+        retry_delay_ms: int | None = None,
+        retry_backoff: bool = False,
+        max_retry_after_ms: int = DEFAULT_MAX_RETRY_AFTER_MS,
+        consumer_timeout_ms: int = DEFAULT_CONSUMER_TIMEOUT_MS,
+        worker_id: str | None = None,
+        log_success: bool = True,
+    ) -> None:
+        self.classifier: Classifier = classifier or ErrorClassifier()
+        self.max_retries = max_retries
+        self.consumer_timeout_ms = consumer_timeout_ms
+        self.min_backoff = min_backoff or DEFAULT_MIN_BACKOFF_MS
+        self.max_backoff = max_backoff or int(consumer_timeout_ms * 0.9)
+        self.retry_when = retry_when
+        self.retry_delay_ms = retry_delay_ms
+        self.retry_backoff = retry_backoff
+        self.max_retry_after_ms = max_retry_after_ms
+        self.worker_id = worker_id or _default_worker_id()
+        self.log_success = log_success
+        self._local = threading.local()
+        self._check_delays(
+            "ClassifiedRetries",
+            retry_delay_ms=retry_delay_ms,
+            min_backoff=self.min_backoff,
+            max_backoff=self.max_backoff,
+            max_retry_after_ms=max_retry_after_ms,
+        )
+
+    @property
+    def actor_options(self) -> set[str]:
+        return {
+            "max_retries",
+            "min_backoff",
+            "max_backoff",
+            "retry_when",
+            "throws",
+            "on_retry_exhausted",
+            "retry_delay_ms",
+            "retry_backoff",
+        }
+
+    def _check_delays(self, owner: str, **delays_ms: int | None) -> None:
+        for name, value in delays_ms.items():
+            if value is None:
+                continue
+            if not isinstance(value, int) or value < 0:
+                raise RetryConfigurationError(f"{owner}: {name}={value!r} is not allowed; use whole ms >= 0")
+            if value >= self.consumer_timeout_ms:
+                raise RetryConfigurationError(
+                    f"{owner}: {name}={value} ms is at or above RabbitMQ's consumer_timeout "
+                    f"({self.consumer_timeout_ms} ms); delayed messages are held unacked until due, "
+                    f"so use a delay below it or raise consumer_timeout on the broker"
+                )
+
+    def before_declare_actor(self, broker: dramatiq.Broker, actor: dramatiq.Actor[Any, Any]) -> None:
+        self._check_delays(
+            f"actor {actor.actor_name!r}",
+            retry_delay_ms=actor.options.get("retry_delay_ms"),
+            min_backoff=actor.options.get("min_backoff"),
+            max_backoff=actor.options.get("max_backoff"),
+        )
+
+    def before_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        worker_logger = logging.getLogger("dramatiq.worker.WorkerThread")
+        if not any(isinstance(f, _DropClassifiedFailureLogs) for f in worker_logger.filters):
+            worker_logger.addFilter(_DropClassifiedFailureLogs())
+        if not getattr(broker, "confirm_delivery", True):
+            logger.warning(
+                "The broker publishes without confirms: a retry it loses cannot be detected. "
+                "Build it with confirm_delivery=True."
+            )
+
+    # -- the decision -------------------------------------------------------------
+
+    def after_process_message(
+        self,
+        broker: dramatiq.Broker,
+        message: dramatiq.MessageProxy,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        actor = broker.get_actor(message.actor_name)
+        retries: int = message.options.get("retries", 0)
+        max_retries = message.options.get("max_retries", actor.options.get("max_retries", self.max_retries))
+        context = self._log_context(message, retries + 1, max_retries)
+        if exception is None:
+            if self.log_success:
+                logger.info("Job %s completed successfully on attempt %d", context["job_id"], retries + 1,
+                            extra=context)
+            return
+
+        if isinstance(exception, dramatiq.Retry):
+            classification = Classification(RETRY_REQUESTED, True, None, "type")
+        else:
+            classification = self.classifier(exception)
+        context["category"] = classification.category.name
+        error = f"{exception}" or type(exception).__name__
+        message.options["retries"] = retries + 1
+        message.options["traceback"] = "".join(traceback.format_exception(exception, limit=30))
+        message.options["requeue_timestamp"] = int(time.time() * 1000)
+
+        throws = message.options.get("throws") or actor.options.get("throws")
+        retry_when = actor.options.get("retry_when", self.retry_when)
+        if throws and isinstance(exception, throws):
+            reason = "throws"
+        elif retry_when is not None:
+            reason = "retry" if retry_when(retries, exception) else "retry_when"
+        elif not classification.retryable:
+            reason = "non_retryable"
+        elif max_retries is not None and retries >= max_retries:
+            reason = "exhausted"
+        else:
+            reason = "retry"
+
+        delay_ms = self._delay_ms(message, actor, exception, classification, retries) if reason == "retry" else None
+        self._record_attempt(message, exception, classification, retries + 1, delay_ms)
+
+        if reason != "retry":
+            self._log_dead_letter(reason, context, error, exception, classification)
+            self._dead_letter(broker, message, actor, classification, exception, reason, retries, max_retries)
+            return
+
+        assert delay_ms is not None
+        context["delay_s"] = delay_ms / 1000
+        logger.warning(
+            "Job %s failed with retryable error: %s. Retrying in %.1fs... (attempt %d/%s)",
+            context["job_id"], error, delay_ms / 1000, retries + 1, context["max_attempts"], extra=context,
+        )
+        try:
+            broker.enqueue(message, delay=delay_ms)
+        except Exception as exc:
+            logger.error(
+                "Job %s could not be re-enqueued for retry (%s: %s); dead-lettering it instead of losing it",
+                context["job_id"], type(exc).__name__, exc, extra=context,
+            )
+            self._dead_letter(
+                broker, message, actor, classification, exception, "retry_publish_failed", retries, max_retries
+            )
+
+    def _delay_ms(
+        self,
+        message: dramatiq.MessageProxy,
+        actor: dramatiq.Actor[Any, Any],
+        exception: BaseException,
+        classification: Classification,
+        retries: int,
+    ) -> int:
+        def option(name: str, default: Any) -> Any:
+            return message.options.get(name, actor.options.get(name, default))
+
+        max_backoff = min(option("max_backoff", self.max_backoff), self.max_backoff)
+        if isinstance(exception, dramatiq.Retry) and exception.delay is not None:
+            delay = int(exception.delay)
+        elif classification.suggested_delay_s is not None:
+            delay = min(int(classification.suggested_delay_s * 1000), self.max_retry_after_ms)
+        else:
+            fixed = option("retry_delay_ms", self.retry_delay_ms)
+            if fixed is not None and not option("retry_backoff", self.retry_backoff):
+                delay = int(fixed)
+            else:
+                factor = fixed if fixed is not None else option("min_backoff", self.min_backoff)
+                _, delay = compute_backoff(retries, factor=factor, max_backoff=max_backoff)
+        # Per-message options cannot be checked at start; clamp them below the timeout.
+        return max(0, min(delay, int(self.consumer_timeout_ms * 0.9)))
+
+    def _record_attempt(
+        self,
+        message: dramatiq.MessageProxy,
+        exception: BaseException,
+        classification: Classification,
+        attempt: int,
+        delay_ms: int | None,
+    ) -> None:
+        history: list[dict[str, Any]] = message.options.setdefault("attempt_history", [])
+        history.append(
+            {
+                "attempt": attempt,
+                "category": classification.category.name,
+                "retryable": classification.retryable,
+                "error_type": type(exception).__qualname__,
+                "error": str(exception),
+                "at_ms": int(time.time() * 1000),
+                "worker_id": self.worker_id,
+                "delay_ms": delay_ms,
+                "redelivered": bool(getattr(message, "redelivered", False)),
+            }
+        )
+        del history[:-MAX_ATTEMPT_HISTORY]
+
+    # -- dead-lettering -----------------------------------------------------------
+
+    def _dead_letter(
+        self,
+        broker: dramatiq.Broker,
+        message: dramatiq.MessageProxy,
+        actor: dramatiq.Actor[Any, Any],
+        classification: Classification,
+        exception: BaseException,
+        reason: str,
+        retries: int,
+        max_retries: int | None,
+    ) -> None:
+        message.options["dead_letter"] = {
+            "reason": reason,
+            "category": classification.category.name,
+            "retryable": classification.retryable,
+            "error_type": type(exception).__qualname__,
+            "error": str(exception),
+            "traceback": message.options["traceback"],
+            "attempts": retries + 1,
+            "max_retries": max_retries,
+            "worker_id": self.worker_id,
+            "queue_name": message.queue_name,
+            "dead_lettered_at_ms": int(time.time() * 1000),
+        }
+        if reason == "exhausted":
+            target = message.options.get("on_retry_exhausted") or actor.options.get("on_retry_exhausted")
+            if target:
+                broker.get_actor(target).send(message.asdict(), {"retries": retries, "max_retries": max_retries})
+        if not self._publish_dead_letter(broker, message):
+            # RabbitMQ moves a nacked delivery to <queue>.XQ itself; only the
+            # final attempt's details are missing from that copy.
+            message.fail()
+
+    def _publish_dead_letter(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> bool:
+        """Publish the enriched message to ``<queue>.XQ`` and wait for RabbitMQ's confirm."""
+        if not isinstance(broker, RabbitmqBroker):
+            return False
+        try:
+            connection = broker.connection
+            channel = getattr(self._local, "channel", None)
+            if channel is None or channel.is_closed or getattr(self._local, "connection", None) is not connection:
+                channel = connection.channel()
+                channel.confirm_delivery()
+                self._local.channel, self._local.connection = channel, connection
+            channel.basic_publish(
+                exchange="",
+                routing_key=xq_name(message.queue_name),
+                body=message._message.encode(),
+                properties=pika.BasicProperties(
+                    delivery_mode=2,
+                    priority=message.options.get("broker_priority"),
+                    headers={"x-provider-jobs-dead-letter": message.options["dead_letter"]["reason"]},
+                ),
+                mandatory=True,
+            )
+        except Exception as exc:
+            self._local.channel = None
+            logger.warning(
+                "Could not publish dead letter %s to %s (%s: %s); nacking it so RabbitMQ dead-letters it",
+                message.message_id, xq_name(message.queue_name), type(exc).__name__, exc,
+            )
+            return False
+        return True
+
+    # -- logging --------------------------------------------------------------
+
+    def _log_context(self, message: dramatiq.MessageProxy, attempt: int, max_retries: int | None) -> dict[str, Any]:
+        options = message.options
+        return {
+            "job_id": options.get("job_id") or message.message_id,
+            "message_id": message.message_id,
+            "actor": message.actor_name,
+            "worker_id": self.worker_id,
+            "attempt": attempt,
+            "max_attempts": max_retries + 1 if isinstance(max_retries, int) else "-",
+            "provider": options.get("provider"),
+            "operation": options.get("operation"),
+        }
+
+    def _log_dead_letter(
+        self,
+        reason: str,
+        context: dict[str, Any],
+        error: str,
+        exception: BaseException,
+        classification: Classification,
+    ) -> None:
+        context["reason"] = reason
+        # A traceback helps only where nobody anticipated the failure.
+        exc_info = exception if classification.matched_by == "default" else None
+        if reason == "exhausted":
+            logger.error("Job %s exhausted all retries and will be moved to DLQ", context["job_id"],
+                         extra=context, exc_info=exc_info)
+        elif reason == "non_retryable":
+            logger.error(
+                "Job %s failed (attempt %d/%s): %s. This is non-retryable, moving to DLQ",
+                context["job_id"], context["attempt"], context["max_attempts"], error,
+                extra=context, exc_info=exc_info,
+            )
+        else:
+            logger.error(
+                "Job %s failed (attempt %d/%s): %s. Not retried (%s), moving to DLQ",
+                context["job_id"], context["attempt"], context["max_attempts"], error, reason,
+                extra=context, exc_info=exc_info,
+            )

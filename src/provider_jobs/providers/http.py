@@ -1,0 +1,133 @@
+"""HttpProvider: a provider reached over HTTP, its answers mapped onto our errors."""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from typing import Any
+
+import httpx
+
+from ..errors import (
+    AuthorizationFailed,
+    Forbidden,
+    InvalidInput,
+    ProviderBusy,
+    ProviderConnectionError,
+    ProviderError,
+    ProviderTimeout,
+    ServiceUnavailable,
+    UnsupportedOperation,
+    ValidationFailed,
+)
+from ..jobs import ProviderJob
+
+__all__ = ["HttpProvider", "parse_retry_after"]
+
+#: Status code to the error raised for it. 404 means the resource or route
+#: is not there: retrying will not make it appear, so it is permanent.
+_STATUS_ERRORS: dict[int, tuple[type[ProviderError], str]] = {
+    400: (ValidationFailed, "Validation error"),
+    401: (AuthorizationFailed, "Authorization failed"),
+    403: (Forbidden, "Forbidden"),
+    404: (InvalidInput, "Invalid input: not found"),
+    405: (UnsupportedOperation, "Unsupported operation"),
+    408: (ProviderTimeout, "Timeout"),
+    422: (ValidationFailed, "Validation error"),
+    429: (ProviderBusy, "Provider busy"),
+    501: (UnsupportedOperation, "Unsupported operation"),
+    502: (ServiceUnavailable, "Service unavailable"),
+    503: (ServiceUnavailable, "Service unavailable"),
+    504: (ProviderTimeout, "Timeout"),
+}
+#: Longest provider error text kept in an exception message.
+_MAX_DETAIL_CHARS = 500
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` header (seconds or an HTTP date); ``None`` if absent or bad."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        body = response.text
+    if isinstance(body, dict):
+        body = body.get("error") or body.get("message") or body.get("detail") or body
+    text = str(body).strip()
+    return text[:_MAX_DETAIL_CHARS] or response.reason_phrase
+
+
+class HttpProvider:
+    """Runs operations by ``POST {base_url}/operations/{operation}`` with the job as JSON.
+
+    A 2xx answer's JSON body (or ``None`` when empty) is the result. Errors:
+    400/422 validation, 401 authorization, 403 forbidden, 404 invalid input,
+    405/501 unsupported, 408/504 and client timeouts timeout, 429 busy, 502/503
+    service unavailable, a refused connection a connection error; ``Retry-After``
+    on 429/503 is carried as ``retry_after_s``.
+
+    Args:
+        base_url: The provider's base URL, for example ``http://rg-provider:8080``.
+        timeout_s: Read / write timeout in seconds. Default 30.
+        connect_timeout_s: Connect timeout in seconds. Default 5.
+        headers: Extra headers sent with every call (for example authorization).
+        transport: An httpx transport, for tests. Default: a real network transport.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout_s: float = 30.0,
+        connect_timeout_s: float = 5.0,
+        headers: dict[str, str] | None = None,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._client = httpx.Client(
+            timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
+            headers=headers,
+            transport=transport,
+        )
+
+    def __repr__(self) -> str:
+        return f"HttpProvider({self.base_url!r})"
+
+    def close(self) -> None:
+        self._client.close()
+
+    def execute(self, job: ProviderJob) -> Any:
+        url = f"{self.base_url}/operations/{job.operation}"
+        try:
+            response = self._client.post(
+                url, json=job.to_message(), headers={"X-Job-Id": job.job_id}
+            )
+        except httpx.TimeoutException as exc:
+            raise ProviderTimeout(f"Timeout calling {url}: {type(exc).__name__}") from exc
+        except httpx.ConnectError as exc:
+            raise ProviderConnectionError(f"Connection error calling {url}: {exc}") from exc
+        except httpx.TransportError as exc:
+            raise ProviderConnectionError(f"Connection error calling {url}: {type(exc).__name__}: {exc}") from exc
+
+        if response.is_success:
+            return response.json() if response.content else None
+        status = response.status_code
+        error_class, label = _STATUS_ERRORS.get(status, (ProviderError, "Provider error"))
+        retry_after = parse_retry_after(response.headers.get("Retry-After")) if status in (429, 503) else None
+        raise error_class(
+            f"{label}: HTTP {status} from {url}: {_detail(response)}",
+            status_code=status,
+            retry_after_s=retry_after,
+        )

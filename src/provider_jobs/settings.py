@@ -1,0 +1,171 @@
+"""Settings: every knob of provider-jobs, read once from the environment at the edge."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, TypeVar
+
+from .errors import ConfigurationError
+
+__all__ = ["ENV_PREFIX", "Settings"]
+
+#: Every environment variable we read starts with this.
+ENV_PREFIX = "PROVIDER_JOBS_"
+
+_T = TypeVar("_T")
+
+
+def _parse_delays(text: str) -> Mapping[str, float]:
+    delays: dict[str, float] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"{item!r} is not operation=seconds")
+        delays[name.strip()] = float(value)
+    return MappingProxyType(delays)
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError("expected true or false")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """Configuration of workers, producers and tools.
+
+    Every field is read from ``PROVIDER_JOBS_<FIELD>`` by :meth:`from_env`.
+
+    Args:
+        broker_url: RabbitMQ URL. Default ``amqp://guest:guest@127.0.0.1:5672/%2F``.
+        queue_name: Queue the provider-operation actors use. Default ``provider.jobs``.
+        max_attempts: Attempts per job in total, the first included (the seed's
+            ``max_retries``). Default 3.
+        retry_delay_s: Delay before each retry in seconds. Default 5.0.
+        retry_backoff: Grow the delay exponentially (with jitter) instead of
+            keeping it fixed. Default ``False``.
+        max_retry_delay_s: Cap on a backed-off delay. Default 300.
+        operation_delays_s: Per-operation retry delays, as
+            ``create=10,get=2,delete=5`` in the environment. Default none.
+        max_retry_after_s: Cap on a provider's ``Retry-After``. Default 300.
+        consumer_timeout_s: RabbitMQ's ``consumer_timeout``; delays must stay
+            below it. Default 1800.
+        unknown_errors_retryable: Retry errors no rule recognises. Default ``True``.
+        worker_id: Name of this worker in logs and attempt records. Default ``host-pid``.
+        worker_threads: Worker threads per process. Default 8.
+        worker_timeout_ms: How often idle consumers wake, which bounds how late a
+            due retry can be. Default 100.
+        providers: Providers as ``Namespace/Type=http://base-url`` pairs
+            separated by ``;``. Default none.
+        providers_file: A TOML or JSON file of providers. Default none.
+        log_format: ``auto`` (console in a terminal, JSON otherwise), ``console`` or ``json``.
+        log_level: Root log level. Default ``INFO``.
+
+    Raises:
+        ConfigurationError: A value is not allowed; the message names the
+            variable, its value and what is allowed.
+    """
+
+    broker_url: str = "amqp://guest:guest@127.0.0.1:5672/%2F"
+    queue_name: str = "provider.jobs"
+    max_attempts: int = 3
+    retry_delay_s: float = 5.0
+    retry_backoff: bool = False
+    max_retry_delay_s: float = 300.0
+    operation_delays_s: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
+    max_retry_after_s: float = 300.0
+    consumer_timeout_s: float = 1800.0
+    unknown_errors_retryable: bool = True
+    worker_id: str | None = None
+    worker_threads: int = 8
+    worker_timeout_ms: int = 100
+    providers: str = ""
+    providers_file: str | None = None
+    log_format: str = "auto"
+    log_level: str = "INFO"
+
+    def __post_init__(self) -> None:
+        def refuse(name: str, allowed: str) -> None:
+            raise ConfigurationError(
+                f"{ENV_PREFIX}{name.upper()}={getattr(self, name)!r} is not allowed: {allowed}"
+            )
+
+        if not self.broker_url.startswith(("amqp://", "amqps://")):
+            refuse("broker_url", "expected an amqp:// or amqps:// URL")
+        if not self.queue_name or any(c.isspace() for c in self.queue_name):
+            refuse("queue_name", "expected a non-empty name without spaces")
+        if self.max_attempts < 1:
+            refuse("max_attempts", "expected 1 or more attempts")
+        if self.consumer_timeout_s <= 0:
+            refuse("consumer_timeout_s", "expected seconds > 0")
+        limit = f"expected seconds >= 0 and below consumer_timeout_s ({self.consumer_timeout_s:g})"
+        for name in ("retry_delay_s", "max_retry_delay_s", "max_retry_after_s"):
+            if not 0 <= getattr(self, name) < self.consumer_timeout_s:
+                refuse(name, limit)
+        if any(not 0 <= d < self.consumer_timeout_s for d in self.operation_delays_s.values()):
+            refuse("operation_delays_s", limit)
+        if self.worker_threads < 1:
+            refuse("worker_threads", "expected 1 or more threads")
+        if not 10 <= self.worker_timeout_ms <= 60_000:
+            refuse("worker_timeout_ms", "expected 10 to 60000 ms")
+        if self.log_format not in {"auto", "console", "json"}:
+            refuse("log_format", "expected auto, console or json")
+        if self.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            refuse("log_level", "expected DEBUG, INFO, WARNING, ERROR or CRITICAL")
+
+    @property
+    def max_retries(self) -> int:
+        """Dramatiq's ``max_retries``: retries after the first attempt."""
+        return self.max_attempts - 1
+
+    def delay_s_for(self, operation: str) -> float:
+        """The retry delay for ``operation``: its own, or ``retry_delay_s``."""
+        return self.operation_delays_s.get(operation, self.retry_delay_s)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read settings from ``PROVIDER_JOBS_*`` variables; ``overrides`` win.
+
+        Raises:
+            ConfigurationError: A variable cannot be parsed or is not allowed.
+        """
+        env = os.environ if environ is None else environ
+        parsers: dict[str, Callable[[str], Any]] = {
+            "broker_url": str,
+            "queue_name": str,
+            "max_attempts": int,
+            "retry_delay_s": float,
+            "retry_backoff": _parse_bool,
+            "max_retry_delay_s": float,
+            "operation_delays_s": _parse_delays,
+            "max_retry_after_s": float,
+            "consumer_timeout_s": float,
+            "unknown_errors_retryable": _parse_bool,
+            "worker_id": str,
+            "worker_threads": int,
+            "worker_timeout_ms": int,
+            "providers": str,
+            "providers_file": str,
+            "log_format": str,
+            "log_level": str,
+        }
+        values: dict[str, Any] = {}
+        for name, parse in parsers.items():
+            raw = env.get(ENV_PREFIX + name.upper())
+            if raw is None or raw == "":
+                continue
+            try:
+                values[name] = parse(raw)
+            except ValueError as exc:
+                raise ConfigurationError(
+                    f"{ENV_PREFIX}{name.upper()}={raw!r} is not allowed: {exc}"
+                ) from None
+        values.update(overrides)
+        return cls(**values)
