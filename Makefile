@@ -1,0 +1,36 @@
+# The README's two commands: `make run` and `make test`.
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+
+.PHONY: install run test check format bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -U pip
+	$(BIN)/python -m pip install -q -e . --group dev
+	touch $@
+
+install: $(BIN)/.installed
+
+## Run the system: RabbitMQ, a worker with the demo providers and a demo producer.
+run: install
+	bash scripts/ensure-rabbitmq.sh
+	$(BIN)/provider-jobs demo
+
+## Run the tests against a private RabbitMQ node, SQLite and PostgreSQL.
+test: install
+	bash scripts/ensure-rabbitmq.sh
+	$(BIN)/pytest
+
+check: install
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+	$(BIN)/mypy
+
+format: install
+	$(BIN)/ruff check --fix src tests
+	$(BIN)/ruff format src tests
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,72 @@
+"""Shared fixtures: a private RabbitMQ node for the session, isolated queues per test.
+
+The node (``pytest_rmq`` on port 5690, see ``addopts`` in pyproject.toml) runs
+beside the machine's own RabbitMQ; fault tests may stop and start it.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import uuid
+from pathlib import Path
+from collections.abc import Iterator
+
+import pika
+import pytest
+from dramatiq.common import dq_name, xq_name
+from pytest_rabbitmq.factories.executor import RabbitMqExecutor
+
+from provider_jobs.settings import Settings
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Give the private node its own listener.
+
+    A machine-wide ``/etc/rabbitmq/rabbitmq.conf`` may pin ``listeners.tcp``
+    to 5672, which overrides ``RABBITMQ_NODE_PORT``; the node then fails with
+    eaddrinuse beside the machine's broker. A config file of its own wins.
+    """
+    port = config.getoption("rabbitmq_port") or config.getini("rabbitmq_port")
+    if not port or "RABBITMQ_CONFIG_FILE" in os.environ:
+        return
+    conf = Path(tempfile.mkdtemp(prefix="provider-jobs-rmq-")) / "rabbitmq.conf"
+    conf.write_text(f"listeners.tcp.local = 127.0.0.1:{port}\nloopback_users = none\n")
+    os.environ["RABBITMQ_CONFIG_FILE"] = str(conf)
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_url(rabbitmq_proc: RabbitMqExecutor) -> str:
+    return f"amqp://guest:guest@127.0.0.1:{rabbitmq_proc.port}/%2F"
+
+
+@pytest.fixture
+def queue_name() -> str:
+    return f"test.{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def settings(rabbitmq_url: str, queue_name: str) -> Settings:
+    """Settings for a test: private node, own queue, 20 ms retry delays."""
+    return Settings(
+        broker_url=rabbitmq_url,
+        queue_name=queue_name,
+        retry_delay_s=0.02,
+        worker_threads=2,
+        worker_timeout_ms=20,
+        worker_id="test-worker",
+    )
+
+
+@pytest.fixture
+def amqp(rabbitmq_url: str, queue_name: str) -> Iterator[pika.adapters.blocking_connection.BlockingChannel]:
+    """A raw pika channel on the private node; the test's queues are deleted afterwards."""
+    connection = pika.BlockingConnection(pika.URLParameters(rabbitmq_url))
+    channel = connection.channel()
+    yield channel
+    if not channel.is_open:
+        connection = pika.BlockingConnection(pika.URLParameters(rabbitmq_url))
+        channel = connection.channel()
+    for name in (queue_name, dq_name(queue_name), xq_name(queue_name)):
+        channel.queue_delete(name)
+    connection.close()
