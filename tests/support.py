@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
+import dramatiq
 import pika
+from dramatiq.common import xq_name
 
 def wait_for(predicate: Callable[[], Any], *, timeout_s: float = 10.0, interval_s: float = 0.01) -> Any:
     """Poll ``predicate`` until it returns something truthy; fail after ``timeout_s``."""
@@ -23,3 +27,29 @@ def wait_for(predicate: Callable[[], Any], *, timeout_s: float = 10.0, interval_
 def queue_depth(channel: pika.adapters.blocking_connection.BlockingChannel, name: str) -> int:
     """Messages ready in queue ``name`` (declared passively)."""
     return int(channel.queue_declare(name, passive=True).method.message_count)
+
+
+@contextmanager
+def running_worker(broker: dramatiq.Broker, *, threads: int = 2, timeout_ms: int = 20) -> Iterator[dramatiq.Worker]:
+    """A Dramatiq worker on ``broker`` for the duration of the block; the broker is closed after."""
+    worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=timeout_ms)
+    worker.start()
+    try:
+        yield worker
+    finally:
+        worker.stop()
+        broker.close()
+
+
+def take_dead_letters(
+    channel: pika.adapters.blocking_connection.BlockingChannel, queue_name: str, count: int, *, timeout_s: float = 10.0
+) -> list[tuple[pika.BasicProperties, dict[str, Any]]]:
+    """Wait until ``<queue>.XQ`` holds ``count`` messages, then take them all (decoded JSON)."""
+    xq = xq_name(queue_name)
+    wait_for(lambda: queue_depth(channel, xq) >= count, timeout_s=timeout_s)
+    taken = []
+    while True:
+        method, properties, body = channel.basic_get(xq, auto_ack=True)
+        if method is None:
+            return taken
+        taken.append((properties, json.loads(body)))

@@ -1,0 +1,278 @@
+"""ClassifiedRetries as a drop-in for Dramatiq's Retries, on a plain Dramatiq app.
+
+Nothing of provider-jobs is used here but the middleware itself: this is what
+another Dramatiq service reusing it gets.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+
+import dramatiq
+import pika
+import pytest
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
+from dramatiq.brokers.stub import StubBroker
+from dramatiq.common import dq_name
+from dramatiq.middleware import AgeLimit, Callbacks, Pipelines, ShutdownNotifications, TimeLimit
+from pytest_rabbitmq.factories.executor import RabbitMqExecutor
+from support import running_worker, take_dead_letters, wait_for
+
+from provider_jobs.middleware import ClassifiedRetries, ErrorClassifier, RetryConfigurationError
+
+
+def plain_broker(url: str, retries: ClassifiedRetries) -> RabbitmqBroker:
+    """Dramatiq's default middleware list with Retries swapped for ClassifiedRetries."""
+    return RabbitmqBroker(
+        url=url,
+        confirm_delivery=True,
+        middleware=[AgeLimit(), TimeLimit(), ShutdownNotifications(), Callbacks(), Pipelines(), retries],
+    )
+
+
+@pytest.fixture
+def broker(rabbitmq_url: str) -> Iterator[RabbitmqBroker]:
+    broker = plain_broker(rabbitmq_url, ClassifiedRetries(retry_delay_ms=20, max_retries=2, worker_id="w1"))
+    yield broker
+    broker.close()
+
+
+def test_a_plain_dramatiq_actor_is_retried_then_succeeds(broker: RabbitmqBroker, queue_name: str, amqp) -> None:
+    attempts: list[float] = []
+
+    @dramatiq.actor(broker=broker, queue_name=queue_name)
+    def flaky() -> None:
+        attempts.append(time.monotonic())
+        if len(attempts) < 3:
+            raise ConnectionError("connection reset by peer")
+
+    flaky.send()
+    with running_worker(broker):
+        wait_for(lambda: len(attempts) == 3)
+        broker.join(queue_name, min_successes=3, idle_time=20)
+    assert all(b - a >= 0.02 for a, b in zip(attempts, attempts[1:]))
+
+
+def test_a_non_retryable_error_is_dead_lettered_at_once_with_its_error(
+    broker: RabbitmqBroker, queue_name: str, amqp
+) -> None:
+    calls: list[int] = []
+
+    @dramatiq.actor(broker=broker, queue_name=queue_name)
+    def strict() -> None:
+        calls.append(1)
+        raise ValueError("Validation error: missing required field 'name'")
+
+    strict.send()
+    with running_worker(broker):
+        [(properties, body)] = take_dead_letters(amqp, queue_name, 1)
+    dead = body["options"]["dead_letter"]
+    assert calls == [1]
+    assert (dead["reason"], dead["category"], dead["attempts"]) == ("non_retryable", "validation", 1)
+    assert dead["error"] == "Validation error: missing required field 'name'"
+    assert properties.delivery_mode == 2
+    assert properties.headers["x-provider-jobs-dead-letter"] == "non_retryable"
+
+
+def test_an_exhausted_job_carries_the_final_attempts_error_and_traceback(
+    broker: RabbitmqBroker, queue_name: str, amqp
+) -> None:
+    calls: list[int] = []
+
+    @dramatiq.actor(broker=broker, queue_name=queue_name)
+    def always_busy() -> None:
+        calls.append(1)
+        raise RuntimeError(f"backend busy on attempt {len(calls)}")
+
+    always_busy.send()
+    with running_worker(broker):
+        [(_, body)] = take_dead_letters(amqp, queue_name, 1)
+    options = body["options"]
+    assert len(calls) == 3
+    assert options["dead_letter"]["reason"] == "exhausted"
+    assert options["dead_letter"]["error"] == "backend busy on attempt 3"
+    assert "backend busy on attempt 3" in options["dead_letter"]["traceback"]
+    assert [a["attempt"] for a in options["attempt_history"]] == [1, 2, 3]
+    assert [a["delay_ms"] for a in options["attempt_history"]] == [20, 20, None]
+    assert {a["worker_id"] for a in options["attempt_history"]} == {"w1"}
+
+
+def test_throws_dead_letters_without_retrying_as_dramatiq_does(
+    broker: RabbitmqBroker, queue_name: str, amqp
+) -> None:
+    calls: list[int] = []
+
+    @dramatiq.actor(broker=broker, queue_name=queue_name, throws=(KeyError,))
+    def expected_failure() -> None:
+        calls.append(1)
+        raise KeyError("connection")  # retryable text, but `throws` wins
+
+    expected_failure.send()
+    with running_worker(broker):
+        [(_, body)] = take_dead_letters(amqp, queue_name, 1)
+    assert calls == [1]
+    assert body["options"]["dead_letter"]["reason"] == "throws"
+
+
+def test_retry_when_decides_over_the_classification(broker: RabbitmqBroker, queue_name: str, amqp) -> None:
+    calls: list[int] = []
+
+    @dramatiq.actor(broker=broker, queue_name=queue_name, retry_when=lambda retries, exc: retries < 1)
+    def permanent_but_retried() -> None:
+        calls.append(1)
+        raise ValueError("Validation error")
+
+    permanent_but_retried.send()
+    with running_worker(broker):
+        [(_, body)] = take_dead_letters(amqp, queue_name, 1)
+    assert len(calls) == 2
+    assert body["options"]["dead_letter"]["reason"] == "retry_when"
+
+
+def test_dramatiq_retry_asks_for_another_attempt_with_its_delay(
+    broker: RabbitmqBroker, queue_name: str, amqp
+) -> None:
+    calls: list[float] = []
+
+    @dramatiq.actor(broker=broker, queue_name=queue_name)
+    def polite() -> None:
+        calls.append(time.monotonic())
+        if len(calls) == 1:
+            raise dramatiq.Retry("not yet", delay=150)
+
+    polite.send()
+    with running_worker(broker):
+        wait_for(lambda: len(calls) == 2)
+    assert calls[1] - calls[0] >= 0.15
+
+
+def test_on_retry_exhausted_notifies_the_named_actor(broker: RabbitmqBroker, queue_name: str, amqp) -> None:
+    notified: list[dict] = []
+
+    @dramatiq.actor(broker=broker, queue_name=queue_name)
+    def on_exhausted(message: dict, details: dict) -> None:
+        notified.append(details)
+
+    @dramatiq.actor(broker=broker, queue_name=queue_name, max_retries=0, on_retry_exhausted="on_exhausted")
+    def doomed() -> None:
+        raise TimeoutError("timed out")
+
+    doomed.send()
+    with running_worker(broker):
+        wait_for(lambda: notified)
+        take_dead_letters(amqp, queue_name, 1)
+    assert notified == [{"retries": 0, "max_retries": 0}]
+
+
+@pytest.mark.fault
+def test_a_retry_whose_publish_is_refused_is_dead_lettered_not_lost(
+    broker: RabbitmqBroker, queue_name: str, amqp, rabbitmq_proc: RabbitMqExecutor
+) -> None:
+    # RabbitMQ itself refuses every publish to the delay queue (a real nack).
+    policy = f"refuse-{queue_name}"
+    rabbitmq_proc.rabbitctl_output(
+        "set_policy", policy, f"^{dq_name(queue_name)}$", '{"max-length":0,"overflow":"reject-publish"}',
+        "--apply-to", "queues",
+    )
+    try:
+        @dramatiq.actor(broker=broker, queue_name=queue_name)
+        def transient() -> None:
+            raise ConnectionError("connection refused")
+
+        transient.send()
+        with running_worker(broker):
+            [(_, body)] = take_dead_letters(amqp, queue_name, 1, timeout_s=30)
+    finally:
+        rabbitmq_proc.rabbitctl_output("clear_policy", policy)
+    dead = body["options"]["dead_letter"]
+    assert (dead["reason"], dead["category"], dead["error"]) == (
+        "retry_publish_failed", "connection_error", "connection refused"
+    )
+
+
+def test_the_workers_own_traceback_line_is_not_logged_for_classified_failures(
+    broker: RabbitmqBroker, queue_name: str, amqp, caplog: pytest.LogCaptureFixture
+) -> None:
+    @dramatiq.actor(broker=broker, queue_name=queue_name, max_retries=1)
+    def failing() -> None:
+        raise TimeoutError("Connection timeout")
+
+    caplog.set_level(logging.INFO)
+    failing.send()
+    with running_worker(broker):
+        take_dead_letters(amqp, queue_name, 1)
+    worker_errors = [r for r in caplog.records if r.name.startswith("dramatiq.worker") and r.levelno >= logging.ERROR]
+    ours = [r.getMessage() for r in caplog.records if r.name == "provider_jobs.retries"]
+    assert worker_errors == []
+    assert ours[0].startswith("Job ") and "failed with retryable error: Connection timeout. Retrying in 0.0s" in ours[0]
+    assert ours[0].endswith("(attempt 1/2)")
+    assert ours[1].endswith("exhausted all retries and will be moved to DLQ")
+    assert len(ours) == 2
+
+
+# -- delay policy, with Dramatiq's StubBroker (pure middleware logic) ---------------------
+
+
+def stub_delays(retries: ClassifiedRetries, raise_: BaseException, attempts: int, **actor_options) -> list[int | None]:
+    broker = StubBroker(middleware=[retries])
+    broker.emit_after("process_boot")
+    calls: list[int] = []
+
+    @dramatiq.actor(broker=broker, max_retries=attempts - 1, **actor_options)
+    def fail() -> None:
+        calls.append(1)
+        raise raise_
+
+    fail.send()
+    worker = dramatiq.Worker(broker, worker_timeout=10)
+    worker.start()
+    try:
+        wait_for(lambda: broker.dead_letters, timeout_s=30)
+    finally:
+        worker.stop()
+    [dead] = broker.dead_letters
+    return [a["delay_ms"] for a in dead.options["attempt_history"]]
+
+
+def test_backoff_grows_exponentially_with_jitter_up_to_the_cap() -> None:
+    retries = ClassifiedRetries(retry_delay_ms=10, retry_backoff=True, max_backoff=40)
+    delays = stub_delays(retries, TimeoutError("slow"), 5)
+    assert 10 <= delays[0] <= 20
+    assert 20 <= delays[1] <= 40
+    assert all(20 <= d <= 40 for d in delays[2:4])
+    assert delays[4] is None
+
+
+def test_an_actor_option_sets_its_own_fixed_delay() -> None:
+    assert stub_delays(ClassifiedRetries(retry_delay_ms=500), TimeoutError(), 2, retry_delay_ms=15) == [15, None]
+
+
+def test_retry_after_is_honoured_up_to_its_cap() -> None:
+    class Busy(Exception):
+        retry_after_s = 3600
+
+    delays = stub_delays(ClassifiedRetries(retry_delay_ms=5, max_retry_after_ms=30), Busy("busy"), 2)
+    assert delays == [30, None]
+
+
+def test_without_a_fixed_delay_the_default_is_dramatiqs_backoff() -> None:
+    retries = ClassifiedRetries(min_backoff=10, max_backoff=25)
+    delays = stub_delays(retries, TimeoutError(), 3)
+    assert 10 <= delays[0] <= 20 and 12 <= delays[1] <= 25
+
+
+def test_a_delay_at_or_above_the_consumer_timeout_is_refused_at_start() -> None:
+    with pytest.raises(RetryConfigurationError, match=r"retry_delay_ms=1800000 ms is at or above RabbitMQ's consumer_timeout"):
+        ClassifiedRetries(retry_delay_ms=1_800_000)
+    with pytest.raises(RetryConfigurationError, match="max_backoff"):
+        ClassifiedRetries(max_backoff=2_000_000)
+    broker = StubBroker(middleware=[ClassifiedRetries()])
+    with pytest.raises(RetryConfigurationError, match="actor 'too_slow'"):
+        dramatiq.actor(lambda: None, actor_name="too_slow", broker=broker, retry_delay_ms=3_600_000)
+
+
+def test_a_custom_classifier_decides_what_is_retried() -> None:
+    never = ErrorClassifier(unknown_retryable=False)
+    assert stub_delays(ClassifiedRetries(classifier=never, retry_delay_ms=5), KeyError("x"), 3) == [None]
