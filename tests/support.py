@@ -12,6 +12,7 @@ import dramatiq
 import pika
 from dramatiq.common import xq_name
 
+
 def wait_for(predicate: Callable[[], Any], *, timeout_s: float = 10.0, interval_s: float = 0.01) -> Any:
     """Poll ``predicate`` until it returns something truthy; fail after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
@@ -30,7 +31,9 @@ def queue_depth(channel: pika.adapters.blocking_connection.BlockingChannel, name
 
 
 @contextmanager
-def running_worker(broker: dramatiq.Broker, *, threads: int = 2, timeout_ms: int = 20) -> Iterator[dramatiq.Worker]:
+def running_worker(
+    broker: dramatiq.Broker, *, threads: int = 2, timeout_ms: int = 20
+) -> Iterator[dramatiq.Worker]:
     """A Dramatiq worker on ``broker`` for the duration of the block; the broker is closed after."""
     worker = dramatiq.Worker(broker, worker_threads=threads, worker_timeout=timeout_ms)
     worker.start()
@@ -42,7 +45,11 @@ def running_worker(broker: dramatiq.Broker, *, threads: int = 2, timeout_ms: int
 
 
 def take_dead_letters(
-    channel: pika.adapters.blocking_connection.BlockingChannel, queue_name: str, count: int, *, timeout_s: float = 10.0
+    channel: pika.adapters.blocking_connection.BlockingChannel,
+    queue_name: str,
+    count: int,
+    *,
+    timeout_s: float = 10.0,
 ) -> list[tuple[pika.BasicProperties, dict[str, Any]]]:
     """Wait until ``<queue>.XQ`` holds ``count`` messages, then take them all (decoded JSON)."""
     xq = xq_name(queue_name)

@@ -1,13 +1,16 @@
 """provider-jobs: provider operations as Dramatiq actors on RabbitMQ, with
 error-aware retries and a dead-letter archive operators can work with.
 
-Importing this package has no effect beyond defining names; the Dramatiq
-CLI entry point is ``provider_jobs.actors``.
+Importing this package has no effect beyond defining names. The Dramatiq CLI
+entry point ``provider_jobs.actors`` is different: importing it reads the
+settings and sets Dramatiq's global broker, so ``JobQueue`` and
+``ProviderWorker``, which need it, are imported on first use.
 """
 
 from __future__ import annotations
 
-from .compat import JobQueue, ProviderWorker
+from typing import TYPE_CHECKING, Any
+
 from .errors import (
     ArchiveError,
     ArchiveUnavailable,
@@ -34,6 +37,9 @@ from .jobs import ProviderJob, parse_job
 from .middleware import ClassifiedRetries, ErrorCategory, ErrorClassifier
 from .providers import FunctionProvider, HttpProvider, InProcessProvider, Provider, ProviderRegistry
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from .compat import JobQueue, ProviderWorker
 
 __all__ = [
     "ArchiveError",
@@ -70,3 +76,11 @@ __all__ = [
     "ValidationFailed",
     "parse_job",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("JobQueue", "ProviderWorker"):
+        from . import compat
+
+        return getattr(compat, name)
+    raise AttributeError(f"module 'provider_jobs' has no attribute {name!r}")

@@ -2,43 +2,72 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import time
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Annotated, Any, ParamSpec, TypeVar
 
 import dramatiq
 import typer
 
-from .actors.broker import build_broker, check_broker
-from .actors.provider_ops import actor_for, declare_provider_actors
-from .compat import JobQueue
 from .demo import DEMO_JOBS, demo_registry
 from .errors import ProviderJobsError
 from .log_config import configure_logging
 from .providers import ProviderRegistry, load_providers
 from .settings import Settings
 
-__all__ = ["app", "main"]
+__all__ = ["app", "main", "one_line_errors"]
 
-app = typer.Typer(help="Provider operations as Dramatiq actors on RabbitMQ.", no_args_is_help=True)
+app = typer.Typer(
+    help="Provider operations as Dramatiq actors on RabbitMQ.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 logger = logging.getLogger("provider_jobs.cli")
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def one_line_errors(command: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Report our own errors (bad settings, unreachable broker) as one line and exit 2."""
+
+    @functools.wraps(command)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return command(*args, **kwargs)
+        except ProviderJobsError as exc:
+            typer.echo(f"provider-jobs: {exc}", err=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
 
 
 def _settings() -> Settings:
+    # The actors package reads the environment when imported (it is Dramatiq's
+    # entry point), so commands import it only after these settings passed.
     settings = Settings.from_env()
     configure_logging(log_format=settings.log_format, level=settings.log_level)
     return settings
 
 
 def _run_worker(settings: Settings, registry: ProviderRegistry, *, until_idle: bool = False) -> None:
+    from .actors.broker import build_broker
+    from .actors.provider_ops import declare_provider_actors
+
     broker = build_broker(settings)
     declare_provider_actors(broker, registry, settings)
-    worker = dramatiq.Worker(broker, worker_threads=settings.worker_threads, worker_timeout=settings.worker_timeout_ms)
+    worker = dramatiq.Worker(
+        broker, worker_threads=settings.worker_threads, worker_timeout=settings.worker_timeout_ms
+    )
     worker.start()
     logger.info(
         "Worker %s consuming %s with %d thread(s); providers: %s",
-        settings.worker_id or "(host-pid)", settings.queue_name, settings.worker_threads,
+        settings.worker_id or "(host-pid)",
+        settings.queue_name,
+        settings.worker_threads,
         ", ".join(registry.keys()) or "none",
     )
     try:
@@ -56,6 +85,7 @@ def _run_worker(settings: Settings, registry: ProviderRegistry, *, until_idle: b
 
 
 @app.command()
+@one_line_errors
 def worker(
     demo_providers: Annotated[bool, typer.Option(help="Also register the demo providers.")] = False,
 ) -> None:
@@ -64,6 +94,8 @@ def worker(
     Providers come from PROVIDER_JOBS_PROVIDERS and PROVIDER_JOBS_PROVIDERS_FILE.
     For several processes use the Dramatiq CLI: `dramatiq provider_jobs.actors`.
     """
+    from .actors.broker import check_broker
+
     settings = _settings()
     check_broker(settings)
     registry = demo_registry() if demo_providers else ProviderRegistry()
@@ -72,6 +104,7 @@ def worker(
 
 
 @app.command()
+@one_line_errors
 def submit(
     provider: Annotated[str, typer.Argument(help="Namespace/ResourceType, e.g. ITL.Core/ResourceGroup")],
     operation: Annotated[str, typer.Argument(help="create, get, update, delete or a provider action")],
@@ -79,6 +112,9 @@ def submit(
     priority: Annotated[int, typer.Option(min=0, max=9, help="0-9, higher runs first.")] = 5,
 ) -> None:
     """Submit one job and print its id."""
+    from .actors.broker import check_broker
+    from .compat import JobQueue
+
     settings = _settings()
     namespace, _, resource_type = provider.partition("/")
     try:
@@ -89,8 +125,11 @@ def submit(
     queue = JobQueue(settings=settings)
     try:
         job_id = queue.submit(
-            provider_namespace=namespace, resource_type=resource_type, operation=operation,
-            request=body, priority=priority,
+            provider_namespace=namespace,
+            resource_type=resource_type,
+            operation=operation,
+            request=body,
+            priority=priority,
         )
     finally:
         queue.close()
@@ -98,11 +137,16 @@ def submit(
 
 
 @app.command()
+@one_line_errors
 def demo(
     keep_running: Annotated[bool, typer.Option(help="Keep the worker running after the demo jobs.")] = False,
 ) -> None:
     """Start a worker with demo providers and submit one job per seed flow:
     success, success after retries, permanent failure, exhausted retries."""
+    from .actors.broker import check_broker
+    from .actors.provider_ops import actor_for
+    from .compat import JobQueue
+
     settings = _settings()
     check_broker(settings)
     queue = JobQueue(settings=settings)
@@ -110,8 +154,11 @@ def demo(
         for fields in DEMO_JOBS:
             job_id = queue.submit(**fields)
             logger.info(
-                "Submitted job %s: %s/%s %s", job_id, fields["provider_namespace"],
-                fields["resource_type"], fields["operation"],
+                "Submitted job %s: %s/%s %s",
+                job_id,
+                fields["provider_namespace"],
+                fields["resource_type"],
+                fields["operation"],
                 extra={"job_id": job_id, "actor": actor_for(fields["operation"])},
             )
     finally:
@@ -121,9 +168,5 @@ def demo(
 
 
 def main() -> None:
-    """Console entry point: one clear line, not a traceback, for our own errors."""
-    try:
-        app()
-    except ProviderJobsError as exc:
-        typer.echo(f"provider-jobs: {exc}", err=True)
-        raise SystemExit(2) from None
+    """Console entry point."""
+    app()

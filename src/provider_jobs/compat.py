@@ -143,7 +143,9 @@ class ProviderWorker:
         if self._worker is not None:
             return
         self._worker = dramatiq.Worker(
-            self.broker, worker_threads=self.settings.worker_threads, worker_timeout=self.settings.worker_timeout_ms
+            self.broker,
+            worker_threads=self.settings.worker_threads,
+            worker_timeout=self.settings.worker_timeout_ms,
         )
         self._worker.start()
 

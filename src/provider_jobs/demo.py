@@ -79,12 +79,28 @@ def demo_registry() -> ProviderRegistry:
 
 #: The jobs the demo submits: one per seed flow.
 DEMO_JOBS: tuple[dict[str, Any], ...] = (
-    {"provider_namespace": "ITL.Core", "resource_type": "ResourceGroup", "operation": "create",
-     "request": {"name": "demo-rg", "location": "westeurope"}},
-    {"provider_namespace": "ITL.Demo", "resource_type": "Flaky", "operation": "create",
-     "request": {"name": "flaky-thing"}},
-    {"provider_namespace": "ITL.Core", "resource_type": "ResourceGroup", "operation": "create",
-     "request": {"location": "westeurope"}},
-    {"provider_namespace": "ITL.Demo", "resource_type": "Maintenance", "operation": "get",
-     "request": {"name": "anything"}},
+    {
+        "provider_namespace": "ITL.Core",
+        "resource_type": "ResourceGroup",
+        "operation": "create",
+        "request": {"name": "demo-rg", "location": "westeurope"},
+    },
+    {
+        "provider_namespace": "ITL.Demo",
+        "resource_type": "Flaky",
+        "operation": "create",
+        "request": {"name": "flaky-thing"},
+    },
+    {
+        "provider_namespace": "ITL.Core",
+        "resource_type": "ResourceGroup",
+        "operation": "create",
+        "request": {"location": "westeurope"},
+    },
+    {
+        "provider_namespace": "ITL.Demo",
+        "resource_type": "Maintenance",
+        "operation": "get",
+        "request": {"name": "anything"},
+    },
 )

@@ -43,7 +43,9 @@ class ProviderJob(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
 
     job_id: str = Field(default_factory=_new_job_id, min_length=1, max_length=128)
-    provider_namespace: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]*(\.[A-Za-z][A-Za-z0-9_-]*)*$", max_length=128)
+    provider_namespace: str = Field(
+        pattern=r"^[A-Za-z][A-Za-z0-9_-]*(\.[A-Za-z][A-Za-z0-9_-]*)*$", max_length=128
+    )
     resource_type: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_-]*(/[A-Za-z][A-Za-z0-9_-]*)*$", max_length=128)
     operation: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_.-]*$", max_length=64)
     request: dict[str, Any] = Field(default_factory=dict)

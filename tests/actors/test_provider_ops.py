@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import threading
 import time
 from collections.abc import Iterator
@@ -11,7 +12,6 @@ from typing import Any
 import dramatiq
 import pika
 import pytest
-from support import queue_depth, running_worker, take_dead_letters, wait_for
 
 from provider_jobs.actors import OPERATION_ACTORS
 from provider_jobs.actors.broker import MAX_PRIORITY, build_broker
@@ -20,6 +20,8 @@ from provider_jobs.errors import InvalidJob, ProviderBusy
 from provider_jobs.jobs import ProviderJob
 from provider_jobs.providers import FunctionProvider, ProviderRegistry
 from provider_jobs.settings import Settings
+
+from support import queue_depth, running_worker, take_dead_letters, wait_for
 
 RG = {"provider_namespace": "ITL.Core", "resource_type": "ResourceGroup"}
 
@@ -44,7 +46,7 @@ class Recorder:
     @property
     def gaps(self) -> list[float]:
         times = [t for t, _ in self.calls]
-        return [b - a for a, b in zip(times, times[1:])]
+        return [b - a for a, b in itertools.pairwise(times)]
 
 
 @pytest.fixture
@@ -53,7 +55,9 @@ def registry() -> ProviderRegistry:
 
 
 @pytest.fixture
-def system(settings: Settings, registry: ProviderRegistry) -> Iterator[tuple[dramatiq.Broker, dict[str, ProviderActor]]]:
+def system(
+    settings: Settings, registry: ProviderRegistry
+) -> Iterator[tuple[dramatiq.Broker, dict[str, ProviderActor]]]:
     broker = build_broker(settings)
     actors = declare_provider_actors(broker, registry, settings)
     yield broker, actors
@@ -92,9 +96,12 @@ def test_a_job_failing_twice_with_retryable_errors_succeeds_on_attempt_three(
         f"Job {job_id} failed with retryable error: connection reset. Retrying in 0.0s... (attempt 2/3)",
         f"Job {job_id} completed successfully on attempt 3",
     ]
-    success = [r for r in caplog.records if r.getMessage().endswith("on attempt 3")][0]
+    success = next(r for r in caplog.records if r.getMessage().endswith("on attempt 3"))
     assert (success.job_id, success.worker_id, success.provider, success.operation) == (
-        job_id, "test-worker", "ITL.Core/ResourceGroup", "create"
+        job_id,
+        "test-worker",
+        "ITL.Core/ResourceGroup",
+        "create",
     )
 
 
@@ -155,12 +162,18 @@ def test_a_missing_provider_that_never_appears_dead_letters_with_the_seed_messag
     with running_worker(broker):
         [(_, body)] = take_dead_letters(amqp, queue_name, 1)
     dead = body["options"]["dead_letter"]
-    assert (dead["category"], dead["error"]) == ("provider_not_found", "No provider found for ITL.Core/ResourceGroup")
+    assert (dead["category"], dead["error"]) == (
+        "provider_not_found",
+        "No provider found for ITL.Core/ResourceGroup",
+    )
 
 
 def test_each_operation_waits_its_own_delay(rabbitmq_url, queue_name, registry, amqp) -> None:
     settings = Settings(
-        broker_url=rabbitmq_url, queue_name=queue_name, retry_delay_s=0.01, worker_timeout_ms=10,
+        broker_url=rabbitmq_url,
+        queue_name=queue_name,
+        retry_delay_s=0.01,
+        worker_timeout_ms=10,
         operation_delays_s={"create": 0.3, "get": 0.02},
     )
     broker = build_broker(settings)
@@ -222,11 +235,13 @@ def dramatiq_body(queue: str, actor: str, kwargs: dict[str, Any]) -> bytes:
 def test_a_hand_made_invalid_job_is_dead_lettered_as_validation_without_retry(
     system, registry, amqp, queue_name
 ) -> None:
-    broker, actors = system
+    broker, _ = system
     provider = Recorder(None)
     registry.register("ITL.Core", "ResourceGroup", provider)
     broker.declare_queue(queue_name, ensure=True)
-    publish_raw(amqp, queue_name, dramatiq_body(queue_name, "create_resource", {"job": {**RG, "priority": "high"}}))
+    publish_raw(
+        amqp, queue_name, dramatiq_body(queue_name, "create_resource", {"job": {**RG, "priority": "high"}})
+    )
     publish_raw(amqp, queue_name, dramatiq_body(queue_name, "create_resource", {"surprise": 1}))
     with running_worker(broker):
         dead = take_dead_letters(amqp, queue_name, 2)
@@ -256,7 +271,7 @@ def test_undecodable_bodies_and_unknown_actors_end_in_xq_and_the_worker_keeps_wo
 
 
 def test_every_operation_has_its_actor_on_the_configured_queue(system, queue_name) -> None:
-    broker, actors = system
+    _, actors = system
     assert set(actors) == {*OPERATION_ACTORS.values(), "run_provider_action"}
     assert {a.queue_name for a in actors.values()} == {queue_name}
     with pytest.raises(InvalidJob, match="'get' jobs go to get_resource"):
@@ -274,5 +289,3 @@ def test_settings_decide_the_attempt_budget(rabbitmq_url, queue_name, registry, 
         [(_, body)] = take_dead_letters(amqp, queue_name, 1)
     assert len(provider.calls) == 1
     assert body["options"]["dead_letter"]["reason"] == "exhausted"
-
-

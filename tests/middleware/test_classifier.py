@@ -27,12 +27,33 @@ SEED_PHRASES = {
     "invalid input": c.INVALID_INPUT,
 }
 
-_ALL_PHRASES = [p for p in [
-    "validation", "authori", "unauthori", "forbidden", "permission denied", "access denied", "unknown operation",
-    "unsupported", "not supported", "invalid input", "no provider found", "provider not found",
-    "provider not available", "provider unavailable", "service unavailable", "timeout", "timed out",
-    "connection", "busy", "too many requests", "rate limit", "authentication failed",
-]]
+_ALL_PHRASES = [
+    p
+    for p in [
+        "validation",
+        "authori",
+        "unauthori",
+        "forbidden",
+        "permission denied",
+        "access denied",
+        "unknown operation",
+        "unsupported",
+        "not supported",
+        "invalid input",
+        "no provider found",
+        "provider not found",
+        "provider not available",
+        "provider unavailable",
+        "service unavailable",
+        "timeout",
+        "timed out",
+        "connection",
+        "busy",
+        "too many requests",
+        "rate limit",
+        "authentication failed",
+    ]
+]
 
 
 def _free_of_phrases(text: str) -> bool:
@@ -40,11 +61,16 @@ def _free_of_phrases(text: str) -> bool:
     return not any(p in lowered for p in _ALL_PHRASES)
 
 
-noise = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=30).filter(_free_of_phrases)
+noise = st.text(alphabet=st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=30).filter(
+    _free_of_phrases
+)
 
 
 def _random_case(text: str, flips: list[bool]) -> str:
-    return "".join(ch.upper() if flip else ch.lower() for ch, flip in zip(text, flips + [False] * len(text)))
+    return "".join(
+        ch.upper() if flip else ch.lower()
+        for ch, flip in zip(text, flips + [False] * len(text), strict=False)
+    )
 
 
 @given(
@@ -81,16 +107,28 @@ def test_every_seed_phrase_classifies_right_in_any_case_and_position(
         (errors.InvalidJob("x"), c.VALIDATION),
     ],
 )
-def test_our_exception_classes_classify_by_their_category(error: Exception, category: c.ErrorCategory) -> None:
+def test_our_exception_classes_classify_by_their_category(
+    error: Exception, category: c.ErrorCategory
+) -> None:
     result = ErrorClassifier()(error)
     assert (result.category, result.matched_by) == (category, "attribute")
 
 
 @pytest.mark.parametrize(
     ("status", "category"),
-    [(400, c.VALIDATION), (401, c.AUTHORIZATION), (403, c.FORBIDDEN), (405, c.UNSUPPORTED), (408, c.TIMEOUT),
-     (422, c.VALIDATION), (429, c.BUSY), (501, c.UNSUPPORTED), (502, c.SERVICE_UNAVAILABLE),
-     (503, c.SERVICE_UNAVAILABLE), (504, c.TIMEOUT)],
+    [
+        (400, c.VALIDATION),
+        (401, c.AUTHORIZATION),
+        (403, c.FORBIDDEN),
+        (405, c.UNSUPPORTED),
+        (408, c.TIMEOUT),
+        (422, c.VALIDATION),
+        (429, c.BUSY),
+        (501, c.UNSUPPORTED),
+        (502, c.SERVICE_UNAVAILABLE),
+        (503, c.SERVICE_UNAVAILABLE),
+        (504, c.TIMEOUT),
+    ],
 )
 def test_an_httpx_status_error_classifies_by_its_status(status: int, category: c.ErrorCategory) -> None:
     request = httpx.Request("POST", "http://provider.invalid/operations/create")

@@ -6,21 +6,22 @@ another Dramatiq service reusing it gets.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections.abc import Iterator
 
 import dramatiq
-import pika
 import pytest
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.stub import StubBroker
 from dramatiq.common import dq_name
 from dramatiq.middleware import AgeLimit, Callbacks, Pipelines, ShutdownNotifications, TimeLimit
 from pytest_rabbitmq.factories.executor import RabbitMqExecutor
-from support import running_worker, take_dead_letters, wait_for
 
 from provider_jobs.middleware import ClassifiedRetries, ErrorClassifier, RetryConfigurationError
+
+from support import running_worker, take_dead_letters, wait_for
 
 
 def plain_broker(url: str, retries: ClassifiedRetries) -> RabbitmqBroker:
@@ -39,7 +40,9 @@ def broker(rabbitmq_url: str) -> Iterator[RabbitmqBroker]:
     broker.close()
 
 
-def test_a_plain_dramatiq_actor_is_retried_then_succeeds(broker: RabbitmqBroker, queue_name: str, amqp) -> None:
+def test_a_plain_dramatiq_actor_is_retried_then_succeeds(
+    broker: RabbitmqBroker, queue_name: str, amqp
+) -> None:
     attempts: list[float] = []
 
     @dramatiq.actor(broker=broker, queue_name=queue_name)
@@ -52,7 +55,7 @@ def test_a_plain_dramatiq_actor_is_retried_then_succeeds(broker: RabbitmqBroker,
     with running_worker(broker):
         wait_for(lambda: len(attempts) == 3)
         broker.join(queue_name, min_successes=3, idle_time=20)
-    assert all(b - a >= 0.02 for a, b in zip(attempts, attempts[1:]))
+    assert all(b - a >= 0.02 for a, b in itertools.pairwise(attempts))
 
 
 def test_a_non_retryable_error_is_dead_lettered_at_once_with_its_error(
@@ -173,10 +176,15 @@ def test_a_retry_whose_publish_is_refused_is_dead_lettered_not_lost(
     # RabbitMQ itself refuses every publish to the delay queue (a real nack).
     policy = f"refuse-{queue_name}"
     rabbitmq_proc.rabbitctl_output(
-        "set_policy", policy, f"^{dq_name(queue_name)}$", '{"max-length":0,"overflow":"reject-publish"}',
-        "--apply-to", "queues",
+        "set_policy",
+        policy,
+        f"^{dq_name(queue_name)}$",
+        '{"max-length":0,"overflow":"reject-publish"}',
+        "--apply-to",
+        "queues",
     )
     try:
+
         @dramatiq.actor(broker=broker, queue_name=queue_name)
         def transient() -> None:
             raise ConnectionError("connection refused")
@@ -188,7 +196,9 @@ def test_a_retry_whose_publish_is_refused_is_dead_lettered_not_lost(
         rabbitmq_proc.rabbitctl_output("clear_policy", policy)
     dead = body["options"]["dead_letter"]
     assert (dead["reason"], dead["category"], dead["error"]) == (
-        "retry_publish_failed", "connection_error", "connection refused"
+        "retry_publish_failed",
+        "connection_error",
+        "connection refused",
     )
 
 
@@ -203,10 +213,15 @@ def test_the_workers_own_traceback_line_is_not_logged_for_classified_failures(
     failing.send()
     with running_worker(broker):
         take_dead_letters(amqp, queue_name, 1)
-    worker_errors = [r for r in caplog.records if r.name.startswith("dramatiq.worker") and r.levelno >= logging.ERROR]
+    worker_errors = [
+        r for r in caplog.records if r.name.startswith("dramatiq.worker") and r.levelno >= logging.ERROR
+    ]
     ours = [r.getMessage() for r in caplog.records if r.name == "provider_jobs.retries"]
     assert worker_errors == []
-    assert ours[0].startswith("Job ") and "failed with retryable error: Connection timeout. Retrying in 0.0s" in ours[0]
+    assert (
+        ours[0].startswith("Job ")
+        and "failed with retryable error: Connection timeout. Retrying in 0.0s" in ours[0]
+    )
     assert ours[0].endswith("(attempt 1/2)")
     assert ours[1].endswith("exhausted all retries and will be moved to DLQ")
     assert len(ours) == 2
@@ -215,7 +230,9 @@ def test_the_workers_own_traceback_line_is_not_logged_for_classified_failures(
 # -- delay policy, with Dramatiq's StubBroker (pure middleware logic) ---------------------
 
 
-def stub_delays(retries: ClassifiedRetries, raise_: BaseException, attempts: int, **actor_options) -> list[int | None]:
+def stub_delays(
+    retries: ClassifiedRetries, raise_: BaseException, attempts: int, **actor_options
+) -> list[int | None]:
     broker = StubBroker(middleware=[retries])
     broker.emit_after("process_boot")
     calls: list[int] = []
@@ -246,7 +263,10 @@ def test_backoff_grows_exponentially_with_jitter_up_to_the_cap() -> None:
 
 
 def test_an_actor_option_sets_its_own_fixed_delay() -> None:
-    assert stub_delays(ClassifiedRetries(retry_delay_ms=500), TimeoutError(), 2, retry_delay_ms=15) == [15, None]
+    assert stub_delays(ClassifiedRetries(retry_delay_ms=500), TimeoutError(), 2, retry_delay_ms=15) == [
+        15,
+        None,
+    ]
 
 
 def test_retry_after_is_honoured_up_to_its_cap() -> None:
@@ -264,7 +284,9 @@ def test_without_a_fixed_delay_the_default_is_dramatiqs_backoff() -> None:
 
 
 def test_a_delay_at_or_above_the_consumer_timeout_is_refused_at_start() -> None:
-    with pytest.raises(RetryConfigurationError, match=r"retry_delay_ms=1800000 ms is at or above RabbitMQ's consumer_timeout"):
+    with pytest.raises(
+        RetryConfigurationError, match=r"retry_delay_ms=1800000 ms is at or above RabbitMQ's consumer_timeout"
+    ):
         ClassifiedRetries(retry_delay_ms=1_800_000)
     with pytest.raises(RetryConfigurationError, match="max_backoff"):
         ClassifiedRetries(max_backoff=2_000_000)

@@ -30,7 +30,9 @@ class LoadProviders(Middleware):
 
     def after_process_boot(self, broker: dramatiq.Broker) -> None:
         try:
-            keys = load_providers(self.registry, spec=self.settings.providers, path=self.settings.providers_file)
+            keys = load_providers(
+                self.registry, spec=self.settings.providers, path=self.settings.providers_file
+            )
         except ConfigurationError as exc:
             logger.critical("%s", exc)
             # Dramatiq swallows Exceptions raised in after-hooks; a worker with

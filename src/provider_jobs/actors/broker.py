@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import re
+import socket
 from collections.abc import Sequence
 
 import dramatiq
@@ -90,7 +92,13 @@ def check_broker(settings: Settings, *, timeout_s: float = 3.0) -> None:
     parameters.connection_attempts = 1
     parameters.socket_timeout = timeout_s
     parameters.blocked_connection_timeout = timeout_s
+    pika_logger = logging.getLogger("pika")
+    level = pika_logger.level
+    # pika logs each failed step at ERROR; the single line below says it all.
+    pika_logger.setLevel(logging.CRITICAL)
     try:
+        # A plain socket first: pika's own error for a refused port is an empty AMQPConnectionError.
+        socket.create_connection((parameters.host, parameters.port), timeout=timeout_s).close()
         pika.BlockingConnection(parameters).close()
     except (pika.exceptions.AMQPError, OSError) as exc:
         reason = str(exc) or type(exc).__name__
@@ -99,3 +107,5 @@ def check_broker(settings: Settings, *, timeout_s: float = 3.0) -> None:
             "Start one with `rabbitmq-server -detached` (Debian package rabbitmq-server) "
             "or `docker compose up -d rabbitmq`, or set PROVIDER_JOBS_BROKER_URL."
         ) from None
+    finally:
+        pika_logger.setLevel(level)

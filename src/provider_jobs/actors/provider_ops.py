@@ -29,8 +29,10 @@ def actor_for(operation: str) -> str:
 
 
 def _job_data(actor_name: str, args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> Any:
-    if args and kwargs or len(args) > 1:
-        raise InvalidJob(f"Validation error: {actor_name} takes one job, got args={args!r} kwargs={dict(kwargs)!r}")
+    if (args and kwargs) or len(args) > 1:
+        raise InvalidJob(
+            f"Validation error: {actor_name} takes one job, got args={args!r} kwargs={dict(kwargs)!r}"
+        )
     if args:
         return args[0]
     if set(kwargs) == {"job"}:

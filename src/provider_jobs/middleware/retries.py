@@ -203,8 +203,12 @@ class ClassifiedRetries(Middleware):
         context = self._log_context(message, retries + 1, max_retries)
         if exception is None:
             if self.log_success:
-                logger.info("Job %s completed successfully on attempt %d", context["job_id"], retries + 1,
-                            extra=context)
+                logger.info(
+                    "Job %s completed successfully on attempt %d",
+                    context["job_id"],
+                    retries + 1,
+                    extra=context,
+                )
             return
 
         if isinstance(exception, dramatiq.Retry):
@@ -230,29 +234,55 @@ class ClassifiedRetries(Middleware):
         else:
             reason = "retry"
 
-        delay_ms = self._delay_ms(message, actor, exception, classification, retries) if reason == "retry" else None
+        delay_ms = (
+            self._delay_ms(message, actor, exception, classification, retries) if reason == "retry" else None
+        )
         self._record_attempt(message, exception, classification, retries + 1, delay_ms)
 
         if reason != "retry":
             self._log_dead_letter(reason, context, error, exception, classification)
-            self._dead_letter(broker, message, actor, classification, exception, reason, retries, max_retries)
+            self._dead_letter(
+                broker,
+                message,
+                actor=actor,
+                classification=classification,
+                exception=exception,
+                reason=reason,
+                retries=retries,
+                max_retries=max_retries,
+            )
             return
 
         assert delay_ms is not None
         context["delay_s"] = delay_ms / 1000
         logger.warning(
             "Job %s failed with retryable error: %s. Retrying in %.1fs... (attempt %d/%s)",
-            context["job_id"], error, delay_ms / 1000, retries + 1, context["max_attempts"], extra=context,
+            context["job_id"],
+            error,
+            delay_ms / 1000,
+            retries + 1,
+            context["max_attempts"],
+            extra=context,
         )
         try:
-            broker.enqueue(message, delay=delay_ms)
+            broker.enqueue(message._message, delay=delay_ms)
         except Exception as exc:
             logger.error(
                 "Job %s could not be re-enqueued for retry (%s: %s); dead-lettering it instead of losing it",
-                context["job_id"], type(exc).__name__, exc, extra=context,
+                context["job_id"],
+                type(exc).__name__,
+                exc,
+                extra=context,
             )
             self._dead_letter(
-                broker, message, actor, classification, exception, "retry_publish_failed", retries, max_retries
+                broker,
+                message,
+                actor=actor,
+                classification=classification,
+                exception=exception,
+                reason="retry_publish_failed",
+                retries=retries,
+                max_retries=max_retries,
             )
 
     def _delay_ms(
@@ -311,6 +341,7 @@ class ClassifiedRetries(Middleware):
         self,
         broker: dramatiq.Broker,
         message: dramatiq.MessageProxy,
+        *,
         actor: dramatiq.Actor[Any, Any],
         classification: Classification,
         exception: BaseException,
@@ -334,7 +365,9 @@ class ClassifiedRetries(Middleware):
         if reason == "exhausted":
             target = message.options.get("on_retry_exhausted") or actor.options.get("on_retry_exhausted")
             if target:
-                broker.get_actor(target).send(message.asdict(), {"retries": retries, "max_retries": max_retries})
+                broker.get_actor(target).send(
+                    message.asdict(), {"retries": retries, "max_retries": max_retries}
+                )
         if not self._publish_dead_letter(broker, message):
             # RabbitMQ moves a nacked delivery to <queue>.XQ itself; only the
             # final attempt's details are missing from that copy.
@@ -347,7 +380,11 @@ class ClassifiedRetries(Middleware):
         try:
             connection = broker.connection
             channel = getattr(self._local, "channel", None)
-            if channel is None or channel.is_closed or getattr(self._local, "connection", None) is not connection:
+            if (
+                channel is None
+                or channel.is_closed
+                or getattr(self._local, "connection", None) is not connection
+            ):
                 channel = connection.channel()
                 channel.confirm_delivery()
                 self._local.channel, self._local.connection = channel, connection
@@ -366,14 +403,19 @@ class ClassifiedRetries(Middleware):
             self._local.channel = None
             logger.warning(
                 "Could not publish dead letter %s to %s (%s: %s); nacking it so RabbitMQ dead-letters it",
-                message.message_id, xq_name(message.queue_name), type(exc).__name__, exc,
+                message.message_id,
+                xq_name(message.queue_name),
+                type(exc).__name__,
+                exc,
             )
             return False
         return True
 
     # -- logging --------------------------------------------------------------
 
-    def _log_context(self, message: dramatiq.MessageProxy, attempt: int, max_retries: int | None) -> dict[str, Any]:
+    def _log_context(
+        self, message: dramatiq.MessageProxy, attempt: int, max_retries: int | None
+    ) -> dict[str, Any]:
         options = message.options
         return {
             "job_id": options.get("job_id") or message.message_id,
@@ -398,17 +440,30 @@ class ClassifiedRetries(Middleware):
         # A traceback helps only where nobody anticipated the failure.
         exc_info = exception if classification.matched_by == "default" else None
         if reason == "exhausted":
-            logger.error("Job %s exhausted all retries and will be moved to DLQ", context["job_id"],
-                         extra=context, exc_info=exc_info)
+            logger.error(
+                "Job %s exhausted all retries and will be moved to DLQ",
+                context["job_id"],
+                extra=context,
+                exc_info=exc_info,
+            )
         elif reason == "non_retryable":
             logger.error(
                 "Job %s failed (attempt %d/%s): %s. This is non-retryable, moving to DLQ",
-                context["job_id"], context["attempt"], context["max_attempts"], error,
-                extra=context, exc_info=exc_info,
+                context["job_id"],
+                context["attempt"],
+                context["max_attempts"],
+                error,
+                extra=context,
+                exc_info=exc_info,
             )
         else:
             logger.error(
                 "Job %s failed (attempt %d/%s): %s. Not retried (%s), moving to DLQ",
-                context["job_id"], context["attempt"], context["max_attempts"], error, reason,
-                extra=context, exc_info=exc_info,
+                context["job_id"],
+                context["attempt"],
+                context["max_attempts"],
+                error,
+                reason,
+                extra=context,
+                exc_info=exc_info,
             )

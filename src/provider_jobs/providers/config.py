@@ -30,7 +30,9 @@ def parse_providers(spec: str) -> list[dict[str, Any]]:
             raise ConfigurationError(
                 f"PROVIDER_JOBS_PROVIDERS entry {item!r} is not allowed: expected Namespace/Type=http://base-url"
             )
-        entries.append({"namespace": namespace, "resource_type": resource_type, "kind": "http", "url": url.strip()})
+        entries.append(
+            {"namespace": namespace, "resource_type": resource_type, "kind": "http", "url": url.strip()}
+        )
     return entries
 
 
@@ -41,11 +43,14 @@ def _read_file(path: Path) -> list[dict[str, Any]]:
     except FileNotFoundError:
         raise ConfigurationError(f"PROVIDER_JOBS_PROVIDERS_FILE={str(path)!r} does not exist") from None
     except (OSError, ValueError) as exc:
-        raise ConfigurationError(f"PROVIDER_JOBS_PROVIDERS_FILE={str(path)!r} cannot be read: {exc}") from None
+        raise ConfigurationError(
+            f"PROVIDER_JOBS_PROVIDERS_FILE={str(path)!r} cannot be read: {exc}"
+        ) from None
     providers = data.get("providers") if isinstance(data, dict) else None
     if not isinstance(providers, list):
         raise ConfigurationError(
-            f"PROVIDER_JOBS_PROVIDERS_FILE={str(path)!r} is not allowed: expected a top-level 'providers' list"
+            f"PROVIDER_JOBS_PROVIDERS_FILE={str(path)!r} is not allowed: "
+            "expected a top-level 'providers' list"
         )
     return providers
 
@@ -68,7 +73,8 @@ def _build(entry: dict[str, Any]) -> Provider:
             obj = getattr(importlib.import_module(module_name), attribute)
         except (ImportError, AttributeError, ValueError) as exc:
             raise ConfigurationError(
-                f"provider entry target={target!r} is not allowed: expected an importable module:attribute ({exc})"
+                f"provider entry target={target!r} is not allowed: "
+                f"expected an importable module:attribute ({exc})"
             ) from None
         provider = obj() if isinstance(obj, type) else obj
         if not callable(getattr(provider, "execute", None)):

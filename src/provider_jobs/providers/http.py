@@ -106,20 +106,27 @@ class HttpProvider:
         return f"HttpProvider({self.base_url!r})"
 
     def close(self) -> None:
+        """Close the connection pool."""
         self._client.close()
+
+    def __enter__(self) -> HttpProvider:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def execute(self, job: ProviderJob) -> Any:
         url = f"{self.base_url}/operations/{job.operation}"
         try:
-            response = self._client.post(
-                url, json=job.to_message(), headers={"X-Job-Id": job.job_id}
-            )
+            response = self._client.post(url, json=job.to_message(), headers={"X-Job-Id": job.job_id})
         except httpx.TimeoutException as exc:
             raise ProviderTimeout(f"Timeout calling {url}: {type(exc).__name__}") from exc
         except httpx.ConnectError as exc:
             raise ProviderConnectionError(f"Connection error calling {url}: {exc}") from exc
         except httpx.TransportError as exc:
-            raise ProviderConnectionError(f"Connection error calling {url}: {type(exc).__name__}: {exc}") from exc
+            raise ProviderConnectionError(
+                f"Connection error calling {url}: {type(exc).__name__}: {exc}"
+            ) from exc
 
         if response.is_success:
             return response.json() if response.content else None

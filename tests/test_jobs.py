@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from provider_jobs import InvalidJob, ProviderJob, parse_job
+
+RG = {"provider_namespace": "ITL.Core", "resource_type": "ResourceGroup", "operation": "create"}
+
+
+def test_a_job_gets_an_id_a_default_priority_and_a_submission_time() -> None:
+    job = parse_job(RG)
+    assert len(job.job_id) == 32 and job.priority == 5 and job.request == {}
+    assert job.submitted_at.tzinfo is not None
+    assert job.provider == "ITL.Core/ResourceGroup"
+
+
+def test_a_job_survives_its_round_trip_through_a_message() -> None:
+    job = parse_job(
+        {**RG, "request": {"name": "rg", "tags": {"a": 1}}, "priority": 9, "correlation_id": "c-1"}
+    )
+    assert parse_job(job.to_message()) == job
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"priority": 10}, "priority: Input should be less than or equal to 9"),
+        ({"priority": "5"}, "priority: Input should be a valid integer"),
+        ({"request": [1, 2]}, "request: Input should be a valid dictionary"),
+        ({"provider_namespace": "ITL Core"}, "provider_namespace: String should match pattern"),
+        ({"operation": ""}, "operation: String should match pattern"),
+        ({"colour": "red"}, "colour: Extra inputs are not permitted"),
+    ],
+)
+def test_an_invalid_job_names_the_offending_field(change: dict, message: str) -> None:
+    with pytest.raises(InvalidJob, match=message) as caught:
+        parse_job({**RG, **change})
+    assert str(caught.value).startswith("Validation error: invalid job: ")
+
+
+def test_a_job_that_is_not_an_object_is_refused() -> None:
+    with pytest.raises(InvalidJob, match="a job must be a JSON object, not list"):
+        parse_job([1])  # type: ignore[arg-type]
+
+
+@given(priority=st.integers(min_value=0, max_value=9), name=st.text(max_size=20))
+def test_any_priority_from_0_to_9_and_any_request_text_is_accepted(priority: int, name: str) -> None:
+    assert ProviderJob(**RG, priority=priority, request={"name": name}).priority == priority
