@@ -9,8 +9,8 @@ from __future__ import annotations
 import os
 import tempfile
 import uuid
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 
 import pika
 import pytest
