@@ -1,5 +1,5 @@
 """Middleware reusable by any Dramatiq application: error classification,
-classified retries and log context. Depends on Dramatiq and nothing else of ours."""
+classified retries, log context and Prometheus metrics. Depends on Dramatiq and nothing else of ours."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from .classifier import (
     type_rule,
 )
 from .log_context import LogContext
+from .metrics import Metrics, metrics_registry, multiprocess_dir, render_metrics
 from .retries import ClassifiedRetries, Classifier, RetryConfigurationError
 
 __all__ = [
@@ -24,7 +25,11 @@ __all__ = [
     "ErrorCategory",
     "ErrorClassifier",
     "LogContext",
+    "Metrics",
     "RetryConfigurationError",
     "message_rule",
+    "metrics_registry",
+    "multiprocess_dir",
+    "render_metrics",
     "type_rule",
 ]

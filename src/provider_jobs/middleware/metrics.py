@@ -1,0 +1,312 @@
+"""Metrics: Prometheus counters of what a worker did with each message.
+
+The outcome of a message is read from what the retry middleware decided, so
+:class:`Metrics` must come *before* ``ClassifiedRetries`` (or Dramatiq's
+``Retries``) in the broker's middleware list: ``emit_after`` runs hooks in
+reverse order, so the retry middleware has decided by the time
+:meth:`Metrics.after_process_message` runs. Each attempt ends in one outcome:
+
+- ``succeeded``: no exception;
+- ``dead_lettered``: ``options["dead_letter"]`` was set during this attempt,
+  or the message was failed (nacked into ``<queue>.XQ``);
+- ``retried``: ``options["retries"]`` grew during this attempt: counted once,
+  where Dramatiq's own Prometheus middleware counts a retry twice;
+- ``errored``: an exception that no retry middleware handled.
+
+Several worker processes (the ``dramatiq`` CLI) share counts through
+prometheus-client's multiprocess mode: set ``PROMETHEUS_MULTIPROC_DIR`` to an
+empty directory before the processes start, and expose
+:func:`metrics_registry` from any one of them (``http_port``) or from a
+process beside them. Counters of a process that exits stay in the directory,
+so totals survive a worker restart; the in-progress gauge of a dead process is
+dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import socket
+import threading
+import time
+from typing import Any
+
+import dramatiq
+from dramatiq.middleware import Middleware
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess, values
+from prometheus_client.exposition import choose_encoder, start_http_server
+
+__all__ = [
+    "DURATION_BUCKETS_S",
+    "Metrics",
+    "metrics_registry",
+    "multiprocess_dir",
+    "render_metrics",
+]
+
+#: Buckets of the job duration histogram, in seconds: provider calls take
+#: milliseconds to minutes.
+DURATION_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
+
+#: Category label when the retry middleware recorded none.
+_UNCLASSIFIED = "unclassified"
+#: Files of live gauges in the multiprocess directory, by writing process id.
+_LIVE_GAUGE_FILE = re.compile(r"^gauge_live[a-z]+_(\d+)\.db$")
+
+logger = logging.getLogger("provider_jobs.metrics")
+
+
+def multiprocess_dir() -> str | None:
+    """The multiprocess directory prometheus-client writes to, or ``None`` in single-process mode.
+
+    prometheus-client chooses its mode when it is first imported, from
+    ``PROMETHEUS_MULTIPROC_DIR``: setting the variable later has no effect.
+    """
+    if not getattr(values.ValueClass, "_multiprocess", False):
+        return None
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+
+
+def metrics_registry(
+    registry: CollectorRegistry | None = None, *, path: str | None = None
+) -> CollectorRegistry:
+    """The registry to expose: every process's metrics in multiprocess mode, else ``registry``.
+
+    Args:
+        registry: The single-process registry (a :class:`Metrics`' ``registry``).
+            Ignored in multiprocess mode, where the values live in files.
+            Defaults to a new, empty registry.
+        path: Read this multiprocess directory, whatever this process's mode.
+            Defaults to :func:`multiprocess_dir`.
+
+    Raises:
+        ValueError: ``path`` is not a directory.
+    """
+    path = path or multiprocess_dir()
+    if path is None:
+        return registry if registry is not None else CollectorRegistry()
+    merged = CollectorRegistry()
+    multiprocess.MultiProcessCollector(merged, path=path)  # type: ignore[no-untyped-call]
+    return merged
+
+
+def render_metrics(registry: CollectorRegistry, accept: str | None = None) -> tuple[bytes, str]:
+    """Encode ``registry`` for a scrape; returns the body and its content type.
+
+    Args:
+        registry: What to expose, for example ``metrics_registry(...)``.
+        accept: The scraper's ``Accept`` header; OpenMetrics when it asks for
+            it, the Prometheus text format otherwise.
+    """
+    encoder, content_type = choose_encoder(accept or "")
+    return encoder(registry), content_type
+
+
+def _reap_dead_processes(path: str) -> None:
+    """Drop the live gauges of processes that no longer run (killed, not stopped)."""
+    for name in os.listdir(path):
+        match = _LIVE_GAUGE_FILE.match(name)
+        if match is None:
+            continue
+        pid = int(match.group(1))
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            multiprocess.mark_process_dead(pid, path)  # type: ignore[no-untyped-call]
+        except PermissionError:
+            continue
+
+
+class _Attempt:
+    """What ``before_process_message`` saw, for the same thread's after-hook."""
+
+    __slots__ = ("dead_letter", "message_id", "retries", "started")
+
+    def __init__(self, message: dramatiq.MessageProxy) -> None:
+        self.message_id = message.message_id
+        self.started = time.perf_counter()
+        self.retries: int = message.options.get("retries", 0)
+        self.dead_letter: Any = message.options.get("dead_letter")
+
+
+class Metrics(Middleware):
+    """Counts processed, retried and dead-lettered messages for Prometheus.
+
+    Exposed (``worker_id`` on every series)::
+
+        worker_jobs_processed_total                     succeeded attempts
+        worker_jobs_failed_total                        dead-lettered messages
+        worker_job_retries_total                        retry attempts scheduled
+        worker_job_retries_by_category_total{category}
+        worker_jobs_failed_by_category_total{category,reason}
+        worker_job_duration_seconds{provider,operation,outcome}   histogram
+        worker_jobs_in_progress                         gauge
+
+    ``provider`` and ``operation`` are message options; a message without
+    them is labelled ``provider=""`` and its actor name as ``operation``.
+
+    Args:
+        worker_id: The ``worker_id`` label. Defaults to ``host-pid``, as
+            ``ClassifiedRetries``.
+        registry: Where the metrics are registered in single-process mode.
+            Defaults to a registry of this middleware's own (``self.registry``),
+            so that several brokers in one process do not clash.
+        http_port: Serve ``/metrics`` on this port from the worker (in
+            multiprocess mode from the first process that binds it). Default
+            ``None``: not served.
+        http_host: Address to bind ``http_port`` on. Default ``0.0.0.0``.
+    """
+
+    def __init__(
+        self,
+        *,
+        worker_id: str | None = None,
+        registry: CollectorRegistry | None = None,
+        http_port: int | None = None,
+        http_host: str = "0.0.0.0",  # noqa: S104 - a metrics port is scraped from outside the pod
+    ) -> None:
+        self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.http_port = http_port
+        self.http_host = http_host
+        self._local = threading.local()
+        self._server: Any = None
+        labels = ["worker_id"]
+        self.processed = Counter(
+            "worker_jobs_processed", "Attempts that succeeded.", labels, registry=self.registry
+        )
+        self.failed = Counter(
+            "worker_jobs_failed", "Messages dead-lettered (moved to the XQ).", labels, registry=self.registry
+        )
+        self.retries = Counter(
+            "worker_job_retries",
+            "Retry attempts scheduled, one per failed attempt that is retried.",
+            labels,
+            registry=self.registry,
+        )
+        self.retries_by_category = Counter(
+            "worker_job_retries_by_category",
+            "Retry attempts scheduled, by error category.",
+            [*labels, "category"],
+            registry=self.registry,
+        )
+        self.failed_by_category = Counter(
+            "worker_jobs_failed_by_category",
+            "Messages dead-lettered, by error category and reason.",
+            [*labels, "category", "reason"],
+            registry=self.registry,
+        )
+        self.duration = Histogram(
+            "worker_job_duration_seconds",
+            "Time an attempt took, by provider, operation and outcome.",
+            ["provider", "operation", "outcome"],
+            buckets=DURATION_BUCKETS_S,
+            registry=self.registry,
+        )
+        self.in_progress = Gauge(
+            "worker_jobs_in_progress",
+            "Messages being processed now.",
+            labels,
+            registry=self.registry,
+            multiprocess_mode="livesum",
+        )
+
+    # -- worker lifecycle -------------------------------------------------------
+
+    def after_process_boot(self, broker: dramatiq.Broker) -> None:
+        path = multiprocess_dir()
+        if path is not None:
+            _reap_dead_processes(path)
+
+    def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        if self.http_port is None or self._server is not None:
+            return
+        try:
+            self._server, _ = start_http_server(
+                self.http_port, addr=self.http_host, registry=metrics_registry(self.registry)
+            )
+        except OSError as exc:
+            if multiprocess_dir() is not None:
+                # Another process of this worker serves the shared directory.
+                logger.debug("Metrics port %d is taken (%s); another process serves it", self.http_port, exc)
+            else:
+                logger.warning("Cannot serve metrics on port %d: %s", self.http_port, exc)
+            return
+        logger.info("Serving metrics on http://%s:%d/metrics", self.http_host, self.http_port)
+
+    def after_worker_shutdown(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        path = multiprocess_dir()
+        if path is not None:
+            multiprocess.mark_process_dead(os.getpid(), path)  # type: ignore[no-untyped-call]
+
+    # -- messages ----------------------------------------------------------------
+
+    def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
+        self._local.attempt = _Attempt(message)
+        self.in_progress.labels(self.worker_id).inc()
+
+    def after_process_message(
+        self,
+        broker: dramatiq.Broker,
+        message: dramatiq.MessageProxy,
+        *,
+        result: Any = None,
+        exception: BaseException | None = None,
+    ) -> None:
+        attempt = self._finish(message)
+        retries_before = attempt.retries if attempt is not None else message.options.get("retries", 0)
+        dead_letter = message.options.get("dead_letter")
+        # A replayed message may still carry an older dead letter: only a new one counts.
+        new_dead_letter = dead_letter is not None and (
+            attempt is None or dead_letter is not attempt.dead_letter
+        )
+        if message.failed or new_dead_letter:
+            outcome = "dead_lettered"
+            info = dead_letter if isinstance(dead_letter, dict) else {}
+            category = str(info.get("category") or _UNCLASSIFIED)
+            reason = str(info.get("reason") or "failed")
+            self.failed.labels(self.worker_id).inc()
+            self.failed_by_category.labels(self.worker_id, category, reason).inc()
+        elif exception is None:
+            outcome = "succeeded"
+            self.processed.labels(self.worker_id).inc()
+        elif message.options.get("retries", 0) > retries_before:
+            outcome = "retried"
+            self.retries.labels(self.worker_id).inc()
+            self.retries_by_category.labels(self.worker_id, self._last_category(message)).inc()
+        else:
+            outcome = "errored"
+        if attempt is not None:
+            self.duration.labels(
+                str(message.options.get("provider") or ""),
+                str(message.options.get("operation") or message.actor_name),
+                outcome,
+            ).observe(time.perf_counter() - attempt.started)
+
+    def after_skip_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
+        self._finish(message)
+        if message.failed:
+            # AgeLimit and friends fail a skipped message: RabbitMQ dead-letters it.
+            self.failed.labels(self.worker_id).inc()
+            self.failed_by_category.labels(self.worker_id, "skipped", "skipped").inc()
+
+    def _finish(self, message: dramatiq.MessageProxy) -> _Attempt | None:
+        """The attempt this thread started for ``message``, if its before-hook ran."""
+        attempt: _Attempt | None = getattr(self._local, "attempt", None)
+        if attempt is None or attempt.message_id != message.message_id:
+            return None
+        self._local.attempt = None
+        self.in_progress.labels(self.worker_id).dec()
+        return attempt
+
+    @staticmethod
+    def _last_category(message: dramatiq.MessageProxy) -> str:
+        history = message.options.get("attempt_history")
+        if isinstance(history, list) and history and isinstance(history[-1], dict):
+            return str(history[-1].get("category") or _UNCLASSIFIED)
+        return _UNCLASSIFIED

@@ -1,0 +1,42 @@
+"""External command-line tools the deploy and metrics tests call (promtool, docker compose).
+
+Locally a missing tool skips the test; in CI (``CI=true``) it fails it, so
+that a green CI run means the tool ran.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pika
+import pika.exceptions
+import pytest
+
+
+def in_ci() -> bool:
+    """Whether this run is CI's (``CI=true``)."""
+    return os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def require_tool(name: str, install_hint: str) -> str:
+    """The path of executable ``name``; skips the test locally, fails it in CI, when it is missing."""
+    path = shutil.which(name)
+    if path is None:
+        message = f"{name} is not installed ({install_hint})"
+        if in_ci():
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def consumer_count(url: str, queue: str) -> int:
+    """Consumers of ``queue`` as RabbitMQ reports them; 0 when the queue does not exist yet."""
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        return int(connection.channel().queue_declare(queue, passive=True).method.consumer_count)
+    except pika.exceptions.ChannelClosedByBroker:
+        return 0
+    finally:
+        if connection.is_open:
+            connection.close()
