@@ -67,6 +67,11 @@ class Settings:
         providers_file: A TOML or JSON file of providers. Default none.
         log_format: ``auto`` (console in a terminal, JSON otherwise), ``console`` or ``json``.
         log_level: Root log level. Default ``INFO``.
+        api_host: Address ``provider-jobs api`` binds. Default ``127.0.0.1``.
+        api_port: Port of ``provider-jobs api``. Default 8001.
+        api_token: Bearer token the API's mutating endpoints require; with
+            none set they are refused (403). Default none.
+        metrics_port: Port a worker serves ``/metrics`` on. Default none (not served).
 
     Raises:
         ConfigurationError: A value is not allowed; the message names the
@@ -90,6 +95,10 @@ class Settings:
     providers_file: str | None = None
     log_format: str = "auto"
     log_level: str = "INFO"
+    api_host: str = "127.0.0.1"
+    api_port: int = 8001
+    api_token: str | None = field(default=None, repr=False)
+    metrics_port: int | None = None
 
     def __post_init__(self) -> None:
         def refuse(name: str, allowed: str) -> None:
@@ -119,6 +128,9 @@ class Settings:
             refuse("log_format", "expected auto, console or json")
         if self.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
             refuse("log_level", "expected DEBUG, INFO, WARNING, ERROR or CRITICAL")
+        for name in ("api_port", "metrics_port"):
+            if getattr(self, name) is not None and not 1 <= getattr(self, name) <= 65_535:
+                refuse(name, "expected a TCP port, 1 to 65535")
 
     @property
     def max_retries(self) -> int:
@@ -155,6 +167,10 @@ class Settings:
             "providers_file": str,
             "log_format": str,
             "log_level": str,
+            "api_host": str,
+            "api_port": int,
+            "api_token": str,
+            "metrics_port": int,
         }
         values: dict[str, Any] = {}
         for name, parse in parsers.items():
