@@ -5,6 +5,8 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import os
+import socket
 import time
 from collections.abc import Callable
 from typing import Annotated, Any, ParamSpec, TypeVar
@@ -65,7 +67,7 @@ def _run_worker(settings: Settings, registry: ProviderRegistry, *, until_idle: b
     worker.start()
     logger.info(
         "Worker %s consuming %s with %d thread(s); providers: %s",
-        settings.worker_id or "(host-pid)",
+        settings.worker_id or f"{socket.gethostname()}-{os.getpid()}",
         settings.queue_name,
         settings.worker_threads,
         ", ".join(registry.keys()) or "none",
