@@ -13,7 +13,7 @@ import dataclasses
 import signal
 import threading
 from types import FrameType, TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dramatiq
 
@@ -24,6 +24,9 @@ from .jobs import parse_job
 from .middleware import Classification, ErrorClassifier
 from .providers import ProviderRegistry
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from .dlq import DeadLetterArchive
 
 __all__ = ["JobQueue", "ProviderWorker"]
 
@@ -39,6 +42,7 @@ class JobQueue:
         self.settings = settings or Settings.from_env()
         self.broker = build_broker(self.settings)
         self.actors = declare_provider_actors(self.broker, None, self.settings)
+        self._archive: DeadLetterArchive | None = None
 
     def submit(
         self,
@@ -77,6 +81,35 @@ class JobQueue:
 
     def close(self) -> None:
         self.broker.close()
+        if self._archive is not None:
+            self._archive.close()
+
+    async def get_dlq_messages(self, limit: int = 10) -> list[dict[str, Any]]:
+        """Archived dead letters still ``dead``, oldest first, as the seed's dicts:
+        ``provider_namespace``, ``resource_type``, ``operation``, ``request``,
+        ``priority``, ``error``, ``job_id``, ``category``, ``attempts``, ``archive_id``.
+
+        Raises:
+            ArchiveUnavailable: The archive (``settings.archive_url``) cannot be reached.
+        """
+        from .dlq import DEAD, DeadLetterArchive, RecordFilter
+
+        if self._archive is None:
+            self._archive = DeadLetterArchive(self.settings.archive_url)
+        archive = self._archive
+        records = await asyncio.to_thread(
+            lambda: archive.find(RecordFilter(statuses=[DEAD]), limit=limit, oldest_first=True)
+        )
+        return [
+            {
+                "provider_namespace": r.provider_namespace, "resource_type": r.resource_type,
+                "operation": r.operation, "request": r.request or {}, "priority": r.priority,
+                "error": r.error, "job_id": r.job_id, "category": r.category, "attempts": r.attempts,
+                "archive_id": r.id,
+            }
+            for r in records
+            if r.provider_namespace and r.resource_type and r.operation
+        ]
 
 
 class ProviderWorker:

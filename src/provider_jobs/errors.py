@@ -7,11 +7,14 @@ retry decision, an optional HTTP ``status_code`` and an optional
 
     ProviderJobsError
     ├── ConfigurationError          bad setting, refused at start
+    │   └── PolicyError             a DLQ triage policy file is not valid
     ├── BrokerUnavailable           RabbitMQ cannot be reached
     ├── InvalidJob                  job fails the schema (validation, permanent)
     ├── ArchiveError                the dead-letter archive failed
     │   ├── ArchiveUnavailable      its database cannot be reached (transient)
-    │   └── RecordNotFound          no archived dead letter with that id
+    │   ├── RecordNotFound          no archived dead letter with that id
+    │   ├── RecordConflict          the record's status forbids the operation
+    │   └── NotReplayable           the record holds no job that can be sent again
     └── ProviderError               raised by or about a provider
         ├── ProviderNotFound        provider_not_found        retryable
         ├── ProviderNotAvailable    provider_not_available    retryable
@@ -44,6 +47,8 @@ __all__ = [
     "Forbidden",
     "InvalidInput",
     "InvalidJob",
+    "NotReplayable",
+    "PolicyError",
     "ProviderBusy",
     "ProviderConnectionError",
     "ProviderError",
@@ -51,6 +56,7 @@ __all__ = [
     "ProviderNotAvailable",
     "ProviderNotFound",
     "ProviderTimeout",
+    "RecordConflict",
     "RecordNotFound",
     "ServiceUnavailable",
     "UnknownOperation",
@@ -94,6 +100,19 @@ class ArchiveUnavailable(ArchiveError):
 
 class RecordNotFound(ArchiveError, LookupError):
     """No archived dead letter has the requested id."""
+
+
+class RecordConflict(ArchiveError):
+    """The record's status forbids the operation (replaying a discarded record,
+    or a record another operator is replaying at this moment)."""
+
+
+class NotReplayable(ArchiveError, ValueError):
+    """The record holds no Dramatiq message that can be sent again (an undecodable body)."""
+
+
+class PolicyError(ConfigurationError):
+    """A DLQ triage policy file cannot be read or is not valid."""
 
 
 class ProviderError(ProviderJobsError):

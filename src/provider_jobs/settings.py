@@ -28,6 +28,10 @@ def _parse_delays(text: str) -> Mapping[str, float]:
     return MappingProxyType(delays)
 
 
+def _parse_names(text: str) -> tuple[str, ...]:
+    return tuple(filter(None, (part.strip() for part in text.split(","))))
+
+
 def _parse_bool(text: str) -> bool:
     lowered = text.strip().lower()
     if lowered in {"1", "true", "yes", "on"}:
@@ -72,6 +76,24 @@ class Settings:
         api_token: Bearer token the API's mutating endpoints require; with
             none set they are refused (403). Default none.
         metrics_port: Port a worker serves ``/metrics`` on. Default none (not served).
+        archive_url: Dead-letter archive database: ``sqlite:///path`` (relative
+            to the working directory; the directory is created when the archive
+            is opened) or ``postgresql+psycopg://user@host/db``. Default
+            ``sqlite:///var/provider-jobs/archive.sqlite3``.
+        archive_retention_days: Archived records older than this are purged by
+            the archiver. Default 30.
+        archive_max_records: Cap on archived records: above it the oldest
+            replayed or discarded records are evicted, and unhandled dead
+            letters are kept with a warning. Default 100 000.
+        archiver_batch_size: Dead letters committed (then acked) together. Default 200.
+        archiver_flush_ms: Longest a partial batch waits before it is committed. Default 200.
+        archiver_queues: Other queues whose ``<queue>.XQ`` the archiver drains,
+            comma-separated. Default none.
+        archiver_max_backoff_s: Longest wait between retries while the archive
+            database is down. Default 30.
+        dlq_policy_file: TOML or JSON triage policy for ``dlq process``;
+            default: the built-in policy.
+        operator: Name written to the DLQ audit log. Default ``user@host``.
 
     Raises:
         ConfigurationError: A value is not allowed; the message names the
@@ -99,6 +121,15 @@ class Settings:
     api_port: int = 8001
     api_token: str | None = field(default=None, repr=False)
     metrics_port: int | None = None
+    archive_url: str = "sqlite:///var/provider-jobs/archive.sqlite3"
+    archive_retention_days: float = 30.0
+    archive_max_records: int = 100_000
+    archiver_batch_size: int = 200
+    archiver_flush_ms: int = 200
+    archiver_queues: tuple[str, ...] = ()
+    archiver_max_backoff_s: float = 30.0
+    dlq_policy_file: str | None = None
+    operator: str | None = None
 
     def __post_init__(self) -> None:
         def refuse(name: str, allowed: str) -> None:
@@ -131,11 +162,30 @@ class Settings:
         for name in ("api_port", "metrics_port"):
             if getattr(self, name) is not None and not 1 <= getattr(self, name) <= 65_535:
                 refuse(name, "expected a TCP port, 1 to 65535")
+        if not self.archive_url.startswith(("sqlite://", "postgresql://", "postgresql+psycopg://")):
+            refuse("archive_url", "expected a sqlite:///path or postgresql+psycopg://... URL")
+        if self.archive_retention_days <= 0:
+            refuse("archive_retention_days", "expected days > 0")
+        if self.archive_max_records < 1:
+            refuse("archive_max_records", "expected 1 or more records")
+        if not 1 <= self.archiver_batch_size <= 10_000:
+            refuse("archiver_batch_size", "expected 1 to 10000 messages")
+        if not 1 <= self.archiver_flush_ms <= 60_000:
+            refuse("archiver_flush_ms", "expected 1 to 60000 ms")
+        if any(not q or any(c.isspace() for c in q) for q in self.archiver_queues):
+            refuse("archiver_queues", "expected comma-separated queue names without spaces")
+        if not 0 < self.archiver_max_backoff_s <= 3600:
+            refuse("archiver_max_backoff_s", "expected seconds > 0 and at most 3600")
 
     @property
     def max_retries(self) -> int:
         """Dramatiq's ``max_retries``: retries after the first attempt."""
         return self.max_attempts - 1
+
+    @property
+    def archived_queues(self) -> tuple[str, ...]:
+        """Queues whose ``<queue>.XQ`` the archiver drains: ``queue_name`` first, then ``archiver_queues``."""
+        return tuple(dict.fromkeys((self.queue_name, *self.archiver_queues)))
 
     def delay_s_for(self, operation: str) -> float:
         """The retry delay for ``operation``: its own, or ``retry_delay_s``."""
@@ -171,6 +221,15 @@ class Settings:
             "api_port": int,
             "api_token": str,
             "metrics_port": int,
+            "archive_url": str,
+            "archive_retention_days": float,
+            "archive_max_records": int,
+            "archiver_batch_size": int,
+            "archiver_flush_ms": int,
+            "archiver_queues": _parse_names,
+            "archiver_max_backoff_s": float,
+            "dlq_policy_file": str,
+            "operator": str,
         }
         values: dict[str, Any] = {}
         for name, parse in parsers.items():

@@ -1,0 +1,664 @@
+"""DeadLetterArchive: dead letters and the audit log, in SQLite or PostgreSQL.
+
+SQLAlchemy Core 2, the same statements for both databases. SQLite is a file in
+WAL mode whose write transactions start with ``BEGIN IMMEDIATE`` (so that a
+read-then-write never fails half-way on a snapshot); PostgreSQL is reached
+through psycopg 3. A record's status moves ``dead`` -> ``replayed`` or
+``discarded``; a replay first *claims* the record with one conditional
+``UPDATE``, which is what lets two operators replay the same records at
+the same moment and publish each once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import time
+import uuid
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+
+from ..errors import ArchiveError, ArchiveUnavailable, ConfigurationError, RecordConflict, RecordNotFound
+from .filters import AuditEntry, Group, RecordFilter, RetentionReport
+from .records import DeadLetter
+
+__all__ = ["DEAD", "DISCARDED", "REPLAYED", "STATUSES", "DeadLetterArchive"]
+
+DEAD, REPLAYED, DISCARDED = "dead", "replayed", "discarded"
+#: Every status a record can have.
+STATUSES = (DEAD, REPLAYED, DISCARDED)
+#: A replay claim older than this is taken to be from a replayer that died.
+DEFAULT_CLAIM_TTL_S = 300.0
+
+logger = logging.getLogger("provider_jobs.dlq.archive")
+
+_RECORD_FIELDS = [f.name for f in dataclasses.fields(DeadLetter)]
+
+
+def _tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table]:
+    records = sa.Table(
+        "dead_letters",
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("dedupe_key", sa.Text, nullable=False, unique=True),
+        sa.Column("message_id", sa.Text, index=True),
+        sa.Column("job_id", sa.Text, index=True),
+        sa.Column("queue_name", sa.Text),
+        sa.Column("source_queue", sa.Text, nullable=False),
+        sa.Column("actor_name", sa.Text),
+        sa.Column("provider_namespace", sa.Text),
+        sa.Column("resource_type", sa.Text),
+        sa.Column("operation", sa.Text),
+        sa.Column("request", sa.JSON),
+        sa.Column("priority", sa.Integer),
+        sa.Column("category", sa.Text, nullable=False),
+        sa.Column("retryable", sa.Boolean),
+        sa.Column("reason", sa.Text, nullable=False),
+        sa.Column("error_type", sa.Text),
+        sa.Column("error", sa.Text, nullable=False),
+        sa.Column("traceback", sa.Text),
+        sa.Column("attempts", sa.Integer, nullable=False),
+        sa.Column("max_retries", sa.Integer),
+        sa.Column("attempt_history", sa.JSON, nullable=False),
+        sa.Column("x_death", sa.JSON),
+        sa.Column("headers", sa.JSON, nullable=False),
+        sa.Column("first_enqueued_ms", sa.BigInteger),
+        sa.Column("dead_lettered_ms", sa.BigInteger, nullable=False),
+        sa.Column("archived_ms", sa.BigInteger, nullable=False),
+        sa.Column("fingerprint", sa.String(32), nullable=False),
+        sa.Column("body", sa.LargeBinary, nullable=False),
+        sa.Column("status", sa.String(16), nullable=False),
+        sa.Column("status_reason", sa.Text),
+        sa.Column("replay_count", sa.Integer, nullable=False),
+        sa.Column("replay_message_ids", sa.JSON, nullable=False),
+        sa.Column("escalated_ms", sa.BigInteger),
+        sa.Column("updated_ms", sa.BigInteger),
+        sa.Column("claim_token", sa.String(64)),
+        sa.Column("claimed_ms", sa.BigInteger),
+        sa.Index("ix_dead_letters_status_dead", "status", "dead_lettered_ms"),
+        sa.Index("ix_dead_letters_fingerprint", "fingerprint", "status"),
+        sa.Index("ix_dead_letters_category", "category", "status"),
+        sa.Index("ix_dead_letters_provider", "provider_namespace", "resource_type", "operation"),
+        sa.Index("ix_dead_letters_archived", "archived_ms"),
+    )
+    audit = sa.Table(
+        "dlq_audit",
+        metadata,
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("at_ms", sa.BigInteger, nullable=False, index=True),
+        sa.Column("who", sa.Text, nullable=False),
+        sa.Column("action", sa.String(32), nullable=False),
+        sa.Column("record_id", sa.Integer, index=True),
+        sa.Column("reason", sa.Text),
+        sa.Column("details", sa.JSON, nullable=False),
+    )
+    return records, audit
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _engine_url(url: str) -> sa.URL:
+    parsed = sa.make_url(url)
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.drivername not in {"sqlite", "sqlite+pysqlite", "postgresql+psycopg"}:
+        raise ConfigurationError(
+            f"archive URL {parsed.render_as_string(hide_password=True)!r} is not allowed: "
+            "expected sqlite:///path or postgresql+psycopg://..."
+        )
+    return parsed
+
+
+class DeadLetterArchive:
+    """The dead-letter archive.
+
+    Nothing is connected or created until the first operation, which creates
+    the tables (and, for SQLite, the file's directory) if they are missing.
+
+    Args:
+        url: ``sqlite:///relative/path.sqlite3``, ``sqlite:////abs/path`` or
+            ``postgresql+psycopg://user:pw@host:port/db`` (``postgresql://`` is
+            taken to mean psycopg 3).
+        schema: PostgreSQL schema for the tables, created if missing. Default:
+            the connection's search path. Not allowed with SQLite.
+        busy_timeout_ms: How long SQLite waits for another writer's lock.
+            Default 30 000.
+        claim_ttl_s: A replay claim older than this is taken over. Default 300.
+
+    Raises:
+        ConfigurationError: The URL names another database, or ``schema`` is set for SQLite.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        schema: str | None = None,
+        busy_timeout_ms: int = 30_000,
+        claim_ttl_s: float = DEFAULT_CLAIM_TTL_S,
+    ) -> None:
+        self.url = _engine_url(url)
+        self.is_sqlite = self.url.get_backend_name() == "sqlite"
+        if schema and self.is_sqlite:
+            raise ConfigurationError(f"archive schema={schema!r} is not allowed with SQLite")
+        self.schema = schema
+        self.claim_ttl_s = claim_ttl_s
+        self._busy_timeout_ms = busy_timeout_ms
+        self._metadata = sa.MetaData(schema=schema)
+        self.records, self.audit_log = _tables(self._metadata)
+        self._engine: Engine | None = None
+        self._ready = False
+
+    def __repr__(self) -> str:
+        return f"DeadLetterArchive({self.url.render_as_string(hide_password=True)!r})"
+
+    # -- connection ---------------------------------------------------------------
+
+    def _make_engine(self) -> Engine:
+        if not self.is_sqlite:
+            return sa.create_engine(self.url, pool_pre_ping=True, connect_args={"connect_timeout": 5})
+        database = self.url.database
+        if database and database != ":memory:" and not database.startswith("file:"):
+            try:
+                Path(database).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ArchiveUnavailable(
+                    f"Cannot create the archive's directory for {database}: {exc}"
+                ) from exc
+        engine = sa.create_engine(self.url, connect_args={"timeout": self._busy_timeout_ms / 1000})
+        busy_ms = self._busy_timeout_ms
+
+        @sa.event.listens_for(engine, "connect")
+        def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+            # We issue BEGIN ourselves (below), as SQLAlchemy's pysqlite docs advise.
+            dbapi_connection.isolation_level = None
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute(f"PRAGMA busy_timeout={int(busy_ms)}")
+            cursor.close()
+
+        @sa.event.listens_for(engine, "begin")
+        def _on_begin(connection: Connection) -> None:
+            write = connection.get_execution_options().get("provider_jobs_write", False)
+            connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+        return engine
+
+    @contextlib.contextmanager
+    def _errors(self, doing: str) -> Iterator[None]:
+        try:
+            yield
+        except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+            raise ArchiveUnavailable(
+                f"Archive {self.url.render_as_string(hide_password=True)} unavailable while {doing}: "
+                f"{str(exc.orig).strip() or type(exc.orig).__name__}"
+            ) from exc
+        except sa.exc.DBAPIError as exc:
+            if exc.connection_invalidated:
+                raise ArchiveUnavailable(f"Archive connection lost while {doing}: {exc.orig}") from exc
+            raise ArchiveError(f"Archive error while {doing}: {exc.orig}") from exc
+        except sa.exc.SQLAlchemyError as exc:
+            raise ArchiveError(f"Archive error while {doing}: {exc}") from exc
+
+    def _engine_ready(self) -> Engine:
+        if self._engine is None:
+            self._engine = self._make_engine()
+        if not self._ready:
+            with self._errors("creating tables"), self._engine.begin() as conn:
+                if self.schema:
+                    conn.execute(sa.schema.CreateSchema(self.schema, if_not_exists=True))
+                self._metadata.create_all(conn)
+            self._ready = True
+        return self._engine
+
+    @contextlib.contextmanager
+    def _read(self, doing: str) -> Iterator[Connection]:
+        engine = self._engine_ready()
+        with self._errors(doing), engine.connect() as conn:
+            yield conn
+
+    @contextlib.contextmanager
+    def _write(self, doing: str) -> Iterator[Connection]:
+        engine = self._engine_ready().execution_options(provider_jobs_write=True)
+        with self._errors(doing), engine.begin() as conn:
+            yield conn
+
+    def check(self) -> None:
+        """Connect once and create the tables if needed.
+
+        Raises:
+            ArchiveUnavailable: The database cannot be reached.
+        """
+        with self._read("checking the connection") as conn:
+            conn.execute(sa.select(1))
+
+    def close(self) -> None:
+        """Close every pooled connection."""
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+            self._ready = False
+
+    def drop_tables(self) -> None:
+        """Drop the archive's tables (and its schema, if it has its own). For tests and resets."""
+        engine = self._engine_ready()
+        with self._errors("dropping tables"), engine.begin() as conn:
+            if self.schema:
+                conn.execute(sa.schema.DropSchema(self.schema, cascade=True, if_exists=True))
+            else:
+                self._metadata.drop_all(conn)
+        self._ready = False
+
+    # -- writing ------------------------------------------------------------------
+
+    def _insert(self) -> Any:
+        dialect = sqlite if self.is_sqlite else postgresql
+        return dialect.insert(self.records).on_conflict_do_nothing(index_elements=["dedupe_key"])
+
+    def store(self, records: Sequence[DeadLetter]) -> list[str]:
+        """Insert ``records`` in one transaction; those already archived are skipped.
+
+        Returns:
+            The dedupe keys of the records that were new.
+
+        Raises:
+            ArchiveUnavailable: The database cannot be reached; nothing was stored.
+        """
+        unique = list({r.dedupe_key: r for r in records}.values())
+        if not unique:
+            return []
+        rows = []
+        for record in unique:
+            row = {name: getattr(record, name) for name in _RECORD_FIELDS if name != "id"}
+            row["updated_ms"] = record.archived_ms
+            rows.append(row)
+        with self._write(f"storing {len(rows)} dead letter(s)") as conn:
+            result = conn.execute(self._insert().returning(self.records.c.dedupe_key), rows)
+            return [row[0] for row in result]
+
+    def _audit_row(
+        self,
+        *,
+        who: str,
+        action: str,
+        record_id: int | None,
+        reason: str | None,
+        details: dict[str, Any],
+        at_ms: int | None = None,
+    ) -> dict[str, Any]:
+        return {
+            "at_ms": at_ms or _now_ms(),
+            "who": who,
+            "action": action,
+            "record_id": record_id,
+            "reason": reason,
+            "details": details,
+        }
+
+    def write_audit(
+        self,
+        *,
+        who: str,
+        action: str,
+        record_id: int | None = None,
+        reason: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        """Append one entry to the audit log."""
+        with self._write(f"writing audit entry {action}") as conn:
+            conn.execute(
+                self.audit_log.insert(),
+                self._audit_row(
+                    who=who, action=action, record_id=record_id, reason=reason, details=details or {}
+                ),
+            )
+
+    def claim(self, record_id: int, *, allow_statuses: Iterable[str] = (DEAD,)) -> str | None:
+        """Claim a record for replay: one atomic ``UPDATE``, so two replayers
+        cannot both win.
+
+        Returns:
+            The claim token, or ``None`` when the record is not in one of
+            ``allow_statuses`` or someone else holds a fresh claim.
+        """
+        token = uuid.uuid4().hex
+        now = _now_ms()
+        stale = now - int(self.claim_ttl_s * 1000)
+        table = self.records
+        with self._write(f"claiming record {record_id}") as conn:
+            result = conn.execute(
+                table.update()
+                .where(
+                    table.c.id == record_id,
+                    table.c.status.in_(list(allow_statuses)),
+                    sa.or_(table.c.claim_token.is_(None), table.c.claimed_ms < stale),
+                )
+                .values(claim_token=token, claimed_ms=now)
+            )
+            return token if result.rowcount == 1 else None
+
+    def release(self, record_id: int, token: str) -> None:
+        """Give a claim back without replaying (the publish failed)."""
+        table = self.records
+        with self._write(f"releasing record {record_id}") as conn:
+            conn.execute(
+                table.update()
+                .where(table.c.id == record_id, table.c.claim_token == token)
+                .values(claim_token=None, claimed_ms=None)
+            )
+
+    def mark_replayed(
+        self,
+        record_id: int,
+        token: str,
+        *,
+        message_id: str,
+        who: str,
+        reason: str | None = None,
+        details: dict[str, Any] | None = None,
+        action: str = "replay",
+    ) -> None:
+        """Record a published replay under its claim, and audit it, in one transaction.
+
+        Raises:
+            RecordConflict: The claim was lost (taken over after ``claim_ttl_s``).
+        """
+        table = self.records
+        with self._write(f"marking record {record_id} replayed") as conn:
+            row = conn.execute(
+                sa.select(table.c.replay_message_ids).where(
+                    table.c.id == record_id, table.c.claim_token == token
+                )
+            ).first()
+            if row is None:
+                raise RecordConflict(f"Record {record_id}: replay claim lost; it may be replayed twice")
+            now = _now_ms()
+            conn.execute(
+                table.update()
+                .where(table.c.id == record_id)
+                .values(
+                    status=REPLAYED,
+                    replay_count=table.c.replay_count + 1,
+                    replay_message_ids=[*(row[0] or []), message_id],
+                    claim_token=None,
+                    claimed_ms=None,
+                    updated_ms=now,
+                )
+            )
+            conn.execute(
+                self.audit_log.insert(),
+                self._audit_row(
+                    who=who,
+                    action=action,
+                    record_id=record_id,
+                    reason=reason,
+                    at_ms=now,
+                    details={"message_id": message_id, **(details or {})},
+                ),
+            )
+
+    def set_status(
+        self, record_filter: RecordFilter, status: str, *, who: str, reason: str | None, action: str
+    ) -> list[int]:
+        """Set the status of every record matching ``record_filter`` that is not claimed.
+
+        Returns:
+            The ids changed.
+        """
+        table = self.records
+        with self._write(f"{action} records") as conn:
+            ids = [
+                r[0]
+                for r in conn.execute(
+                    sa.select(table.c.id).where(*record_filter.clauses(table), table.c.claim_token.is_(None))
+                )
+            ]
+            if not ids:
+                return []
+            now = _now_ms()
+            for chunk in _chunks(ids, 500):
+                conn.execute(
+                    table.update()
+                    .where(table.c.id.in_(chunk))
+                    .values(status=status, status_reason=reason, updated_ms=now)
+                )
+            conn.execute(
+                self.audit_log.insert(),
+                [
+                    self._audit_row(who=who, action=action, record_id=i, reason=reason, at_ms=now, details={})
+                    for i in ids
+                ],
+            )
+            return ids
+
+    def mark_escalated(
+        self, ids: Sequence[int], *, who: str, reason: str | None, details: dict[str, Any] | None = None
+    ) -> None:
+        """Note that records were escalated, so that triage does not escalate them again."""
+        if not ids:
+            return
+        table = self.records
+        with self._write("marking records escalated") as conn:
+            now = _now_ms()
+            conn.execute(table.update().where(table.c.id.in_(list(ids))).values(escalated_ms=now))
+            conn.execute(
+                self.audit_log.insert(),
+                [
+                    self._audit_row(
+                        who=who,
+                        action="escalate",
+                        record_id=i,
+                        reason=reason,
+                        at_ms=now,
+                        details=details or {},
+                    )
+                    for i in ids
+                ],
+            )
+
+    def purge(
+        self, record_filter: RecordFilter, *, who: str, reason: str | None, action: str = "purge"
+    ) -> int:
+        """Delete every record matching ``record_filter`` that is not claimed; audited.
+
+        Returns:
+            How many were deleted.
+        """
+        table = self.records
+        with self._write("purging records") as conn:
+            result = conn.execute(
+                table.delete().where(*record_filter.clauses(table), table.c.claim_token.is_(None))
+            )
+            count = int(result.rowcount)
+            conn.execute(
+                self.audit_log.insert(),
+                self._audit_row(
+                    who=who,
+                    action=action,
+                    record_id=None,
+                    reason=reason,
+                    details={"filter": record_filter.describe(), "deleted": count},
+                ),
+            )
+            return count
+
+    def apply_retention(
+        self, *, retention_days: float, max_records: int, who: str = "archiver", now_ms: int | None = None
+    ) -> RetentionReport:
+        """Purge records older than ``retention_days``; above ``max_records``, evict the
+        oldest replayed or discarded ones. Unhandled dead letters are never evicted
+        for the cap: the report says by how much the archive is over it.
+        """
+        now = now_ms if now_ms is not None else _now_ms()
+        cutoff = now - int(retention_days * 86_400_000)
+        table = self.records
+        with self._write("applying retention") as conn:
+            expired = int(
+                conn.execute(
+                    table.delete().where(table.c.archived_ms < cutoff, table.c.claim_token.is_(None))
+                ).rowcount
+            )
+            total = int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
+            evicted = 0
+            if total > max_records:
+                victims = [
+                    r[0]
+                    for r in conn.execute(
+                        sa.select(table.c.id)
+                        .where(table.c.status != DEAD, table.c.claim_token.is_(None))
+                        .order_by(table.c.archived_ms, table.c.id)
+                        .limit(total - max_records)
+                    )
+                ]
+                for chunk in _chunks(victims, 500):
+                    evicted += int(conn.execute(table.delete().where(table.c.id.in_(chunk))).rowcount)
+            remaining = total - evicted
+            if expired or evicted:
+                conn.execute(
+                    self.audit_log.insert(),
+                    self._audit_row(
+                        who=who,
+                        action="retention",
+                        record_id=None,
+                        reason=None,
+                        at_ms=now,
+                        details={
+                            "expired": expired,
+                            "evicted": evicted,
+                            "retention_days": retention_days,
+                            "max_records": max_records,
+                        },
+                    ),
+                )
+        return RetentionReport(
+            expired=expired, evicted=evicted, records=remaining, over_cap=max(0, remaining - max_records)
+        )
+
+    # -- reading ------------------------------------------------------------------
+
+    def _record(self, row: sa.Row[Any]) -> DeadLetter:
+        data = row._asdict()
+        data.pop("claim_token", None)
+        data.pop("claimed_ms", None)
+        data["body"] = bytes(data["body"])
+        data["replay_message_ids"] = list(data["replay_message_ids"] or [])
+        return DeadLetter(**data)
+
+    def get(self, record_id: int) -> DeadLetter:
+        """One record.
+
+        Raises:
+            RecordNotFound: No record has that id.
+        """
+        with self._read(f"reading record {record_id}") as conn:
+            row = conn.execute(sa.select(self.records).where(self.records.c.id == record_id)).first()
+        if row is None:
+            raise RecordNotFound(f"No archived dead letter with id {record_id}")
+        return self._record(row)
+
+    def find(
+        self,
+        record_filter: RecordFilter | None = None,
+        *,
+        limit: int = 50,
+        offset: int = 0,
+        oldest_first: bool = False,
+    ) -> list[DeadLetter]:
+        """Records matching ``record_filter``, newest first (by dead-letter time), paged."""
+        table = self.records
+        order = (
+            (table.c.dead_lettered_ms, table.c.id)
+            if oldest_first
+            else (table.c.dead_lettered_ms.desc(), table.c.id.desc())
+        )
+        query = sa.select(table).where(*(record_filter or RecordFilter()).clauses(table)).order_by(*order)
+        with self._read("listing records") as conn:
+            rows = conn.execute(query.limit(limit).offset(offset)).all()
+        return [self._record(r) for r in rows]
+
+    def ids(self, record_filter: RecordFilter) -> list[int]:
+        """Ids of every record matching ``record_filter``, oldest first."""
+        table = self.records
+        with self._read("selecting records") as conn:
+            return [
+                r[0]
+                for r in conn.execute(
+                    sa.select(table.c.id)
+                    .where(*record_filter.clauses(table))
+                    .order_by(table.c.dead_lettered_ms, table.c.id)
+                )
+            ]
+
+    def count(self, record_filter: RecordFilter | None = None) -> int:
+        """How many records match ``record_filter``."""
+        table = self.records
+        with self._read("counting records") as conn:
+            return int(
+                conn.execute(
+                    sa.select(sa.func.count())
+                    .select_from(table)
+                    .where(*(record_filter or RecordFilter()).clauses(table))
+                ).scalar_one()
+            )
+
+    def groups(self, record_filter: RecordFilter | None = None, *, limit: int = 100) -> list[Group]:
+        """Counts per fingerprint, largest first, with first and last seen and a sample error."""
+        t = self.records
+        query = (
+            sa.select(
+                t.c.fingerprint,
+                sa.func.count().label("count"),
+                sa.func.min(t.c.dead_lettered_ms),
+                sa.func.max(t.c.dead_lettered_ms),
+                sa.func.min(t.c.category),
+                sa.func.min(t.c.provider_namespace),
+                sa.func.min(t.c.resource_type),
+                sa.func.min(t.c.operation),
+                sa.func.min(t.c.error),
+                sa.func.max(t.c.id),
+            )
+            .where(*(record_filter or RecordFilter()).clauses(t))
+            .group_by(t.c.fingerprint)
+            .order_by(sa.desc("count"), sa.func.max(t.c.dead_lettered_ms).desc())
+            .limit(limit)
+        )
+        with self._read("grouping records") as conn:
+            rows = conn.execute(query).all()
+        return [
+            Group(
+                fingerprint=r[0],
+                count=r[1],
+                first_seen_ms=r[2],
+                last_seen_ms=r[3],
+                category=r[4],
+                provider_namespace=r[5],
+                resource_type=r[6],
+                operation=r[7],
+                sample_error=r[8],
+                latest_id=r[9],
+            )
+            for r in rows
+        ]
+
+    def audit(self, *, limit: int = 100, record_id: int | None = None) -> list[AuditEntry]:
+        """Audit entries, newest first."""
+        a = self.audit_log
+        query = sa.select(a).order_by(a.c.at_ms.desc(), a.c.id.desc()).limit(limit)
+        if record_id is not None:
+            query = query.where(a.c.record_id == record_id)
+        with self._read("reading the audit log") as conn:
+            return [AuditEntry(**r._asdict()) for r in conn.execute(query)]
+
+
+def _chunks(items: Sequence[int], size: int) -> Iterator[list[int]]:
+    for start in range(0, len(items), size):
+        yield list(items[start : start + size])
