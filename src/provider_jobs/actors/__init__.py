@@ -14,7 +14,7 @@ import dramatiq
 
 from ..providers import ProviderRegistry
 from ..settings import Settings
-from .boot import LoadProviders
+from .boot import ProcessBoot
 from .broker import MAX_PRIORITY, build_broker, check_broker, redact_url
 from .provider_ops import ACTION_ACTOR, OPERATION_ACTORS, ProviderActor, actor_for, declare_provider_actors
 
@@ -22,7 +22,7 @@ __all__ = [
     "ACTION_ACTOR",
     "MAX_PRIORITY",
     "OPERATION_ACTORS",
-    "LoadProviders",
+    "ProcessBoot",
     "ProviderActor",
     "actor_for",
     "broker",
@@ -44,7 +44,7 @@ settings = Settings.from_env()
 #: Providers of workers started with ``dramatiq provider_jobs.actors``.
 registry = ProviderRegistry()
 #: Dramatiq's global broker.
-broker = build_broker(settings, middleware=[LoadProviders(registry, settings)])
+broker = build_broker(settings, middleware=[ProcessBoot(registry, settings)])
 dramatiq.set_broker(broker)
 
 _actors = declare_provider_actors(broker, registry, settings)

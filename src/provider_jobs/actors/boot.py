@@ -1,4 +1,4 @@
-"""LoadProviders: fills a worker's provider registry from settings when it boots."""
+"""ProcessBoot: sets up a worker process started by the Dramatiq CLI."""
 
 from __future__ import annotations
 
@@ -8,20 +8,22 @@ import dramatiq
 from dramatiq.middleware import Middleware
 
 from ..errors import ConfigurationError
+from ..log_config import configure_logging
 from ..providers import ProviderRegistry, load_providers
 from ..settings import Settings
 
-__all__ = ["LoadProviders"]
+__all__ = ["ProcessBoot"]
 
 logger = logging.getLogger("provider_jobs.actors")
 
 
-class LoadProviders(Middleware):
-    """Registers the providers named in settings when the worker process boots.
+class ProcessBoot(Middleware):
+    """When a worker process boots: configures structured logging and registers
+    the providers named in settings.
 
     Args:
         registry: The registry the actors look providers up in.
-        settings: ``providers`` and ``providers_file``.
+        settings: ``log_format``, ``log_level``, ``providers`` and ``providers_file``.
     """
 
     def __init__(self, registry: ProviderRegistry, settings: Settings) -> None:
@@ -29,6 +31,7 @@ class LoadProviders(Middleware):
         self.settings = settings
 
     def after_process_boot(self, broker: dramatiq.Broker) -> None:
+        configure_logging(log_format=self.settings.log_format, level=self.settings.log_level)
         try:
             keys = load_providers(
                 self.registry, spec=self.settings.providers, path=self.settings.providers_file
