@@ -9,10 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from support import take_dead_letters
-
 from provider_jobs.compat import JobQueue
 from provider_jobs.settings import Settings
+
+from support import take_dead_letters
 
 
 def test_the_dramatiq_cli_runs_jobs_with_providers_from_a_file(
