@@ -1,0 +1,98 @@
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from dlq_support import dramatiq_body
+
+from provider_jobs.dlq import DeadLetterArchive, RecordFilter, dead_letter_from_delivery
+from provider_jobs.errors import RecordNotFound
+
+
+def _record(error: str = "No provider found for ITL.Core/ResourceGroup", category: str = "provider_not_found",
+            *, dead_ms: int | None = None, **job_fields: object):
+    body = dramatiq_body("provider.jobs", options={"dead_letter": {
+        "reason": "exhausted", "category": category, "error": error, "attempts": 3,
+        "dead_lettered_at_ms": dead_ms or int(time.time() * 1000)}}, **job_fields)
+    return dead_letter_from_delivery(body, {}, source_queue="provider.jobs.XQ")
+
+
+def test_a_redelivered_dead_letter_is_stored_once(archive: DeadLetterArchive) -> None:
+    record = _record()
+    assert archive.store([record, record]) == [record.dedupe_key]
+    assert archive.store([record]) == []
+    assert archive.count() == 1
+
+
+def test_find_filters_and_pages_newest_first(archive: DeadLetterArchive) -> None:
+    now = int(time.time() * 1000)
+    old = _record(dead_ms=now - 3_600_000, job_id="old-job")
+    new = _record(dead_ms=now, job_id="new-job")
+    other = _record("Validation error: bad name", "validation", dead_ms=now - 1000, namespace="ITL.Net",
+                    resource_type="Vnet")
+    archive.store([old, new, other])
+    assert [r.job_id for r in archive.find()] == ["new-job", other.job_id, "old-job"]
+    assert [r.job_id for r in archive.find(limit=1, offset=1)] == [other.job_id]
+    assert [r.job_id for r in archive.find(RecordFilter(category="validation"))] == [other.job_id]
+    assert [r.job_id for r in archive.find(RecordFilter.for_provider("ITL.Core/ResourceGroup"))] == [
+        "new-job", "old-job"]
+    assert [r.job_id for r in archive.find(RecordFilter(since_ms=now - 60_000, text="PROVIDER found"))] == [
+        "new-job"]
+    assert archive.count(RecordFilter(text="new-job")) == 1
+
+
+def test_groups_count_per_fingerprint_largest_first(archive: DeadLetterArchive) -> None:
+    archive.store([_record() for _ in range(3)] + [_record("Validation error: x", "validation")])
+    groups = archive.groups()
+    assert [(g.count, g.category) for g in groups] == [(3, "provider_not_found"), (1, "validation")]
+    assert groups[0].sample_error == "No provider found for ITL.Core/ResourceGroup"
+    assert groups[0].first_seen_ms <= groups[0].last_seen_ms
+
+
+def test_only_one_of_two_concurrent_claims_wins(archive_url: str) -> None:
+    first = DeadLetterArchive(archive_url)
+    first.store([_record()])
+    archives = [DeadLetterArchive(archive_url) for _ in range(8)]
+    barrier = threading.Barrier(len(archives))
+    tokens: list[str | None] = []
+
+    def claim(a: DeadLetterArchive) -> None:
+        barrier.wait()
+        tokens.append(a.claim(1))
+
+    threads = [threading.Thread(target=claim, args=(a,)) for a in archives]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(t is not None for t in tokens) == 1
+    for a in [first, *archives]:
+        a.close()
+
+
+def test_retention_purges_old_records_and_the_cap_never_evicts_unhandled_ones(
+        archive: DeadLetterArchive) -> None:
+    archive.store([_record() for _ in range(5)])
+    handled = archive.find(oldest_first=True)[:2]
+    archive.set_status(RecordFilter(ids=[r.id for r in handled]), "discarded", who="t", reason="x",
+                       action="discard")
+    report = archive.apply_retention(retention_days=30, max_records=1)
+    assert (report.expired, report.evicted, report.records, report.over_cap) == (0, 2, 3, 2)
+    assert archive.count(RecordFilter(statuses=["dead"])) == 3
+    later = int(time.time() * 1000) + 31 * 86_400_000
+    report = archive.apply_retention(retention_days=30, max_records=100, now_ms=later)
+    assert (report.expired, report.records) == (3, 0)
+    assert [e.action for e in archive.audit()][:2] == ["retention", "retention"]
+
+
+def test_discard_and_purge_are_audited(archive: DeadLetterArchive) -> None:
+    archive.store([_record(), _record()])
+    assert archive.set_status(RecordFilter(ids=[1]), "discarded", who="alice", reason="bad data",
+                              action="discard") == [1]
+    assert archive.purge(RecordFilter(statuses=["discarded"]), who="bob", reason="cleanup") == 1
+    entries = archive.audit()
+    assert [(e.who, e.action, e.record_id, e.reason) for e in entries] == [
+        ("bob", "purge", None, "cleanup"), ("alice", "discard", 1, "bad data")]
+    with pytest.raises(RecordNotFound):
+        archive.get(1)
