@@ -227,6 +227,24 @@ def test_the_workers_own_traceback_line_is_not_logged_for_classified_failures(
     assert len(ours) == 2
 
 
+def test_a_message_expired_by_age_limit_is_dead_lettered_raw_and_not_logged_as_a_success(
+    broker: RabbitmqBroker, queue_name: str, amqp, caplog: pytest.LogCaptureFixture
+) -> None:
+    calls: list[int] = []
+
+    @dramatiq.actor(broker=broker, queue_name=queue_name, max_age=60_000)
+    def stale() -> None:
+        calls.append(1)
+
+    caplog.set_level(logging.INFO)
+    broker.enqueue(stale.message().copy(message_timestamp=int(time.time() * 1000) - 3_600_000))
+    with running_worker(broker):
+        [(_, body)] = take_dead_letters(amqp, queue_name, 1)
+    assert calls == []
+    assert "dead_letter" not in body["options"]
+    assert not any("completed successfully" in m for m in caplog.messages)
+
+
 # -- delay policy, with Dramatiq's StubBroker (pure middleware logic) ---------------------
 
 

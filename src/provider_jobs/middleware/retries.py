@@ -202,7 +202,8 @@ class ClassifiedRetries(Middleware):
         max_retries = message.options.get("max_retries", actor.options.get("max_retries", self.max_retries))
         context = self._log_context(message, retries + 1, max_retries)
         if exception is None:
-            if self.log_success:
+            # A message failed before it ran (AgeLimit, a before-hook) did not succeed.
+            if self.log_success and not message.failed:
                 logger.info(
                     "Job %s completed successfully on attempt %d",
                     context["job_id"],
