@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import itertools
 import logging
+import threading
 import time
 from collections.abc import Iterator
 
 import dramatiq
+import pika
+import pika.exceptions
 import pytest
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.stub import StubBroker
@@ -316,3 +319,52 @@ def test_a_delay_at_or_above_the_consumer_timeout_is_refused_at_start() -> None:
 def test_a_custom_classifier_decides_what_is_retried() -> None:
     never = ErrorClassifier(unknown_retryable=False)
     assert stub_delays(ClassifiedRetries(classifier=never, retry_delay_ms=5), KeyError("x"), 3) == [None]
+
+
+class _CutBrokerOnRetry(dramatiq.Middleware):
+    """Stops the RabbitMQ node just as the first retry is about to be published, then starts it again."""
+
+    def __init__(self, node: RabbitMqExecutor) -> None:
+        self.node = node
+        self.cut = False
+
+    def before_enqueue(self, broker: dramatiq.Broker, message: dramatiq.Message, delay: int | None) -> None:
+        if delay is not None and not self.cut:
+            self.cut = True
+            self.node.stop()
+            threading.Thread(target=self.node.start, daemon=True).start()
+
+
+@pytest.mark.fault
+def test_a_retry_cut_off_by_a_broker_restart_is_redelivered_not_lost(
+    rabbitmq_url: str, queue_name: str, rabbitmq_proc: RabbitMqExecutor
+) -> None:
+    cutter = _CutBrokerOnRetry(rabbitmq_proc)
+    broker = RabbitmqBroker(
+        url=rabbitmq_url,
+        confirm_delivery=True,
+        middleware=[cutter, ClassifiedRetries(retry_delay_ms=20, max_retries=5)],
+    )
+    calls: list[int] = []
+
+    @dramatiq.actor(broker=broker, queue_name=queue_name)
+    def flaky_once() -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise ConnectionError("connection reset")
+
+    try:
+        flaky_once.send()
+        with running_worker(broker):
+            wait_for(lambda: len(calls) >= 2, timeout_s=90)
+    finally:
+        wait_for(lambda: _node_answers(rabbitmq_url), timeout_s=90)
+    assert cutter.cut
+
+
+def _node_answers(url: str) -> bool:
+    try:
+        pika.BlockingConnection(pika.URLParameters(url)).close()
+    except pika.exceptions.AMQPError:
+        return False
+    return True
