@@ -20,7 +20,7 @@ run: install
 
 ## Run the tests against a private RabbitMQ node, SQLite and PostgreSQL.
 test: install
-	bash scripts/ensure-rabbitmq.sh
+	bash scripts/ensure-test-services.sh
 	$(BIN)/pytest
 
 check: install
