@@ -240,51 +240,42 @@ class ClassifiedRetries(Middleware):
         )
         self._record_attempt(message, exception, classification, retries + 1, delay_ms)
 
-        if reason != "retry":
-            self._log_dead_letter(reason, context, error, exception, classification)
-            self._dead_letter(
-                broker,
-                message,
-                actor=actor,
-                classification=classification,
-                exception=exception,
-                reason=reason,
-                retries=retries,
-                max_retries=max_retries,
-            )
-            return
-
-        assert delay_ms is not None
-        context["delay_s"] = delay_ms / 1000
-        logger.warning(
-            "Job %s failed with retryable error: %s. Retrying in %.1fs... (attempt %d/%s)",
-            context["job_id"],
-            error,
-            delay_ms / 1000,
-            retries + 1,
-            context["max_attempts"],
-            extra=context,
-        )
-        try:
-            broker.enqueue(message._message, delay=delay_ms)
-        except Exception as exc:
-            logger.error(
-                "Job %s could not be re-enqueued for retry (%s: %s); dead-lettering it instead of losing it",
+        if delay_ms is not None:
+            context["delay_s"] = delay_ms / 1000
+            logger.warning(
+                "Job %s failed with retryable error: %s. Retrying in %.1fs... (attempt %d/%s)",
                 context["job_id"],
-                type(exc).__name__,
-                exc,
+                error,
+                delay_ms / 1000,
+                retries + 1,
+                context["max_attempts"],
                 extra=context,
             )
-            self._dead_letter(
-                broker,
-                message,
-                actor=actor,
-                classification=classification,
-                exception=exception,
-                reason="retry_publish_failed",
-                retries=retries,
-                max_retries=max_retries,
-            )
+            try:
+                broker.enqueue(message._message, delay=delay_ms)
+                return
+            except Exception as exc:
+                logger.error(
+                    "Job %s could not be re-enqueued for retry (%s: %s); dead-lettering it, not losing it",
+                    context["job_id"],
+                    type(exc).__name__,
+                    exc,
+                    extra=context,
+                )
+                reason = "retry_publish_failed"
+        else:
+            self._log_dead_letter(reason, context, error, exception, classification)
+
+        self._dead_letter(
+            broker,
+            message,
+            actor=actor,
+            classification=classification,
+            exception=exception,
+            reason=reason,
+            retries=retries,
+            max_retries=max_retries,
+        )
 
     def _delay_ms(
         self,
