@@ -6,7 +6,7 @@ import dataclasses
 import itertools
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import dramatiq
@@ -54,14 +54,27 @@ def registry() -> ProviderRegistry:
     return ProviderRegistry()
 
 
+System = tuple[dramatiq.Broker, dict[str, ProviderActor]]
+
+
 @pytest.fixture
-def system(
-    settings: Settings, registry: ProviderRegistry
-) -> Iterator[tuple[dramatiq.Broker, dict[str, ProviderActor]]]:
-    broker = build_broker(settings)
-    actors = declare_provider_actors(broker, registry, settings)
-    yield broker, actors
-    broker.close()
+def make_system(settings: Settings, registry: ProviderRegistry) -> Iterator[Callable[..., System]]:
+    """Builds broker and actors from the test's settings with some fields replaced."""
+    brokers: list[dramatiq.Broker] = []
+
+    def make(**changes: Any) -> System:
+        changed = dataclasses.replace(settings, **changes)
+        brokers.append(build_broker(changed))
+        return brokers[-1], declare_provider_actors(brokers[-1], registry, changed)
+
+    yield make
+    for broker in brokers:
+        broker.close()
+
+
+@pytest.fixture
+def system(make_system: Callable[..., System]) -> System:
+    return make_system()
 
 
 def test_a_job_succeeds_on_the_first_attempt(system, registry, amqp, queue_name) -> None:
@@ -138,11 +151,9 @@ def test_a_job_exhausting_its_attempts_lands_in_xq_after_the_last(system, regist
 
 
 def test_a_missing_provider_is_retried_and_succeeds_once_it_registers(
-    settings, registry, amqp, queue_name, caplog
+    make_system, registry, amqp, queue_name, caplog
 ) -> None:
-    settings = dataclasses.replace(settings, max_attempts=1000)
-    broker = build_broker(settings)
-    actors = declare_provider_actors(broker, registry, settings)
+    broker, actors = make_system(max_attempts=1000)
     provider = Recorder(None)
     caplog.set_level("INFO")
     message = actors["delete_resource"].send(RG)
@@ -168,16 +179,10 @@ def test_a_missing_provider_that_never_appears_dead_letters_with_the_seed_messag
     )
 
 
-def test_each_operation_waits_its_own_delay(rabbitmq_url, queue_name, registry, amqp) -> None:
-    settings = Settings(
-        broker_url=rabbitmq_url,
-        queue_name=queue_name,
-        retry_delay_s=0.01,
-        worker_timeout_ms=10,
-        operation_delays_s={"create": 0.3, "get": 0.02},
+def test_each_operation_waits_its_own_delay(make_system, registry, amqp) -> None:
+    broker, actors = make_system(
+        retry_delay_s=0.01, worker_timeout_ms=10, operation_delays_s={"create": 0.3, "get": 0.02}
     )
-    broker = build_broker(settings)
-    actors = declare_provider_actors(broker, registry, settings)
     providers = {rt: Recorder(TimeoutError("timeout"), None) for rt in ("A", "B")}
     for rt, provider in providers.items():
         registry.register("ITL.Test", rt, provider)
@@ -278,10 +283,8 @@ def test_every_operation_has_its_actor_on_the_configured_queue(system, queue_nam
         actors["run_provider_action"].send({**RG, "operation": "get"})
 
 
-def test_settings_decide_the_attempt_budget(rabbitmq_url, queue_name, registry, amqp) -> None:
-    settings = dataclasses.replace(Settings(broker_url=rabbitmq_url, queue_name=queue_name), max_attempts=1)
-    broker = build_broker(settings)
-    actors = declare_provider_actors(broker, registry, settings)
+def test_settings_decide_the_attempt_budget(make_system, registry, amqp, queue_name) -> None:
+    broker, actors = make_system(max_attempts=1)
     provider = Recorder(TimeoutError("timeout"))
     registry.register("ITL.Core", "ResourceGroup", provider)
     actors["get_resource"].send(RG)
