@@ -2,22 +2,18 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
-import sys
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import dramatiq
 import pytest
 from dramatiq.common import xq_name
-from metrics_workload import PROVIDER, Workload, workload_registry
-from prometheus_client import CollectorRegistry
 
-from external_tools import consumer_count, require_tool
+from external_tools import require_tool
+from metrics_workload import PROVIDER, Workload, counts, run_cli_workload, send_jobs, total, workload_registry
 from provider_jobs.actors.broker import build_broker
 from provider_jobs.actors.provider_ops import declare_provider_actors
 from provider_jobs.middleware import Metrics, metrics_registry, render_metrics
@@ -27,36 +23,6 @@ from provider_jobs.settings import Settings
 from support import queue_depth, wait_for
 
 WORKLOAD = Workload(succeed=4, flaky=2, permanent=2, down=1)
-HERE = Path(__file__).parent
-
-
-def _total(registry: CollectorRegistry, name: str, **labels: str) -> float:
-    """Sum of the samples called ``name`` whose labels include ``labels``."""
-    return sum(
-        sample.value
-        for metric in registry.collect()
-        for sample in metric.samples
-        if sample.name == name and labels.items() <= sample.labels.items()
-    )
-
-
-def _counts(registry: CollectorRegistry) -> dict[str, int]:
-    return {
-        "processed": int(_total(registry, "worker_jobs_processed_total")),
-        "retries": int(_total(registry, "worker_job_retries_total")),
-        "failed": int(_total(registry, "worker_jobs_failed_total")),
-        "attempts": int(_total(registry, "worker_job_duration_seconds_count")),
-    }
-
-
-def _send(settings: Settings, jobs: list[dict[str, Any]], **options: Any) -> None:
-    broker = build_broker(settings)
-    actors = declare_provider_actors(broker, None, settings)
-    try:
-        for job in jobs:
-            actors["create_resource"].send_with_options(kwargs=job, **options)
-    finally:
-        broker.close()
 
 
 @pytest.fixture
@@ -79,15 +45,15 @@ def worker(settings: Settings, metrics: Metrics, amqp: Any) -> Iterator[dramatiq
 
 
 def test_counts_equal_a_known_workload(settings: Settings, metrics: Metrics, worker: Any, amqp: Any) -> None:
-    _send(settings, WORKLOAD.jobs())
+    send_jobs(settings, WORKLOAD.jobs())
 
     expected = dict(WORKLOAD.expected(settings.max_attempts))
-    wait_for(lambda: _counts(metrics.registry) == expected, timeout_s=20)
+    wait_for(lambda: counts(metrics.registry) == expected, timeout_s=20)
 
-    assert _counts(metrics.registry) == expected
+    assert counts(metrics.registry) == expected
     assert queue_depth(amqp, xq_name(settings.queue_name)) == expected["failed"]
     assert (
-        _total(metrics.registry, "worker_jobs_processed_total", worker_id="test-worker")
+        total(metrics.registry, "worker_jobs_processed_total", worker_id="test-worker")
         == expected["processed"]
     )
 
@@ -95,20 +61,18 @@ def test_counts_equal_a_known_workload(settings: Settings, metrics: Metrics, wor
 def test_retries_and_failures_are_counted_by_category(
     settings: Settings, metrics: Metrics, worker: Any, amqp: Any
 ) -> None:
-    _send(settings, WORKLOAD.jobs())
+    send_jobs(settings, WORKLOAD.jobs())
     expected = dict(WORKLOAD.expected(settings.max_attempts))
-    wait_for(lambda: _counts(metrics.registry) == expected, timeout_s=20)
+    wait_for(lambda: counts(metrics.registry) == expected, timeout_s=20)
 
     registry = metrics.registry
-    assert _total(registry, "worker_job_retries_by_category_total", category="timeout") == expected["retries"]
+    assert total(registry, "worker_job_retries_by_category_total", category="timeout") == expected["retries"]
     assert (
-        _total(
-            registry, "worker_jobs_failed_by_category_total", category="validation", reason="non_retryable"
-        )
+        total(registry, "worker_jobs_failed_by_category_total", category="validation", reason="non_retryable")
         == WORKLOAD.permanent
     )
     assert (
-        _total(registry, "worker_jobs_failed_by_category_total", category="timeout", reason="exhausted")
+        total(registry, "worker_jobs_failed_by_category_total", category="timeout", reason="exhausted")
         == WORKLOAD.down
     )
 
@@ -116,12 +80,12 @@ def test_retries_and_failures_are_counted_by_category(
 def test_duration_is_observed_per_attempt_by_provider_operation_and_outcome(
     settings: Settings, metrics: Metrics, worker: Any, amqp: Any
 ) -> None:
-    _send(settings, WORKLOAD.jobs())
+    send_jobs(settings, WORKLOAD.jobs())
     expected = dict(WORKLOAD.expected(settings.max_attempts))
-    wait_for(lambda: _counts(metrics.registry) == expected, timeout_s=20)
+    wait_for(lambda: counts(metrics.registry) == expected, timeout_s=20)
 
     def attempts(outcome: str) -> float:
-        return _total(
+        return total(
             metrics.registry,
             "worker_job_duration_seconds_count",
             provider=PROVIDER,
@@ -143,16 +107,16 @@ def test_in_progress_counts_a_running_job_and_drops_to_zero_after(
         "Test.Metrics", "Blocker", FunctionProvider({"create": lambda job: release.wait(10)})
     )
     job = {"provider_namespace": "Test.Metrics", "resource_type": "Blocker", "operation": "create"}
-    _send(settings, [job])
+    send_jobs(settings, [job])
 
     def in_progress() -> float:
-        return _total(metrics.registry, "worker_jobs_in_progress", worker_id="test-worker")
+        return total(metrics.registry, "worker_jobs_in_progress", worker_id="test-worker")
 
     try:
         wait_for(lambda: in_progress() == 1)
     finally:
         release.set()
-    wait_for(lambda: _counts(metrics.registry)["processed"] == 1)
+    wait_for(lambda: counts(metrics.registry)["processed"] == 1)
     assert in_progress() == 0
 
 
@@ -160,20 +124,20 @@ def test_a_dead_letter_carried_over_from_an_earlier_life_is_not_counted_again(
     settings: Settings, metrics: Metrics, worker: Any, amqp: Any
 ) -> None:
     old_dead_letter = {"reason": "exhausted", "category": "timeout", "attempts": 3}
-    _send(settings, Workload(succeed=1, flaky=0, permanent=0, down=0).jobs(), dead_letter=old_dead_letter)
+    send_jobs(settings, Workload(succeed=1, flaky=0, permanent=0, down=0).jobs(), dead_letter=old_dead_letter)
 
-    wait_for(lambda: _counts(metrics.registry)["processed"] == 1)
+    wait_for(lambda: counts(metrics.registry)["processed"] == 1)
 
-    assert _counts(metrics.registry)["failed"] == 0
+    assert counts(metrics.registry)["failed"] == 0
 
 
 def test_promtool_accepts_the_exposition(
     settings: Settings, metrics: Metrics, worker: Any, amqp: Any
 ) -> None:
     promtool = require_tool("promtool", "apt-get install prometheus")
-    _send(settings, WORKLOAD.jobs())
+    send_jobs(settings, WORKLOAD.jobs())
     expected = dict(WORKLOAD.expected(settings.max_attempts))
-    wait_for(lambda: _counts(metrics.registry) == expected, timeout_s=20)
+    wait_for(lambda: counts(metrics.registry) == expected, timeout_s=20)
     body, content_type = render_metrics(metrics.registry)
 
     check = subprocess.run(
@@ -188,75 +152,15 @@ def test_promtool_accepts_the_exposition(
 # -- several processes: the dramatiq CLI in multiprocess mode ---------------------
 
 
-def _start_cli_worker(
-    settings: Settings, metrics_dir: Path, log: IO[bytes], *, processes: int
-) -> subprocess.Popen[bytes]:
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(HERE), str(HERE.parent)]),
-        "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
-        "PROVIDER_JOBS_BROKER_URL": settings.broker_url,
-        "PROVIDER_JOBS_QUEUE_NAME": settings.queue_name,
-        "PROVIDER_JOBS_RETRY_DELAY_S": str(settings.retry_delay_s),
-    }
-    env.pop("PROVIDER_JOBS_WORKER_ID", None)
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "dramatiq",
-            "metrics_worker_app",
-            "--processes",
-            str(processes),
-            "--threads",
-            "1",
-            "--worker-shutdown-timeout",
-            "5000",
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def _run_cli_workload(
-    settings: Settings, metrics_dir: Path, workload: Workload, expected: Mapping[str, int], *, processes: int
-) -> CollectorRegistry:
-    metrics_dir.mkdir(exist_ok=True)
-    log_path = metrics_dir.parent / "worker.log"
-    with log_path.open("ab") as log:
-        process = _start_cli_worker(settings, metrics_dir, log, processes=processes)
-    try:
-        # Every process consumes before the jobs arrive, so that each gets some.
-        wait_for(lambda: consumer_count(settings.broker_url, settings.queue_name) == processes, timeout_s=30)
-        _send(settings, workload.jobs())
-        wait_for(lambda: _counts(metrics_registry(path=str(metrics_dir))) == expected, timeout_s=40)
-    except AssertionError:
-        _stop(process)
-        raise AssertionError(log_path.read_text()[-3000:]) from None
-    finally:
-        _stop(process)
-    return metrics_registry(path=str(metrics_dir))
-
-
 @pytest.mark.fault
 def test_two_worker_processes_report_one_set_of_counts(settings: Settings, tmp_path: Path, amqp: Any) -> None:
     workload = Workload(succeed=20, flaky=4, permanent=3, down=2)
     expected = dict(workload.expected(settings.max_attempts))
 
-    registry = _run_cli_workload(settings, tmp_path / "metrics", workload, expected, processes=2)
+    run_cli_workload(settings, tmp_path / "metrics", workload, expected, processes=2)
+    registry = metrics_registry(path=str(tmp_path / "metrics"))
 
-    assert _counts(registry) == expected
+    assert counts(registry) == expected
     assert queue_depth(amqp, xq_name(settings.queue_name)) == expected["failed"]
     workers = {
         sample.labels["worker_id"]
@@ -265,7 +169,7 @@ def test_two_worker_processes_report_one_set_of_counts(settings: Settings, tmp_p
         if sample.name == "worker_jobs_processed_total"
     }
     assert len(workers) == 2, f"expected both processes to have worked, saw {workers}"
-    assert _total(registry, "worker_jobs_in_progress") == 0
+    assert total(registry, "worker_jobs_in_progress") == 0
 
 
 @pytest.mark.fault
@@ -275,7 +179,8 @@ def test_counts_survive_a_worker_restart(settings: Settings, tmp_path: Path, amq
     after_first = dict(first.expected(settings.max_attempts))
     both = {k: v + second.expected(settings.max_attempts)[k] for k, v in after_first.items()}
 
-    _run_cli_workload(settings, tmp_path / "metrics", first, after_first, processes=1)
-    registry = _run_cli_workload(settings, tmp_path / "metrics", second, both, processes=1)
+    run_cli_workload(settings, tmp_path / "metrics", first, after_first, processes=1)
+    run_cli_workload(settings, tmp_path / "metrics", second, both, processes=1)
+    registry = metrics_registry(path=str(tmp_path / "metrics"))
 
-    assert _counts(registry) == both
+    assert counts(registry) == both

@@ -7,8 +7,8 @@ prometheus-client in multiprocess mode.
 from __future__ import annotations
 
 import dramatiq
-from metrics_workload import workload_registry
 
+from metrics_workload import workload_registry
 from provider_jobs.actors.broker import build_broker
 from provider_jobs.actors.provider_ops import declare_provider_actors
 from provider_jobs.middleware import Metrics

@@ -1,0 +1,20 @@
+"""The HTTP API of provider-jobs: queue statistics, metrics, health, DLQ operations."""
+
+from __future__ import annotations
+
+from .app import create_app
+from .auth import bearer_token_guard
+from .exposition import QueueCollector, api_registry
+from .queue_stats import QueueStat, read_queue_stats
+from .server import api_command, serve
+
+__all__ = [
+    "QueueCollector",
+    "QueueStat",
+    "api_command",
+    "api_registry",
+    "bearer_token_guard",
+    "create_app",
+    "read_queue_stats",
+    "serve",
+]

@@ -1,0 +1,95 @@
+"""Queue statistics read from RabbitMQ with passive declares: no management plugin needed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pika
+import pika.exceptions
+from dramatiq.common import dq_name, xq_name
+
+from ..actors.broker import redact_url
+from ..errors import BrokerUnavailable
+from ..settings import Settings
+
+__all__ = ["QueueStat", "read_queue_stats"]
+
+#: What each queue of an actor queue is for, in the order they are reported.
+ROLES = ("work", "delay", "dead_letter")
+
+
+@dataclass(frozen=True, kw_only=True)
+class QueueStat:
+    """One queue as RabbitMQ reports it.
+
+    Args:
+        name: Queue name, for example ``provider.jobs.XQ``.
+        role: ``work``, ``delay`` (``.DQ``) or ``dead_letter`` (``.XQ``).
+        exists: Whether the queue is declared; a missing queue reports zeros.
+        messages_ready: Messages ready for delivery (not those delivered and
+            unacked, such as delayed retries a worker holds until due).
+        consumers: Consumers attached to the queue.
+    """
+
+    name: str
+    role: str
+    exists: bool
+    messages_ready: int
+    consumers: int
+
+
+def _queue_names(queue_name: str) -> tuple[str, str, str]:
+    return queue_name, dq_name(queue_name), xq_name(queue_name)
+
+
+def read_queue_stats(settings: Settings, *, timeout_s: float = 3.0) -> list[QueueStat]:
+    """Messages ready and consumers of ``settings.queue_name``, its ``.DQ`` and its ``.XQ``.
+
+    Args:
+        settings: Broker URL and queue name.
+        timeout_s: Connection and socket timeout in seconds. Default 3.
+
+    Raises:
+        BrokerUnavailable: RabbitMQ cannot be reached or closed the connection.
+    """
+    parameters = pika.URLParameters(settings.broker_url)
+    parameters.connection_attempts = 1
+    parameters.socket_timeout = timeout_s
+    parameters.blocked_connection_timeout = timeout_s
+    try:
+        connection = pika.BlockingConnection(parameters)
+    except (pika.exceptions.AMQPError, OSError) as exc:
+        raise BrokerUnavailable(
+            f"Cannot reach RabbitMQ at {redact_url(settings.broker_url)} ({exc or type(exc).__name__})"
+        ) from exc
+    stats: list[QueueStat] = []
+    try:
+        channel = connection.channel()
+        for name, role in zip(_queue_names(settings.queue_name), ROLES, strict=True):
+            try:
+                method = channel.queue_declare(name, passive=True).method
+            except pika.exceptions.ChannelClosedByBroker as exc:
+                if exc.reply_code != 404:
+                    raise
+                # A failed passive declare closes the channel; the next queue needs a new one.
+                channel = connection.channel()
+                stats.append(QueueStat(name=name, role=role, exists=False, messages_ready=0, consumers=0))
+                continue
+            stats.append(
+                QueueStat(
+                    name=name,
+                    role=role,
+                    exists=True,
+                    messages_ready=int(method.message_count),
+                    consumers=int(method.consumer_count),
+                )
+            )
+    except (pika.exceptions.AMQPError, OSError) as exc:
+        raise BrokerUnavailable(
+            f"RabbitMQ at {redact_url(settings.broker_url)} failed while reading queues "
+            f"({exc or type(exc).__name__})"
+        ) from exc
+    finally:
+        if connection.is_open:
+            connection.close()
+    return stats
