@@ -114,6 +114,9 @@ class TcpProxy:
     def stop(self) -> None:
         with self._lock:
             if self._server is not None:
+                # shutdown() wakes the thread blocked in accept(); close() alone does not.
+                with contextlib.suppress(OSError):
+                    self._server.shutdown(socket.SHUT_RDWR)
                 self._server.close()
                 self._server = None
             for sock in self._sockets:

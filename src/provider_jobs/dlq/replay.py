@@ -122,6 +122,7 @@ class Replayer:
         self.who = who
         self.allow_statuses = tuple(allow_statuses)
         self._channel: Any = None
+        self._sent_at = 0.0
 
     # -- planning -----------------------------------------------------------------
 
@@ -246,19 +247,16 @@ class Replayer:
         allowed = (DEAD, REPLAYED, DISCARDED) if force else self.allow_statuses
         audit = {"request_patch": request_patch, "job_patch": job_patch}
         self._channel = None if dry_run else self._open_channel()
-        sent = 0
+        next_send = time.monotonic()
         try:
             for plan in plans:
                 if dry_run or plan.message is None:
                     outcome = self._unsent(plan, dry_run=dry_run)
                 else:
-                    if rate_per_s is not None:
-                        # Pace against the start, so that slow confirms do not add up.
-                        wait_s = started + sent / rate_per_s - time.monotonic()
-                        if wait_s > 0:
-                            time.sleep(wait_s)
-                    outcome = self._send(plan, allowed, reason=reason, audit=audit)
-                    sent += outcome.status == PUBLISHED
+                    outcome = self._send(plan, allowed, reason=reason, audit=audit, not_before=next_send)
+                    if rate_per_s is not None and outcome.status == PUBLISHED:
+                        # Spaced from the previous send, never catching up in a burst.
+                        next_send = self._sent_at + 1 / rate_per_s
                 report.outcomes.append(outcome)
                 if on_outcome is not None:
                     on_outcome(outcome)
@@ -285,7 +283,13 @@ class Replayer:
         )
 
     def _send(
-        self, plan: ReplayPlan, allowed: Sequence[str], *, reason: str | None, audit: dict[str, Any]
+        self,
+        plan: ReplayPlan,
+        allowed: Sequence[str],
+        *,
+        reason: str | None,
+        audit: dict[str, Any],
+        not_before: float,
     ) -> ReplayOutcome:
         """Claim, publish, mark replayed; a failed publish releases the claim."""
         record = plan.record
@@ -298,6 +302,10 @@ class Replayer:
                 job_id=record.job_id,
                 detail="already replayed, discarded, or being replayed by someone else",
             )
+        wait_s = not_before - time.monotonic()
+        if wait_s > 0:
+            time.sleep(wait_s)
+        self._sent_at = time.monotonic()
         message = {
             **plan.message,
             "message_id": str(uuid.uuid4()),

@@ -1,0 +1,191 @@
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dlq_support import (
+    TcpProxy,
+    archiver_thread,
+    dead_letters_from_worker,
+    declare_xq,
+    dramatiq_body,
+    job,
+    publish,
+)
+from dramatiq.common import xq_name
+from support import queue_depth, wait_for
+
+from provider_jobs.demo import ResourceGroupProvider
+from provider_jobs.dlq import DeadLetterArchive, DeadLetterArchiver, RecordFilter
+from provider_jobs.providers import ProviderRegistry
+from provider_jobs.settings import Settings
+
+HERE = Path(__file__).parent
+
+
+def _archiver(settings: Settings, archive: DeadLetterArchive, **options: Any) -> DeadLetterArchiver:
+    options = {"batch_size": 50, "flush_ms": 20, "max_backoff_s": 0.2, **options}
+    return DeadLetterArchiver(archive=archive, broker_url=settings.broker_url, queues=[settings.queue_name],
+                              **options)
+
+
+def test_every_kind_of_dead_letter_is_archived(settings: Settings, amqp: Any, archive: DeadLetterArchive) -> None:
+    registry = ProviderRegistry()
+    registry.register("ITL.Core", "ResourceGroup", ResourceGroupProvider())
+    dead_letters_from_worker(settings, registry, [
+        job(request={}),                                 # validation: enriched, non_retryable
+        job(namespace="ITL.Gone", resource_type="Thing"),  # provider_not_found: enriched, exhausted
+    ], amqp)
+    queue = settings.queue_name
+    # Plain Dramatiq dead letters, moved by RabbitMQ with x-death: an unknown actor and an expired message.
+    unknown = json.loads(dramatiq_body(queue))
+    unknown["actor_name"] = "no_such_actor"
+    expired = json.loads(dramatiq_body(queue, options={"max_age": 10}))
+    expired["message_timestamp"] -= 60_000
+    from dlq_support import running_worker
+    with running_worker(settings, registry):
+        publish(amqp, queue, json.dumps(unknown).encode())
+        publish(amqp, queue, json.dumps(expired).encode())
+        wait_for(lambda: queue_depth(amqp, xq_name(queue)) >= 4, timeout_s=20)
+    raw = b"\x89PNG\r\n\x1a\n not a message"
+    publish(amqp, xq_name(queue), raw)
+    publish(amqp, xq_name(queue), b'{"some": "json"}')
+
+    with archiver_thread(_archiver(settings, archive)):
+        wait_for(lambda: archive.count() >= 6, timeout_s=20)
+    records = {r.category: r for r in archive.find(limit=100)}
+    assert sorted(records) == ["age_limit", "provider_not_found", "rejected", "undecodable", "validation"]
+    assert records["validation"].reason == "non_retryable"
+    assert records["provider_not_found"].reason == "exhausted"
+    assert len(records["provider_not_found"].attempt_history) == settings.max_attempts
+    assert records["rejected"].x_death and records["rejected"].actor_name == "no_such_actor"
+    assert records["age_limit"].reason == "age_limit"
+    assert raw in {r.body for r in archive.find(RecordFilter(category="undecodable"))}
+    assert archive.count() == 6
+    assert queue_depth(amqp, xq_name(queue)) == 0
+
+
+@pytest.mark.fault
+def test_an_archiver_killed_between_commit_and_ack_loses_and_duplicates_nothing(
+        settings: Settings, amqp: Any, archive_url: str, tmp_path: Path) -> None:
+    xq = declare_xq(amqp, settings.queue_name)
+    ids = [str(uuid.uuid4()) for _ in range(30)]
+    for message_id in ids:
+        publish(amqp, xq, dramatiq_body(settings.queue_name, message_id=message_id))
+    marker = tmp_path / "committed"
+    child = subprocess.Popen(
+        [sys.executable, str(HERE / "archiver_child.py"), settings.broker_url, settings.queue_name, archive_url,
+         str(marker), "10"],
+        env={**os.environ, "PYTHONPATH": str(HERE)},
+    )
+    try:
+        wait_for(marker.exists, timeout_s=20)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(timeout=10)
+    committed = int(marker.read_text())
+    assert 10 <= committed < 30
+    archive = DeadLetterArchive(archive_url)
+    assert archive.count() == committed  # committed, never acked
+    wait_for(lambda: queue_depth(amqp, xq) == 30, timeout_s=10)  # RabbitMQ requeued all of them
+
+    archiver = _archiver(settings, archive)
+    stats = archiver.run(until_idle=True)
+    assert (stats.archived, stats.duplicates) == (30 - committed, committed)
+    assert sorted(r.message_id for r in archive.find(limit=100)) == sorted(ids)
+    assert queue_depth(amqp, xq) == 0
+    archive.close()
+
+
+@pytest.mark.fault
+def test_nothing_is_lost_while_the_archive_is_down(
+        settings: Settings, amqp: Any, archive_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    xq = declare_xq(amqp, settings.queue_name)
+    proxy: TcpProxy | None = None
+    lock: sqlite3.Connection | None = None
+    if archive_url.startswith("sqlite"):
+        archive = DeadLetterArchive(archive_url, busy_timeout_ms=20)
+        archive.check()
+
+        def outage() -> None:
+            nonlocal lock
+            lock = sqlite3.connect(archive_url.removeprefix("sqlite:///"), isolation_level=None)
+            lock.execute("BEGIN EXCLUSIVE")
+
+        def recovery() -> None:
+            assert lock is not None
+            lock.execute("ROLLBACK")
+            lock.close()
+    else:
+        proxy = TcpProxy(("127.0.0.1", 5432))
+        proxy.start()
+        archive = DeadLetterArchive(archive_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}"))
+        archive.check()
+        outage, recovery = proxy.stop, proxy.start
+
+    with archiver_thread(_archiver(settings, archive)) as archiver:
+        publish(amqp, xq, dramatiq_body(settings.queue_name))
+        wait_for(lambda: archiver.stats.archived == 1)
+        outage()
+        for _ in range(20):
+            publish(amqp, xq, dramatiq_body(settings.queue_name))
+        wait_for(lambda: archiver.stats.archive_failures >= 3, timeout_s=20)
+        # Held unacked in RabbitMQ, not acked and lost.
+        assert archiver.stats.archived == 1
+        recovery()
+        wait_for(lambda: archiver.stats.archived == 21, timeout_s=20)
+    assert archive.count() == 21
+    assert queue_depth(amqp, xq) == 0
+    assert any("keeping" in r.getMessage() and "unacked in RabbitMQ" in r.getMessage() for r in caplog.records)
+    archive.close()
+    if proxy is not None:
+        proxy.stop()
+
+
+@pytest.mark.fault
+def test_the_archiver_survives_a_broker_restart(
+        settings: Settings, rabbitmq_proc: Any, tmp_path: Path) -> None:
+    import pika
+
+    archive = DeadLetterArchive(f"sqlite:///{tmp_path}/a.sqlite3")
+
+    def publish_some(count: int) -> None:
+        connection = pika.BlockingConnection(pika.URLParameters(settings.broker_url))
+        channel = connection.channel()
+        xq = declare_xq(channel, settings.queue_name)
+        for _ in range(count):
+            publish(channel, xq, dramatiq_body(settings.queue_name))
+        connection.close()
+
+    with archiver_thread(_archiver(settings, archive)) as archiver:
+        publish_some(3)
+        wait_for(lambda: archive.count() == 3, timeout_s=20)
+        rabbitmq_proc.stop()
+        rabbitmq_proc.start()
+        publish_some(3)
+        wait_for(lambda: archive.count() == 6, timeout_s=30)
+        assert archiver.stats.reconnects >= 1
+    connection = pika.BlockingConnection(pika.URLParameters(settings.broker_url))
+    connection.channel().queue_delete(xq_name(settings.queue_name))
+    connection.close()
+    archive.close()
+
+
+def test_the_archiver_stops_promptly_and_acks_what_it_committed(
+        settings: Settings, amqp: Any, archive: DeadLetterArchive) -> None:
+    xq = declare_xq(amqp, settings.queue_name)
+    for _ in range(5):
+        publish(amqp, xq, dramatiq_body(settings.queue_name))
+    started = time.monotonic()
+    stats = _archiver(settings, archive).run(until_idle=True)
+    assert stats.archived == 5 and time.monotonic() - started < 5
+    assert queue_depth(amqp, xq) == 0

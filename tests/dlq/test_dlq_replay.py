@@ -1,0 +1,165 @@
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any
+
+import pytest
+from dlq_support import dramatiq_body, running_worker
+from support import queue_depth, wait_for
+
+from provider_jobs.dlq import DeadLetterArchive, Replayer, dead_letter_from_delivery
+from provider_jobs.errors import InvalidJob
+from provider_jobs.settings import Settings
+
+
+def _store(archive: DeadLetterArchive, settings: Settings, count: int = 1, **job_fields: Any) -> list[int]:
+    records = []
+    for _ in range(count):
+        body = json.loads(dramatiq_body(settings.queue_name, **job_fields))
+        body["options"] = {
+            "job_id": body["kwargs"]["job"]["job_id"], "provider": "ITL.Core/ResourceGroup", "retries": 3,
+            "traceback": "Traceback ...", "attempt_history": [{"attempt": 3, "category": "provider_not_found"}],
+            "dead_letter": {"reason": "exhausted", "category": "provider_not_found", "attempts": 3,
+                            "error": "No provider found for ITL.Core/ResourceGroup"},
+            "max_age": 3_600_000,
+        }
+        body["message_timestamp"] -= 7_200_000
+        records.append(dead_letter_from_delivery(json.dumps(body).encode(), {}, source_queue="x.XQ"))
+    archive.store(records)
+    return [r.id for r in archive.find(limit=1000, oldest_first=True) if r.id is not None][-count:]
+
+
+def _declare(channel: Any, queue_name: str) -> None:
+    channel.queue_declare(queue_name, durable=True, arguments={
+        "x-dead-letter-exchange": "", "x-dead-letter-routing-key": f"{queue_name}.XQ", "x-max-priority": 10})
+
+
+def _drain(channel: Any, queue_name: str) -> list[tuple[Any, dict[str, Any]]]:
+    messages = []
+    while True:
+        method, properties, body = channel.basic_get(queue_name, auto_ack=True)
+        if method is None:
+            return messages
+        messages.append((properties, json.loads(body)))
+
+
+def test_a_replay_is_a_fresh_persistent_message_linked_to_its_record(
+        settings: Settings, amqp: Any, archive: DeadLetterArchive) -> None:
+    _declare(amqp, settings.queue_name)
+    [record_id] = _store(archive, settings)
+    original = archive.get(record_id)
+    report = Replayer(archive=archive, broker_url=settings.broker_url, who="alice").replay(
+        [record_id], reason="provider deployed")
+    assert report.published == 1
+    [(properties, message)] = _drain(amqp, settings.queue_name)
+    assert properties.delivery_mode == 2 and properties.priority == 5
+    assert message["message_id"] != original.message_id
+    assert abs(message["message_timestamp"] - time.time() * 1000) < 10_000
+    options = message["options"]
+    assert options["retries"] == 0 and options["replay_of"] == record_id
+    assert not {"attempt_history", "dead_letter", "traceback"} & options.keys()
+    assert message["kwargs"]["job"]["job_id"] == original.job_id
+    record = archive.get(record_id)
+    assert (record.status, record.replay_count, record.replay_message_ids) == (
+        "replayed", 1, [message["message_id"]])
+    [entry] = archive.audit()
+    assert (entry.who, entry.action, entry.record_id, entry.reason) == ("alice", "replay", record_id,
+                                                                        "provider deployed")
+
+
+def test_concurrent_replays_publish_each_record_once(
+        settings: Settings, amqp: Any, archive_url: str) -> None:
+    _declare(amqp, settings.queue_name)
+    seeding = DeadLetterArchive(archive_url)
+    ids = _store(seeding, settings, count=20)
+    seeding.close()
+    operators = [Replayer(archive=DeadLetterArchive(archive_url), broker_url=settings.broker_url, who=f"op{i}")
+                 for i in range(3)]
+    barrier = threading.Barrier(len(operators))
+    reports = []
+
+    def replay(replayer: Replayer) -> None:
+        barrier.wait()
+        reports.append(replayer.replay(ids))
+
+    threads = [threading.Thread(target=replay, args=(r,)) for r in operators]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(r.published for r in reports) == 20
+    messages = _drain(amqp, settings.queue_name)
+    assert sorted(m["options"]["replay_of"] for _, m in messages) == sorted(ids)
+    for replayer in operators:
+        assert all(replayer.archive.get(i).replay_count == 1 for i in ids[:1])
+        replayer.archive.close()
+
+
+def test_an_invalid_edit_sends_nothing(settings: Settings, amqp: Any, archive: DeadLetterArchive) -> None:
+    _declare(amqp, settings.queue_name)
+    ids = _store(archive, settings, count=3)
+    replayer = Replayer(archive=archive, broker_url=settings.broker_url, who="alice")
+    with pytest.raises(InvalidJob, match="priority"):
+        replayer.replay(ids, job_patch={"priority": 42})
+    with pytest.raises(InvalidJob, match="request"):
+        replayer.replay(ids, request_patch=None, job_patch={"request": "not an object"})
+    assert queue_depth(amqp, settings.queue_name) == 0
+    assert {archive.get(i).status for i in ids} == {"dead"}
+    assert archive.audit() == []
+
+
+def test_an_edit_patches_the_request_and_is_audited(
+        settings: Settings, amqp: Any, archive: DeadLetterArchive) -> None:
+    _declare(amqp, settings.queue_name)
+    [record_id] = _store(archive, settings)
+    Replayer(archive=archive, broker_url=settings.broker_url, who="bob").replay(
+        [record_id], request_patch={"name": "rg-fixed", "location": "westeurope"})
+    [(_, message)] = _drain(amqp, settings.queue_name)
+    assert message["kwargs"]["job"]["request"] == {"name": "rg-fixed", "location": "westeurope"}
+    [entry] = archive.audit()
+    assert entry.action == "replay_edited"
+    assert entry.details["request_patch"] == {"name": "rg-fixed", "location": "westeurope"}
+
+
+def test_the_rate_holds_within_ten_percent(settings: Settings, amqp: Any, archive: DeadLetterArchive) -> None:
+    _declare(amqp, settings.queue_name)
+    ids = _store(archive, settings, count=21)
+    Replayer(archive=archive, broker_url=settings.broker_url, who="alice").replay(ids, rate_per_s=20)
+    stamps = sorted(m["message_timestamp"] for _, m in _drain(amqp, settings.queue_name))
+    assert len(stamps) == 21
+    elapsed_ms = stamps[-1] - stamps[0]
+    assert 900 <= elapsed_ms <= 1100, elapsed_ms  # 20 intervals at 20/s = 1000 ms
+
+
+def test_a_failed_publish_releases_the_claim(settings: Settings, amqp: Any, archive: DeadLetterArchive) -> None:
+    [record_id] = _store(archive, settings)  # the queue is not declared: the publish is unroutable
+    replayer = Replayer(archive=archive, broker_url=settings.broker_url, who="alice")
+    report = replayer.replay([record_id])
+    assert (report.failed, archive.get(record_id).status) == (1, "dead")
+    _declare(amqp, settings.queue_name)
+    assert replayer.replay([record_id]).published == 1
+
+
+def test_a_dry_run_sends_and_changes_nothing(settings: Settings, amqp: Any, archive: DeadLetterArchive) -> None:
+    _declare(amqp, settings.queue_name)
+    ids = _store(archive, settings, count=2)
+    report = Replayer(archive=archive, broker_url=settings.broker_url, who="a").replay(ids, dry_run=True)
+    assert [o.status for o in report.outcomes] == ["would_publish", "would_publish"]
+    assert queue_depth(amqp, settings.queue_name) == 0
+    assert {archive.get(i).status for i in ids} == {"dead"}
+
+
+def test_a_replayed_job_succeeds_once_its_provider_is_back(
+        settings: Settings, amqp: Any, archive: DeadLetterArchive) -> None:
+    from provider_jobs.demo import ResourceGroupProvider
+    from provider_jobs.providers import ProviderRegistry
+
+    [record_id] = _store(archive, settings)
+    provider = ResourceGroupProvider()
+    registry = ProviderRegistry()
+    registry.register("ITL.Core", "ResourceGroup", provider)
+    with running_worker(settings, registry):
+        Replayer(archive=archive, broker_url=settings.broker_url, who="a").replay([record_id])
+        wait_for(lambda: "rg-1" in provider.groups, timeout_s=10)
