@@ -1,0 +1,83 @@
+"""python -m benchmarks [workload ...] [--rounds N]: interleaved runs, a table and results.json.
+
+Needs RabbitMQ on 127.0.0.1:5672 (the machine's broker, not the tests' node).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from . import workers
+from .harness import Result, Variant, interleave, save, table
+
+
+def success(rounds: int, n: int) -> list[Result]:
+    return [
+        interleave(
+            "1 success path (no-op, 1 proc x 8 threads)",
+            [Variant(name, lambda name=name: workers.success_path(name, n)) for name in workers.VARIANTS],
+            rounds=rounds,
+            unit="msg/s",
+            target=">= 0.9x",
+        )
+    ]
+
+
+def fail_once(rounds: int, n: int) -> list[Result]:
+    return [
+        interleave(
+            "2 fail once then succeed (10 ms delay)",
+            [Variant(name, lambda name=name: workers.fail_once(name, n)) for name in workers.VARIANTS],
+            rounds=rounds,
+            unit="jobs/s",
+            target=">= 2x",
+        )
+    ]
+
+
+def lateness(rounds: int, n: int) -> list[Result]:
+    runs: dict[str, list[float]] = {name: [] for name in workers.VARIANTS}
+
+    def run(name: str, q: float) -> float:
+        if not runs[name] or q == 50:
+            runs[name] = workers.retry_lateness(name, n)
+        return workers.percentile(runs[name], q)
+
+    return [
+        interleave(
+            f"3 retry lateness p{q} (trickle 5/s, 10 ms delay)",
+            [Variant(name, lambda name=name, q=q: run(name, q)) for name in workers.VARIANTS],
+            rounds=rounds,
+            unit="ms late",
+            higher_is_better=False,
+            target="p99 <= 50 ms",
+        )
+        for q in (50, 99)
+    ]
+
+
+WORKLOADS = {"success": (success, 20_000), "fail-once": (fail_once, 5_000), "lateness": (lateness, 50)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("workloads", nargs="*", choices=[*WORKLOADS, []], default=list(WORKLOADS))
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--n", type=int, default=None, help="messages per run (default per workload)")
+    parser.add_argument("--out", type=Path, default=Path(__file__).with_name("results.json"))
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.CRITICAL)
+    results: list[Result] = []
+    for name in args.workloads:
+        run, default_n = WORKLOADS[name]
+        results += run(args.rounds, args.n or default_n)
+    print()
+    print(table(results))
+    save(results, args.out)
+    print(f"\nwritten: {args.out}")
+
+
+if __name__ == "__main__":
+    main()
