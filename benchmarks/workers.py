@@ -86,7 +86,7 @@ def _plain(
         for m in broker.middleware:
             if isinstance(m, Retries):
                 m.min_backoff, m.max_backoff = min_backoff, min_backoff
-    actor = dramatiq.actor(lambda key: handler(key), actor_name="noop", queue_name=queue, broker=broker)
+    actor = dramatiq.actor(handler, actor_name="noop", queue_name=queue, broker=broker)
     broker.declare_queue(queue, ensure=True)
     return broker, actor
 
