@@ -21,8 +21,12 @@ def main() -> None:
         threading.Event().wait()
 
     DeadLetterArchiver(
-        archive=DeadLetterArchive(archive_url), broker_url=broker_url, queues=[queue],
-        batch_size=int(batch_size), flush_ms=5000, after_commit=freeze_after_commit,
+        archive=DeadLetterArchive(archive_url),
+        broker_url=broker_url,
+        queues=[queue],
+        batch_size=int(batch_size),
+        flush_ms=5000,
+        after_commit=freeze_after_commit,
     ).run()
 
 

@@ -13,7 +13,9 @@ import pytest
 from provider_jobs.dlq import DeadLetterArchive
 
 #: The machine's PostgreSQL; the tests skip it locally when absent and fail in CI.
-POSTGRES_URL = os.environ.get("PROVIDER_JOBS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+POSTGRES_URL = os.environ.get(
+    "PROVIDER_JOBS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
 
 
 def _postgres_dsn() -> str:

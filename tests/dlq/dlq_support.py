@@ -15,7 +15,6 @@ import dramatiq
 import pika
 from dramatiq.brokers.rabbitmq import DEAD_MESSAGE_TTL
 from dramatiq.common import xq_name
-from support import queue_depth, wait_for
 
 from provider_jobs.actors.broker import build_broker
 from provider_jobs.actors.provider_ops import declare_provider_actors
@@ -23,11 +22,22 @@ from provider_jobs.dlq import DeadLetterArchive, DeadLetterArchiver
 from provider_jobs.providers import ProviderRegistry
 from provider_jobs.settings import Settings
 
+from support import queue_depth, wait_for
 
-def job(namespace: str = "ITL.Core", resource_type: str = "ResourceGroup", operation: str = "create",
-        **fields: Any) -> dict[str, Any]:
-    return {"provider_namespace": namespace, "resource_type": resource_type, "operation": operation,
-            "request": {"name": "rg-1"}, **fields}
+
+def job(
+    namespace: str = "ITL.Core",
+    resource_type: str = "ResourceGroup",
+    operation: str = "create",
+    **fields: Any,
+) -> dict[str, Any]:
+    return {
+        "provider_namespace": namespace,
+        "resource_type": resource_type,
+        "operation": operation,
+        "request": {"name": "rg-1"},
+        **fields,
+    }
 
 
 @contextlib.contextmanager
@@ -44,8 +54,9 @@ def running_worker(settings: Settings, registry: ProviderRegistry) -> Iterator[d
         broker.close()
 
 
-def dead_letters_from_worker(settings: Settings, registry: ProviderRegistry, jobs: list[dict[str, Any]],
-                             channel: Any) -> None:
+def dead_letters_from_worker(
+    settings: Settings, registry: ProviderRegistry, jobs: list[dict[str, Any]], channel: Any
+) -> None:
     """Send ``jobs`` through a real worker and wait until each is in ``<queue>.XQ``."""
     with running_worker(settings, registry) as actors:
         for fields in jobs:
@@ -59,17 +70,28 @@ def declare_xq(channel: Any, queue_name: str) -> str:
     return name
 
 
-def dramatiq_body(queue_name: str, *, message_id: str | None = None, options: dict[str, Any] | None = None,
-                  **job_fields: Any) -> bytes:
+def dramatiq_body(
+    queue_name: str,
+    *,
+    message_id: str | None = None,
+    options: dict[str, Any] | None = None,
+    **job_fields: Any,
+) -> bytes:
     """A Dramatiq message body as our actors send it."""
     fields = job(**job_fields)
     fields.setdefault("job_id", uuid.uuid4().hex)
     fields.setdefault("priority", 5)
-    return json.dumps({
-        "queue_name": queue_name, "actor_name": f"{fields['operation']}_resource", "args": [],
-        "kwargs": {"job": fields}, "options": options or {}, "message_id": message_id or str(uuid.uuid4()),
-        "message_timestamp": int(time.time() * 1000),
-    }).encode()
+    return json.dumps(
+        {
+            "queue_name": queue_name,
+            "actor_name": f"{fields['operation']}_resource",
+            "args": [],
+            "kwargs": {"job": fields},
+            "options": options or {},
+            "message_id": message_id or str(uuid.uuid4()),
+            "message_timestamp": int(time.time() * 1000),
+        }
+    ).encode()
 
 
 def publish(channel: Any, routing_key: str, body: bytes, headers: dict[str, Any] | None = None) -> None:

@@ -10,11 +10,26 @@ from provider_jobs.dlq import DeadLetterArchive, RecordFilter, dead_letter_from_
 from provider_jobs.errors import RecordNotFound
 
 
-def _record(error: str = "No provider found for ITL.Core/ResourceGroup", category: str = "provider_not_found",
-            *, dead_ms: int | None = None, **job_fields: object):
-    body = dramatiq_body("provider.jobs", options={"dead_letter": {
-        "reason": "exhausted", "category": category, "error": error, "attempts": 3,
-        "dead_lettered_at_ms": dead_ms or int(time.time() * 1000)}}, **job_fields)
+def _record(
+    error: str = "No provider found for ITL.Core/ResourceGroup",
+    category: str = "provider_not_found",
+    *,
+    dead_ms: int | None = None,
+    **job_fields: object,
+):
+    body = dramatiq_body(
+        "provider.jobs",
+        options={
+            "dead_letter": {
+                "reason": "exhausted",
+                "category": category,
+                "error": error,
+                "attempts": 3,
+                "dead_lettered_at_ms": dead_ms or int(time.time() * 1000),
+            }
+        },
+        **job_fields,
+    )
     return dead_letter_from_delivery(body, {}, source_queue="provider.jobs.XQ")
 
 
@@ -29,16 +44,24 @@ def test_find_filters_and_pages_newest_first(archive: DeadLetterArchive) -> None
     now = int(time.time() * 1000)
     old = _record(dead_ms=now - 3_600_000, job_id="old-job")
     new = _record(dead_ms=now, job_id="new-job")
-    other = _record("Validation error: bad name", "validation", dead_ms=now - 1000, namespace="ITL.Net",
-                    resource_type="Vnet")
+    other = _record(
+        "Validation error: bad name",
+        "validation",
+        dead_ms=now - 1000,
+        namespace="ITL.Net",
+        resource_type="Vnet",
+    )
     archive.store([old, new, other])
     assert [r.job_id for r in archive.find()] == ["new-job", other.job_id, "old-job"]
     assert [r.job_id for r in archive.find(limit=1, offset=1)] == [other.job_id]
     assert [r.job_id for r in archive.find(RecordFilter(category="validation"))] == [other.job_id]
     assert [r.job_id for r in archive.find(RecordFilter.for_provider("ITL.Core/ResourceGroup"))] == [
-        "new-job", "old-job"]
+        "new-job",
+        "old-job",
+    ]
     assert [r.job_id for r in archive.find(RecordFilter(since_ms=now - 60_000, text="PROVIDER found"))] == [
-        "new-job"]
+        "new-job"
+    ]
     assert archive.count(RecordFilter(text="new-job")) == 1
 
 
@@ -72,11 +95,13 @@ def test_only_one_of_two_concurrent_claims_wins(archive_url: str) -> None:
 
 
 def test_retention_purges_old_records_and_the_cap_never_evicts_unhandled_ones(
-        archive: DeadLetterArchive) -> None:
+    archive: DeadLetterArchive,
+) -> None:
     archive.store([_record() for _ in range(5)])
     handled = archive.find(oldest_first=True)[:2]
-    archive.set_status(RecordFilter(ids=[r.id for r in handled]), "discarded", who="t", reason="x",
-                       action="discard")
+    archive.set_status(
+        RecordFilter(ids=[r.id for r in handled]), "discarded", who="t", reason="x", action="discard"
+    )
     report = archive.apply_retention(retention_days=30, max_records=1)
     assert (report.expired, report.evicted, report.records, report.over_cap) == (0, 2, 3, 2)
     assert archive.count(RecordFilter(statuses=["dead"])) == 3
@@ -88,11 +113,14 @@ def test_retention_purges_old_records_and_the_cap_never_evicts_unhandled_ones(
 
 def test_discard_and_purge_are_audited(archive: DeadLetterArchive) -> None:
     archive.store([_record(), _record()])
-    assert archive.set_status(RecordFilter(ids=[1]), "discarded", who="alice", reason="bad data",
-                              action="discard") == [1]
+    assert archive.set_status(
+        RecordFilter(ids=[1]), "discarded", who="alice", reason="bad data", action="discard"
+    ) == [1]
     assert archive.purge(RecordFilter(statuses=["discarded"]), who="bob", reason="cleanup") == 1
     entries = archive.audit()
     assert [(e.who, e.action, e.record_id, e.reason) for e in entries] == [
-        ("bob", "purge", None, "cleanup"), ("alice", "discard", 1, "bad data")]
+        ("bob", "purge", None, "cleanup"),
+        ("alice", "discard", 1, "bad data"),
+    ]
     with pytest.raises(RecordNotFound):
         archive.get(1)

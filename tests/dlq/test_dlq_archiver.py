@@ -22,29 +22,38 @@ from dlq_support import (
     publish,
 )
 from dramatiq.common import xq_name
-from support import queue_depth, wait_for
 
 from provider_jobs.demo import ResourceGroupProvider
 from provider_jobs.dlq import DeadLetterArchive, DeadLetterArchiver, RecordFilter
 from provider_jobs.providers import ProviderRegistry
 from provider_jobs.settings import Settings
 
+from support import queue_depth, wait_for
+
 HERE = Path(__file__).parent
 
 
 def _archiver(settings: Settings, archive: DeadLetterArchive, **options: Any) -> DeadLetterArchiver:
     options = {"batch_size": 50, "flush_ms": 20, "max_backoff_s": 0.2, **options}
-    return DeadLetterArchiver(archive=archive, broker_url=settings.broker_url, queues=[settings.queue_name],
-                              **options)
+    return DeadLetterArchiver(
+        archive=archive, broker_url=settings.broker_url, queues=[settings.queue_name], **options
+    )
 
 
-def test_every_kind_of_dead_letter_is_archived(settings: Settings, amqp: Any, archive: DeadLetterArchive) -> None:
+def test_every_kind_of_dead_letter_is_archived(
+    settings: Settings, amqp: Any, archive: DeadLetterArchive
+) -> None:
     registry = ProviderRegistry()
     registry.register("ITL.Core", "ResourceGroup", ResourceGroupProvider())
-    dead_letters_from_worker(settings, registry, [
-        job(request={}),                                 # validation: enriched, non_retryable
-        job(namespace="ITL.Gone", resource_type="Thing"),  # provider_not_found: enriched, exhausted
-    ], amqp)
+    dead_letters_from_worker(
+        settings,
+        registry,
+        [
+            job(request={}),  # validation: enriched, non_retryable
+            job(namespace="ITL.Gone", resource_type="Thing"),  # provider_not_found: enriched, exhausted
+        ],
+        amqp,
+    )
     queue = settings.queue_name
     # Plain Dramatiq dead letters, moved by RabbitMQ with x-death: an unknown actor and an expired message.
     unknown = json.loads(dramatiq_body(queue))
@@ -52,6 +61,7 @@ def test_every_kind_of_dead_letter_is_archived(settings: Settings, amqp: Any, ar
     expired = json.loads(dramatiq_body(queue, options={"max_age": 10}))
     expired["message_timestamp"] -= 60_000
     from dlq_support import running_worker
+
     with running_worker(settings, registry):
         publish(amqp, queue, json.dumps(unknown).encode())
         publish(amqp, queue, json.dumps(expired).encode())
@@ -76,15 +86,23 @@ def test_every_kind_of_dead_letter_is_archived(settings: Settings, amqp: Any, ar
 
 @pytest.mark.fault
 def test_an_archiver_killed_between_commit_and_ack_loses_and_duplicates_nothing(
-        settings: Settings, amqp: Any, archive_url: str, tmp_path: Path) -> None:
+    settings: Settings, amqp: Any, archive_url: str, tmp_path: Path
+) -> None:
     xq = declare_xq(amqp, settings.queue_name)
     ids = [str(uuid.uuid4()) for _ in range(30)]
     for message_id in ids:
         publish(amqp, xq, dramatiq_body(settings.queue_name, message_id=message_id))
     marker = tmp_path / "committed"
     child = subprocess.Popen(
-        [sys.executable, str(HERE / "archiver_child.py"), settings.broker_url, settings.queue_name, archive_url,
-         str(marker), "10"],
+        [
+            sys.executable,
+            str(HERE / "archiver_child.py"),
+            settings.broker_url,
+            settings.queue_name,
+            archive_url,
+            str(marker),
+            "10",
+        ],
         env={**os.environ, "PYTHONPATH": str(HERE)},
     )
     try:
@@ -108,7 +126,8 @@ def test_an_archiver_killed_between_commit_and_ack_loses_and_duplicates_nothing(
 
 @pytest.mark.fault
 def test_nothing_is_lost_while_the_archive_is_down(
-        settings: Settings, amqp: Any, archive_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    settings: Settings, amqp: Any, archive_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
     xq = declare_xq(amqp, settings.queue_name)
     proxy: TcpProxy | None = None
     lock: sqlite3.Connection | None = None
@@ -145,7 +164,9 @@ def test_nothing_is_lost_while_the_archive_is_down(
         wait_for(lambda: archiver.stats.archived == 21, timeout_s=20)
     assert archive.count() == 21
     assert queue_depth(amqp, xq) == 0
-    assert any("keeping" in r.getMessage() and "unacked in RabbitMQ" in r.getMessage() for r in caplog.records)
+    assert any(
+        "keeping" in r.getMessage() and "unacked in RabbitMQ" in r.getMessage() for r in caplog.records
+    )
     archive.close()
     if proxy is not None:
         proxy.stop()
@@ -153,7 +174,8 @@ def test_nothing_is_lost_while_the_archive_is_down(
 
 @pytest.mark.fault
 def test_the_archiver_survives_a_broker_restart(
-        settings: Settings, rabbitmq_proc: Any, tmp_path: Path) -> None:
+    settings: Settings, rabbitmq_proc: Any, tmp_path: Path
+) -> None:
     import pika
 
     archive = DeadLetterArchive(f"sqlite:///{tmp_path}/a.sqlite3")
@@ -181,7 +203,8 @@ def test_the_archiver_survives_a_broker_restart(
 
 
 def test_the_archiver_stops_promptly_and_acks_what_it_committed(
-        settings: Settings, amqp: Any, archive: DeadLetterArchive) -> None:
+    settings: Settings, amqp: Any, archive: DeadLetterArchive
+) -> None:
     xq = declare_xq(amqp, settings.queue_name)
     for _ in range(5):
         publish(amqp, xq, dramatiq_body(settings.queue_name))

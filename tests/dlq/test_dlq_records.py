@@ -10,11 +10,22 @@ from provider_jobs.dlq import dead_letter_from_delivery, fingerprint, normalise_
 def _enriched(job_id: str, error: str, category: str, reason: str = "exhausted") -> bytes:
     body = json.loads(dramatiq_body("provider.jobs", job_id=job_id))
     body["options"] = {
-        "job_id": job_id, "provider": "ITL.Core/ResourceGroup", "operation": "create", "retries": 3,
+        "job_id": job_id,
+        "provider": "ITL.Core/ResourceGroup",
+        "operation": "create",
+        "retries": 3,
         "attempt_history": [{"attempt": 3, "category": category, "error": error, "error_type": "X"}],
-        "dead_letter": {"reason": reason, "category": category, "retryable": False, "error_type": "X",
-                        "error": error, "traceback": "Traceback...\nX: " + error, "attempts": 3,
-                        "max_retries": 2, "dead_lettered_at_ms": 1_700_000_000_000},
+        "dead_letter": {
+            "reason": reason,
+            "category": category,
+            "retryable": False,
+            "error_type": "X",
+            "error": error,
+            "traceback": "Traceback...\nX: " + error,
+            "attempts": 3,
+            "max_retries": 2,
+            "dead_lettered_at_ms": 1_700_000_000_000,
+        },
     }
     return json.dumps(body).encode()
 
@@ -22,11 +33,20 @@ def _enriched(job_id: str, error: str, category: str, reason: str = "exhausted")
 def test_an_enriched_dead_letter_keeps_the_final_failure() -> None:
     record = dead_letter_from_delivery(
         _enriched("job-1", "No provider found for ITL.Core/ResourceGroup", "provider_not_found"),
-        {"x-provider-jobs-dead-letter": "exhausted"}, source_queue="provider.jobs.XQ")
+        {"x-provider-jobs-dead-letter": "exhausted"},
+        source_queue="provider.jobs.XQ",
+    )
     assert (record.job_id, record.category, record.reason, record.attempts) == (
-        "job-1", "provider_not_found", "exhausted", 3)
-    assert (record.provider, record.operation, record.request) == ("ITL.Core/ResourceGroup", "create",
-                                                                    {"name": "rg-1"})
+        "job-1",
+        "provider_not_found",
+        "exhausted",
+        3,
+    )
+    assert (record.provider, record.operation, record.request) == (
+        "ITL.Core/ResourceGroup",
+        "create",
+        {"name": "rg-1"},
+    )
     assert record.dead_lettered_ms == 1_700_000_000_000
     assert record.traceback is not None and record.traceback.endswith("ResourceGroup")
     assert record.dedupe_key == f"msg:{record.message_id}"
@@ -34,24 +54,34 @@ def test_an_enriched_dead_letter_keeps_the_final_failure() -> None:
 
 def test_provider_not_found_groups_across_job_ids_and_validation_stays_apart() -> None:
     not_found = [
-        dead_letter_from_delivery(_enriched(f"job-{i}", "No provider found for ITL.Core/ResourceGroup",
-                                            "provider_not_found"), {}, source_queue="q.XQ")
+        dead_letter_from_delivery(
+            _enriched(f"job-{i}", "No provider found for ITL.Core/ResourceGroup", "provider_not_found"),
+            {},
+            source_queue="q.XQ",
+        )
         for i in range(3)
     ]
     validation = dead_letter_from_delivery(
         _enriched("job-9", "Validation error: missing required field 'name'", "validation", "non_retryable"),
-        {}, source_queue="q.XQ")
+        {},
+        source_queue="q.XQ",
+    )
     assert len({r.job_id for r in not_found}) == 3
     assert len({r.fingerprint for r in not_found}) == 1
     assert validation.fingerprint != not_found[0].fingerprint
 
 
 def test_ids_numbers_and_quoted_values_are_normalised_away() -> None:
-    a = normalise_error("Timeout after 30 s calling job 3f2a9c1e8b7d4e6f on 'rg-1' (id 1c9e7b9a-5a5b-4d1e-9f00-aa11bb22cc33)")
-    b = normalise_error("Timeout after 45 s calling job 99aa00bb11cc22dd on 'rg-2' (id 00000000-0000-4000-8000-000000000000)")
+    a = normalise_error(
+        "Timeout after 30 s calling job 3f2a9c1e8b7d4e6f on 'rg-1' (id 1c9e7b9a-5a5b-4d1e-9f00-aa11bb22cc33)"
+    )
+    b = normalise_error(
+        "Timeout after 45 s calling job 99aa00bb11cc22dd on 'rg-2' (id 00000000-0000-4000-8000-000000000000)"
+    )
     assert a == b == "Timeout after <n> s calling job <id> on <value> (id <id>)"
-    assert fingerprint(category="timeout", provider_namespace="A", resource_type="B", operation="get", error=a) != \
-        fingerprint(category="timeout", provider_namespace="A", resource_type="C", operation="get", error=a)
+    assert fingerprint(
+        category="timeout", provider_namespace="A", resource_type="B", operation="get", error=a
+    ) != fingerprint(category="timeout", provider_namespace="A", resource_type="C", operation="get", error=a)
 
 
 def test_a_body_that_is_not_json_is_kept_byte_for_byte() -> None:
@@ -69,10 +99,27 @@ def test_json_that_is_not_a_dramatiq_message_is_undecodable() -> None:
 
 def test_a_plain_nacked_message_reads_its_x_death_and_previous_attempt() -> None:
     body = json.loads(dramatiq_body("provider.jobs"))
-    body["options"] = {"retries": 1, "attempt_history": [
-        {"attempt": 1, "category": "timeout", "retryable": True, "error_type": "TimeoutError", "error": "slow"}]}
+    body["options"] = {
+        "retries": 1,
+        "attempt_history": [
+            {
+                "attempt": 1,
+                "category": "timeout",
+                "retryable": True,
+                "error_type": "TimeoutError",
+                "error": "slow",
+            }
+        ],
+    }
     x_death = [{"count": 1, "reason": "rejected", "queue": "provider.jobs", "time": 1_700_000_001}]
-    record = dead_letter_from_delivery(json.dumps(body).encode(), {"x-death": x_death}, source_queue="provider.jobs.XQ")
-    assert (record.category, record.reason, record.error, record.attempts) == ("timeout", "rejected", "slow", 1)
+    record = dead_letter_from_delivery(
+        json.dumps(body).encode(), {"x-death": x_death}, source_queue="provider.jobs.XQ"
+    )
+    assert (record.category, record.reason, record.error, record.attempts) == (
+        "timeout",
+        "rejected",
+        "slow",
+        1,
+    )
     assert record.dead_lettered_ms == 1_700_000_001_000
     assert record.x_death == x_death

@@ -7,11 +7,12 @@ from typing import Any
 
 import pytest
 from dlq_support import dramatiq_body, running_worker
-from support import queue_depth, wait_for
 
 from provider_jobs.dlq import DeadLetterArchive, Replayer, dead_letter_from_delivery
 from provider_jobs.errors import InvalidJob
 from provider_jobs.settings import Settings
+
+from support import queue_depth, wait_for
 
 
 def _store(archive: DeadLetterArchive, settings: Settings, count: int = 1, **job_fields: Any) -> list[int]:
@@ -19,10 +20,17 @@ def _store(archive: DeadLetterArchive, settings: Settings, count: int = 1, **job
     for _ in range(count):
         body = json.loads(dramatiq_body(settings.queue_name, **job_fields))
         body["options"] = {
-            "job_id": body["kwargs"]["job"]["job_id"], "provider": "ITL.Core/ResourceGroup", "retries": 3,
-            "traceback": "Traceback ...", "attempt_history": [{"attempt": 3, "category": "provider_not_found"}],
-            "dead_letter": {"reason": "exhausted", "category": "provider_not_found", "attempts": 3,
-                            "error": "No provider found for ITL.Core/ResourceGroup"},
+            "job_id": body["kwargs"]["job"]["job_id"],
+            "provider": "ITL.Core/ResourceGroup",
+            "retries": 3,
+            "traceback": "Traceback ...",
+            "attempt_history": [{"attempt": 3, "category": "provider_not_found"}],
+            "dead_letter": {
+                "reason": "exhausted",
+                "category": "provider_not_found",
+                "attempts": 3,
+                "error": "No provider found for ITL.Core/ResourceGroup",
+            },
             "max_age": 3_600_000,
         }
         body["message_timestamp"] -= 7_200_000
@@ -32,8 +40,15 @@ def _store(archive: DeadLetterArchive, settings: Settings, count: int = 1, **job
 
 
 def _declare(channel: Any, queue_name: str) -> None:
-    channel.queue_declare(queue_name, durable=True, arguments={
-        "x-dead-letter-exchange": "", "x-dead-letter-routing-key": f"{queue_name}.XQ", "x-max-priority": 10})
+    channel.queue_declare(
+        queue_name,
+        durable=True,
+        arguments={
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": f"{queue_name}.XQ",
+            "x-max-priority": 10,
+        },
+    )
 
 
 def _drain(channel: Any, queue_name: str) -> list[tuple[Any, dict[str, Any]]]:
@@ -46,12 +61,14 @@ def _drain(channel: Any, queue_name: str) -> list[tuple[Any, dict[str, Any]]]:
 
 
 def test_a_replay_is_a_fresh_persistent_message_linked_to_its_record(
-        settings: Settings, amqp: Any, archive: DeadLetterArchive) -> None:
+    settings: Settings, amqp: Any, archive: DeadLetterArchive
+) -> None:
     _declare(amqp, settings.queue_name)
     [record_id] = _store(archive, settings)
     original = archive.get(record_id)
     report = Replayer(archive=archive, broker_url=settings.broker_url, who="alice").replay(
-        [record_id], reason="provider deployed")
+        [record_id], reason="provider deployed"
+    )
     assert report.published == 1
     [(properties, message)] = _drain(amqp, settings.queue_name)
     assert properties.delivery_mode == 2 and properties.priority == 5
@@ -63,20 +80,28 @@ def test_a_replay_is_a_fresh_persistent_message_linked_to_its_record(
     assert message["kwargs"]["job"]["job_id"] == original.job_id
     record = archive.get(record_id)
     assert (record.status, record.replay_count, record.replay_message_ids) == (
-        "replayed", 1, [message["message_id"]])
+        "replayed",
+        1,
+        [message["message_id"]],
+    )
     [entry] = archive.audit()
-    assert (entry.who, entry.action, entry.record_id, entry.reason) == ("alice", "replay", record_id,
-                                                                        "provider deployed")
+    assert (entry.who, entry.action, entry.record_id, entry.reason) == (
+        "alice",
+        "replay",
+        record_id,
+        "provider deployed",
+    )
 
 
-def test_concurrent_replays_publish_each_record_once(
-        settings: Settings, amqp: Any, archive_url: str) -> None:
+def test_concurrent_replays_publish_each_record_once(settings: Settings, amqp: Any, archive_url: str) -> None:
     _declare(amqp, settings.queue_name)
     seeding = DeadLetterArchive(archive_url)
     ids = _store(seeding, settings, count=20)
     seeding.close()
-    operators = [Replayer(archive=DeadLetterArchive(archive_url), broker_url=settings.broker_url, who=f"op{i}")
-                 for i in range(3)]
+    operators = [
+        Replayer(archive=DeadLetterArchive(archive_url), broker_url=settings.broker_url, who=f"op{i}")
+        for i in range(3)
+    ]
     barrier = threading.Barrier(len(operators))
     reports = []
 
@@ -111,11 +136,13 @@ def test_an_invalid_edit_sends_nothing(settings: Settings, amqp: Any, archive: D
 
 
 def test_an_edit_patches_the_request_and_is_audited(
-        settings: Settings, amqp: Any, archive: DeadLetterArchive) -> None:
+    settings: Settings, amqp: Any, archive: DeadLetterArchive
+) -> None:
     _declare(amqp, settings.queue_name)
     [record_id] = _store(archive, settings)
     Replayer(archive=archive, broker_url=settings.broker_url, who="bob").replay(
-        [record_id], request_patch={"name": "rg-fixed", "location": "westeurope"})
+        [record_id], request_patch={"name": "rg-fixed", "location": "westeurope"}
+    )
     [(_, message)] = _drain(amqp, settings.queue_name)
     assert message["kwargs"]["job"]["request"] == {"name": "rg-fixed", "location": "westeurope"}
     [entry] = archive.audit()
@@ -133,7 +160,9 @@ def test_the_rate_holds_within_ten_percent(settings: Settings, amqp: Any, archiv
     assert 900 <= elapsed_ms <= 1100, elapsed_ms  # 20 intervals at 20/s = 1000 ms
 
 
-def test_a_failed_publish_releases_the_claim(settings: Settings, amqp: Any, archive: DeadLetterArchive) -> None:
+def test_a_failed_publish_releases_the_claim(
+    settings: Settings, amqp: Any, archive: DeadLetterArchive
+) -> None:
     [record_id] = _store(archive, settings)  # the queue is not declared: the publish is unroutable
     replayer = Replayer(archive=archive, broker_url=settings.broker_url, who="alice")
     report = replayer.replay([record_id])
@@ -142,7 +171,9 @@ def test_a_failed_publish_releases_the_claim(settings: Settings, amqp: Any, arch
     assert replayer.replay([record_id]).published == 1
 
 
-def test_a_dry_run_sends_and_changes_nothing(settings: Settings, amqp: Any, archive: DeadLetterArchive) -> None:
+def test_a_dry_run_sends_and_changes_nothing(
+    settings: Settings, amqp: Any, archive: DeadLetterArchive
+) -> None:
     _declare(amqp, settings.queue_name)
     ids = _store(archive, settings, count=2)
     report = Replayer(archive=archive, broker_url=settings.broker_url, who="a").replay(ids, dry_run=True)
@@ -152,10 +183,12 @@ def test_a_dry_run_sends_and_changes_nothing(settings: Settings, amqp: Any, arch
 
 
 def test_a_replayed_job_succeeds_once_its_provider_is_back(
-        settings: Settings, amqp: Any, archive: DeadLetterArchive) -> None:
+    settings: Settings, amqp: Any, archive: DeadLetterArchive
+) -> None:
     from provider_jobs.demo import ResourceGroupProvider
     from provider_jobs.providers import ProviderRegistry
 
+    _declare(amqp, settings.queue_name)
     [record_id] = _store(archive, settings)
     provider = ResourceGroupProvider()
     registry = ProviderRegistry()

@@ -47,7 +47,11 @@ __all__ = ["EXIT_ARCHIVE", "EXIT_BROKER", "EXIT_NOT_FOUND", "EXIT_USAGE", "archi
 EXIT_NOT_FOUND, EXIT_USAGE, EXIT_ARCHIVE, EXIT_BROKER = 1, 2, 3, 4
 
 dlq_app = typer.Typer(help="Inspect, group, replay and discard archived dead letters.", no_args_is_help=True)
+#: Wide enough for the tables when piped (Rich assumes 80 columns without a terminal).
+_PIPE_WIDTH = 180
 _out = Console(soft_wrap=False)
+if not _out.is_terminal:
+    _out = Console(soft_wrap=False, width=_PIPE_WIDTH)
 _err = Console(stderr=True)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
