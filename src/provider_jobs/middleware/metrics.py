@@ -172,6 +172,8 @@ class Metrics(Middleware):
         self.http_host = http_host
         self._local = threading.local()
         self._server: Any = None
+        self._running = 0
+        self._running_lock = threading.Lock()
         labels = ["worker_id"]
         self.processed = Counter(
             "worker_jobs_processed", "Attempts that succeeded.", labels, registry=self.registry
@@ -214,10 +216,12 @@ class Metrics(Middleware):
 
     # -- worker lifecycle -------------------------------------------------------
 
-    def after_process_boot(self, broker: dramatiq.Broker) -> None:
+    def before_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         path = multiprocess_dir()
         if path is not None:
             _reap_dead_processes(path)
+        # A restarted process may reuse a dead one's pid, and with it a stale value.
+        self._set_in_progress(0)
 
     def after_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         if self.http_port is None or self._server is not None:
@@ -248,7 +252,7 @@ class Metrics(Middleware):
 
     def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
         self._local.attempt = _Attempt(message)
-        self.in_progress.labels(self.worker_id).inc()
+        self._set_in_progress(+1)
 
     def after_process_message(
         self,
@@ -301,8 +305,14 @@ class Metrics(Middleware):
         if attempt is None or attempt.message_id != message.message_id:
             return None
         self._local.attempt = None
-        self.in_progress.labels(self.worker_id).dec()
+        self._set_in_progress(-1)
         return attempt
+
+    def _set_in_progress(self, change: int) -> None:
+        """Set (never add to) the gauge, so that a stale value from an earlier life is overwritten."""
+        with self._running_lock:
+            self._running = self._running + change if change else 0
+            self.in_progress.labels(self.worker_id).set(self._running)
 
     @staticmethod
     def _last_category(message: dramatiq.MessageProxy) -> str:
