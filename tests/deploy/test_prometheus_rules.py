@@ -28,14 +28,18 @@ def test_promtool_unit_tests_of_the_alerts_pass() -> None:
 
 
 def test_the_seed_alert_and_the_stalled_archiver_alert_are_defined() -> None:
-    alerts = {rule["alert"] for group in yaml.safe_load(RULES.read_text())["groups"] for rule in group["rules"]}
+    alerts = {
+        rule["alert"] for group in yaml.safe_load(RULES.read_text())["groups"] for rule in group["rules"]
+    }
 
     assert {"DLQHasMessages", "DLQArchiverStalled"} <= alerts
 
 
 def test_the_dlq_alert_is_unit_tested_firing_and_silent() -> None:
     tests = yaml.safe_load(RULE_TESTS.read_text())["tests"]
-    dlq = [case for test in tests for case in test["alert_rule_test"] if case["alertname"] == "DLQHasMessages"]
+    dlq = [
+        case for test in tests for case in test["alert_rule_test"] if case["alertname"] == "DLQHasMessages"
+    ]
 
     assert any(case["exp_alerts"] for case in dlq)
     assert any(not case["exp_alerts"] for case in dlq)
