@@ -15,6 +15,7 @@ import dramatiq
 import typer
 
 from .demo import DEMO_JOBS, demo_registry
+from .dlq.cli import archiver, dlq_app
 from .errors import ProviderJobsError
 from .log_config import configure_logging
 from .providers import ProviderRegistry, load_providers
@@ -28,6 +29,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 logger = logging.getLogger("provider_jobs.cli")
+
+app.add_typer(dlq_app, name="dlq")
+app.command()(archiver)
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
