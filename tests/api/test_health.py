@@ -8,6 +8,10 @@ import pytest
 from fastapi.testclient import TestClient
 from pytest_rabbitmq.factories.executor import RabbitMqExecutor
 
+from provider_jobs.api import create_app
+from provider_jobs.dlq import DeadLetterArchive
+from provider_jobs.settings import Settings
+
 from support import wait_for
 
 
@@ -48,4 +52,16 @@ def test_readyz_is_503_while_rabbitmq_is_stopped_and_200_once_it_is_back(
     assert down.status_code == 503
     assert down.json()["status"] == "unavailable"
     assert "Cannot reach RabbitMQ" in down.json()["checks"]["broker"]
-    assert back.json() == {"status": "ready", "checks": {"broker": "ok"}}
+    assert back.json() == {"status": "ready", "checks": {"broker": "ok", "archive": "ok"}}
+
+
+def test_readyz_is_503_naming_the_archive_when_it_cannot_be_opened(settings: Settings) -> None:
+    unreachable = DeadLetterArchive("sqlite:////proc/no-such-dir/archive.sqlite3")
+
+    with TestClient(create_app(settings, archive=unreachable)) as client:
+        response = client.get("/readyz")
+
+    assert response.status_code == 503
+    assert response.json()["checks"]["broker"] == "ok"
+    assert "archive" in response.json()["checks"]["archive"].lower()
+    assert response.json()["checks"]["archive"] != "ok"

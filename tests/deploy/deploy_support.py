@@ -19,6 +19,7 @@ DASHBOARD = ROOT / "deploy" / "grafana" / "provider-jobs.json"
 #: Our metric names start with one of these.
 METRIC_PREFIXES = ("worker_", "provider_jobs_")
 _METRIC = re.compile(r"\b((?:worker|provider_jobs)_[a-z0-9_]+)\b")
+_GROUPING = re.compile(r"\b(?:by|without)\s*\([^)]*\)")
 _SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "gauge": ("",)}
 
 
@@ -38,5 +39,5 @@ def sample_names(*registries: CollectorRegistry) -> set[str]:
 
 
 def metric_names_in(text: str) -> set[str]:
-    """Names of our metrics that a PromQL text refers to."""
-    return set(_METRIC.findall(text))
+    """Names of our metrics that a PromQL text refers to (labels in ``by (...)`` are not names)."""
+    return set(_METRIC.findall(_GROUPING.sub("", text)))

@@ -1,17 +1,31 @@
-"""The HTTP API: queue statistics, metrics, health and readiness."""
+"""The HTTP API: queue statistics, metrics, health, readiness and the DLQ endpoints."""
 
 from __future__ import annotations
 
+import time
 from typing import Annotated, Literal
 
-from fastapi import FastAPI, Header, Response, status
+from fastapi import FastAPI, Header, Request, Response, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from ..actors.broker import check_broker
-from ..errors import BrokerUnavailable
+from ..dlq import DeadLetterArchive
+from ..errors import (
+    ArchiveError,
+    ArchiveUnavailable,
+    BrokerUnavailable,
+    InvalidJob,
+    NotReplayable,
+    ProviderJobsError,
+    RecordConflict,
+    RecordNotFound,
+)
 from ..middleware.metrics import render_metrics
 from ..settings import Settings
+from .archive_stats import ArchiveCollector, summarise_archive
+from .auth import bearer_token_guard
+from .dlq import dlq_router
 from .exposition import api_registry
 from .queue_stats import read_queue_stats
 
@@ -28,10 +42,24 @@ class QueueStatModel(BaseModel):
     consumers: int = Field(ge=0)
 
 
+class ArchiveStatsModel(BaseModel):
+    """The dead-letter archive: records by status, those awaiting action by category, the oldest."""
+
+    by_status: dict[str, int]
+    awaiting_by_category: dict[str, int]
+    oldest_awaiting_ms: int | None
+    oldest_awaiting_age_s: float | None
+
+
 class QueueStatsModel(BaseModel):
-    """The work queue, its delay queue (``.DQ``) and its dead-letter queue (``.XQ``)."""
+    """The work queue, its delay queue (``.DQ``) and its dead-letter queue (``.XQ``), and the archive.
+
+    ``archive`` is null, and ``archive_error`` says why, when the archive cannot be read.
+    """
 
     queues: list[QueueStatModel]
+    archive: ArchiveStatsModel | None
+    archive_error: str | None = None
 
 
 class ProblemModel(BaseModel):
@@ -53,18 +81,41 @@ class ReadinessModel(BaseModel):
     checks: dict[str, str]
 
 
-def create_app(settings: Settings) -> FastAPI:
-    """The provider-jobs API for one broker and queue.
+#: HTTP status for each of our errors an endpoint lets out; the first match wins.
+_ERROR_STATUS: tuple[tuple[type[ProviderJobsError], int], ...] = (
+    (RecordNotFound, status.HTTP_404_NOT_FOUND),
+    (RecordConflict, status.HTTP_409_CONFLICT),
+    (InvalidJob, status.HTTP_422_UNPROCESSABLE_CONTENT),
+    (NotReplayable, status.HTTP_422_UNPROCESSABLE_CONTENT),
+    (ArchiveUnavailable, status.HTTP_503_SERVICE_UNAVAILABLE),
+    (BrokerUnavailable, status.HTTP_503_SERVICE_UNAVAILABLE),
+    (ArchiveError, status.HTTP_500_INTERNAL_SERVER_ERROR),
+)
+
+
+def _error_response(request: Request, exc: Exception) -> JSONResponse:
+    code = next((code for kind, code in _ERROR_STATUS if isinstance(exc, kind)), 500)
+    return JSONResponse({"detail": str(exc)}, status_code=code)
+
+
+def create_app(settings: Settings, *, archive: DeadLetterArchive | None = None) -> FastAPI:
+    """The provider-jobs API for one broker, queue and archive.
 
     Args:
-        settings: Broker URL, queue name and API token.
+        settings: Broker URL, queue name, archive URL and API token.
+        archive: The dead-letter archive. Defaults to one on ``settings.archive_url``,
+            opened at the first request that needs it.
     """
     app = FastAPI(
         title="provider-jobs",
         summary="Queue statistics, metrics and dead-letter operations of provider-jobs.",
         version="0.1.0",
     )
-    registry = api_registry(settings)
+    archive = archive if archive is not None else DeadLetterArchive(settings.archive_url)
+    registry = api_registry(settings, ArchiveCollector(archive))
+    for kind, _ in _ERROR_STATUS:
+        app.add_exception_handler(kind, _error_response)
+    app.include_router(dlq_router(settings, archive, bearer_token_guard(settings.api_token)))
 
     @app.get(
         "/healthz",
@@ -78,7 +129,7 @@ def create_app(settings: Settings) -> FastAPI:
         "/readyz",
         response_model=ReadinessModel,
         responses={503: {"model": ReadinessModel, "description": "A dependency is unavailable"}},
-        summary="RabbitMQ (and the archive) can be reached",
+        summary="RabbitMQ and the archive can be reached",
     )
     def readyz() -> JSONResponse:
         checks: dict[str, str] = {}
@@ -87,6 +138,11 @@ def create_app(settings: Settings) -> FastAPI:
             checks["broker"] = "ok"
         except BrokerUnavailable as exc:
             checks["broker"] = str(exc)
+        try:
+            archive.check()
+            checks["archive"] = "ok"
+        except ArchiveError as exc:
+            checks["archive"] = str(exc)
         ready = all(value == "ok" for value in checks.values())
         body = ReadinessModel(status="ready" if ready else "unavailable", checks=checks)
         return JSONResponse(
@@ -98,14 +154,30 @@ def create_app(settings: Settings) -> FastAPI:
         "/queue-stats",
         response_model=QueueStatsModel,
         responses={503: {"model": ProblemModel, "description": "RabbitMQ cannot be reached"}},
-        summary="Messages ready and consumers of the work, delay and dead-letter queues",
+        summary="Messages ready and consumers of the work, delay and dead-letter queues; archive counts",
     )
     def queue_stats() -> QueueStatsModel | JSONResponse:
         try:
             stats = read_queue_stats(settings)
         except BrokerUnavailable as exc:
             return JSONResponse({"detail": str(exc)}, status_code=status.HTTP_503_SERVICE_UNAVAILABLE)
-        return QueueStatsModel(queues=[QueueStatModel(**vars(stat)) for stat in stats])
+        queues = [QueueStatModel(**vars(stat)) for stat in stats]
+        try:
+            summary = summarise_archive(archive)
+        except ArchiveError as exc:
+            return QueueStatsModel(queues=queues, archive=None, archive_error=str(exc))
+        oldest_ms = summary.oldest_awaiting_ms
+        return QueueStatsModel(
+            queues=queues,
+            archive=ArchiveStatsModel(
+                by_status=summary.by_status,
+                awaiting_by_category=summary.awaiting_by_category,
+                oldest_awaiting_ms=oldest_ms,
+                oldest_awaiting_age_s=None
+                if oldest_ms is None
+                else round(max(time.time() - oldest_ms / 1000, 0), 3),
+            ),
+        )
 
     @app.get(
         "/metrics",

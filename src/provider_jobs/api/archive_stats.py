@@ -1,0 +1,103 @@
+"""What the archive holds: records by status, dead letters awaiting action by category, the oldest."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+
+from ..dlq import DEAD, STATUSES, DeadLetterArchive, RecordFilter
+from ..errors import ArchiveError
+
+__all__ = ["ArchiveCollector", "ArchiveSummary", "summarise_archive"]
+
+#: Groups read to count awaiting dead letters by category; one group is one cause.
+_MAX_GROUPS = 100_000
+
+
+@dataclass(frozen=True, kw_only=True)
+class ArchiveSummary:
+    """Counts of the dead-letter archive.
+
+    Args:
+        by_status: Records per status (``dead``, ``replayed``, ``discarded``).
+        awaiting_by_category: Dead letters awaiting action (status ``dead``) per category.
+        oldest_awaiting_ms: When the oldest of those was dead-lettered (ms since
+            the epoch); ``None`` when none awaits.
+    """
+
+    by_status: dict[str, int]
+    awaiting_by_category: dict[str, int]
+    oldest_awaiting_ms: int | None
+
+
+def summarise_archive(archive: DeadLetterArchive) -> ArchiveSummary:
+    """Read the counts from ``archive``.
+
+    Raises:
+        ArchiveError: The archive cannot be read (``ArchiveUnavailable`` when unreachable).
+    """
+    awaiting = RecordFilter(statuses=[DEAD])
+    by_category: Counter[str] = Counter()
+    for group in archive.groups(awaiting, limit=_MAX_GROUPS):
+        by_category[group.category] += group.count
+    oldest = archive.find(awaiting, limit=1, oldest_first=True)
+    return ArchiveSummary(
+        by_status={status: archive.count(RecordFilter(statuses=[status])) for status in STATUSES},
+        awaiting_by_category=dict(sorted(by_category.items())),
+        oldest_awaiting_ms=oldest[0].dead_lettered_ms if oldest else None,
+    )
+
+
+class ArchiveCollector(Collector):
+    """Archive gauges read at each scrape.
+
+    Exposes ``provider_jobs_dlq_archive_reachable``, ``provider_jobs_dlq_records{status}``,
+    ``provider_jobs_dlq_awaiting_action{category}`` and
+    ``provider_jobs_dlq_oldest_awaiting_age_seconds``.
+
+    Args:
+        archive: The archive to read.
+    """
+
+    def __init__(self, archive: DeadLetterArchive) -> None:
+        self.archive = archive
+
+    def collect(self) -> Iterator[Metric]:
+        reachable = GaugeMetricFamily(
+            "provider_jobs_dlq_archive_reachable", "Whether the API could read the archive (1) or not (0)."
+        )
+        try:
+            summary = summarise_archive(self.archive)
+        except ArchiveError:
+            reachable.add_metric([], 0)
+            yield reachable
+            return
+        reachable.add_metric([], 1)
+        yield reachable
+        records = GaugeMetricFamily(
+            "provider_jobs_dlq_records", "Archived records by status.", labels=["status"]
+        )
+        for status, count in summary.by_status.items():
+            records.add_metric([status], count)
+        yield records
+        awaiting = GaugeMetricFamily(
+            "provider_jobs_dlq_awaiting_action",
+            "Archived dead letters neither replayed nor discarded, by error category.",
+            labels=["category"],
+        )
+        for category, count in summary.awaiting_by_category.items():
+            awaiting.add_metric([category], count)
+        yield awaiting
+        oldest = GaugeMetricFamily(
+            "provider_jobs_dlq_oldest_awaiting_age_seconds",
+            "Age of the oldest dead letter awaiting action; 0 when none awaits.",
+        )
+        age_s = 0.0 if summary.oldest_awaiting_ms is None else time.time() - summary.oldest_awaiting_ms / 1000
+        oldest.add_metric([], max(age_s, 0.0))
+        yield oldest

@@ -1,0 +1,251 @@
+"""The DLQ endpoints: list, show and group archived dead letters; replay or discard them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Path, Query
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
+
+from ..dlq import DEAD, DISCARDED, DeadLetterArchive, RecordFilter, Replayer
+from ..settings import Settings
+
+__all__ = ["dlq_router"]
+
+Status = Literal["dead", "replayed", "discarded"]
+#: Largest archive id accepted: integers above 2**53 do not survive JSON as numbers,
+#: and above 2**63 they overflow the database driver.
+MAX_ID = 2**53
+RecordId = Annotated[int, Path(ge=1, le=MAX_ID)]
+
+
+class RecordModel(BaseModel):
+    """One archived dead letter (``GET /dlq/records/{id}`` adds its audit log)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: int
+    status: Status
+    job_id: str | None
+    message_id: str | None
+    queue_name: str | None
+    provider: str | None
+    operation: str | None
+    category: str
+    reason: str
+    error: str
+    attempts: int
+    dead_lettered_ms: int
+    fingerprint: str
+
+
+class RecordPage(BaseModel):
+    """One page of records, newest first."""
+
+    total: int = Field(ge=0)
+    records: list[RecordModel]
+
+
+class GroupModel(BaseModel):
+    """Dead letters sharing one fingerprint: one cause."""
+
+    fingerprint: str
+    count: int
+    first_seen_ms: int
+    last_seen_ms: int
+    category: str
+    provider_namespace: str | None
+    resource_type: str | None
+    operation: str | None
+    sample_error: str
+    latest_id: int
+
+
+class _Selection(BaseModel):
+    # Null is not accepted for a field (it is simply left out), and at least one
+    # of them must be given: both are in the schema, so clients see the rule.
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "anyOf": [{"required": ["ids"]}, {"required": ["group"]}, {"required": ["category"]}]
+        },
+    )
+
+    ids: Annotated[
+        list[Annotated[int, Field(ge=1, le=MAX_ID)]] | None,
+        WithJsonSchema(
+            {"type": "array", "items": {"type": "integer", "minimum": 1, "maximum": MAX_ID}, "minItems": 1,
+             "maxItems": 10_000}
+        ),
+    ] = Field(default=None, min_length=1, max_length=10_000)  # fmt: skip
+    group: Annotated[
+        str | None,
+        WithJsonSchema({"type": "string", "minLength": 1, "description": "A group's fingerprint."}),
+    ] = Field(default=None, min_length=1)
+    category: Annotated[str | None, WithJsonSchema({"type": "string", "minLength": 1})] = Field(
+        default=None, min_length=1
+    )
+
+    @model_validator(mode="after")
+    def _selects_something(self) -> _Selection:
+        if self.ids is None and self.group is None and self.category is None:
+            raise ValueError("name ids, a group or a category")
+        return self
+
+    def record_filter(self, *, statuses: list[str] | None) -> RecordFilter:
+        return RecordFilter(ids=self.ids, statuses=statuses, fingerprint=self.group, category=self.category)
+
+
+class ReplayRequest(_Selection):
+    """Which records to replay and how; each is sent once with a fresh attempt budget."""
+
+    reason: str | None = Field(default=None, max_length=1000)
+    force: bool = Field(default=False, description="Also replay records already replayed or discarded.")
+    dry_run: bool = False
+    request_patch: dict[str, Any] | None = Field(
+        default=None, description="JSON merge patch for each request."
+    )
+
+
+class OutcomeModel(BaseModel):
+    """What happened to one record: published, would_publish, skipped or failed."""
+
+    record_id: int
+    status: str
+    queue_name: str | None = None
+    message_id: str | None = None
+    job_id: str | None = None
+    detail: str | None = None
+
+
+class ReplayResponse(BaseModel):
+    """Each record's outcome."""
+
+    published: int
+    failed: int
+    outcomes: list[OutcomeModel]
+
+
+class DiscardRequest(_Selection):
+    """Which records to discard, and why (kept in the audit log)."""
+
+    reason: str = Field(min_length=1, max_length=1000, pattern=r"\S")
+
+
+class DiscardResponse(BaseModel):
+    """The ids discarded."""
+
+    discarded: list[int]
+
+
+def dlq_router(settings: Settings, archive: DeadLetterArchive, guard: Callable[..., None]) -> APIRouter:
+    """The ``/dlq`` routes on ``archive``; mutations pass ``guard`` first.
+
+    Args:
+        settings: Broker URL (replays publish there) and operator name for the audit log.
+        archive: The dead-letter archive.
+        guard: A FastAPI dependency that refuses unauthorised requests.
+    """
+    router = APIRouter(prefix="/dlq", tags=["dlq"])
+    who = settings.operator or "api"
+
+    @router.get("/records", response_model=RecordPage, summary="Archived dead letters, newest first")
+    def list_records(
+        *,
+        status: Status | None = None,
+        category: str | None = None,
+        provider: Annotated[str | None, Query(description="Namespace or Namespace/ResourceType")] = None,
+        operation: str | None = None,
+        group: Annotated[str | None, Query(description="A group's fingerprint")] = None,
+        search: Annotated[
+            str | None, Query(description="Substring of the error, job id or message id")
+        ] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+        offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+    ) -> RecordPage:
+        record_filter = RecordFilter.for_provider(
+            provider,
+            statuses=[status] if status else None,
+            category=category,
+            operation=operation,
+            fingerprint=group,
+            text=search,
+        )
+        records = archive.find(record_filter, limit=limit, offset=offset)
+        return RecordPage(
+            total=archive.count(record_filter),
+            records=[RecordModel.model_validate(r.to_dict()) for r in records],
+        )
+
+    @router.get(
+        "/records/{record_id}",
+        response_model=RecordModel,
+        responses={404: {"description": "No such record"}},
+        summary="One dead letter's whole failure story and audit log",
+    )
+    def show_record(record_id: RecordId) -> RecordModel:
+        record = archive.get(record_id)
+        audit = [vars(entry) for entry in archive.audit(record_id=record_id)]
+        return RecordModel.model_validate({**record.to_dict(with_body=True), "audit": audit})
+
+    @router.get("/groups", response_model=list[GroupModel], summary="Dead letters grouped by cause")
+    def groups(
+        status: Status = "dead",
+        category: str | None = None,
+        provider: Annotated[str | None, Query(description="Namespace or Namespace/ResourceType")] = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> list[GroupModel]:
+        record_filter = RecordFilter.for_provider(provider, statuses=[status], category=category)
+        return [GroupModel.model_validate(vars(g)) for g in archive.groups(record_filter, limit=limit)]
+
+    @router.post(
+        "/replay",
+        response_model=ReplayResponse,
+        dependencies=[Depends(guard)],
+        responses={
+            401: {"description": "No or a wrong bearer token"},
+            403: {"description": "No API token is configured"},
+            404: {"description": "A named record does not exist"},
+            422: {"description": "Nothing selected, or an edit makes a job invalid"},
+        },
+        summary="Send dead letters again with a fresh attempt budget",
+    )
+    def replay(body: ReplayRequest) -> ReplayResponse:
+        statuses = None if body.force else [DEAD]
+        ids = body.ids if body.group is None and body.category is None else None
+        chosen = ids or archive.ids(body.record_filter(statuses=statuses))
+        replayer = Replayer(archive=archive, broker_url=settings.broker_url, who=who)
+        report = replayer.replay(
+            chosen,
+            request_patch=body.request_patch,
+            dry_run=body.dry_run,
+            force=body.force,
+            reason=body.reason,
+        )
+        return ReplayResponse(
+            published=report.published,
+            failed=report.failed,
+            outcomes=[OutcomeModel.model_validate(vars(o)) for o in report.outcomes],
+        )
+
+    @router.post(
+        "/discard",
+        response_model=DiscardResponse,
+        dependencies=[Depends(guard)],
+        responses={
+            401: {"description": "No or a wrong bearer token"},
+            403: {"description": "No API token is configured"},
+            404: {"description": "A named record does not exist"},
+        },
+        summary="Mark dead letters discarded: kept, never replayed by triage",
+    )
+    def discard(body: DiscardRequest) -> DiscardResponse:
+        for record_id in body.ids if body.ids is not None else ():
+            archive.get(record_id)
+        changed = archive.set_status(
+            body.record_filter(statuses=None), DISCARDED, who=who, reason=body.reason, action="discard"
+        )
+        return DiscardResponse(discarded=changed)
+
+    return router

@@ -1,0 +1,87 @@
+"""Every mutating endpoint needs the bearer token; with none configured, mutations are refused."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from conftest import TOKEN
+from provider_jobs.api import create_app
+from provider_jobs.dlq import DeadLetterArchive
+from provider_jobs.settings import Settings
+
+_MUTATING = {"post", "put", "patch", "delete"}
+
+
+def _mutating_routes(settings: Settings) -> list[tuple[str, str]]:
+    """Every mutating operation the app documents (FastAPI nests included routers in ``app.routes``)."""
+    app = create_app(settings, archive=DeadLetterArchive("sqlite://"))
+    return sorted(
+        (method.upper(), path)
+        for path, operations in app.openapi()["paths"].items()
+        for method in operations
+        if method in _MUTATING
+    )
+
+
+def _body(path: str, archived: list[int]) -> dict[str, Any]:
+    return {"ids": archived[:1], "reason": "auth test"}
+
+
+def test_the_mutating_endpoints_are_replay_and_discard(settings: Settings) -> None:
+    assert _mutating_routes(settings) == [("POST", "/dlq/discard"), ("POST", "/dlq/replay")]
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": f"Bearer {TOKEN}"}])
+def test_with_no_token_configured_every_mutation_is_refused_with_403(
+    client: TestClient,
+    settings: Settings,
+    archived: list[int],
+    archive: DeadLetterArchive,
+    headers: dict[str, str],
+) -> None:
+    for method, path in _mutating_routes(settings):
+        response = client.request(method, path, json=_body(path, archived), headers=headers)
+
+        assert response.status_code == 403, path
+        assert "PROVIDER_JOBS_API_TOKEN" in response.json()["detail"]
+    assert archive.get(archived[0]).status == "dead"
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"}, {"Authorization": TOKEN}],
+    ids=["missing", "wrong", "not-bearer", "no-scheme"],
+)
+def test_a_mutation_without_the_right_bearer_token_is_401(
+    token_client: TestClient,
+    token_settings: Settings,
+    archived: list[int],
+    archive: DeadLetterArchive,
+    headers: dict[str, str],
+) -> None:
+    for method, path in _mutating_routes(token_settings):
+        response = token_client.request(method, path, json=_body(path, archived), headers=headers)
+
+        assert response.status_code == 401, path
+        assert response.headers["www-authenticate"].startswith("Bearer")
+    assert archive.get(archived[0]).status == "dead"
+
+
+def test_a_mutation_with_the_right_token_goes_through(
+    token_client: TestClient, token_settings: Settings, archived: list[int]
+) -> None:
+    for method, path in _mutating_routes(token_settings):
+        response = token_client.request(
+            method, path, json=_body(path, archived), headers={"Authorization": f"Bearer {TOKEN}"}
+        )
+
+        assert response.status_code == 200, (path, response.text)
+
+
+def test_reads_need_no_token(token_client: TestClient, archived: list[int]) -> None:
+    assert token_client.get("/dlq/records").status_code == 200
+    assert token_client.get("/dlq/groups").status_code == 200
+    assert token_client.get(f"/dlq/records/{archived[0]}").status_code == 200
