@@ -1,4 +1,4 @@
-"""A worker module for ``dramatiq metrics_worker_app``: our broker, ``Metrics``, the workload provider.
+"""A worker module for ``dramatiq metrics_worker_app``: our broker (``Metrics`` included), the workload provider.
 
 Settings come from ``PROVIDER_JOBS_*``; ``PROMETHEUS_MULTIPROC_DIR`` puts
 prometheus-client in multiprocess mode.
@@ -11,10 +11,9 @@ import dramatiq
 from metrics_workload import workload_registry
 from provider_jobs.actors.broker import build_broker
 from provider_jobs.actors.provider_ops import declare_provider_actors
-from provider_jobs.middleware import Metrics
 from provider_jobs.settings import Settings
 
 settings = Settings.from_env()
-broker = build_broker(settings, middleware=[Metrics(worker_id=settings.worker_id)])
+broker = build_broker(settings)
 dramatiq.set_broker(broker)
 actors = declare_provider_actors(broker, workload_registry(), settings)

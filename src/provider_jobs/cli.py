@@ -14,6 +14,7 @@ from typing import Annotated, Any, ParamSpec, TypeVar
 import dramatiq
 import typer
 
+from .api.server import api_command
 from .demo import DEMO_JOBS, demo_registry
 from .dlq.cli import archiver, dlq_app
 from .errors import ProviderJobsError
@@ -32,6 +33,7 @@ logger = logging.getLogger("provider_jobs.cli")
 
 app.add_typer(dlq_app, name="dlq")
 app.command()(archiver)
+app.command("api")(api_command)
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")

@@ -51,3 +51,18 @@ def test_the_dramatiq_cli_runs_jobs_with_providers_from_a_file(
     assert body["options"]["dead_letter"]["category"] == "validation"
     assert '"event": "Loaded 1 provider(s): ITL.Core/ResourceGroup"' in stderr
     assert "This is non-retryable, moving to DLQ" in stderr
+
+
+def test_the_dramatiq_cli_refuses_to_boot_with_a_bad_setting() -> None:
+    env = {**os.environ, "PROVIDER_JOBS_MAX_ATTEMPTS": "lots", "PROVIDER_JOBS_LOG_FORMAT": "json"}
+    dramatiq_cli = shutil.which("dramatiq", path=os.path.dirname(sys.executable))
+    result = subprocess.run(
+        [dramatiq_cli, "provider_jobs.actors", "-p", "1", "-t", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert "PROVIDER_JOBS_MAX_ATTEMPTS='lots' is not allowed" in result.stderr

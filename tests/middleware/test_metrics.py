@@ -26,14 +26,9 @@ WORKLOAD = Workload(succeed=4, flaky=2, permanent=2, down=1)
 
 
 @pytest.fixture
-def metrics(settings: Settings) -> Metrics:
-    return Metrics(worker_id=settings.worker_id)
-
-
-@pytest.fixture
-def worker(settings: Settings, metrics: Metrics, amqp: Any) -> Iterator[dramatiq.Broker]:
-    """A real worker with ``Metrics`` in the list and the workload provider; yields its broker."""
-    broker = build_broker(settings, middleware=[metrics])
+def worker(settings: Settings, amqp: Any) -> Iterator[dramatiq.Broker]:
+    """A real worker built by ``build_broker`` (``Metrics`` is in its list) with the workload provider."""
+    broker = build_broker(settings)
     registry = workload_registry()
     declare_provider_actors(broker, registry, settings)
     broker.registry = registry  # type: ignore[attr-defined]
@@ -42,6 +37,13 @@ def worker(settings: Settings, metrics: Metrics, amqp: Any) -> Iterator[dramatiq
     yield broker
     worker.stop()
     broker.close()
+
+
+@pytest.fixture
+def metrics(worker: dramatiq.Broker) -> Metrics:
+    """The broker's own ``Metrics`` middleware."""
+    [found] = [m for m in worker.middleware if isinstance(m, Metrics)]
+    return found
 
 
 def test_counts_equal_a_known_workload(settings: Settings, metrics: Metrics, worker: Any, amqp: Any) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dramatiq
 
+from ..errors import ConfigurationError
 from ..providers import ProviderRegistry
 from ..settings import Settings
 from .boot import ProcessBoot
@@ -39,12 +40,18 @@ __all__ = [
     "update_resource",
 ]
 
-#: Settings of the global broker, read once here.
-settings = Settings.from_env()
+try:
+    #: Settings of the global broker, read once here.
+    settings = Settings.from_env()
+    _settings_error: ConfigurationError | None = None
+except ConfigurationError as exc:
+    # Other modules import this package for build_broker & co; a bad variable
+    # must not break them at import. A Dramatiq CLI worker refuses to boot instead.
+    settings, _settings_error = Settings(), exc
 #: Providers of workers started with ``dramatiq provider_jobs.actors``.
 registry = ProviderRegistry()
 #: Dramatiq's global broker.
-broker = build_broker(settings, middleware=[ProcessBoot(registry, settings)])
+broker = build_broker(settings, middleware=[ProcessBoot(registry, settings, refuse=_settings_error)])
 dramatiq.set_broker(broker)
 
 _actors = declare_provider_actors(broker, registry, settings)

@@ -24,21 +24,27 @@ class ProcessBoot(Middleware):
     Args:
         registry: The registry the actors look providers up in.
         settings: ``log_format``, ``log_level``, ``providers`` and ``providers_file``.
+        refuse: A settings error found earlier; the process logs it and exits.
     """
 
-    def __init__(self, registry: ProviderRegistry, settings: Settings) -> None:
+    def __init__(
+        self, registry: ProviderRegistry, settings: Settings, *, refuse: ConfigurationError | None = None
+    ) -> None:
         self.registry = registry
         self.settings = settings
+        self.refuse = refuse
 
     def after_process_boot(self, broker: dramatiq.Broker) -> None:
         configure_logging(log_format=self.settings.log_format, level=self.settings.log_level)
         try:
+            if self.refuse is not None:
+                raise self.refuse
             keys = load_providers(
                 self.registry, spec=self.settings.providers, path=self.settings.providers_file
             )
         except ConfigurationError as exc:
             logger.critical("%s", exc)
-            # Dramatiq swallows Exceptions raised in after-hooks; a worker with
-            # no providers would dead-letter every job, so stop the process.
+            # Dramatiq swallows Exceptions raised in after-hooks; a worker
+            # misconfigured would dead-letter every job, so stop the process.
             raise SystemExit(2) from None
         logger.info("Loaded %d provider(s): %s", len(keys), ", ".join(keys) or "none")

@@ -23,7 +23,7 @@ from dramatiq.middleware import (
 )
 
 from ..errors import BrokerUnavailable
-from ..middleware import ClassifiedRetries, Classifier, ErrorClassifier, LogContext
+from ..middleware import ClassifiedRetries, Classifier, ErrorClassifier, LogContext, Metrics
 from ..settings import Settings
 
 __all__ = ["MAX_PRIORITY", "build_broker", "check_broker", "redact_url"]
@@ -75,6 +75,7 @@ def build_broker(
             Pipelines(),
             CurrentMessage(),
             LogContext(),
+            Metrics(worker_id=settings.worker_id, http_port=settings.metrics_port),
             *middleware,
             retries,
         ],
