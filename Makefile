@@ -13,10 +13,12 @@ $(BIN)/.installed: pyproject.toml
 
 install: $(BIN)/.installed
 
-## Run the system: RabbitMQ, a worker with the demo providers and a demo producer.
+## Run the system: RabbitMQ, then in one process a worker with the demo providers,
+## the archiver (SQLite under var/), the API on 127.0.0.1:8001 and a demo producer.
 run: install
 	bash scripts/ensure-rabbitmq.sh
-	$(BIN)/provider-jobs demo
+	rm -rf var/metrics && mkdir -p var/metrics
+	PROMETHEUS_MULTIPROC_DIR=var/metrics $(BIN)/provider-jobs demo
 
 ## Run the tests against a private RabbitMQ node, SQLite and PostgreSQL.
 test: install

@@ -7,7 +7,9 @@ import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
+from provider_jobs.dlq import DeadLetterArchive, RecordFilter
 from provider_jobs.settings import Settings
 
 CLI = [sys.executable, "-c", "from provider_jobs.cli import main; main()"]
@@ -40,14 +42,23 @@ def test_a_bad_setting_is_one_line() -> None:
     )
 
 
-def test_the_demo_shows_every_seed_log_line(settings: Settings, amqp) -> None:
+def test_the_demo_shows_every_seed_log_line_and_archives_its_dead_letters(
+    settings: Settings, amqp, tmp_path: Path
+) -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        api_port = sock.getsockname()[1]
+    archive_url = f"sqlite:///{tmp_path}/archive.sqlite3"
     result = run_cli(
         "demo",
+        "--exit-when-done",
         env={
             "PROVIDER_JOBS_BROKER_URL": settings.broker_url,
             "PROVIDER_JOBS_QUEUE_NAME": settings.queue_name,
             "PROVIDER_JOBS_RETRY_DELAY_S": "0.05",
             "PROVIDER_JOBS_LOG_FORMAT": "json",
+            "PROVIDER_JOBS_ARCHIVE_URL": archive_url,
+            "PROVIDER_JOBS_API_PORT": str(api_port),
         },
     )
     assert result.returncode == 0, result.stderr
@@ -76,3 +87,10 @@ def test_the_demo_shows_every_seed_log_line(settings: Settings, amqp) -> None:
         "operation",
     } <= set(retry)
     assert not any(e["level"] == "error" and e["logger"].startswith("dramatiq.worker") for e in events)
+    assert any(m.startswith("Demo jobs done.") for m in messages)
+    archive = DeadLetterArchive(archive_url)
+    try:
+        archived = archive.find(RecordFilter(), limit=10)
+    finally:
+        archive.close()
+    assert sorted(r.category for r in archived) == ["service_unavailable", "validation"]

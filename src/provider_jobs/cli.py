@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable
 from typing import Annotated, Any, ParamSpec, TypeVar
@@ -61,7 +62,26 @@ def _settings() -> Settings:
     return settings
 
 
-def _run_worker(settings: Settings, registry: ProviderRegistry, *, until_idle: bool = False) -> None:
+def _run_worker(
+    settings: Settings,
+    registry: ProviderRegistry,
+    *,
+    until_idle: bool = False,
+    archiver: bool = False,
+    api: bool = False,
+    on_idle: Callable[[], None] | None = None,
+) -> None:
+    """Run a worker, and optionally the archiver and the API, in this process.
+
+    Args:
+        settings: Broker, queue, worker, archive and API settings.
+        registry: The providers the worker runs jobs with.
+        until_idle: Return once the queue, its delay queue (and its XQ, with
+            ``archiver``) are empty; otherwise run until interrupted.
+        archiver: Also drain ``<queue>.XQ`` into the archive, in a thread.
+        api: Also serve the HTTP API on ``api_host:api_port``, in a thread.
+        on_idle: Called once the queues are first empty.
+    """
     from .actors.broker import build_broker
     from .actors.provider_ops import declare_provider_actors
 
@@ -70,7 +90,29 @@ def _run_worker(settings: Settings, registry: ProviderRegistry, *, until_idle: b
     worker = dramatiq.Worker(
         broker, worker_threads=settings.worker_threads, worker_timeout=settings.worker_timeout_ms
     )
+    stops: list[Callable[[], None]] = [worker.stop]
+    threads: list[threading.Thread] = []
+    if archiver:
+        from .dlq.consumer import DeadLetterArchiver
+
+        drain = DeadLetterArchiver.from_settings(settings)
+        threads.append(threading.Thread(target=drain.run, name="archiver", daemon=True))
+        stops.append(drain.stop)
+    if api:
+        import uvicorn
+
+        from .api.app import create_app
+
+        server = uvicorn.Server(
+            uvicorn.Config(
+                create_app(settings), host=settings.api_host, port=settings.api_port, log_config=None
+            )
+        )
+        threads.append(threading.Thread(target=server.run, name="api", daemon=True))
+        stops.append(lambda: setattr(server, "should_exit", True))
     worker.start()
+    for thread in threads:
+        thread.start()
     logger.info(
         "Worker %s consuming %s with %d thread(s); providers: %s",
         settings.worker_id or f"{socket.gethostname()}-{os.getpid()}",
@@ -79,17 +121,29 @@ def _run_worker(settings: Settings, registry: ProviderRegistry, *, until_idle: b
         ", ".join(registry.keys()) or "none",
     )
     try:
-        if until_idle:
+        if until_idle or on_idle is not None:
             broker.join(settings.queue_name, min_successes=5, idle_time=200)
             worker.join()
-        else:
-            while True:
-                time.sleep(3600)
+            if archiver:
+                _wait_until_drained(broker, settings.queue_name)
+            if on_idle is not None:
+                on_idle()
+        while not until_idle:
+            time.sleep(3600)
     except KeyboardInterrupt:
-        logger.info("Interrupted; stopping worker")
+        logger.info("Interrupted; stopping")
     finally:
-        worker.stop()
+        for stop in reversed(stops):
+            stop()
+        for thread in threads:
+            thread.join(timeout=10)
         broker.close()
+
+
+def _wait_until_drained(broker: dramatiq.Broker, queue_name: str, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while broker.get_queue_message_counts(queue_name)[2] and time.monotonic() < deadline:  # type: ignore[attr-defined]
+        time.sleep(0.1)
 
 
 @app.command()
@@ -147,10 +201,13 @@ def submit(
 @app.command()
 @one_line_errors
 def demo(
-    keep_running: Annotated[bool, typer.Option(help="Keep the worker running after the demo jobs.")] = False,
+    exit_when_done: Annotated[
+        bool, typer.Option(help="Stop once the demo jobs are done and archived.")
+    ] = False,
 ) -> None:
-    """Start a worker with demo providers and submit one job per seed flow:
-    success, success after retries, permanent failure, exhausted retries."""
+    """Run the system in one process (worker with demo providers, archiver, API) and
+    submit one job per seed flow: success, success after retries, permanent failure,
+    exhausted retries."""
     from .actors.broker import check_broker
     from .actors.provider_ops import actor_for
     from .compat import JobQueue
@@ -171,8 +228,18 @@ def demo(
             )
     finally:
         queue.close()
-    _run_worker(settings, demo_registry(), until_idle=not keep_running)
-    logger.info("Demo finished: dead letters are in %s.XQ", settings.queue_name)
+
+    def done() -> None:
+        logger.info(
+            "Demo jobs done. Dead letters are archived in %s: try `provider-jobs dlq groups`, "
+            "`curl http://%s:%d/queue-stats`%s",
+            settings.archive_url,
+            settings.api_host,
+            settings.api_port,
+            "" if exit_when_done else ". Ctrl-C stops.",
+        )
+
+    _run_worker(settings, demo_registry(), until_idle=exit_when_done, archiver=True, api=True, on_idle=done)
 
 
 def main() -> None:
