@@ -1,4 +1,4 @@
-"""A worker module for ``dramatiq metrics_worker_app``: our broker (``Metrics`` included), the workload provider.
+"""A worker module for ``dramatiq metrics_worker_app``: our broker (with Metrics), the workload provider.
 
 Settings come from ``PROVIDER_JOBS_*``; ``PROMETHEUS_MULTIPROC_DIR`` puts
 prometheus-client in multiprocess mode.
