@@ -102,9 +102,15 @@ class JobQueue:
         )
         return [
             {
-                "provider_namespace": r.provider_namespace, "resource_type": r.resource_type,
-                "operation": r.operation, "request": r.request or {}, "priority": r.priority,
-                "error": r.error, "job_id": r.job_id, "category": r.category, "attempts": r.attempts,
+                "provider_namespace": r.provider_namespace,
+                "resource_type": r.resource_type,
+                "operation": r.operation,
+                "request": r.request or {},
+                "priority": r.priority,
+                "error": r.error,
+                "job_id": r.job_id,
+                "category": r.category,
+                "attempts": r.attempts,
                 "archive_id": r.id,
             }
             for r in records
