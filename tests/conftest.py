@@ -65,6 +65,9 @@ def amqp(rabbitmq_url: str, queue_name: str) -> Iterator[pika.adapters.blocking_
     channel = connection.channel()
     yield channel
     if not channel.is_open:
+        # A test that made RabbitMQ close the channel (a failed passive declare) leaves its connection open.
+        if connection.is_open:
+            connection.close()
         connection = pika.BlockingConnection(pika.URLParameters(rabbitmq_url))
         channel = connection.channel()
     for name in (queue_name, dq_name(queue_name), xq_name(queue_name)):

@@ -23,8 +23,9 @@ from dramatiq.middleware import AgeLimit, Callbacks, Pipelines, ShutdownNotifica
 from pytest_rabbitmq.factories.executor import RabbitMqExecutor
 
 from provider_jobs.middleware import ClassifiedRetries, ErrorClassifier, RetryConfigurationError
+from provider_jobs.middleware.publisher import bucket_ms
 
-from support import running_worker, take_dead_letters, wait_for
+from support import queue_depth, running_worker, take_dead_letters, wait_for
 
 
 def plain_broker(url: str, retries: ClassifiedRetries) -> RabbitmqBroker:
@@ -176,12 +177,12 @@ def test_on_retry_exhausted_notifies_the_named_actor(broker: RabbitmqBroker, que
 def test_a_retry_whose_publish_is_refused_is_dead_lettered_not_lost(
     broker: RabbitmqBroker, queue_name: str, amqp, rabbitmq_proc: RabbitMqExecutor
 ) -> None:
-    # RabbitMQ itself refuses every publish to the delay queue (a real nack).
+    # RabbitMQ itself refuses every publish to the delay queues, ours and Dramatiq's (a real nack).
     policy = f"refuse-{queue_name}"
     rabbitmq_proc.rabbitctl_output(
         "set_policy",
         policy,
-        f"^{dq_name(queue_name)}$",
+        f"^{dq_name(queue_name)}$|^{queue_name}\\.retry\\.",
         '{"max-length":0,"overflow":"reject-publish"}',
         "--apply-to",
         "queues",
@@ -322,14 +323,20 @@ def test_a_custom_classifier_decides_what_is_retried() -> None:
 
 
 class _CutBrokerOnRetry(dramatiq.Middleware):
-    """Stops the RabbitMQ node just as the first retry is about to be published, then starts it again."""
+    """Stops the RabbitMQ node just before the first retry is published, then starts it again.
+
+    Placed after ClassifiedRetries, its ``after_process_message`` runs first
+    (Dramatiq runs after-hooks in reverse order).
+    """
 
     def __init__(self, node: RabbitMqExecutor) -> None:
         self.node = node
         self.cut = False
 
-    def before_enqueue(self, broker: dramatiq.Broker, message: dramatiq.Message, delay: int | None) -> None:
-        if delay is not None and not self.cut:
+    def after_process_message(
+        self, broker: dramatiq.Broker, message: dramatiq.Message, *, result=None, exception=None
+    ) -> None:
+        if exception is not None and not self.cut:
             self.cut = True
             self.node.stop()
             threading.Thread(target=self.node.start, daemon=True).start()
@@ -343,7 +350,7 @@ def test_a_retry_cut_off_by_a_broker_restart_is_redelivered_not_lost(
     broker = RabbitmqBroker(
         url=rabbitmq_url,
         confirm_delivery=True,
-        middleware=[cutter, ClassifiedRetries(retry_delay_ms=20, max_retries=5)],
+        middleware=[ClassifiedRetries(retry_delay_ms=20, max_retries=5), cutter],
     )
     calls: list[int] = []
 
@@ -368,3 +375,81 @@ def _node_answers(url: str) -> bool:
     except pika.exceptions.AMQPError:
         return False
     return True
+
+
+# -- RabbitMQ-native delays ----------------------------------------------------------------
+
+
+def test_a_retry_waits_in_a_ttl_queue_that_rabbitmq_routes_back_when_due(
+    broker: RabbitmqBroker, queue_name: str, amqp
+) -> None:
+    attempts: list[float] = []
+
+    @dramatiq.actor(broker=broker, queue_name=queue_name, retry_delay_ms=300)
+    def flaky() -> None:
+        attempts.append(time.monotonic())
+        if len(attempts) == 1:
+            raise ConnectionError("connection reset")
+
+    flaky.send()
+    with running_worker(broker):
+        wait_for(lambda: len(attempts) == 1)
+        bucket = f"{queue_name}.retry.300"
+        wait_for(lambda: queue_depth(amqp, bucket) == 1)
+        assert queue_depth(amqp, dq_name(queue_name)) == 0
+        wait_for(lambda: len(attempts) == 2)
+    assert 0.3 <= attempts[1] - attempts[0] < 1.0
+    assert queue_depth(amqp, bucket) == 0
+
+
+def test_with_native_delays_off_retries_go_through_dramatiqs_delay_queue(
+    rabbitmq_url: str, queue_name: str, amqp
+) -> None:
+    broker = plain_broker(rabbitmq_url, ClassifiedRetries(retry_delay_ms=50, native_delays=False))
+    attempts: list[float] = []
+
+    @dramatiq.actor(broker=broker, queue_name=queue_name)
+    def flaky() -> None:
+        attempts.append(time.monotonic())
+        if len(attempts) == 1:
+            raise ConnectionError("connection reset")
+
+    flaky.send()
+    with running_worker(broker):
+        wait_for(lambda: len(attempts) == 2)
+    assert attempts[1] - attempts[0] >= 0.05
+    with pytest.raises(pika.exceptions.ChannelClosedByBroker):
+        amqp.queue_declare(f"{queue_name}.retry.50", passive=True)
+
+
+def test_a_due_retry_runs_before_the_backlog_of_its_priority(
+    rabbitmq_url: str, queue_name: str, amqp
+) -> None:
+    broker = RabbitmqBroker(
+        url=rabbitmq_url, confirm_delivery=True, max_priority=10,
+        middleware=[ClassifiedRetries(retry_delay_ms=20)],
+    )  # fmt: skip
+    order: list[str] = []
+
+    @dramatiq.actor(broker=broker, queue_name=queue_name)
+    def job(name: str) -> None:
+        order.append(name)
+        if name == "flaky" and order.count("flaky") == 1:
+            raise ConnectionError("connection reset")
+        time.sleep(0.005)  # a backlog that takes about a second to drain
+
+    job.send_with_options(args=("flaky",), broker_priority=5)
+    for n in range(200):
+        job.send_with_options(args=(f"backlog-{n}",), broker_priority=5)
+    with running_worker(broker, threads=1):
+        wait_for(lambda: len(order) == 202, timeout_s=30)
+    second = [i for i, name in enumerate(order) if name == "flaky"][1]
+    assert second < 30, f"the retry ran at position {second} of 202"
+
+
+@pytest.mark.parametrize(
+    ("delay", "bucket"),
+    [(0, 1), (7, 7), (99, 99), (100, 100), (101, 110), (5000, 5000), (5234, 5300), (123456, 130000)],
+)
+def test_delays_round_up_to_two_significant_digits(delay: int, bucket: int) -> None:
+    assert bucket_ms(delay) == bucket

@@ -9,6 +9,9 @@ and message options (``max_retries``, ``min_backoff``, ``max_backoff``,
 - a fixed delay (``retry_delay_ms``) or exponential backoff with jitter, per
   middleware, actor or message; a provider's ``Retry-After`` is honoured up to
   ``max_retry_after_ms``;
+- on RabbitMQ a retry waits in a TTL queue that RabbitMQ itself moves back to
+  the work queue when due (see :mod:`.publisher`), with its priority raised so
+  that a due retry does not wait behind the whole backlog;
 - each attempt is recorded in the message (``options["attempt_history"]``);
 - the dead letter carries the *final* attempt's error, category and traceback
   (``options["dead_letter"]``): it is published to ``<queue>.XQ`` with
@@ -25,20 +28,19 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import threading
 import time
 import traceback
 from collections.abc import Callable
 from typing import Any
 
 import dramatiq
-import pika
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.common import compute_backoff, xq_name
 from dramatiq.middleware import Middleware, MiddlewareError
 
 from ..errors import ConfigurationError
 from .classifier import RETRY_REQUESTED, Classification, ErrorClassifier
+from .publisher import ConfirmPublisher, bucket_ms
 
 __all__ = ["ClassifiedRetries", "RetryConfigurationError"]
 
@@ -103,6 +105,12 @@ class ClassifiedRetries(Middleware):
         worker_id: Recorded in each attempt and log line. Defaults to ``host-pid``.
         log_success: Log ``Job X completed successfully on attempt N`` at INFO.
             Defaults to ``True``.
+        native_delays: On RabbitMQ, delay retries in TTL queues that RabbitMQ
+            routes back when due; ``False`` uses Dramatiq's ``<queue>.DQ``.
+            Defaults to ``True``. Delays are then rounded up to two significant digits.
+        retry_priority_boost: Added to a retry's RabbitMQ priority (capped at the
+            broker's ``max_priority``) so that a due retry runs before the backlog
+            of its own priority. Defaults to 1; 0 keeps the job's priority.
 
     Raises:
         RetryConfigurationError: A delay is at or above ``consumer_timeout_ms``.
@@ -122,6 +130,8 @@ class ClassifiedRetries(Middleware):
         consumer_timeout_ms: int = DEFAULT_CONSUMER_TIMEOUT_MS,
         worker_id: str | None = None,
         log_success: bool = True,
+        native_delays: bool = True,
+        retry_priority_boost: int = 1,
     ) -> None:
         self.classifier: Classifier = classifier or ErrorClassifier()
         self.max_retries = max_retries
@@ -134,7 +144,9 @@ class ClassifiedRetries(Middleware):
         self.max_retry_after_ms = max_retry_after_ms
         self.worker_id = worker_id or _default_worker_id()
         self.log_success = log_success
-        self._local = threading.local()
+        self.native_delays = native_delays
+        self.retry_priority_boost = retry_priority_boost
+        self._publisher = ConfirmPublisher()
         self._check_delays(
             "ClassifiedRetries",
             retry_delay_ms=retry_delay_ms,
@@ -238,6 +250,8 @@ class ClassifiedRetries(Middleware):
         delay_ms = (
             self._delay_ms(message, actor, exception, classification, retries) if reason == "retry" else None
         )
+        if delay_ms is not None and self._native(broker):
+            delay_ms = bucket_ms(delay_ms)
         self._record_attempt(message, exception, classification, retries + 1, delay_ms)
 
         if delay_ms is not None:
@@ -252,7 +266,7 @@ class ClassifiedRetries(Middleware):
                 extra=context,
             )
             try:
-                broker.enqueue(message._message, delay=delay_ms)
+                self._enqueue_retry(broker, message, delay_ms)
                 return
             except Exception as exc:
                 logger.error(
@@ -276,6 +290,34 @@ class ClassifiedRetries(Middleware):
             retries=retries,
             max_retries=max_retries,
         )
+
+    def _native(self, broker: dramatiq.Broker) -> bool:
+        return self.native_delays and isinstance(broker, RabbitmqBroker)
+
+    def _enqueue_retry(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy, delay_ms: int) -> None:
+        """Publish the retry, confirmed, to be delivered after ``delay_ms``.
+
+        Raises:
+            Exception: Whatever the broker raised; the message was not re-enqueued.
+        """
+        if isinstance(broker, RabbitmqBroker) and self._native(broker):
+            priority = message.options.get("broker_priority")
+            if self.retry_priority_boost and broker.max_priority:
+                priority = min((priority or 0) + self.retry_priority_boost, broker.max_priority)
+            try:
+                self._publisher.publish_delayed(
+                    broker, message.queue_name, message._message.encode(), delay_ms, priority=priority
+                )
+                return
+            except Exception as exc:
+                logger.warning(
+                    "Could not publish retry of %s to its delay queue (%s: %s); using %s.DQ instead",
+                    message.message_id,
+                    type(exc).__name__,
+                    exc,
+                    message.queue_name,
+                )
+        broker.enqueue(message._message, delay=delay_ms)
 
     def _delay_ms(
         self,
@@ -370,29 +412,14 @@ class ClassifiedRetries(Middleware):
         if not isinstance(broker, RabbitmqBroker):
             return False
         try:
-            connection = broker.connection
-            channel = getattr(self._local, "channel", None)
-            if (
-                channel is None
-                or channel.is_closed
-                or getattr(self._local, "connection", None) is not connection
-            ):
-                channel = connection.channel()
-                channel.confirm_delivery()
-                self._local.channel, self._local.connection = channel, connection
-            channel.basic_publish(
-                exchange="",
-                routing_key=xq_name(message.queue_name),
-                body=message._message.encode(),
-                properties=pika.BasicProperties(
-                    delivery_mode=2,
-                    priority=message.options.get("broker_priority"),
-                    headers={"x-provider-jobs-dead-letter": message.options["dead_letter"]["reason"]},
-                ),
-                mandatory=True,
+            self._publisher.publish(
+                broker,
+                xq_name(message.queue_name),
+                message._message.encode(),
+                priority=message.options.get("broker_priority"),
+                headers={"x-provider-jobs-dead-letter": message.options["dead_letter"]["reason"]},
             )
         except Exception as exc:
-            self._local.channel = None
             logger.warning(
                 "Could not publish dead letter %s to %s (%s: %s); nacking it so RabbitMQ dead-letters it",
                 message.message_id,

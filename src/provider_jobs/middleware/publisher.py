@@ -1,0 +1,117 @@
+"""ConfirmPublisher: confirmed publishes from worker threads, and RabbitMQ-native delays.
+
+A retry is published to a *delay bucket* queue, ``<queue>.retry.<ms>``, declared
+with ``x-message-ttl`` = ``<ms>`` and a dead-letter route back to ``<queue>``:
+RabbitMQ itself moves the message to the work queue when it is due. Compared
+with Dramatiq's ``<queue>.DQ`` (a consumer holds the message unacked until its
+eta, then publishes it again), a retry costs one confirmed publish, nothing is
+held in worker memory, ``consumer_timeout`` does not apply, and the message
+arrives within milliseconds of its due time rather than on the next wake-up of
+an idle consumer. One bucket per delay keeps every queue FIFO in expiry order;
+delays are rounded up to two significant digits so that backoff with jitter
+does not create a queue per value.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pika
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
+from dramatiq.common import q_name
+
+__all__ = ["ConfirmPublisher", "bucket_ms", "delay_queue_name"]
+
+
+def bucket_ms(delay_ms: int) -> int:
+    """``delay_ms`` rounded up to two significant digits (exact below 100 ms)."""
+    if delay_ms < 100:
+        return max(1, delay_ms)
+    step: int = 10 ** (len(str(delay_ms)) - 2)
+    return -(-delay_ms // step) * step
+
+
+def delay_queue_name(queue_name: str, delay_ms: int) -> str:
+    """The delay bucket queue for ``delay_ms`` in front of ``queue_name``."""
+    canonical: str = q_name(queue_name)
+    return f"{canonical}.retry.{delay_ms}"
+
+
+class ConfirmPublisher:
+    """Publishes with publisher confirms on a channel of the calling thread's broker connection.
+
+    Every method raises whatever pika raises (the caller decides what a
+    failed publish means); the thread's channel is dropped after a failure.
+    """
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+        self._declared: set[str] = set()
+        self._declared_lock = threading.Lock()
+
+    def _channel(self, broker: RabbitmqBroker) -> Any:
+        connection = broker.connection
+        channel = getattr(self._local, "channel", None)
+        if channel is None or channel.is_closed or getattr(self._local, "connection", None) is not connection:
+            channel = connection.channel()
+            channel.confirm_delivery()
+            self._local.channel, self._local.connection = channel, connection
+        return channel
+
+    def publish(
+        self,
+        broker: RabbitmqBroker,
+        routing_key: str,
+        body: bytes,
+        *,
+        priority: int | None = None,
+        headers: dict[str, Any] | None = None,
+    ) -> None:
+        """Publish persistently to ``routing_key`` and return once RabbitMQ confirmed it."""
+        try:
+            self._channel(broker).basic_publish(
+                exchange="",
+                routing_key=routing_key,
+                body=body,
+                properties=pika.BasicProperties(delivery_mode=2, priority=priority, headers=headers),
+                mandatory=True,
+            )
+        except Exception:
+            self._local.channel = None
+            raise
+
+    def publish_delayed(
+        self,
+        broker: RabbitmqBroker,
+        queue_name: str,
+        body: bytes,
+        delay_ms: int,
+        *,
+        priority: int | None = None,
+    ) -> int:
+        """Publish ``body`` so that it reaches ``queue_name`` after ``delay_ms``.
+
+        Returns:
+            The delay actually used: ``delay_ms`` rounded up to its bucket.
+        """
+        delay = bucket_ms(delay_ms)
+        name = delay_queue_name(queue_name, delay)
+        if name not in self._declared:
+            try:
+                self._channel(broker).queue_declare(
+                    name,
+                    durable=True,
+                    arguments={
+                        "x-message-ttl": delay,
+                        "x-dead-letter-exchange": "",
+                        "x-dead-letter-routing-key": str(q_name(queue_name)),
+                    },
+                )
+            except Exception:
+                self._local.channel = None
+                raise
+            with self._declared_lock:
+                self._declared.add(name)
+        self.publish(broker, name, body, priority=priority)
+        return delay
