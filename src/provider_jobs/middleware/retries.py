@@ -210,12 +210,13 @@ class ClassifiedRetries(Middleware):
         exception: BaseException | None = None,
     ) -> None:
         actor = broker.get_actor(message.actor_name)
-        retries: int = message.options.get("retries", 0)
-        max_retries = message.options.get("max_retries", actor.options.get("max_retries", self.max_retries))
-        context = self._log_context(message, retries + 1, max_retries)
+        options = message.options
+        retries: int = options.get("retries", 0)
+        max_retries = options.get("max_retries", actor.options.get("max_retries", self.max_retries))
         if exception is None:
             # A message failed before it ran (AgeLimit, a before-hook) did not succeed.
-            if self.log_success and not message.failed:
+            if self.log_success and not message.failed and logger.isEnabledFor(logging.INFO):
+                context = self._log_context(message, retries + 1, max_retries)
                 logger.info(
                     "Job %s completed successfully on attempt %d",
                     context["job_id"],
@@ -224,17 +225,18 @@ class ClassifiedRetries(Middleware):
                 )
             return
 
+        context = self._log_context(message, retries + 1, max_retries)
+
         if isinstance(exception, dramatiq.Retry):
             classification = Classification(RETRY_REQUESTED, True, None, "type")
         else:
             classification = self.classifier(exception)
         context["category"] = classification.category.name
         error = f"{exception}" or type(exception).__name__
-        message.options["retries"] = retries + 1
-        message.options["traceback"] = "".join(traceback.format_exception(exception, limit=30))
-        message.options["requeue_timestamp"] = int(time.time() * 1000)
+        options["retries"] = retries + 1
+        options["requeue_timestamp"] = int(time.time() * 1000)
 
-        throws = message.options.get("throws") or actor.options.get("throws")
+        throws = options.get("throws") or actor.options.get("throws")
         retry_when = actor.options.get("retry_when", self.retry_when)
         if throws and isinstance(exception, throws):
             reason = "throws"
@@ -383,6 +385,9 @@ class ClassifiedRetries(Middleware):
         retries: int,
         max_retries: int | None,
     ) -> None:
+        # Formatted once, for the final attempt only: retries carry the error in
+        # their attempt history, and formatting a traceback per failure is costly.
+        message.options["traceback"] = "".join(traceback.format_exception(exception, limit=30))
         message.options["dead_letter"] = {
             "reason": reason,
             "category": classification.category.name,
