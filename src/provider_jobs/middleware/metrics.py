@@ -213,6 +213,11 @@ class Metrics(Middleware):
             registry=self.registry,
             multiprocess_mode="livesum",
         )
+        # Label children resolved once: a labels() lookup per message is measurable.
+        self._processed = self.processed.labels(self.worker_id)
+        self._failed = self.failed.labels(self.worker_id)
+        self._retries = self.retries.labels(self.worker_id)
+        self._in_progress = self.in_progress.labels(self.worker_id)
 
     # -- worker lifecycle -------------------------------------------------------
 
@@ -263,8 +268,9 @@ class Metrics(Middleware):
         exception: BaseException | None = None,
     ) -> None:
         attempt = self._finish(message)
-        retries_before = attempt.retries if attempt is not None else message.options.get("retries", 0)
-        dead_letter = message.options.get("dead_letter")
+        options = message.options
+        retries_before = attempt.retries if attempt is not None else options.get("retries", 0)
+        dead_letter = options.get("dead_letter")
         # A replayed message may still carry an older dead letter: only a new one counts.
         new_dead_letter = dead_letter is not None and (
             attempt is None or dead_letter is not attempt.dead_letter
@@ -274,21 +280,21 @@ class Metrics(Middleware):
             info = dead_letter if isinstance(dead_letter, dict) else {}
             category = str(info.get("category") or _UNCLASSIFIED)
             reason = str(info.get("reason") or "failed")
-            self.failed.labels(self.worker_id).inc()
+            self._failed.inc()
             self.failed_by_category.labels(self.worker_id, category, reason).inc()
         elif exception is None:
             outcome = "succeeded"
-            self.processed.labels(self.worker_id).inc()
-        elif message.options.get("retries", 0) > retries_before:
+            self._processed.inc()
+        elif options.get("retries", 0) > retries_before:
             outcome = "retried"
-            self.retries.labels(self.worker_id).inc()
+            self._retries.inc()
             self.retries_by_category.labels(self.worker_id, self._last_category(message)).inc()
         else:
             outcome = "errored"
         if attempt is not None:
             self.duration.labels(
-                str(message.options.get("provider") or ""),
-                str(message.options.get("operation") or message.actor_name),
+                str(options.get("provider") or ""),
+                str(options.get("operation") or message.actor_name),
                 outcome,
             ).observe(time.perf_counter() - attempt.started)
 
@@ -296,7 +302,7 @@ class Metrics(Middleware):
         self._finish(message)
         if message.failed:
             # AgeLimit and friends fail a skipped message: RabbitMQ dead-letters it.
-            self.failed.labels(self.worker_id).inc()
+            self._failed.inc()
             self.failed_by_category.labels(self.worker_id, "skipped", "skipped").inc()
 
     def _finish(self, message: dramatiq.MessageProxy) -> _Attempt | None:
@@ -312,7 +318,7 @@ class Metrics(Middleware):
         """Set (never add to) the gauge, so that a stale value from an earlier life is overwritten."""
         with self._running_lock:
             self._running = self._running + change if change else 0
-            self.in_progress.labels(self.worker_id).set(self._running)
+            self._in_progress.set(self._running)
 
     @staticmethod
     def _last_category(message: dramatiq.MessageProxy) -> str:
