@@ -9,7 +9,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from . import workers
+from . import rss, workers
 from .harness import Result, Variant, interleave, save, table
 
 
@@ -58,7 +58,59 @@ def lateness(rounds: int, n: int) -> list[Result]:
     ]
 
 
-WORKLOADS = {"success": (success, 20_000), "fail-once": (fail_once, 5_000), "lateness": (lateness, 50)}
+def backlog(rounds: int, n: int) -> list[Result]:
+    runs: dict[str, list[float]] = {name: [] for name in workers.VARIANTS}
+
+    def run(name: str, q: float) -> float:
+        if not runs[name] or q == 50:
+            runs[name] = workers.backlog_lateness(name, backlog=n)
+        return workers.percentile(runs[name], q)
+
+    return [
+        interleave(
+            f"3 retry lateness p{q} behind a {n:,} backlog (10 ms delay)",
+            [Variant(name, lambda name=name, q=q: run(name, q)) for name in workers.VARIANTS],
+            rounds=rounds,
+            unit="ms late",
+            higher_is_better=False,
+            target="p99 <= 1000 ms",
+        )
+        for q in (50, 99)
+    ]
+
+
+def memory(rounds: int, n: int) -> list[Result]:
+    # One subprocess per variant and round gives all three samples; later passes read them back in order.
+    samples: dict[str, list[dict[str, float]]] = {name: [] for name in workers.VARIANTS}
+    read: dict[tuple[str, str], int] = {}
+
+    def run(name: str, what: str) -> float:
+        if what == "idle":
+            samples[name].append(rss.measure(name, n))
+        index = read.get((name, what), 0)
+        read[(name, what)] = index + 1
+        return samples[name][index][what]
+
+    return [
+        interleave(
+            f"8 worker RSS {what}" + (f" {n:,} jobs" if what == "after" else ""),
+            [Variant(name, lambda name=name, what=what: run(name, what)) for name in workers.VARIANTS],
+            rounds=rounds,
+            unit="MiB",
+            higher_is_better=False,
+            target="<= 1.3x plain (ratio >= 0.77)",
+        )
+        for what in ("idle", "load", "after")
+    ]
+
+
+WORKLOADS = {
+    "success": (success, 20_000),
+    "fail-once": (fail_once, 5_000),
+    "lateness": (lateness, 50),
+    "backlog": (backlog, 20_000),
+    "memory": (memory, 100_000),
+}
 
 
 def main() -> None:

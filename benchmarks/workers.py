@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import resource
 import statistics
 import threading
@@ -220,3 +221,48 @@ def percentile(values: list[float], q: float) -> float:
 
 def max_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def backlog_lateness(variant: str, backlog: int = 20_000, flaky: int = 20, delay_ms: int = 10) -> list[float]:
+    """Workload 3 (backlog): ``flaky`` jobs fail once in front of a ``backlog`` of no-op jobs of the
+    same priority; how late (ms) each second attempt runs after its due time."""
+    build, bodies = VARIANTS[variant]
+    queue = f"bench.backlog.{uuid.uuid4().hex[:8]}"
+    counter = Counter()
+    failed_at: dict[str, float] = {}
+    lateness: list[float] = []
+    flaky_keys: set[str] = set()
+    lock = threading.Lock()
+
+    def handler(key: str) -> None:
+        now = time.monotonic()
+        if key in flaky_keys:
+            with lock:
+                first = key not in failed_at
+                if first:
+                    failed_at[key] = now
+                else:
+                    lateness.append((now - failed_at[key]) * 1000 - delay_ms)
+            if first:
+                raise ConnectionError("connection reset by peer")
+        counter.add()
+
+    if variant == "plain dramatiq":
+        broker, actor = build(queue, handler, min_backoff=delay_ms)
+    else:
+        broker, actor = build(queue, handler, delay_s=delay_ms / 1000)
+    front = bodies(actor, flaky)
+    for body, _ in front:
+        flaky_keys.add(_key_of(body))
+    _publish_raw(queue, front + bodies(actor, backlog))
+    try:
+        _drain(broker, counter, flaky + backlog)
+    finally:
+        _delete_queues(queue)
+    return lateness
+
+
+def _key_of(body: bytes) -> str:
+    """The key a handler sees for a preloaded message: the plain actor's argument or the job id."""
+    message = json.loads(body)
+    return str(message["args"][0] if message["args"] else message["kwargs"]["job"]["job_id"])
