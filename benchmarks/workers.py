@@ -17,12 +17,6 @@ from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.common import dq_name, xq_name
 from dramatiq.middleware import Retries
 
-from provider_jobs.actors.broker import build_broker
-from provider_jobs.actors.provider_ops import declare_provider_actors
-from provider_jobs.jobs import ProviderJob
-from provider_jobs.providers import ProviderRegistry
-from provider_jobs.settings import Settings
-
 URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 THREADS = 8
 #: Both variants' workers wake this often when idle (Dramatiq's default is 1000 ms).
@@ -100,6 +94,13 @@ def _plain_bodies(actor: Any, n: int) -> list[tuple[bytes, int | None]]:
 
 
 def _ours(queue: str, handler: Callable[[str], None], *, delay_s: float = 5.0) -> tuple[dramatiq.Broker, Any]:
+    # Imported here so that a plain-Dramatiq process (the memory workload) does not load provider-jobs.
+    from provider_jobs.actors.broker import build_broker
+    from provider_jobs.actors.provider_ops import declare_provider_actors
+    from provider_jobs.jobs import ProviderJob
+    from provider_jobs.providers import ProviderRegistry
+    from provider_jobs.settings import Settings
+
     settings = Settings(
         broker_url=URL,
         queue_name=queue,
