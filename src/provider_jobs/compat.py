@@ -12,15 +12,18 @@ import asyncio
 import dataclasses
 import signal
 import threading
+from collections.abc import Iterable, Mapping
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any
 
 import dramatiq
+import pika.exceptions
 
-from .actors.broker import build_broker
+from .actors.broker import build_broker, redact_url
 from .actors.provider_ops import actor_for, declare_provider_actors
-from .errors import ConfigurationError
-from .jobs import parse_job
+from .bulk import BulkPublisher, OutgoingMessage
+from .errors import BrokerUnavailable, ConfigurationError, InvalidJob, PublishFailed
+from .jobs import ProviderJob, parse_job
 from .middleware import Classification, ErrorClassifier
 from .providers import ProviderRegistry
 from .settings import Settings
@@ -43,6 +46,8 @@ class JobQueue:
         self.broker = build_broker(self.settings)
         self.actors = declare_provider_actors(self.broker, None, self.settings)
         self._archive: DeadLetterArchive | None = None
+        self._publisher: BulkPublisher | None = None
+        self._publisher_lock = threading.Lock()
 
     def submit(
         self,
@@ -79,8 +84,80 @@ class JobQueue:
         """The awaitable form of :meth:`submit`; same arguments, same errors."""
         return await asyncio.to_thread(lambda: self.submit(**fields))
 
+    def submit_many(self, jobs: Iterable[ProviderJob | Mapping[str, Any]]) -> list[str]:
+        """Publish many jobs, many confirms in flight, and return their ids in order.
+
+        Each job is a :class:`ProviderJob` or a mapping of :meth:`submit`'s
+        fields. Every job is validated before anything is sent; each message
+        is the one ``send()`` would publish for it (same body, priority,
+        persistence), with its Dramatiq message id as AMQP ``message_id``.
+
+        Args:
+            jobs: The jobs, in the order to publish them.
+
+        Raises:
+            InvalidJob: A job is not valid; the message names its index. Nothing was sent.
+            BrokerUnavailable: RabbitMQ cannot be reached; nothing was sent.
+            PublishFailed: Some jobs were not confirmed; ``not_confirmed`` maps
+                their ids to what happened, ``confirmed`` lists the others.
+        """
+        messages = []
+        for index, data in enumerate(jobs):
+            try:
+                job = parse_job(data)
+                messages.append(self.actors[actor_for(job.operation)].message_with_options(args=(job,)))
+            except InvalidJob as exc:
+                raise InvalidJob(f"Job {index}: {exc}; nothing was sent") from None
+        if not messages:
+            return []
+        broker = self.broker
+        try:
+            for queue_name in {m.queue_name for m in messages}:
+                broker.declare_queue(queue_name, ensure=True)
+        except (pika.exceptions.AMQPError, OSError) as exc:
+            raise BrokerUnavailable(
+                f"Cannot reach RabbitMQ at {redact_url(self.settings.broker_url)} "
+                f"({type(exc).__name__}: {exc}); nothing was sent"
+            ) from exc
+        for message in messages:
+            broker.emit_before("enqueue", message, None)
+        outgoing = [
+            OutgoingMessage(
+                routing_key=m.queue_name,
+                body=m.encode(),
+                priority=m.options.get("broker_priority"),
+                message_id=m.message_id,
+            )
+            for m in messages
+        ]
+        with self._publisher_lock:
+            if self._publisher is None:
+                self._publisher = BulkPublisher(self.settings.broker_url)
+            publisher = self._publisher
+        result = publisher.publish_many(outgoing)
+        for index in result.confirmed:
+            broker.emit_after("enqueue", messages[index], None)
+        job_ids = [m.options["job_id"] for m in messages]
+        if result.failures:
+            not_confirmed = {job_ids[f.index]: f"{f.status}: {f.detail}" for f in result.failures}
+            shown = "; ".join(f"{i}: {why}" for i, why in list(not_confirmed.items())[:5])
+            more = f" (and {len(not_confirmed) - 5} more)" if len(not_confirmed) > 5 else ""
+            raise PublishFailed(
+                f"{len(not_confirmed)} of {len(messages)} jobs were not confirmed by RabbitMQ: {shown}{more}",
+                confirmed=[job_ids[i] for i in result.confirmed],
+                not_confirmed=not_confirmed,
+            )
+        return job_ids
+
+    async def submit_jobs(self, jobs: Iterable[ProviderJob | Mapping[str, Any]]) -> list[str]:
+        """The awaitable form of :meth:`submit_many`; same argument, same errors."""
+        batch = list(jobs)
+        return await asyncio.to_thread(lambda: self.submit_many(batch))
+
     def close(self) -> None:
         self.broker.close()
+        if self._publisher is not None:
+            self._publisher.close()
         if self._archive is not None:
             self._archive.close()
 

@@ -9,6 +9,7 @@ retry decision, an optional HTTP ``status_code`` and an optional
     ├── ConfigurationError          bad setting, refused at start
     │   └── PolicyError             a DLQ triage policy file is not valid
     ├── BrokerUnavailable           RabbitMQ cannot be reached
+    ├── PublishFailed               messages of a bulk publish were not confirmed
     ├── InvalidJob                  job fails the schema (validation, permanent)
     ├── ArchiveError                the dead-letter archive failed
     │   ├── ArchiveUnavailable      its database cannot be reached (transient)
@@ -56,6 +57,7 @@ __all__ = [
     "ProviderNotAvailable",
     "ProviderNotFound",
     "ProviderTimeout",
+    "PublishFailed",
     "RecordConflict",
     "RecordNotFound",
     "ServiceUnavailable",
@@ -82,6 +84,23 @@ class ConfigurationError(ProviderJobsError, ValueError):
 
 class BrokerUnavailable(ProviderJobsError):
     """RabbitMQ could not be reached at the configured URL."""
+
+
+class PublishFailed(ProviderJobsError):
+    """Some messages of a bulk publish were not confirmed by RabbitMQ.
+
+    Attributes:
+        confirmed: Ids (job ids) of the messages RabbitMQ confirmed.
+        not_confirmed: Id to what happened to it: ``nacked``, ``returned``
+            (unroutable), ``unconfirmed`` (connection lost or no confirm in
+            time: it may or may not be queued) or ``not_sent`` (never left
+            the process), with the detail.
+    """
+
+    def __init__(self, message: str, *, confirmed: list[str], not_confirmed: dict[str, str]) -> None:
+        super().__init__(message)
+        self.confirmed = confirmed
+        self.not_confirmed = not_confirmed
 
 
 class InvalidJob(ProviderJobsError, ValueError):

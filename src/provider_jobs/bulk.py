@@ -1,0 +1,546 @@
+"""BulkPublisher: many confirmed publishes in flight, each one accounted for.
+
+Publishing with one confirm in flight (pika's ``BlockingChannel`` with
+``confirm_delivery``) waits a network round trip and an fsync per message.
+This publisher keeps up to ``window`` messages in flight on one channel in
+confirm mode and settles them as RabbitMQ's ``basic.ack`` / ``basic.nack``
+arrive (usually ``multiple=True``, one frame for many messages).
+
+It drives a pika ``SelectConnection`` in the *calling* thread for the duration
+of :meth:`BulkPublisher.publish_many`: publishing and settling happen in one
+loop with no hand-off between threads, and nothing runs between calls. Every
+message is published persistently (``delivery_mode=2``) and ``mandatory``, so
+an unroutable message comes back as ``basic.return`` (before its ack) and is
+reported, not counted as sent.
+
+Each message ends in exactly one state of :data:`OUTCOMES`; only ``confirmed``
+means RabbitMQ took responsibility for it. ``unconfirmed`` (the connection was
+lost, or no confirm came within ``confirm_timeout_s``) may or may not have
+reached the queue; ``not_sent`` never left this process.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from types import TracebackType
+from typing import Any
+
+import pika
+import pika.exceptions
+from pika.adapters.select_connection import SelectConnection
+from pika.channel import Channel
+from pika.spec import Basic, BasicProperties
+
+from .errors import BrokerUnavailable
+
+__all__ = [
+    "CONFIRMED",
+    "NACKED",
+    "NOT_SENT",
+    "OUTCOMES",
+    "RETURNED",
+    "UNCONFIRMED",
+    "BulkPublisher",
+    "BulkResult",
+    "OutgoingMessage",
+    "PublishFailure",
+]
+
+logger = logging.getLogger("provider_jobs.bulk")
+
+CONFIRMED, NACKED, RETURNED, UNCONFIRMED, NOT_SENT = (
+    "confirmed",
+    "nacked",
+    "returned",
+    "unconfirmed",
+    "not_sent",
+)
+#: Every state a message of a bulk publish can end in.
+OUTCOMES = (CONFIRMED, NACKED, RETURNED, UNCONFIRMED, NOT_SENT)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class OutgoingMessage:
+    """One message to publish to the default exchange.
+
+    Args:
+        routing_key: The queue's name.
+        body: The encoded message.
+        priority: RabbitMQ priority (``BasicProperties.priority``), or ``None``.
+        message_id: ``BasicProperties.message_id``; it is how a returned
+            (unroutable) message is matched to its delivery. Default: the
+            delivery tag's number.
+    """
+
+    routing_key: str
+    body: bytes
+    priority: int | None = None
+    message_id: str | None = None
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class PublishFailure:
+    """A message that was not confirmed: its position in the input, its state and why."""
+
+    index: int
+    status: str
+    detail: str
+
+
+@dataclasses.dataclass
+class BulkResult:
+    """What became of each message of one :meth:`BulkPublisher.publish_many` call.
+
+    Attributes:
+        confirmed: Indexes (positions in the input) RabbitMQ confirmed, ascending.
+        failures: Every other message that was taken from the input, by index.
+        elapsed_s: Wall time of the call.
+    """
+
+    confirmed: list[int] = dataclasses.field(default_factory=list)
+    failures: list[PublishFailure] = dataclasses.field(default_factory=list)
+    elapsed_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """Whether every message was confirmed."""
+        return not self.failures
+
+    @property
+    def total(self) -> int:
+        return len(self.confirmed) + len(self.failures)
+
+    def count(self, status: str) -> int:
+        """How many messages ended in ``status``."""
+        if status == CONFIRMED:
+            return len(self.confirmed)
+        return sum(1 for f in self.failures if f.status == status)
+
+
+class _CoalescingConnection(SelectConnection):  # type: ignore[misc]
+    """A ``SelectConnection`` that can hold outgoing frames and write them as one buffer.
+
+    pika writes the three frames of a publish (method, header, body) with one
+    ``send()`` each; a batch of publishes written at once costs one system
+    call and arrives at RabbitMQ in full TCP segments. ``_adapter_emit_data``
+    is pika's documented hook between a connection and its transport.
+    """
+
+    _held: list[bytes] | None = None
+
+    def hold(self) -> None:
+        """Collect outgoing frames until :meth:`flush`."""
+        self._held = []
+
+    def flush(self) -> None:
+        """Write the collected frames, in order, and stop collecting."""
+        held, self._held = self._held, None
+        # Closing or closed: the messages held are settled as unconfirmed by the close callback.
+        if held and self.is_open:
+            super()._adapter_emit_data(b"".join(held))
+
+    def _adapter_emit_data(self, data: bytes) -> None:
+        if self._held is None:
+            super()._adapter_emit_data(data)
+        else:
+            self._held.append(data)
+
+
+class _Run:
+    """The state of one ``publish_many`` call."""
+
+    def __init__(self, items: Iterator[OutgoingMessage], rate_per_s: float | None) -> None:
+        self.items = items
+        self.interval_s = 1 / rate_per_s if rate_per_s else 0.0
+        self.more = True
+        self.taken = 0
+        #: Delivery tag -> (index, message_id), for messages published and not yet settled.
+        self.pending: dict[int, tuple[int, str]] = {}
+        self.low_tag = 0
+        #: Delivery tag -> reply text, for messages RabbitMQ returned and has not acked yet.
+        self.returned: dict[int, str] = {}
+        self.confirmed: list[int] = []
+        self.failures: list[PublishFailure] = []
+        self.error: BaseException | None = None
+        self.last_progress = time.monotonic()
+        self.pacing_timer: Any = None
+        self.finished = False
+
+    @property
+    def settled(self) -> bool:
+        return not self.more and not self.pending
+
+
+class BulkPublisher:
+    """Publishes batches of messages with publisher confirms, many in flight.
+
+    One connection with one channel, opened on first use and kept between
+    calls. Calls are serialised: one thread publishes at a time.
+
+    Args:
+        url: RabbitMQ URL (``amqp://user:pw@host:port/vhost``).
+        window: Messages published and not yet confirmed, at most. Default 2000.
+        confirm_timeout_s: Give up on the messages in flight when no confirm
+            arrived for this long; they are reported ``unconfirmed``. Default 30.
+        connect_timeout_s: Socket and handshake timeout when connecting. Default 5.
+
+    Raises:
+        ValueError: ``window`` or a timeout is not positive.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        window: int = 2000,
+        confirm_timeout_s: float = 30.0,
+        connect_timeout_s: float = 5.0,
+    ) -> None:
+        if window < 1:
+            raise ValueError(f"window={window!r} is not allowed: expected 1 or more messages")
+        if confirm_timeout_s <= 0 or connect_timeout_s <= 0:
+            raise ValueError(
+                f"confirm_timeout_s={confirm_timeout_s!r}, connect_timeout_s={connect_timeout_s!r}: "
+                "expected seconds > 0"
+            )
+        self.url = url
+        self.window = window
+        self.confirm_timeout_s = confirm_timeout_s
+        self.connect_timeout_s = connect_timeout_s
+        self._lock = threading.Lock()
+        self._connection: _CoalescingConnection | None = None
+        self._channel: Channel | None = None
+        self._next_tag = 1
+        self._run: _Run | None = None
+        self._open_error: str | None = None
+        self._next_send_at = 0.0
+        self._looping = False
+        self._stale = False
+
+    # -- connection ---------------------------------------------------------------
+
+    def _parameters(self) -> pika.URLParameters:
+        params = pika.URLParameters(self.url)
+        params.connection_attempts = 1
+        params.socket_timeout = self.connect_timeout_s
+        params.stack_timeout = self.connect_timeout_s
+        # The loop only runs inside publish_many: heartbeats would go unanswered between
+        # calls and the broker would drop an idle publisher. Confirm timeouts cover a dead peer.
+        params.heartbeat = 0
+        return params
+
+    def connect(self) -> None:
+        """Open the connection and a channel in confirm mode, unless open already.
+
+        Raises:
+            BrokerUnavailable: RabbitMQ cannot be reached or refused the connection.
+        """
+        with self._lock:
+            self._ensure_open()
+
+    def _ensure_open(self) -> None:
+        if self._channel is not None and self._channel.is_open:
+            self._poll()
+            if self._channel is not None and self._channel.is_open:
+                return
+        self._discard()
+        self._open_error = None
+        params = self._parameters()
+        try:
+            connection = _CoalescingConnection(
+                params,
+                on_open_callback=self._on_connection_open,
+                on_open_error_callback=self._on_connection_open_error,
+                on_close_callback=self._on_connection_closed,
+            )
+        except (pika.exceptions.AMQPError, OSError) as exc:
+            raise BrokerUnavailable(
+                f"Cannot reach RabbitMQ at {params.host}:{params.port} ({type(exc).__name__}: {exc})"
+            ) from exc
+        self._connection = connection
+        self._loop(connection)
+        if self._channel is None or not self._channel.is_open:
+            reason = self._open_error or "connection closed during the handshake"
+            self._discard()
+            raise BrokerUnavailable(f"Cannot reach RabbitMQ at {params.host}:{params.port} ({reason})")
+
+    def _on_connection_open(self, connection: Any) -> None:
+        connection.channel(on_open_callback=self._on_channel_open)
+
+    def _on_connection_open_error(self, connection: Any, error: BaseException | str) -> None:
+        self._open_error = f"{type(error).__name__}: {error}" if isinstance(error, BaseException) else error
+        self._stop_loop(connection)
+
+    def _on_channel_open(self, channel: Channel) -> None:
+        channel.add_on_return_callback(self._on_return)
+        channel.add_on_close_callback(self._on_channel_closed)
+        channel.confirm_delivery(self._on_confirm, callback=lambda _frame: self._on_ready(channel))
+
+    def _on_ready(self, channel: Channel) -> None:
+        self._channel = channel
+        self._next_tag = 1
+        assert self._connection is not None
+        self._stop_loop(self._connection)
+
+    def _on_channel_closed(self, channel: Channel, reason: BaseException) -> None:
+        logger.warning("Bulk publisher channel closed: %s", reason)
+        self._lost(f"channel closed ({reason})")
+        if self._connection is not None and self._connection.is_open:
+            self._connection.close()
+
+    def _on_connection_closed(self, connection: Any, reason: BaseException) -> None:
+        self._channel = None
+        self._open_error = self._open_error or f"{type(reason).__name__}: {reason}"
+        self._lost(f"connection lost ({type(reason).__name__}: {reason})")
+        self._stop_loop(connection)
+
+    def _poll(self) -> None:
+        """Handle whatever arrived since the last call (a close by the broker, most of all)."""
+        assert self._connection is not None
+        connection = self._connection
+        connection.ioloop.call_later(0, lambda: self._stop_loop(connection))
+        self._loop(connection)
+
+    def _loop(self, connection: SelectConnection) -> None:
+        """Run the connection's loop in this thread until :meth:`_stop_loop`."""
+        self._looping = True
+        try:
+            connection.ioloop.start()
+        finally:
+            self._looping = False
+
+    def _stop_loop(self, connection: SelectConnection) -> None:
+        # pika remembers a stop requested while its loop is idle and would end the next run at once.
+        if self._looping:
+            connection.ioloop.stop()
+
+    def _discard(self) -> None:
+        connection, self._connection, self._channel = self._connection, None, None
+        self._stale = False
+        if connection is not None and not connection.is_closed:
+            # A broker that does not answer the close must not hang us: bounded wait.
+            timer = connection.ioloop.call_later(self.connect_timeout_s, lambda: self._stop_loop(connection))
+            try:
+                if not connection.is_closing:
+                    connection.close()
+                self._loop(connection)
+            except (pika.exceptions.AMQPError, OSError):
+                pass
+            finally:
+                connection.ioloop.remove_timeout(timer)
+
+    def close(self) -> None:
+        """Close the connection; the next call opens a new one."""
+        with self._lock:
+            self._discard()
+
+    def __enter__(self) -> BulkPublisher:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    # -- publishing ---------------------------------------------------------------
+
+    def publish_many(
+        self, items: Iterable[OutgoingMessage], *, rate_per_s: float | None = None
+    ) -> BulkResult:
+        """Publish ``items`` in order, up to ``window`` in flight, and wait until each is settled.
+
+        ``items`` is read lazily, one message when the window (and the rate)
+        lets the next one go, so a generator may stamp each message at its
+        send time. Index ``i`` in the result is the ``i``-th message taken.
+
+        Args:
+            items: The messages.
+            rate_per_s: Messages per second at most, each spaced from the
+                previous publish (also across calls); ``None`` for as fast as
+                the window allows.
+
+        Returns:
+            Which messages were confirmed and what became of the others.
+
+        Raises:
+            BrokerUnavailable: RabbitMQ cannot be reached; nothing was taken from ``items``.
+            ValueError: ``rate_per_s`` is not positive.
+            Exception: Whatever ``items`` raised, once the messages in flight are settled.
+        """
+        if rate_per_s is not None and rate_per_s <= 0:
+            raise ValueError(f"rate_per_s={rate_per_s!r} is not allowed: expected messages per second > 0")
+        with self._lock:
+            started = time.monotonic()
+            self._ensure_open()
+            run = self._run = _Run(iter(items), rate_per_s)
+            run.low_tag = self._next_tag
+            assert self._connection is not None
+            ioloop = self._connection.ioloop
+            watchdog = ioloop.call_later(self.confirm_timeout_s, self._check_progress)
+            try:
+                self._fill()
+                if not run.finished:
+                    self._loop(self._connection)
+            finally:
+                if run.pending:
+                    # The loop was left by an exception: never report those messages as sent.
+                    self._lost("publisher stopped")
+                self._run = None
+                ioloop.remove_timeout(watchdog)
+                if run.pacing_timer is not None:
+                    ioloop.remove_timeout(run.pacing_timer)
+                if self._stale:
+                    self._discard()
+            if run.error is not None:
+                raise run.error
+            run.confirmed.sort()
+            run.failures.sort(key=lambda f: f.index)
+            return BulkResult(
+                confirmed=run.confirmed, failures=run.failures, elapsed_s=time.monotonic() - started
+            )
+
+    def _fill(self) -> None:
+        """Publish until the window is full, the input is exhausted, or the rate says wait."""
+        run = self._run
+        channel = self._channel
+        if run is None or run.finished:
+            return
+        run.pacing_timer = None
+        window = self.window
+        pending = run.pending
+        connection = self._connection
+        assert connection is not None
+        connection.hold()
+        try:
+            self._publish_while_open(run, channel, window, pending)
+        finally:
+            connection.flush()
+        self._maybe_finish()
+
+    def _publish_while_open(
+        self, run: _Run, channel: Channel | None, window: int, pending: dict[int, tuple[int, str]]
+    ) -> None:
+        while run.more and len(pending) < window and channel is not None:
+            if run.interval_s:
+                wait_s = self._next_send_at - time.monotonic()
+                if wait_s > 0:
+                    assert self._connection is not None
+                    run.pacing_timer = self._connection.ioloop.call_later(wait_s, self._fill)
+                    return
+            try:
+                item = next(run.items)
+            except StopIteration:
+                run.more = False
+                break
+            except Exception as exc:
+                run.more = False
+                run.error = exc
+                break
+            index = run.taken
+            run.taken += 1
+            tag = self._next_tag
+            message_id = item.message_id if item.message_id is not None else str(tag)
+            try:
+                channel.basic_publish(
+                    "",
+                    item.routing_key,
+                    item.body,
+                    BasicProperties(delivery_mode=2, priority=item.priority, message_id=message_id),
+                    mandatory=True,
+                )
+            except (pika.exceptions.AMQPError, OSError) as exc:
+                # Refused before anything was buffered: the channel or connection is gone.
+                run.failures.append(PublishFailure(index, NOT_SENT, f"{type(exc).__name__}: {exc}"))
+                self._lost(f"publish refused ({type(exc).__name__}: {exc})")
+                break
+            self._next_tag = tag + 1
+            pending[tag] = (index, message_id)
+            if run.interval_s:
+                self._next_send_at = time.monotonic() + run.interval_s
+
+    def _maybe_finish(self) -> None:
+        run = self._run
+        if run is not None and not run.finished and run.settled:
+            run.finished = True
+            if self._connection is not None:
+                self._stop_loop(self._connection)
+
+    def _on_confirm(self, frame: Any) -> None:
+        run = self._run
+        if run is None:
+            return
+        method = frame.method
+        nacked = isinstance(method, Basic.Nack)
+        tag = method.delivery_tag
+        if method.multiple:
+            tags: Iterable[int] = range(run.low_tag, tag + 1)
+            run.low_tag = max(run.low_tag, tag + 1)
+        else:
+            tags = (tag,)
+        pending, returned = run.pending, run.returned
+        for t in tags:
+            entry = pending.pop(t, None)
+            if entry is None:
+                continue
+            if nacked:
+                run.failures.append(PublishFailure(entry[0], NACKED, "RabbitMQ nacked it (internal error)"))
+            elif returned:
+                reply = returned.pop(t, None)
+                if reply is None:
+                    run.confirmed.append(entry[0])
+                else:
+                    run.failures.append(PublishFailure(entry[0], RETURNED, f"unroutable: {reply}"))
+            else:
+                run.confirmed.append(entry[0])
+        run.last_progress = time.monotonic()
+        if run.more:
+            self._fill()
+        else:
+            self._maybe_finish()
+
+    def _on_return(self, channel: Channel, method: Any, properties: BasicProperties, body: bytes) -> None:
+        run = self._run
+        if run is None:
+            return
+        # The return comes before the ack of the same message: find the oldest pending one with its id.
+        for tag, (_, message_id) in run.pending.items():
+            if message_id == properties.message_id and tag not in run.returned:
+                run.returned[tag] = (
+                    f"{method.reply_code} {method.reply_text} (routing key {method.routing_key!r})"
+                )
+                return
+        logger.warning("Returned message %s matches no message in flight", properties.message_id)
+
+    def _check_progress(self) -> None:
+        run = self._run
+        if run is None or self._connection is None:
+            return
+        idle_s = time.monotonic() - run.last_progress
+        if not run.pending or idle_s < self.confirm_timeout_s:
+            self._connection.ioloop.call_later(
+                max(0.01, self.confirm_timeout_s - idle_s), self._check_progress
+            )
+            return
+        # Late confirms on this channel would settle nothing we track: start afresh after this call.
+        self._stale = True
+        self._lost(f"no confirm within {self.confirm_timeout_s} s")
+
+    def _lost(self, why: str) -> None:
+        """Settle every message in flight as ``unconfirmed`` and stop taking new ones."""
+        run = self._run
+        if run is None:
+            return
+        for index, _ in run.pending.values():
+            run.failures.append(PublishFailure(index, UNCONFIRMED, f"{why}; it may or may not be queued"))
+        run.pending.clear()
+        run.returned.clear()
+        run.more = False
+        self._channel = None
+        if not run.finished:
+            run.finished = True
+            if self._connection is not None:
+                self._stop_loop(self._connection)
