@@ -35,11 +35,12 @@ from .errors import (
 )
 from .jobs import ProviderJob, parse_job
 from .middleware import ClassifiedRetries, ErrorCategory, ErrorClassifier
-from .providers import FunctionProvider, HttpProvider, InProcessProvider, Provider, ProviderRegistry
+from .providers import FunctionProvider, InProcessProvider, Provider, ProviderRegistry
 from .settings import Settings
 
 if TYPE_CHECKING:
     from .compat import JobQueue, ProviderWorker
+    from .providers.http import HttpProvider
 
 __all__ = [
     "ArchiveError",
@@ -83,4 +84,8 @@ def __getattr__(name: str) -> Any:
         from . import compat
 
         return getattr(compat, name)
+    if name == "HttpProvider":
+        from .providers.http import HttpProvider
+
+        return HttpProvider
     raise AttributeError(f"module 'provider_jobs' has no attribute {name!r}")

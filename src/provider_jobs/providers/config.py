@@ -10,7 +10,6 @@ from typing import Any
 
 from ..errors import ConfigurationError
 from .base import Provider
-from .http import HttpProvider
 from .registry import ProviderRegistry
 
 __all__ = ["load_providers", "parse_providers"]
@@ -58,6 +57,8 @@ def _read_file(path: Path) -> list[dict[str, Any]]:
 def _build(entry: dict[str, Any]) -> Provider:
     kind = entry.get("kind", "http")
     if kind == "http":
+        from .http import HttpProvider
+
         if not entry.get("url"):
             raise ConfigurationError(f"provider entry {entry!r} is not allowed: an http provider needs 'url'")
         return HttpProvider(
