@@ -124,10 +124,11 @@ class _Attempt:
     __slots__ = ("dead_letter", "message_id", "retries", "started")
 
     def __init__(self, message: dramatiq.MessageProxy) -> None:
+        options = message.options
         self.message_id = message.message_id
         self.started = time.perf_counter()
-        self.retries: int = message.options.get("retries", 0)
-        self.dead_letter: Any = message.options.get("dead_letter")
+        self.retries: int = options.get("retries", 0)
+        self.dead_letter: Any = options.get("dead_letter")
 
 
 class Metrics(Middleware):
@@ -218,6 +219,7 @@ class Metrics(Middleware):
         self._failed = self.failed.labels(self.worker_id)
         self._retries = self.retries.labels(self.worker_id)
         self._in_progress = self.in_progress.labels(self.worker_id)
+        self._durations: dict[tuple[str, str, str], Any] = {}
 
     # -- worker lifecycle -------------------------------------------------------
 
@@ -292,11 +294,15 @@ class Metrics(Middleware):
         else:
             outcome = "errored"
         if attempt is not None:
-            self.duration.labels(
+            key = (
                 str(options.get("provider") or ""),
                 str(options.get("operation") or message.actor_name),
                 outcome,
-            ).observe(time.perf_counter() - attempt.started)
+            )
+            child = self._durations.get(key)
+            if child is None:
+                child = self._durations[key] = self.duration.labels(*key)
+            child.observe(time.perf_counter() - attempt.started)
 
     def after_skip_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
         self._finish(message)
