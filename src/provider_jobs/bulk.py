@@ -21,6 +21,7 @@ reached the queue; ``not_sent`` never left this process.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import threading
@@ -321,17 +322,22 @@ class BulkPublisher:
     def _discard(self) -> None:
         connection, self._connection, self._channel = self._connection, None, None
         self._stale = False
-        if connection is not None and not connection.is_closed:
+        if connection is None:
+            return
+        if not connection.is_closed:
             # A broker that does not answer the close must not hang us: bounded wait.
             timer = connection.ioloop.call_later(self.connect_timeout_s, lambda: self._stop_loop(connection))
-            try:
+            with contextlib.suppress(pika.exceptions.AMQPError, OSError):
                 if not connection.is_closing:
                     connection.close()
                 self._loop(connection)
-            except (pika.exceptions.AMQPError, OSError):
-                pass
-            finally:
-                connection.ioloop.remove_timeout(timer)
+            connection.ioloop.remove_timeout(timer)
+        if not connection.is_closed:
+            # No Close-Ok in time: drop the socket (pika's adapter hook for an abrupt close).
+            with contextlib.suppress(Exception):
+                connection._adapter_disconnect()
+        # The loop is ours (pika made one for this connection): close its wake-up sockets too.
+        connection.ioloop.close()
 
     def close(self) -> None:
         """Close the connection; the next call opens a new one."""
@@ -426,10 +432,11 @@ class BulkPublisher:
     ) -> None:
         while run.more and len(pending) < window and channel is not None:
             if run.interval_s:
-                wait_s = self._next_send_at - time.monotonic()
-                if wait_s > 0:
+                now = time.monotonic()
+                due = self._next_send_at
+                if due > now:
                     assert self._connection is not None
-                    run.pacing_timer = self._connection.ioloop.call_later(wait_s, self._fill)
+                    run.pacing_timer = self._connection.ioloop.call_later(due - now, self._fill)
                     return
             try:
                 item = next(run.items)
@@ -440,6 +447,12 @@ class BulkPublisher:
                 run.more = False
                 run.error = exc
                 break
+            if run.interval_s:
+                # Spaced from when this one was due, absorbing a late wake-up; after a longer
+                # stall (a slow caller, a new call) from now, never catching up in a burst.
+                now = time.monotonic()
+                due = self._next_send_at
+                self._next_send_at = (due if now - due < run.interval_s else now) + run.interval_s
             index = run.taken
             run.taken += 1
             tag = self._next_tag
@@ -459,8 +472,6 @@ class BulkPublisher:
                 break
             self._next_tag = tag + 1
             pending[tag] = (index, message_id)
-            if run.interval_s:
-                self._next_send_at = time.monotonic() + run.interval_s
 
     def _maybe_finish(self) -> None:
         run = self._run

@@ -3,11 +3,14 @@
 A replay is planned first: every record is read, every edit (a JSON merge
 patch, RFC 7396) applied and the job validated with
 :func:`~provider_jobs.jobs.parse_job`; one invalid edit stops the replay before
-anything is sent. Then, record by record: claim it in the archive (one atomic
-``UPDATE``; a record someone else is replaying is skipped), publish the fresh
-message persistently with publisher confirms, and mark the record
-``replayed`` with the new message id, audited. A failed publish gives the claim
-back, so the record can be replayed later.
+anything is sent. Then, batch by batch: claim each record in the archive (one
+atomic ``UPDATE``; a record someone else is replaying is skipped), publish the
+fresh messages persistently through a :class:`~provider_jobs.bulk.BulkPublisher`
+(publisher confirms, many in flight, unroutable ones returned), and mark each
+record whose message RabbitMQ confirmed ``replayed`` with the new message id,
+audited. Every other claim is given back, so the record can be replayed later;
+a message left *unconfirmed* by a lost connection may still have been queued,
+so such a later replay can deliver its job twice (as any redelivery can).
 
 The fresh message keeps the job and its ``job_id`` but gets a new
 ``message_id``, a fresh ``message_timestamp`` (or ``AgeLimit`` would drop it),
@@ -17,21 +20,19 @@ The fresh message keeps the job and its ``job_id`` but gets a new
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-import pika
-import pika.exceptions
-
-from ..errors import BrokerUnavailable, InvalidJob, NotReplayable
+from ..bulk import NOT_SENT, BulkPublisher, BulkResult, OutgoingMessage, PublishFailure
+from ..errors import BrokerUnavailable, InvalidJob, NotReplayable, RecordNotFound
 from ..jobs import parse_job
 from .archive import DEAD, DISCARDED, REPLAYED, DeadLetterArchive
+from .filters import RecordFilter
 from .records import DeadLetter
 
 __all__ = ["ReplayOutcome", "ReplayPlan", "ReplayReport", "Replayer", "merge_patch"]
@@ -40,6 +41,9 @@ logger = logging.getLogger("provider_jobs.dlq.replay")
 
 #: Options of the dead message that a replay must not carry.
 _DROPPED_OPTIONS = frozenset({"attempt_history", "dead_letter", "traceback", "requeue_timestamp", "eta"})
+
+#: Records read per archive query when planning.
+_READ_BATCH = 500
 
 PUBLISHED, WOULD_PUBLISH, SKIPPED, FAILED = "published", "would_publish", "skipped", "failed"
 
@@ -107,6 +111,10 @@ class Replayer:
         who: Name written to the audit log.
         allow_statuses: Record statuses that may be replayed. Default: ``dead`` only;
             ``force`` in :meth:`replay` adds ``replayed`` and ``discarded``.
+        window: Records claimed and published together, confirms in flight. Default 1000.
+
+    Raises:
+        ValueError: ``window`` is below 1.
     """
 
     def __init__(
@@ -116,13 +124,15 @@ class Replayer:
         broker_url: str,
         who: str,
         allow_statuses: Sequence[str] = (DEAD,),
+        window: int = 1000,
     ) -> None:
+        if window < 1:
+            raise ValueError(f"window={window!r} is not allowed: expected 1 or more records")
         self.archive = archive
         self.broker_url = broker_url
         self.who = who
         self.allow_statuses = tuple(allow_statuses)
-        self._channel: Any = None
-        self._sent_at = 0.0
+        self.window = window
 
     # -- planning -----------------------------------------------------------------
 
@@ -142,9 +152,12 @@ class Replayer:
             NotReplayable: An edit was asked for a record that holds no provider job.
         """
         allowed = (DEAD, REPLAYED, DISCARDED) if force else self.allow_statuses
+        records = self._read(ids)
         plans = []
         for record_id in ids:
-            record = self.archive.get(record_id)
+            record = records.get(record_id)
+            if record is None:
+                raise RecordNotFound(f"No archived dead letter with id {record_id}")
             if record.status not in allowed:
                 plans.append(
                     ReplayPlan(
@@ -173,6 +186,17 @@ class Replayer:
                 )
             )
         return plans
+
+    def _read(self, ids: Sequence[int]) -> dict[int, DeadLetter]:
+        """The records ``ids``, by id, read a few hundred per query."""
+        found: dict[int, DeadLetter] = {}
+        wanted = list(dict.fromkeys(ids))
+        for first in range(0, len(wanted), _READ_BATCH):
+            chunk = wanted[first : first + _READ_BATCH]
+            for record in self.archive.find(RecordFilter(ids=chunk), limit=len(chunk)):
+                assert record.id is not None
+                found[record.id] = record
+        return found
 
     def _prepare(
         self,
@@ -225,6 +249,11 @@ class Replayer:
     ) -> ReplayReport:
         """Replay the records ``ids``, in order.
 
+        Records go in batches of at most ``window`` (one at a time when
+        ``rate_per_s`` is given): each batch is claimed, published with its
+        confirms in flight together, and then each record is marked replayed
+        if RabbitMQ confirmed its message, or released if not.
+
         Args:
             ids: Archive ids.
             request_patch: JSON merge patch applied to each job's ``request``.
@@ -233,37 +262,42 @@ class Replayer:
             rate_per_s: Messages per second at most; ``None`` for as fast as confirms allow.
             force: Also replay records already replayed or discarded.
             reason: Why, for the audit log.
-            on_outcome: Called after each record (progress bars).
+            on_outcome: Called for each record, in order, once its batch is settled (progress bars).
 
         Raises:
             RecordNotFound, InvalidJob, NotReplayable: From planning; nothing was sent.
             BrokerUnavailable: RabbitMQ cannot be reached before the first publish.
+            ValueError: ``rate_per_s`` is not positive.
         """
         if rate_per_s is not None and rate_per_s <= 0:
             raise ValueError(f"rate_per_s={rate_per_s!r} is not allowed: expected messages per second > 0")
         plans = self.plan(ids, request_patch=request_patch, job_patch=job_patch, force=force)
         report = ReplayReport()
         started = time.monotonic()
-        allowed = (DEAD, REPLAYED, DISCARDED) if force else self.allow_statuses
-        audit = {"request_patch": request_patch, "job_patch": job_patch}
-        self._channel = None if dry_run else self._open_channel()
-        next_send = time.monotonic()
+        # A paced replay goes record by record: the archive work then fits between two
+        # sends instead of delaying the first send of the next batch.
+        batch = self.window if rate_per_s is None else 1
+        publisher = None if dry_run else self._open_publisher()
+        context = _SendContext(
+            allowed=(DEAD, REPLAYED, DISCARDED) if force else self.allow_statuses,
+            reason=reason,
+            audit={"request_patch": request_patch, "job_patch": job_patch},
+            rate_per_s=rate_per_s,
+        )
         try:
-            for plan in plans:
-                if dry_run or plan.message is None:
-                    outcome = self._unsent(plan, dry_run=dry_run)
+            for first in range(0, len(plans), batch):
+                chunk = plans[first : first + batch]
+                if publisher is None:
+                    outcomes = [self._unsent(plan, dry_run=dry_run) for plan in chunk]
                 else:
-                    outcome = self._send(plan, allowed, reason=reason, audit=audit, not_before=next_send)
-                    if rate_per_s is not None and outcome.status == PUBLISHED:
-                        # Spaced from the previous send, never catching up in a burst.
-                        next_send = self._sent_at + 1 / rate_per_s
-                report.outcomes.append(outcome)
-                if on_outcome is not None:
-                    on_outcome(outcome)
+                    outcomes = self._send_batch(chunk, publisher, context)
+                for outcome in outcomes:
+                    report.outcomes.append(outcome)
+                    if on_outcome is not None:
+                        on_outcome(outcome)
         finally:
-            if self._channel is not None:
-                self._close(self._channel)
-                self._channel = None
+            if publisher is not None:
+                publisher.close()
         report.elapsed_s = time.monotonic() - started
         return report
 
@@ -282,56 +316,84 @@ class Replayer:
             detail=kwargs,
         )
 
-    def _send(
-        self,
-        plan: ReplayPlan,
-        allowed: Sequence[str],
-        *,
-        reason: str | None,
-        audit: dict[str, Any],
-        not_before: float,
-    ) -> ReplayOutcome:
-        """Claim, publish, mark replayed; a failed publish releases the claim."""
-        record = plan.record
-        assert record.id is not None and plan.message is not None
-        token = self.archive.claim(record.id, allow_statuses=allowed)
-        if token is None:
-            return ReplayOutcome(
-                record_id=record.id,
-                status=SKIPPED,
-                job_id=record.job_id,
-                detail="already replayed, discarded, or being replayed by someone else",
-            )
-        wait_s = not_before - time.monotonic()
-        if wait_s > 0:
-            time.sleep(wait_s)
-        self._sent_at = time.monotonic()
-        message = {
-            **plan.message,
-            "message_id": str(uuid.uuid4()),
-            "message_timestamp": int(time.time() * 1000),
-        }
+    def _send_batch(
+        self, chunk: Sequence[ReplayPlan], publisher: BulkPublisher, context: _SendContext
+    ) -> list[ReplayOutcome]:
+        """Claim, publish with confirms in flight, then mark the confirmed and release the rest."""
+        outcomes: list[ReplayOutcome | None] = [None] * len(chunk)
+        claimed: list[tuple[int, ReplayPlan, str]] = []
+        for position, plan in enumerate(chunk):
+            record = plan.record
+            assert record.id is not None
+            if plan.message is None:
+                outcomes[position] = self._unsent(plan, dry_run=False)
+                continue
+            token = self.archive.claim(record.id, allow_statuses=context.allowed)
+            if token is None:
+                outcomes[position] = ReplayOutcome(
+                    record_id=record.id,
+                    status=SKIPPED,
+                    job_id=record.job_id,
+                    detail="already replayed, discarded, or being replayed by someone else",
+                )
+                continue
+            claimed.append((position, plan, token))
+        sent: list[dict[str, Any]] = []
+
+        def messages() -> Iterator[OutgoingMessage]:
+            for _, plan, _ in claimed:
+                assert plan.message is not None
+                # Stamped when it goes out, not when the batch was planned (AgeLimit, pacing).
+                message = {
+                    **plan.message,
+                    "message_id": str(uuid.uuid4()),
+                    "message_timestamp": int(time.time() * 1000),
+                }
+                sent.append(message)
+                yield OutgoingMessage(
+                    routing_key=message["queue_name"],
+                    body=json.dumps(message, separators=(",", ":")).encode(),
+                    priority=message["options"].get("broker_priority"),
+                    message_id=message["message_id"],
+                )
+
         try:
-            self._publish(message)
-        except (pika.exceptions.AMQPError, OSError) as exc:
-            self.archive.release(record.id, token)
-            if not isinstance(exc, pika.exceptions.UnroutableError):
-                self._reopen()
-            return ReplayOutcome(
-                record_id=record.id,
+            result = publisher.publish_many(messages(), rate_per_s=context.rate_per_s)
+        except BrokerUnavailable as exc:
+            result = BulkResult(failures=[PublishFailure(0, NOT_SENT, str(exc))])
+        confirmed = set(result.confirmed)
+        failures = {f.index: f for f in result.failures}
+        for k, (position, plan, token) in enumerate(claimed):
+            if k in confirmed:
+                outcomes[position] = self._mark(plan, token, sent[k], context)
+                continue
+            record_id = plan.record.id
+            assert record_id is not None
+            self.archive.release(record_id, token)
+            failure = failures.get(k)
+            why = f"{failure.status}: {failure.detail}" if failure else "not sent: the batch stopped"
+            outcomes[position] = ReplayOutcome(
+                record_id=record_id,
                 status=FAILED,
-                job_id=record.job_id,
-                detail=f"publish failed ({type(exc).__name__}: {exc}); claim released",
+                job_id=plan.record.job_id,
+                detail=f"publish failed ({why}); claim released",
             )
+        return [o for o in outcomes if o is not None]
+
+    def _mark(
+        self, plan: ReplayPlan, token: str, message: dict[str, Any], context: _SendContext
+    ) -> ReplayOutcome:
+        record = plan.record
+        assert record.id is not None
         details: dict[str, Any] = {"queue": message["queue_name"], "original_message_id": record.message_id}
         if plan.edited:
-            details.update(audit)
+            details.update(context.audit)
         self.archive.mark_replayed(
             record.id,
             token,
             message_id=message["message_id"],
             who=self.who,
-            reason=reason,
+            reason=context.reason,
             details=details,
             action="replay_edited" if plan.edited else "replay",
         )
@@ -350,43 +412,20 @@ class Replayer:
             job_id=record.job_id,
         )
 
-    def _open_channel(self) -> Any:
-        params = pika.URLParameters(self.broker_url)
-        params.connection_attempts = 1
-        params.socket_timeout = 5
+    def _open_publisher(self) -> BulkPublisher:
+        publisher = BulkPublisher(self.broker_url, window=self.window)
         try:
-            connection = pika.BlockingConnection(params)
-            channel = connection.channel()
-            channel.confirm_delivery()
-        except (pika.exceptions.AMQPError, OSError) as exc:
-            raise BrokerUnavailable(
-                f"Cannot reach RabbitMQ at {params.host}:{params.port} to replay "
-                f"({type(exc).__name__}: {exc})"
-            ) from exc
-        return channel
+            publisher.connect()
+        except BrokerUnavailable as exc:
+            raise BrokerUnavailable(f"{exc}; nothing was replayed") from exc
+        return publisher
 
-    def _reopen(self) -> None:
-        if self._channel is not None:
-            self._close(self._channel)
-        try:
-            self._channel = self._open_channel()
-        except BrokerUnavailable:
-            self._channel = None
 
-    def _publish(self, message: dict[str, Any]) -> None:
-        if self._channel is None:
-            raise pika.exceptions.AMQPConnectionError("no connection to RabbitMQ")
-        self._channel.basic_publish(
-            exchange="",
-            routing_key=message["queue_name"],
-            body=json.dumps(message, separators=(",", ":")).encode(),
-            properties=pika.BasicProperties(
-                delivery_mode=2, priority=message["options"].get("broker_priority")
-            ),
-            mandatory=True,
-        )
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class _SendContext:
+    """What every batch of one :meth:`Replayer.replay` call shares."""
 
-    @staticmethod
-    def _close(channel: Any) -> None:
-        with contextlib.suppress(pika.exceptions.AMQPError, OSError):
-            channel.connection.close()
+    allowed: Sequence[str]
+    reason: str | None
+    audit: dict[str, Any]
+    rate_per_s: float | None
