@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import logging
+import operator
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,7 +29,9 @@ from sqlalchemy.engine import Connection, Engine
 
 from ..errors import ArchiveError, ArchiveUnavailable, ConfigurationError, RecordConflict, RecordNotFound
 from .filters import AuditEntry, Group, RecordFilter, RetentionReport
+from .groups import GroupDeltas, GroupSummary
 from .records import DeadLetter
+from .schema import JSON_COLUMNS, Tables
 
 __all__ = ["DEAD", "DISCARDED", "REPLAYED", "STATUSES", "DeadLetterArchive"]
 
@@ -38,67 +43,23 @@ DEFAULT_CLAIM_TTL_S = 300.0
 
 logger = logging.getLogger("provider_jobs.dlq.archive")
 
-_RECORD_FIELDS = [f.name for f in dataclasses.fields(DeadLetter)]
+#: Columns the archiver inserts: every field of a record but its id.
+_INSERT_COLUMNS = tuple(f.name for f in dataclasses.fields(DeadLetter) if f.name != "id")
+_insert_values = operator.attrgetter(*_INSERT_COLUMNS)
+_JSON_POSITIONS = tuple(i for i, name in enumerate(_INSERT_COLUMNS) if name in JSON_COLUMNS)
+_UPDATED_POSITION = _INSERT_COLUMNS.index("updated_ms")
+_ARCHIVED_POSITION = _INSERT_COLUMNS.index("archived_ms")
+_dumps = json.JSONEncoder(separators=(",", ":")).encode
 
 
-def _tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table]:
-    records = sa.Table(
-        "dead_letters",
-        metadata,
-        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-        sa.Column("dedupe_key", sa.Text, nullable=False, unique=True),
-        sa.Column("message_id", sa.Text, index=True),
-        sa.Column("job_id", sa.Text, index=True),
-        sa.Column("queue_name", sa.Text),
-        sa.Column("source_queue", sa.Text, nullable=False),
-        sa.Column("actor_name", sa.Text),
-        sa.Column("provider_namespace", sa.Text),
-        sa.Column("resource_type", sa.Text),
-        sa.Column("operation", sa.Text),
-        sa.Column("request", sa.JSON),
-        sa.Column("priority", sa.Integer),
-        sa.Column("category", sa.Text, nullable=False),
-        sa.Column("retryable", sa.Boolean),
-        sa.Column("reason", sa.Text, nullable=False),
-        sa.Column("error_type", sa.Text),
-        sa.Column("error", sa.Text, nullable=False),
-        sa.Column("traceback", sa.Text),
-        sa.Column("attempts", sa.Integer, nullable=False),
-        sa.Column("max_retries", sa.Integer),
-        sa.Column("attempt_history", sa.JSON, nullable=False),
-        sa.Column("x_death", sa.JSON),
-        sa.Column("headers", sa.JSON, nullable=False),
-        sa.Column("first_enqueued_ms", sa.BigInteger),
-        sa.Column("dead_lettered_ms", sa.BigInteger, nullable=False),
-        sa.Column("archived_ms", sa.BigInteger, nullable=False),
-        sa.Column("fingerprint", sa.String(32), nullable=False),
-        sa.Column("body", sa.LargeBinary, nullable=False),
-        sa.Column("status", sa.String(16), nullable=False),
-        sa.Column("status_reason", sa.Text),
-        sa.Column("replay_count", sa.Integer, nullable=False),
-        sa.Column("replay_message_ids", sa.JSON, nullable=False),
-        sa.Column("escalated_ms", sa.BigInteger),
-        sa.Column("updated_ms", sa.BigInteger),
-        sa.Column("claim_token", sa.String(64)),
-        sa.Column("claimed_ms", sa.BigInteger),
-        sa.Index("ix_dead_letters_status_dead", "status", "dead_lettered_ms"),
-        sa.Index("ix_dead_letters_fingerprint", "fingerprint", "status"),
-        sa.Index("ix_dead_letters_category", "category", "status"),
-        sa.Index("ix_dead_letters_provider", "provider_namespace", "resource_type", "operation"),
-        sa.Index("ix_dead_letters_archived", "archived_ms"),
-    )
-    audit = sa.Table(
-        "dlq_audit",
-        metadata,
-        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-        sa.Column("at_ms", sa.BigInteger, nullable=False, index=True),
-        sa.Column("who", sa.Text, nullable=False),
-        sa.Column("action", sa.String(32), nullable=False),
-        sa.Column("record_id", sa.Integer, index=True),
-        sa.Column("reason", sa.Text),
-        sa.Column("details", sa.JSON, nullable=False),
-    )
-    return records, audit
+def _insert_row(record: DeadLetter) -> tuple[Any, ...]:
+    """``record`` as the parameters of the compiled insert, JSON columns already serialised."""
+    values = list(_insert_values(record))
+    for i in _JSON_POSITIONS:
+        if values[i] is not None:
+            values[i] = _dumps(values[i])
+    values[_UPDATED_POSITION] = values[_ARCHIVED_POSITION]
+    return tuple(values)
 
 
 def _now_ms() -> int:
@@ -153,7 +114,10 @@ class DeadLetterArchive:
         self.claim_ttl_s = claim_ttl_s
         self._busy_timeout_ms = busy_timeout_ms
         self._metadata = sa.MetaData(schema=schema)
-        self.records, self.audit_log = _tables(self._metadata)
+        self.tables = Tables(self._metadata)
+        self.records, self.audit_log = self.tables.records, self.tables.audit
+        self._groups = GroupSummary(self.tables, is_sqlite=self.is_sqlite)
+        self._insert_sql: str | None = None
         self._engine: Engine | None = None
         self._ready = False
 
@@ -216,7 +180,13 @@ class DeadLetterArchive:
             with self._errors("creating tables"), self._engine.begin() as conn:
                 if self.schema:
                     conn.execute(sa.schema.CreateSchema(self.schema, if_not_exists=True))
+                inspector = sa.inspect(conn)
+                summary_missing = not inspector.has_table(self.tables.groups.name, schema=self.schema)
+                records_existed = inspector.has_table(self.records.name, schema=self.schema)
                 self._metadata.create_all(conn)
+                if summary_missing and records_existed:
+                    # An archive from before the summary table: count what it holds once.
+                    self._groups.rebuild(conn)
             self._ready = True
         return self._engine
 
@@ -264,8 +234,23 @@ class DeadLetterArchive:
         dialect = sqlite if self.is_sqlite else postgresql
         return dialect.insert(self.records).on_conflict_do_nothing(index_elements=["dedupe_key"])
 
+    def _compiled_insert(self) -> str:
+        """The insert as DBAPI SQL with positional parameters in ``_INSERT_COLUMNS`` order."""
+        if self._insert_sql is None:
+            dialect: sa.Dialect = (
+                sqlite.dialect(paramstyle="qmark")
+                if self.is_sqlite
+                else postgresql.psycopg.dialect(paramstyle="format")  # type: ignore[no-untyped-call]
+            )
+            self._insert_sql = str(self._insert().compile(dialect=dialect, column_keys=list(_INSERT_COLUMNS)))
+        return self._insert_sql
+
     def store(self, records: Sequence[DeadLetter]) -> list[str]:
         """Insert ``records`` in one transaction; those already archived are skipped.
+
+        One ``executemany`` of a prepared insert; only a batch that holds an
+        already archived record (a redelivery) is stored again row by row, to
+        tell which ones were new.
 
         Returns:
             The dedupe keys of the records that were new.
@@ -276,14 +261,29 @@ class DeadLetterArchive:
         unique = list({r.dedupe_key: r for r in records}.values())
         if not unique:
             return []
-        rows = []
-        for record in unique:
-            row = {name: getattr(record, name) for name in _RECORD_FIELDS if name != "id"}
-            row["updated_ms"] = record.archived_ms
-            rows.append(row)
+        rows = [_insert_row(record) for record in unique]
+        sql = self._compiled_insert()
         with self._write(f"storing {len(rows)} dead letter(s)") as conn:
-            result = conn.execute(self._insert().returning(self.records.c.dedupe_key), rows)
-            return [row[0] for row in result]
+            savepoint = conn.begin_nested()
+            if conn.exec_driver_sql(sql, rows).rowcount == len(rows):
+                savepoint.commit()
+                new = unique
+            else:
+                savepoint.rollback()
+                insert = self._insert().returning(self.records.c.dedupe_key)
+                new = [
+                    record
+                    for record in unique
+                    if conn.execute(
+                        insert,
+                        {
+                            **{name: getattr(record, name) for name in _INSERT_COLUMNS},
+                            "updated_ms": record.archived_ms,
+                        },
+                    ).first()
+                ]
+            self._groups.apply(conn, Counter((r.fingerprint, r.status) for r in new))
+        return [r.dedupe_key for r in new]
 
     def _audit_row(
         self,
@@ -375,9 +375,9 @@ class DeadLetterArchive:
         table = self.records
         with self._write(f"marking record {record_id} replayed") as conn:
             row = conn.execute(
-                sa.select(table.c.replay_message_ids).where(
-                    table.c.id == record_id, table.c.claim_token == token
-                )
+                sa.select(table.c.replay_message_ids, table.c.fingerprint, table.c.status)
+                .where(table.c.id == record_id, table.c.claim_token == token)
+                .with_for_update()
             ).first()
             if row is None:
                 raise RecordConflict(f"Record {record_id}: replay claim lost; it may be replayed twice")
@@ -394,6 +394,7 @@ class DeadLetterArchive:
                     updated_ms=now,
                 )
             )
+            self._groups.apply(conn, _moved([(row.fingerprint, row.status)], REPLAYED))
             conn.execute(
                 self.audit_log.insert(),
                 self._audit_row(
@@ -416,14 +417,14 @@ class DeadLetterArchive:
         """
         table = self.records
         with self._write(f"{action} records") as conn:
-            ids = [
-                r[0]
-                for r in conn.execute(
-                    sa.select(table.c.id).where(*record_filter.clauses(table), table.c.claim_token.is_(None))
-                )
-            ]
-            if not ids:
+            matched = conn.execute(
+                sa.select(table.c.id, table.c.fingerprint, table.c.status)
+                .where(*record_filter.clauses(table), table.c.claim_token.is_(None))
+                .with_for_update()
+            ).all()
+            if not matched:
                 return []
+            ids = [r.id for r in matched]
             now = _now_ms()
             for chunk in _chunks(ids, 500):
                 conn.execute(
@@ -431,6 +432,7 @@ class DeadLetterArchive:
                     .where(table.c.id.in_(chunk))
                     .values(status=status, status_reason=reason, updated_ms=now)
                 )
+            self._groups.apply(conn, _moved([(r.fingerprint, r.status) for r in matched], status))
             conn.execute(
                 self.audit_log.insert(),
                 [
@@ -475,10 +477,13 @@ class DeadLetterArchive:
         """
         table = self.records
         with self._write("purging records") as conn:
-            result = conn.execute(
-                table.delete().where(*record_filter.clauses(table), table.c.claim_token.is_(None))
-            )
-            count = int(result.rowcount)
+            deleted = conn.execute(
+                table.delete()
+                .where(*record_filter.clauses(table), table.c.claim_token.is_(None))
+                .returning(table.c.fingerprint, table.c.status)
+            ).all()
+            count = len(deleted)
+            self._groups.apply(conn, _removed(deleted))
             conn.execute(
                 self.audit_log.insert(),
                 self._audit_row(
@@ -502,11 +507,14 @@ class DeadLetterArchive:
         cutoff = now - int(retention_days * 86_400_000)
         table = self.records
         with self._write("applying retention") as conn:
-            expired = int(
+            gone = list(
                 conn.execute(
-                    table.delete().where(table.c.archived_ms < cutoff, table.c.claim_token.is_(None))
-                ).rowcount
+                    table.delete()
+                    .where(table.c.archived_ms < cutoff, table.c.claim_token.is_(None))
+                    .returning(table.c.fingerprint, table.c.status)
+                )
             )
+            expired = len(gone)
             total = int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
             evicted = 0
             if total > max_records:
@@ -520,7 +528,14 @@ class DeadLetterArchive:
                     )
                 ]
                 for chunk in _chunks(victims, 500):
-                    evicted += int(conn.execute(table.delete().where(table.c.id.in_(chunk))).rowcount)
+                    evicted_rows = conn.execute(
+                        table.delete()
+                        .where(table.c.id.in_(chunk))
+                        .returning(table.c.fingerprint, table.c.status)
+                    ).all()
+                    evicted += len(evicted_rows)
+                    gone += evicted_rows
+            self._groups.apply(conn, _removed(gone))
             remaining = total - evicted
             if expired or evicted:
                 conn.execute(
@@ -611,7 +626,16 @@ class DeadLetterArchive:
             )
 
     def groups(self, record_filter: RecordFilter | None = None, *, limit: int = 100) -> list[Group]:
-        """Counts per fingerprint, largest first, with first and last seen and a sample error."""
+        """Counts per fingerprint, largest first, with first and last seen and a sample error.
+
+        A filter on status, category, provider, operation or fingerprint is
+        answered from the group summary table (a lookup, whatever the archive's
+        size); any other filter groups the matching records.
+        """
+        record_filter = record_filter or RecordFilter()
+        if GroupSummary.answers(record_filter):
+            with self._read("reading the group summary") as conn:
+                return self._groups.read(conn, record_filter, limit=limit)
         t = self.records
         query = (
             sa.select(
@@ -626,7 +650,7 @@ class DeadLetterArchive:
                 sa.func.min(t.c.error),
                 sa.func.max(t.c.id),
             )
-            .where(*(record_filter or RecordFilter()).clauses(t))
+            .where(*record_filter.clauses(t))
             .group_by(t.c.fingerprint)
             .order_by(sa.desc("count"), sa.func.max(t.c.dead_lettered_ms).desc())
             .limit(limit)
@@ -657,6 +681,24 @@ class DeadLetterArchive:
             query = query.where(a.c.record_id == record_id)
         with self._read("reading the audit log") as conn:
             return [AuditEntry(**r._asdict()) for r in conn.execute(query)]
+
+
+def _moved(rows: Iterable[tuple[str, str]], status: str) -> GroupDeltas:
+    """Group deltas of records (fingerprint, old status) that now have ``status``."""
+    deltas: GroupDeltas = Counter()
+    for fingerprint, old in rows:
+        if old != status:
+            deltas[(fingerprint, old)] -= 1
+            deltas[(fingerprint, status)] += 1
+    return deltas
+
+
+def _removed(rows: Iterable[Any]) -> GroupDeltas:
+    """Group deltas of deleted records, given as (fingerprint, status) rows."""
+    deltas: GroupDeltas = Counter()
+    for fingerprint, status in rows:
+        deltas[(fingerprint, status)] -= 1
+    return deltas
 
 
 def _chunks(items: Sequence[int], size: int) -> Iterator[list[int]]:

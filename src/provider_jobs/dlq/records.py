@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import re
@@ -136,9 +137,15 @@ def fingerprint(
 ) -> str:
     """A 16-hex-digit key grouping dead letters by cause: category, provider,
     resource type, operation and the normalised error text."""
-    key = "\x1f".join(
-        (category, provider_namespace or "", resource_type or "", operation or "", normalise_error(error))
-    )
+    return _fingerprint(category, provider_namespace or "", resource_type or "", operation or "", error)
+
+
+# A failure storm repeats a handful of errors thousands of times: normalise each once.
+@functools.lru_cache(maxsize=4096)
+def _fingerprint(
+    category: str, provider_namespace: str, resource_type: str, operation: str, error: str
+) -> str:
+    key = "\x1f".join((category, provider_namespace, resource_type, operation, normalise_error(error)))
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 

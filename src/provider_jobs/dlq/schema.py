@@ -1,0 +1,109 @@
+"""The archive's tables: dead letters, the per-fingerprint summary and the audit log.
+
+Indexes serve the archive's own queries and nothing else, since each one costs
+every insert: pages newest first (by status, category or provider), the
+group summary's upkeep (fingerprint), retention (archived time) and the
+dedupe key. Ids and job ids are searched by substring, which no B-tree serves.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+__all__ = ["JSON_COLUMNS", "Tables"]
+
+#: Columns stored as JSON text; the archive serialises them itself on its insert fast path.
+JSON_COLUMNS = frozenset({"request", "attempt_history", "x_death", "headers", "replay_message_ids"})
+
+
+class Tables:
+    """The archive's tables in ``metadata``.
+
+    Attributes:
+        records: ``dead_letters``, one row per archived dead letter.
+        groups: ``dead_letter_groups``, one row per (fingerprint, status): the
+            count, first and last dead-letter time and latest record, kept in
+            the same transaction as every change to ``records``.
+        audit: ``dlq_audit``, who did what to which record.
+    """
+
+    def __init__(self, metadata: sa.MetaData) -> None:
+        self.records = sa.Table(
+            "dead_letters",
+            metadata,
+            sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+            sa.Column("dedupe_key", sa.Text, nullable=False, unique=True),
+            sa.Column("message_id", sa.Text),
+            sa.Column("job_id", sa.Text),
+            sa.Column("queue_name", sa.Text),
+            sa.Column("source_queue", sa.Text, nullable=False),
+            sa.Column("actor_name", sa.Text),
+            sa.Column("provider_namespace", sa.Text),
+            sa.Column("resource_type", sa.Text),
+            sa.Column("operation", sa.Text),
+            sa.Column("request", sa.JSON),
+            sa.Column("priority", sa.Integer),
+            sa.Column("category", sa.Text, nullable=False),
+            sa.Column("retryable", sa.Boolean),
+            sa.Column("reason", sa.Text, nullable=False),
+            sa.Column("error_type", sa.Text),
+            sa.Column("error", sa.Text, nullable=False),
+            sa.Column("traceback", sa.Text),
+            sa.Column("attempts", sa.Integer, nullable=False),
+            sa.Column("max_retries", sa.Integer),
+            sa.Column("attempt_history", sa.JSON, nullable=False),
+            sa.Column("x_death", sa.JSON),
+            sa.Column("headers", sa.JSON, nullable=False),
+            sa.Column("first_enqueued_ms", sa.BigInteger),
+            sa.Column("dead_lettered_ms", sa.BigInteger, nullable=False),
+            sa.Column("archived_ms", sa.BigInteger, nullable=False),
+            sa.Column("fingerprint", sa.String(32), nullable=False),
+            sa.Column("body", sa.LargeBinary, nullable=False),
+            sa.Column("status", sa.String(16), nullable=False),
+            sa.Column("status_reason", sa.Text),
+            sa.Column("replay_count", sa.Integer, nullable=False),
+            sa.Column("replay_message_ids", sa.JSON, nullable=False),
+            sa.Column("escalated_ms", sa.BigInteger),
+            sa.Column("updated_ms", sa.BigInteger),
+            sa.Column("claim_token", sa.String(64)),
+            sa.Column("claimed_ms", sa.BigInteger),
+            sa.Index("ix_dead_letters_status_dead", "status", "dead_lettered_ms"),
+            sa.Index("ix_dead_letters_fp_status_dead", "fingerprint", "status", "dead_lettered_ms", "id"),
+            sa.Index("ix_dead_letters_category_status_dead", "category", "status", "dead_lettered_ms"),
+            sa.Index(
+                "ix_dead_letters_provider_status_dead",
+                "provider_namespace",
+                "resource_type",
+                "status",
+                "dead_lettered_ms",
+            ),
+            sa.Index("ix_dead_letters_archived", "archived_ms"),
+        )
+        self.groups = sa.Table(
+            "dead_letter_groups",
+            metadata,
+            sa.Column("fingerprint", sa.String(32), primary_key=True),
+            sa.Column("status", sa.String(16), primary_key=True),
+            sa.Column("count", sa.BigInteger, nullable=False),
+            sa.Column("first_seen_ms", sa.BigInteger),
+            sa.Column("last_seen_ms", sa.BigInteger),
+            sa.Column("latest_id", sa.Integer),
+            # Null only inside the transaction that removes a group's last record.
+            sa.Column("category", sa.Text),
+            sa.Column("provider_namespace", sa.Text),
+            sa.Column("resource_type", sa.Text),
+            sa.Column("operation", sa.Text),
+            sa.Column("sample_error", sa.Text),
+            sa.Index("ix_dead_letter_groups_status_count", "status", "count"),
+        )
+        self.audit = sa.Table(
+            "dlq_audit",
+            metadata,
+            sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+            sa.Column("at_ms", sa.BigInteger, nullable=False, index=True),
+            sa.Column("who", sa.Text, nullable=False),
+            sa.Column("action", sa.String(32), nullable=False),
+            sa.Column("record_id", sa.Integer, index=True),
+            sa.Column("reason", sa.Text),
+            sa.Column("details", sa.JSON, nullable=False),
+        )
