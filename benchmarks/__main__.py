@@ -9,7 +9,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from . import rss, workers
+from . import bulk, rss, workers
 from .harness import Result, Variant, interleave, save, table
 
 
@@ -110,6 +110,7 @@ WORKLOADS = {
     "lateness": (lateness, 50),
     "backlog": (backlog, 20_000),
     "memory": (memory, 100_000),
+    "bulk": (bulk.workload, 10_000),
 }
 
 

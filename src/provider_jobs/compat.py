@@ -114,7 +114,7 @@ class JobQueue:
         try:
             for queue_name in {m.queue_name for m in messages}:
                 broker.declare_queue(queue_name, ensure=True)
-        except (pika.exceptions.AMQPError, OSError) as exc:
+        except (dramatiq.errors.ConnectionError, pika.exceptions.AMQPError, OSError) as exc:
             raise BrokerUnavailable(
                 f"Cannot reach RabbitMQ at {redact_url(self.settings.broker_url)} "
                 f"({type(exc).__name__}: {exc}); nothing was sent"

@@ -1,0 +1,165 @@
+"""Workload 6: confirmed bulk submit and replay vs pika with one confirm in flight.
+
+Baseline: a pika ``BlockingChannel`` with ``confirm_delivery`` publishing N
+Dramatiq-shaped messages (persistent, mandatory, with priority) in a loop,
+each publish waiting for its confirm. Variants, into the same kind of queue:
+
+- ``submit_many``: ``JobQueue.submit_many`` of N job dicts (validation and
+  message building included);
+- ``replay``: ``Replayer.replay`` of N archived dead letters in a fresh SQLite
+  archive (claim, publish, mark replayed and audit included; storing the
+  records is not timed).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pika
+
+from provider_jobs.compat import JobQueue
+from provider_jobs.dlq import DeadLetterArchive, Replayer, dead_letter_from_delivery
+from provider_jobs.settings import Settings
+
+from .harness import Result, Variant, interleave
+
+URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
+QUEUE = "bench.bulk"
+
+
+def _job(i: int) -> dict[str, Any]:
+    return {
+        "provider_namespace": "ITL.Core",
+        "resource_type": "ResourceGroup",
+        "operation": "create",
+        "request": {"name": f"rg-{i}", "location": "westeurope"},
+        "priority": 5,
+    }
+
+
+def _body(i: int, queue: str) -> bytes:
+    job_id = uuid.uuid4().hex
+    return json.dumps(
+        {
+            "queue_name": queue,
+            "actor_name": "create_resource",
+            "args": [],
+            "kwargs": {"job": {**_job(i), "job_id": job_id, "submitted_at": "2027-01-01T00:00:00Z"}},
+            "options": {
+                "broker_priority": 5,
+                "job_id": job_id,
+                "provider": "ITL.Core/ResourceGroup",
+                "operation": "create",
+                "retries": 3,
+                "traceback": "Traceback ...",
+                "attempt_history": [{"attempt": 3, "category": "provider_not_found"}],
+                "dead_letter": {"reason": "exhausted", "category": "provider_not_found", "attempts": 3},
+            },
+            "message_id": str(uuid.uuid4()),
+            "message_timestamp": int(time.time() * 1000),
+        },
+        separators=(",", ":"),
+    ).encode()
+
+
+def _channel() -> Any:
+    return pika.BlockingConnection(pika.URLParameters(URL)).channel()
+
+
+def _declare(channel: Any, queue: str) -> None:
+    # workload() has the JobQueue's broker declare it, as a worker would.
+    channel.queue_purge(queue)
+
+
+def one_confirm_in_flight(n: int, queue: str) -> float:
+    """Messages per second: pika, ``confirm_delivery``, ``basic_publish`` in a loop."""
+    channel = _channel()
+    _declare(channel, queue)
+    bodies = [_body(i, queue) for i in range(n)]
+    channel.confirm_delivery()
+    started = time.perf_counter()
+    for body in bodies:
+        channel.basic_publish(
+            "", queue, body, pika.BasicProperties(delivery_mode=2, priority=5), mandatory=True
+        )
+    rate = n / (time.perf_counter() - started)
+    channel.queue_purge(queue)
+    channel.connection.close()
+    return rate
+
+
+def submit_many(n: int, queue: str, job_queue: JobQueue) -> float:
+    """Jobs per second through ``JobQueue.submit_many``."""
+    channel = _channel()
+    _declare(channel, queue)
+    jobs = [_job(i) for i in range(n)]
+    started = time.perf_counter()
+    ids = job_queue.submit_many(jobs)
+    rate = n / (time.perf_counter() - started)
+    assert len(ids) == n
+    channel.queue_purge(queue)
+    channel.connection.close()
+    return rate
+
+
+def replay(n: int, queue: str) -> float:
+    """Records per second through ``Replayer.replay`` from a fresh SQLite archive."""
+    channel = _channel()
+    _declare(channel, queue)
+    with tempfile.TemporaryDirectory() as tmp:
+        archive = DeadLetterArchive(f"sqlite:///{Path(tmp)}/archive.sqlite3")
+        archive.store(
+            [dead_letter_from_delivery(_body(i, queue), {}, source_queue=f"{queue}.XQ") for i in range(n)]
+        )
+        ids = [r.id for r in archive.find(limit=n, oldest_first=True) if r.id is not None]
+        replayer = Replayer(archive=archive, broker_url=URL, who="bench")
+        started = time.perf_counter()
+        report = replayer.replay(ids)
+        rate = n / (time.perf_counter() - started)
+        archive.close()
+    assert report.published == n, (report.published, report.failed)
+    channel.queue_purge(queue)
+    channel.connection.close()
+    return rate
+
+
+def workload(rounds: int, n: int) -> list[Result]:
+    """Bulk submit and bulk replay, each interleaved with the one-confirm baseline."""
+    queue = f"{QUEUE}.{uuid.uuid4().hex[:8]}"
+    job_queue = JobQueue(settings=Settings(broker_url=URL, queue_name=queue))
+    job_queue.broker.declare_queue(queue, ensure=True)
+    try:
+        results = [
+            interleave(
+                f"6 confirmed bulk submit of {n:,} jobs",
+                [
+                    Variant("pika, one confirm in flight", lambda: one_confirm_in_flight(n, queue)),
+                    Variant("JobQueue.submit_many", lambda: submit_many(n, queue, job_queue)),
+                ],
+                rounds=rounds,
+                unit="msg/s",
+                target=">= 10x",
+            ),
+            interleave(
+                f"6 replay of {n:,} archived records (SQLite)",
+                [
+                    Variant("pika, one confirm in flight", lambda: one_confirm_in_flight(n, queue)),
+                    Variant("Replayer.replay", lambda: replay(n, queue)),
+                ],
+                rounds=rounds,
+                unit="msg/s",
+                target=">= 10x",
+            ),
+        ]
+    finally:
+        job_queue.close()
+        channel = _channel()
+        for name in (queue, f"{queue}.DQ", f"{queue}.XQ"):
+            channel.queue_delete(name)
+        channel.connection.close()
+    return results
