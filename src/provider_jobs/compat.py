@@ -12,7 +12,7 @@ import asyncio
 import dataclasses
 import signal
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -108,9 +108,9 @@ class JobQueue:
                 messages.append(self.actors[actor_for(job.operation)].message_with_options(args=(job,)))
             except InvalidJob as exc:
                 raise InvalidJob(f"Job {index}: {exc}; nothing was sent") from None
+        broker = self.broker
         if not messages:
             return []
-        broker = self.broker
         try:
             for queue_name in {m.queue_name for m in messages}:
                 broker.declare_queue(queue_name, ensure=True)
@@ -119,22 +119,23 @@ class JobQueue:
                 f"Cannot reach RabbitMQ at {redact_url(self.settings.broker_url)} "
                 f"({type(exc).__name__}: {exc}); nothing was sent"
             ) from exc
-        for message in messages:
-            broker.emit_before("enqueue", message, None)
-        outgoing = [
-            OutgoingMessage(
-                routing_key=m.queue_name,
-                body=m.encode(),
-                priority=m.options.get("broker_priority"),
-                message_id=m.message_id,
-            )
-            for m in messages
-        ]
+
+        def outgoing() -> Iterator[OutgoingMessage]:
+            # Encoded as they go out, while RabbitMQ works on the ones before.
+            for m in messages:
+                broker.emit_before("enqueue", m, None)
+                yield OutgoingMessage(
+                    routing_key=m.queue_name,
+                    body=m.encode(),
+                    priority=m.options.get("broker_priority"),
+                    message_id=m.message_id,
+                )
+
         with self._publisher_lock:
             if self._publisher is None:
                 self._publisher = BulkPublisher(self.settings.broker_url)
             publisher = self._publisher
-        result = publisher.publish_many(outgoing)
+        result = publisher.publish_many(outgoing())
         for index in result.confirmed:
             broker.emit_after("enqueue", messages[index], None)
         job_ids = [m.options["job_id"] for m in messages]
