@@ -10,6 +10,7 @@ from typing import Any
 
 import dramatiq
 import pika
+import pika.exceptions
 from dramatiq.common import xq_name
 
 
@@ -60,3 +61,17 @@ def take_dead_letters(
         if method is None:
             return taken
         taken.append((properties, json.loads(body)))
+
+
+def depth_or_zero(url: str, name: str) -> int:
+    """Messages ready in queue ``name``, or 0 if it does not exist yet (own short connection)."""
+    connection = pika.BlockingConnection(pika.URLParameters(url))
+    try:
+        return queue_depth(connection.channel(), name)
+    except pika.exceptions.ChannelClosedByBroker as exc:
+        if exc.reply_code == 404:
+            return 0
+        raise
+    finally:
+        if connection.is_open:
+            connection.close()

@@ -25,7 +25,7 @@ from pytest_rabbitmq.factories.executor import RabbitMqExecutor
 from provider_jobs.middleware import ClassifiedRetries, ErrorClassifier, RetryConfigurationError
 from provider_jobs.middleware.publisher import bucket_ms
 
-from support import queue_depth, running_worker, take_dead_letters, wait_for
+from support import depth_or_zero, queue_depth, running_worker, take_dead_letters, wait_for
 
 
 def plain_broker(url: str, retries: ClassifiedRetries) -> RabbitmqBroker:
@@ -381,7 +381,7 @@ def _node_answers(url: str) -> bool:
 
 
 def test_a_retry_waits_in_a_ttl_queue_that_rabbitmq_routes_back_when_due(
-    broker: RabbitmqBroker, queue_name: str, amqp
+    broker: RabbitmqBroker, queue_name: str, amqp, rabbitmq_url: str
 ) -> None:
     attempts: list[float] = []
 
@@ -395,7 +395,7 @@ def test_a_retry_waits_in_a_ttl_queue_that_rabbitmq_routes_back_when_due(
     with running_worker(broker):
         wait_for(lambda: len(attempts) == 1)
         bucket = f"{queue_name}.retry.300"
-        wait_for(lambda: queue_depth(amqp, bucket) == 1)
+        wait_for(lambda: depth_or_zero(rabbitmq_url, bucket) == 1)
         assert queue_depth(amqp, dq_name(queue_name)) == 0
         wait_for(lambda: len(attempts) == 2)
     assert 0.3 <= attempts[1] - attempts[0] < 1.0
@@ -453,3 +453,95 @@ def test_a_due_retry_runs_before_the_backlog_of_its_priority(
 )
 def test_delays_round_up_to_two_significant_digits(delay: int, bucket: int) -> None:
     assert bucket_ms(delay) == bucket
+
+
+# -- nothing is lost when our own decision fails ---------------------------------------------
+
+
+def _raising_rule(exception: BaseException) -> None:
+    raise RuntimeError("a buggy user rule")
+
+
+def test_a_raising_classifier_rule_nacks_the_message_instead_of_losing_it(
+    rabbitmq_url: str, queue_name: str, amqp
+) -> None:
+    retries = ClassifiedRetries(classifier=ErrorClassifier(rules=[_raising_rule]), retry_delay_ms=20)
+    broker = plain_broker(rabbitmq_url, retries)
+
+    @dramatiq.actor(broker=broker, queue_name=queue_name)
+    def failing() -> None:
+        raise TimeoutError("Connection timeout")
+
+    failing.send()
+    with running_worker(broker):
+        [(properties, body)] = take_dead_letters(amqp, queue_name, 1)
+    # Nacked: RabbitMQ dead-lettered the delivery itself.
+    assert properties.headers["x-death"][0]["reason"] == "rejected"
+    assert body["actor_name"] == "failing"
+
+
+def test_an_unknown_on_retry_exhausted_actor_does_not_lose_the_dead_letter(
+    broker: RabbitmqBroker, queue_name: str, amqp
+) -> None:
+    @dramatiq.actor(broker=broker, queue_name=queue_name, max_retries=0, on_retry_exhausted="no_such_actor")
+    def doomed() -> None:
+        raise TimeoutError("timed out")
+
+    doomed.send()
+    with running_worker(broker):
+        [(_, body)] = take_dead_letters(amqp, queue_name, 1)
+    assert body["options"]["dead_letter"]["reason"] == "exhausted"
+
+
+def test_on_retry_exhausted_is_notified_when_retry_when_gives_up(
+    broker: RabbitmqBroker, queue_name: str, amqp
+) -> None:
+    notified: list[dict] = []
+
+    @dramatiq.actor(broker=broker, queue_name=queue_name)
+    def on_exhausted(message: dict, details: dict) -> None:
+        notified.append(details)
+
+    @dramatiq.actor(
+        broker=broker,
+        queue_name=queue_name,
+        retry_when=lambda retries, exc: False,
+        on_retry_exhausted="on_exhausted",
+    )
+    def doomed() -> None:
+        raise TimeoutError("timed out")
+
+    doomed.send()
+    with running_worker(broker):
+        wait_for(lambda: notified)
+        [(_, body)] = take_dead_letters(amqp, queue_name, 1)
+    assert body["options"]["dead_letter"]["reason"] == "retry_when"
+
+
+class _CloseThreadConnection(dramatiq.Middleware):
+    """Closes the worker thread's publishing connection just before each dead letter is published."""
+
+    def after_process_message(self, broker, message, *, result=None, exception=None) -> None:
+        if exception is not None:
+            broker.connection.close()
+
+
+def test_dead_letters_keep_their_final_error_after_the_threads_connection_died(
+    rabbitmq_url: str, queue_name: str, amqp
+) -> None:
+    broker = RabbitmqBroker(
+        url=rabbitmq_url, confirm_delivery=True,
+        middleware=[ClassifiedRetries(retry_delay_ms=20), _CloseThreadConnection()],
+    )  # fmt: skip
+
+    @dramatiq.actor(broker=broker, queue_name=queue_name, max_retries=0)
+    def strict(n: int) -> None:
+        raise ValueError(f"Validation error number {n}")
+
+    for n in range(3):
+        strict.send(n)
+    with running_worker(broker, threads=1):
+        dead = take_dead_letters(amqp, queue_name, 3)
+    assert sorted(body["options"]["dead_letter"]["error"] for _, body in dead) == [
+        f"Validation error number {n}" for n in range(3)
+    ]

@@ -18,10 +18,19 @@ import threading
 from typing import Any
 
 import pika
+import pika.exceptions
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.common import q_name
 
 __all__ = ["ConfirmPublisher", "bucket_ms", "delay_queue_name"]
+
+#: Errors that mean the thread's connection is gone, not that RabbitMQ refused the message.
+_DEAD_CONNECTION = (
+    pika.exceptions.AMQPConnectionError,
+    pika.exceptions.ConnectionWrongStateError,
+    pika.exceptions.ChannelWrongStateError,
+    pika.exceptions.StreamLostError,
+)
 
 
 def bucket_ms(delay_ms: int) -> int:
@@ -68,18 +77,27 @@ class ConfirmPublisher:
         priority: int | None = None,
         headers: dict[str, Any] | None = None,
     ) -> None:
-        """Publish persistently to ``routing_key`` and return once RabbitMQ confirmed it."""
-        try:
-            self._channel(broker).basic_publish(
-                exchange="",
-                routing_key=routing_key,
-                body=body,
-                properties=pika.BasicProperties(delivery_mode=2, priority=priority, headers=headers),
-                mandatory=True,
-            )
-        except Exception:
-            self._local.channel = None
-            raise
+        """Publish persistently to ``routing_key`` and return once RabbitMQ confirmed it.
+
+        A connection found dead (the broker restarted since this thread last
+        published) is reopened once before giving up.
+        """
+        properties = pika.BasicProperties(delivery_mode=2, priority=priority, headers=headers)
+        for attempt in (1, 2):
+            try:
+                self._channel(broker).basic_publish(
+                    exchange="", routing_key=routing_key, body=body, properties=properties, mandatory=True
+                )
+                return
+            except _DEAD_CONNECTION:
+                self._local.channel = None
+                if attempt == 2:
+                    raise
+                # The broker's deleter closes what is left; the next access reconnects.
+                del broker.connection
+            except Exception:
+                self._local.channel = None
+                raise
 
     def publish_delayed(
         self,

@@ -225,8 +225,29 @@ class ClassifiedRetries(Middleware):
                 )
             return
 
-        context = self._log_context(message, retries + 1, max_retries)
+        try:
+            self._handle_failure(broker, message, actor, exception, retries=retries, max_retries=max_retries)
+        except Exception:
+            # Dramatiq swallows an after-hook's exception and then acks the
+            # message: a raising rule, override or retry_when must not lose it.
+            logger.exception(
+                "Job %s: deciding its retry failed; nacking it so that RabbitMQ dead-letters it",
+                options.get("job_id") or message.message_id,
+            )
+            message.fail()
 
+    def _handle_failure(
+        self,
+        broker: dramatiq.Broker,
+        message: dramatiq.MessageProxy,
+        actor: dramatiq.Actor[Any, Any],
+        exception: BaseException,
+        *,
+        retries: int,
+        max_retries: int | None,
+    ) -> None:
+        options = message.options
+        context = self._log_context(message, retries + 1, max_retries)
         if isinstance(exception, dramatiq.Retry):
             classification = Classification(RETRY_REQUESTED, True, None, "type")
         else:
@@ -401,16 +422,31 @@ class ClassifiedRetries(Middleware):
             "queue_name": message.queue_name,
             "dead_lettered_at_ms": int(time.time() * 1000),
         }
-        if reason == "exhausted":
-            target = message.options.get("on_retry_exhausted") or actor.options.get("on_retry_exhausted")
-            if target:
-                broker.get_actor(target).send(
-                    message.asdict(), {"retries": retries, "max_retries": max_retries}
-                )
         if not self._publish_dead_letter(broker, message):
             # RabbitMQ moves a nacked delivery to <queue>.XQ itself; only the
             # final attempt's details are missing from that copy.
             message.fail()
+        if reason in ("exhausted", "retry_when"):
+            self._notify_exhausted(broker, message, actor, retries, max_retries)
+
+    def _notify_exhausted(
+        self,
+        broker: dramatiq.Broker,
+        message: dramatiq.MessageProxy,
+        actor: dramatiq.Actor[Any, Any],
+        retries: int,
+        max_retries: int | None,
+    ) -> None:
+        """Send ``on_retry_exhausted``'s message, as ``Retries`` does; the dead letter is already safe."""
+        target = message.options.get("on_retry_exhausted") or actor.options.get("on_retry_exhausted")
+        if not target:
+            return
+        try:
+            broker.get_actor(target).send(message.asdict(), {"retries": retries, "max_retries": max_retries})
+        except Exception:
+            logger.exception(
+                "Job %s: could not notify on_retry_exhausted actor %r", message.message_id, target
+            )
 
     def _publish_dead_letter(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> bool:
         """Publish the enriched message to ``<queue>.XQ`` and wait for RabbitMQ's confirm."""
