@@ -122,10 +122,8 @@ def _run_worker(
     )
     try:
         if until_idle or on_idle is not None:
-            broker.join(settings.queue_name, min_successes=5, idle_time=200)
+            _wait_until_idle(settings, archiver=archiver)
             worker.join()
-            if archiver:
-                _wait_until_drained(broker, settings.queue_name)
             if on_idle is not None:
                 on_idle()
         while not until_idle:
@@ -140,10 +138,46 @@ def _run_worker(
         broker.close()
 
 
-def _wait_until_drained(broker: dramatiq.Broker, queue_name: str, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while broker.get_queue_message_counts(queue_name)[2] and time.monotonic() < deadline:  # type: ignore[attr-defined]
-        time.sleep(0.1)
+def _watched_queues(settings: Settings, *, archiver: bool) -> list[str]:
+    """The queues a job of ours may sit in: work, Dramatiq's delay queue, our delay buckets
+    for the configured fixed delays, and the XQ when an archiver drains it."""
+    from dramatiq.common import dq_name, xq_name
+
+    from .middleware.publisher import bucket_ms, delay_queue_name
+
+    queue = settings.queue_name
+    names = [queue, dq_name(queue)]
+    if not settings.retry_backoff:
+        delays = {settings.retry_delay_s, *settings.operation_delays_s.values()}
+        names += [delay_queue_name(queue, bucket_ms(int(d * 1000))) for d in sorted(delays)]
+    return [*names, xq_name(queue)] if archiver else names
+
+
+def _wait_until_idle(settings: Settings, *, archiver: bool, successes: int = 5, idle_s: float = 0.2) -> None:
+    """Block until every watched queue has been empty ``successes`` times in a row."""
+    import pika
+    import pika.exceptions
+
+    names = _watched_queues(settings, archiver=archiver)
+    connection = pika.BlockingConnection(pika.URLParameters(settings.broker_url))
+    try:
+        in_a_row = 0
+        while in_a_row < successes:
+            channel = connection.channel()
+            total = 0
+            for name in names:
+                try:
+                    total += channel.queue_declare(name, passive=True).method.message_count
+                except pika.exceptions.ChannelClosedByBroker as exc:
+                    if exc.reply_code != 404:
+                        raise
+                    channel = connection.channel()
+            if channel.is_open:
+                channel.close()
+            in_a_row = in_a_row + 1 if total == 0 else 0
+            connection.sleep(idle_s)
+    finally:
+        connection.close()
 
 
 @app.command()

@@ -105,8 +105,8 @@ def test_a_job_failing_twice_with_retryable_errors_succeeds_on_attempt_three(
     job_id = message.options["job_id"]
     lines = [r.getMessage() for r in caplog.records if r.name == "provider_jobs.retries"]
     assert lines == [
-        f"Job {job_id} failed with retryable error: Connection timeout. Retrying in 0.0s... (attempt 1/3)",
-        f"Job {job_id} failed with retryable error: connection reset. Retrying in 0.0s... (attempt 2/3)",
+        f"Job {job_id} failed with retryable error: Connection timeout. Retrying in 0.02s... (attempt 1/3)",
+        f"Job {job_id} failed with retryable error: connection reset. Retrying in 0.02s... (attempt 2/3)",
         f"Job {job_id} completed successfully on attempt 3",
     ]
     success = next(r for r in caplog.records if r.getMessage().endswith("on attempt 3"))

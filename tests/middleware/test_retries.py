@@ -224,7 +224,7 @@ def test_the_workers_own_traceback_line_is_not_logged_for_classified_failures(
     assert worker_errors == []
     assert (
         ours[0].startswith("Job ")
-        and "failed with retryable error: Connection timeout. Retrying in 0.0s" in ours[0]
+        and "failed with retryable error: Connection timeout. Retrying in 0.02s" in ours[0]
     )
     assert ours[0].endswith("(attempt 1/2)")
     assert ours[1].endswith("exhausted all retries and will be moved to DLQ")

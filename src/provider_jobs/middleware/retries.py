@@ -78,6 +78,11 @@ class _DropClassifiedFailureLogs(logging.Filter):
         return record.msg != _WORKER_FAILURE_LOG
 
 
+def _seconds(delay_ms: int) -> str:
+    """``5000`` as ``5.0``, ``5300`` as ``5.3``, ``20`` as ``0.02``: the seed's format, never rounded to 0."""
+    return f"{delay_ms / 1000:.1f}" if delay_ms % 100 == 0 else f"{delay_ms / 1000:.3g}"
+
+
 def _default_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
@@ -280,10 +285,10 @@ class ClassifiedRetries(Middleware):
         if delay_ms is not None:
             context["delay_s"] = delay_ms / 1000
             logger.warning(
-                "Job %s failed with retryable error: %s. Retrying in %.1fs... (attempt %d/%s)",
+                "Job %s failed with retryable error: %s. Retrying in %ss... (attempt %d/%s)",
                 context["job_id"],
                 error,
-                delay_ms / 1000,
+                _seconds(delay_ms),
                 retries + 1,
                 context["max_attempts"],
                 extra=context,
