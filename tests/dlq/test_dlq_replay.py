@@ -196,3 +196,35 @@ def test_a_replayed_job_succeeds_once_its_provider_is_back(
     with running_worker(settings, registry):
         Replayer(archive=archive, broker_url=settings.broker_url, who="a").replay([record_id])
         wait_for(lambda: "rg-1" in provider.groups, timeout_s=10)
+
+
+def test_a_replay_larger_than_its_window_goes_in_batches_and_publishes_each_record_once(
+    settings: Settings, amqp: Any, archive: DeadLetterArchive
+) -> None:
+    _declare(amqp, settings.queue_name)
+    ids = _store(archive, settings, count=20)
+    seen = []
+    report = Replayer(archive=archive, broker_url=settings.broker_url, who="a", window=7).replay(
+        ids, on_outcome=lambda o: seen.append(o.record_id)
+    )
+    assert (report.published, seen) == (20, ids)
+    messages = _drain(amqp, settings.queue_name)
+    assert sorted(m["options"]["replay_of"] for _, m in messages) == sorted(ids)
+    assert {archive.get(i).status for i in ids} == {"replayed"}
+
+
+def test_an_unroutable_record_is_released_while_the_rest_of_its_batch_is_marked_replayed(
+    settings: Settings, amqp: Any, archive: DeadLetterArchive
+) -> None:
+    import dataclasses
+
+    _declare(amqp, settings.queue_name)
+    routed = _store(archive, settings, count=2)
+    [lost] = _store(archive, dataclasses.replace(settings, queue_name=f"{settings.queue_name}.nowhere"))
+    report = Replayer(archive=archive, broker_url=settings.broker_url, who="a").replay(
+        [routed[0], lost, routed[1]]
+    )
+    assert [o.status for o in report.outcomes] == ["published", "failed", "published"]
+    assert "returned" in (report.outcomes[1].detail or "")
+    assert [archive.get(i).status for i in (routed[0], lost, routed[1])] == ["replayed", "dead", "replayed"]
+    assert len(_drain(amqp, settings.queue_name)) == 2
