@@ -180,3 +180,8 @@ def test_a_category_attribute_naming_a_custom_category_is_understood() -> None:
         category = "deploying"
 
     assert ErrorClassifier(categories=[deploying])(Deploying("Validation")).category == deploying
+
+
+def test_a_missing_providers_name_never_decides_the_category() -> None:
+    result = ErrorClassifier()(RuntimeError("No provider found for ITL.Security/AuthorizationPolicy"))
+    assert result.category == c.PROVIDER_NOT_FOUND

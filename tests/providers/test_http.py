@@ -30,6 +30,12 @@ class Handler(BaseHTTPRequestHandler):
         if operation == "slow":
             Handler.release.wait(5)
             return
+        if operation == "text":
+            self.send_response(200)
+            self.send_header("Content-Length", "2")
+            self.end_headers()
+            self.wfile.write(b"ok")
+            return
         status = int(operation.removeprefix("s")) if operation.startswith("s") else 200
         payload = json.dumps(
             {"error": f"problem {status}"} if status >= 400 else {"id": body["job_id"]}
@@ -101,6 +107,8 @@ def test_a_2xx_answer_is_the_result_and_the_job_is_posted_as_json(http_provider,
         (429, errors.ProviderBusy, "busy"),
         (502, errors.ServiceUnavailable, "service_unavailable"),
         (503, errors.ServiceUnavailable, "service_unavailable"),
+        (500, errors.ServiceUnavailable, "service_unavailable"),
+        (409, errors.InvalidInput, "invalid_input"),
     ],
 )
 def test_error_statuses_map_onto_error_classes(
@@ -140,3 +148,13 @@ def test_retry_after_parses_seconds_and_http_dates() -> None:
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412470.0) == 10
     assert parse_retry_after("soon") is None
     assert parse_retry_after(None) is None
+
+
+def test_a_2xx_answer_that_is_not_json_is_a_success_with_its_text(http_provider, server: str) -> None:
+    assert http_provider(server).execute(job("text")) == "ok"
+
+
+def test_words_in_the_providers_url_never_decide_the_category(http_provider, server: str) -> None:
+    with pytest.raises(errors.ProviderError) as caught:
+        http_provider(f"{server}/authorization-validation").execute(job("s500"))
+    assert ErrorClassifier()(caught.value).category.name == "service_unavailable"

@@ -118,3 +118,16 @@ def test_a_missing_or_malformed_file_is_refused(tmp_path: Path) -> None:
     bad.write_text('{"providers": 3}')
     with pytest.raises(ConfigurationError, match="top-level 'providers' list"):
         load_providers(ProviderRegistry(), path=str(bad))
+
+
+def test_a_provider_entry_with_a_bad_timeout_is_one_clear_line(tmp_path: Path) -> None:
+    bad = tmp_path / "providers.toml"
+    bad.write_text(
+        '[[providers]]\nnamespace = "ITL.Core"\nresource_type = "Disk"\n'
+        'url = "http://d"\ntimeout_s = "fast"\n'
+    )
+    with pytest.raises(
+        ConfigurationError,
+        match=r"ITL\.Core/Disk is not allowed: timeout_s and connect_timeout_s must be numbers",
+    ):
+        load_providers(ProviderRegistry(), path=str(bad))

@@ -42,8 +42,11 @@ class ProcessBoot(Middleware):
             keys = load_providers(
                 self.registry, spec=self.settings.providers, path=self.settings.providers_file
             )
-        except ConfigurationError as exc:
-            logger.critical("%s", exc)
+        except Exception as exc:
+            # A provider's own constructor may raise anything; the worker must not boot without it.
+            logger.critical(
+                "%s", exc if isinstance(exc, ConfigurationError) else f"Cannot load providers: {exc!r}"
+            )
             # Dramatiq swallows Exceptions raised in after-hooks; a worker
             # misconfigured would dead-letter every job, so stop the process.
             raise SystemExit(2) from None

@@ -12,8 +12,10 @@ answer wins:
    as httpx's ``HTTPStatusError`` has);
 4. the exception type: :class:`TimeoutError` is ``timeout``, :class:`ConnectionError`
    is ``connection_error``;
-5. the message text, case-insensitively, permanent phrases before transient
-   ones (a validation error that mentions a connection string stays permanent);
+5. the message text, case-insensitively: first the provider-not-found and
+   not-available phrases (specific sentences, and a missing provider's name may
+   contain any word), then permanent phrases before transient ones (a validation
+   error that mentions a connection string stays permanent);
 6. otherwise ``unknown``, retryable unless ``unknown_retryable=False``.
 """
 
@@ -139,18 +141,18 @@ _STATUS_CATEGORIES: Mapping[int, ErrorCategory] = {
     504: TIMEOUT,
 }
 
-#: Phrases searched for in the message text, permanent ones first.
+#: Phrases searched for in the message text: the provider sentences, then permanent ones, then transient ones.
 _MESSAGE_PATTERNS: Sequence[tuple[re.Pattern[str], ErrorCategory]] = [
     (re.compile(p, re.IGNORECASE), c)
     for p, c in (
+        (r"no provider found|provider not found", PROVIDER_NOT_FOUND),
+        (r"provider not available|provider unavailable", PROVIDER_NOT_AVAILABLE),
         (r"validation", VALIDATION),
         (r"unauthori[sz]ed|authori[sz]ation|authentication failed", AUTHORIZATION),
         (r"forbidden|permission denied|access denied", FORBIDDEN),
         (r"unknown operation", UNKNOWN_OPERATION),
         (r"unsupported|not supported", UNSUPPORTED),
         (r"invalid input", INVALID_INPUT),
-        (r"no provider found|provider not found", PROVIDER_NOT_FOUND),
-        (r"provider not available|provider unavailable", PROVIDER_NOT_AVAILABLE),
         (r"service unavailable", SERVICE_UNAVAILABLE),
         (r"timeout|timed out", TIMEOUT),
         (r"connection", CONNECTION_ERROR),

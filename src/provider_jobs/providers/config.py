@@ -61,12 +61,18 @@ def _build(entry: dict[str, Any]) -> Provider:
 
         if not entry.get("url"):
             raise ConfigurationError(f"provider entry {entry!r} is not allowed: an http provider needs 'url'")
-        return HttpProvider(
-            entry["url"],
-            timeout_s=float(entry.get("timeout_s", 30.0)),
-            connect_timeout_s=float(entry.get("connect_timeout_s", 5.0)),
-            headers=entry.get("headers"),
-        )
+        try:
+            return HttpProvider(
+                str(entry["url"]),
+                timeout_s=float(entry.get("timeout_s", 30.0)),
+                connect_timeout_s=float(entry.get("connect_timeout_s", 5.0)),
+                headers={str(k): str(v) for k, v in dict(entry.get("headers") or {}).items()},
+            )
+        except (TypeError, ValueError) as exc:
+            raise ConfigurationError(
+                f"provider entry {entry.get('namespace')}/{entry.get('resource_type')} is not allowed: "
+                f"timeout_s and connect_timeout_s must be numbers, headers a table ({exc})"
+            ) from None
     if kind == "python":
         target = str(entry.get("target", ""))
         module_name, _, attribute = target.partition(":")

@@ -72,11 +72,13 @@ def _detail(response: httpx.Response) -> str:
 class HttpProvider:
     """Runs operations by ``POST {base_url}/operations/{operation}`` with the job as JSON.
 
-    A 2xx answer's JSON body (or ``None`` when empty) is the result. Errors:
-    400/422 validation, 401 authorization, 403 forbidden, 404 invalid input,
-    405/501 unsupported, 408/504 and client timeouts timeout, 429 busy, 502/503
-    service unavailable, a refused connection a connection error; ``Retry-After``
-    on 429/503 is carried as ``retry_after_s``.
+    A 2xx answer's JSON body (its text if it is not JSON, ``None`` when empty)
+    is the result. Errors: 400/422 validation, 401 authorization, 403 forbidden,
+    404 and any other 4xx invalid input, 405/501 unsupported, 408/504 and client
+    timeouts timeout, 429 busy, 502/503 and any other 5xx service unavailable, a
+    refused connection a connection error; ``Retry-After`` on 429/503 is carried
+    as ``retry_after_s``. Every error carries its category, so the URL in its
+    text never decides the classification.
 
     Args:
         base_url: The provider's base URL, for example ``http://rg-provider:8080``.
@@ -129,9 +131,17 @@ class HttpProvider:
             ) from exc
 
         if response.is_success:
-            return response.json() if response.content else None
+            if not response.content:
+                return None
+            try:
+                return response.json()
+            except ValueError:
+                # The operation succeeded; retrying it because the body is not JSON would run it twice.
+                return response.text
         status = response.status_code
-        error_class, label = _STATUS_ERRORS.get(status, (ProviderError, "Provider error"))
+        error_class, label = _STATUS_ERRORS.get(status) or (
+            (ServiceUnavailable, "Service unavailable") if status >= 500 else (InvalidInput, "Invalid input")
+        )
         retry_after = parse_retry_after(response.headers.get("Retry-After")) if status in (429, 503) else None
         raise error_class(
             f"{label}: HTTP {status} from {url}: {_detail(response)}",
