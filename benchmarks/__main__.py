@@ -9,7 +9,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from . import bulk, rss, workers
+from . import bulk, dlq_workloads, rss, workers
 from .harness import Result, Variant, interleave, save, table
 
 
@@ -111,6 +111,9 @@ WORKLOADS = {
     "backlog": (backlog, 20_000),
     "memory": (memory, 100_000),
     "bulk": (bulk.workload, 10_000),
+    "dlq-e2e": (dlq_workloads.dead_letter_end_to_end, 5_000),
+    "dlq-drain": (dlq_workloads.archiver_drain, 20_000),
+    "dlq-queries": (dlq_workloads.archive_queries, 1_000_000),
 }
 
 

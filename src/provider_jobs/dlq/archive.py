@@ -228,6 +228,15 @@ class DeadLetterArchive:
                 self._metadata.drop_all(conn)
         self._ready = False
 
+    def rebuild_groups(self) -> None:
+        """Recount the group summary from the records, in one transaction.
+
+        The summary is kept by every write of this class; this is for records
+        written around it (a bulk load, a restore from backup).
+        """
+        with self._write("rebuilding the group summary") as conn:
+            self._groups.rebuild(conn)
+
     # -- writing ------------------------------------------------------------------
 
     def _insert(self) -> Any:
