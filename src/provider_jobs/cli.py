@@ -55,8 +55,8 @@ def one_line_errors(command: Callable[_P, _R]) -> Callable[_P, _R]:
 
 
 def _settings() -> Settings:
-    # The actors package reads the environment when imported (it is Dramatiq's
-    # entry point), so commands import it only after these settings passed.
+    # The actors package builds Dramatiq's global broker when imported (it is
+    # Dramatiq's entry point), so commands import it only when they need it.
     settings = Settings.from_env()
     configure_logging(log_format=settings.log_format, level=settings.log_level)
     return settings
@@ -190,10 +190,10 @@ def worker(
     Providers come from PROVIDER_JOBS_PROVIDERS and PROVIDER_JOBS_PROVIDERS_FILE.
     For several processes use the Dramatiq CLI: `dramatiq provider_jobs.actors`.
     """
-    from .actors.broker import check_broker
+    from .connectivity import check_broker
 
     settings = _settings()
-    check_broker(settings)
+    check_broker(settings.broker_url)
     registry = demo_registry() if demo_providers else ProviderRegistry()
     load_providers(registry, spec=settings.providers, path=settings.providers_file)
     _run_worker(settings, registry)
@@ -208,8 +208,8 @@ def submit(
     priority: Annotated[int, typer.Option(min=0, max=9, help="0-9, higher runs first.")] = 5,
 ) -> None:
     """Submit one job and print its id."""
-    from .actors.broker import check_broker
     from .compat import JobQueue
+    from .connectivity import check_broker
 
     settings = _settings()
     namespace, _, resource_type = provider.partition("/")
@@ -217,7 +217,7 @@ def submit(
         body: Any = json.loads(request)
     except json.JSONDecodeError as exc:
         raise typer.BadParameter(f"--request is not JSON: {exc}") from None
-    check_broker(settings)
+    check_broker(settings.broker_url)
     queue = JobQueue(settings=settings)
     try:
         job_id = queue.submit(
@@ -242,12 +242,12 @@ def demo(
     """Run the system in one process (worker with demo providers, archiver, API) and
     submit one job per seed flow: success, success after retries, permanent failure,
     exhausted retries."""
-    from .actors.broker import check_broker
     from .actors.provider_ops import actor_for
     from .compat import JobQueue
+    from .connectivity import check_broker
 
     settings = _settings()
-    check_broker(settings)
+    check_broker(settings.broker_url)
     queue = JobQueue(settings=settings)
     try:
         for fields in DEMO_JOBS:

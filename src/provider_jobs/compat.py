@@ -19,9 +19,10 @@ from typing import TYPE_CHECKING, Any
 import dramatiq
 import pika.exceptions
 
-from .actors.broker import build_broker, redact_url
+from .actors.broker import build_broker
 from .actors.provider_ops import actor_for, declare_provider_actors
 from .bulk import BulkPublisher, OutgoingMessage
+from .connectivity import redact_url
 from .errors import BrokerUnavailable, ConfigurationError, InvalidJob, PublishFailed
 from .jobs import ProviderJob, parse_job
 from .middleware import Classification, ErrorClassifier

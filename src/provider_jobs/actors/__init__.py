@@ -16,7 +16,7 @@ from ..errors import ConfigurationError
 from ..providers import ProviderRegistry
 from ..settings import Settings
 from .boot import ProcessBoot
-from .broker import MAX_PRIORITY, build_broker, check_broker, redact_url
+from .broker import MAX_PRIORITY, build_broker
 from .provider_ops import ACTION_ACTOR, OPERATION_ACTORS, ProviderActor, actor_for, declare_provider_actors
 
 __all__ = [
@@ -28,12 +28,10 @@ __all__ = [
     "actor_for",
     "broker",
     "build_broker",
-    "check_broker",
     "create_resource",
     "declare_provider_actors",
     "delete_resource",
     "get_resource",
-    "redact_url",
     "registry",
     "run_provider_action",
     "settings",

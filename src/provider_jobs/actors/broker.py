@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import logging
-import re
-import socket
 from collections.abc import Sequence
 
 import dramatiq
-import pika
-import pika.exceptions
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.encoder import JSONEncoder
 from dramatiq.middleware import (
@@ -22,20 +17,14 @@ from dramatiq.middleware import (
     TimeLimit,
 )
 
-from ..errors import BrokerUnavailable
 from ..middleware import ClassifiedRetries, Classifier, ErrorClassifier, LogContext, Metrics
 from ..settings import Settings
 
-__all__ = ["MAX_PRIORITY", "build_broker", "check_broker", "redact_url"]
+__all__ = ["MAX_PRIORITY", "build_broker"]
 
 #: Queues are declared with ``x-max-priority`` 10; job priorities are 0-9.
 #: RabbitMQ refuses (406) to change it on an existing queue.
 MAX_PRIORITY = 10
-
-
-def redact_url(url: str) -> str:
-    """``url`` with its password replaced by ``***``."""
-    return re.sub(r"(//[^:/@]+:)[^@]*@", r"\1***@", url)
 
 
 def build_broker(
@@ -80,33 +69,3 @@ def build_broker(
             retries,
         ],
     )
-
-
-def check_broker(settings: Settings, *, timeout_s: float = 3.0) -> None:
-    """Open and close one connection to the broker.
-
-    Raises:
-        BrokerUnavailable: RabbitMQ cannot be reached; the message names the
-            URL tried (password hidden) and how to start a broker.
-    """
-    parameters = pika.URLParameters(settings.broker_url)
-    parameters.connection_attempts = 1
-    parameters.socket_timeout = timeout_s
-    parameters.blocked_connection_timeout = timeout_s
-    pika_logger = logging.getLogger("pika")
-    level = pika_logger.level
-    # pika logs each failed step at ERROR; the single line below says it all.
-    pika_logger.setLevel(logging.CRITICAL)
-    try:
-        # A plain socket first: pika's own error for a refused port is an empty AMQPConnectionError.
-        socket.create_connection((parameters.host, parameters.port), timeout=timeout_s).close()
-        pika.BlockingConnection(parameters).close()
-    except (pika.exceptions.AMQPError, OSError) as exc:
-        reason = str(exc) or type(exc).__name__
-        raise BrokerUnavailable(
-            f"Cannot reach RabbitMQ at {redact_url(settings.broker_url)} ({reason}). "
-            "Start one with `rabbitmq-server -detached` (Debian package rabbitmq-server) "
-            "or `docker compose up -d rabbitmq`, or set PROVIDER_JOBS_BROKER_URL."
-        ) from None
-    finally:
-        pika_logger.setLevel(level)

@@ -9,7 +9,7 @@ from fastapi import FastAPI, Header, Request, Response, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from ..actors.broker import check_broker
+from ..connectivity import check_broker
 from ..dlq import DeadLetterArchive
 from ..errors import (
     ArchiveError,
@@ -134,7 +134,7 @@ def create_app(settings: Settings, *, archive: DeadLetterArchive | None = None) 
     def readyz() -> JSONResponse:
         checks: dict[str, str] = {}
         try:
-            check_broker(settings, timeout_s=2.0)
+            check_broker(settings.broker_url, timeout_s=2.0)
             checks["broker"] = "ok"
         except BrokerUnavailable as exc:
             checks["broker"] = str(exc)

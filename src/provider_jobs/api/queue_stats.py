@@ -8,7 +8,7 @@ import pika
 import pika.exceptions
 from dramatiq.common import dq_name, xq_name
 
-from ..actors.broker import redact_url
+from ..connectivity import redact_url
 from ..errors import BrokerUnavailable
 from ..settings import Settings
 

@@ -24,6 +24,7 @@ dropped.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -214,12 +215,27 @@ class Metrics(Middleware):
             registry=self.registry,
             multiprocess_mode="livesum",
         )
-        # Label children resolved once: a labels() lookup per message is measurable.
-        self._processed = self.processed.labels(self.worker_id)
-        self._failed = self.failed.labels(self.worker_id)
-        self._retries = self.retries.labels(self.worker_id)
-        self._in_progress = self.in_progress.labels(self.worker_id)
         self._durations: dict[tuple[str, str, str], Any] = {}
+
+    # Label children, resolved once (a labels() lookup per message is measurable) and on
+    # first use, not in __init__: in multiprocess mode a child creates this pid's files,
+    # and a process that only imports the middleware (the API) must not export a worker.
+
+    @functools.cached_property
+    def _processed(self) -> Any:
+        return self.processed.labels(self.worker_id)
+
+    @functools.cached_property
+    def _failed(self) -> Any:
+        return self.failed.labels(self.worker_id)
+
+    @functools.cached_property
+    def _retries(self) -> Any:
+        return self.retries.labels(self.worker_id)
+
+    @functools.cached_property
+    def _in_progress(self) -> Any:
+        return self.in_progress.labels(self.worker_id)
 
     # -- worker lifecycle -------------------------------------------------------
 

@@ -1,0 +1,53 @@
+"""Reaching RabbitMQ: a connection check with one clear error line, and URLs safe to print.
+
+Kept out of :mod:`provider_jobs.actors`, whose import builds Dramatiq's global
+broker, so that the API, the archiver and the CLI can use it without that.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import socket
+
+import pika
+import pika.exceptions
+
+from .errors import BrokerUnavailable
+
+__all__ = ["check_broker", "redact_url"]
+
+
+def redact_url(url: str) -> str:
+    """``url`` with its password replaced by ``***``."""
+    return re.sub(r"(//[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+def check_broker(broker_url: str, *, timeout_s: float = 3.0) -> None:
+    """Open and close one connection to RabbitMQ at ``broker_url``.
+
+    Raises:
+        BrokerUnavailable: RabbitMQ cannot be reached; the message names the
+            URL tried (password hidden) and how to start a broker.
+    """
+    parameters = pika.URLParameters(broker_url)
+    parameters.connection_attempts = 1
+    parameters.socket_timeout = timeout_s
+    parameters.blocked_connection_timeout = timeout_s
+    pika_logger = logging.getLogger("pika")
+    level = pika_logger.level
+    # pika logs each failed step at ERROR; the single line below says it all.
+    pika_logger.setLevel(logging.CRITICAL)
+    try:
+        # A plain socket first: pika's own error for a refused port is an empty AMQPConnectionError.
+        socket.create_connection((parameters.host, parameters.port), timeout=timeout_s).close()
+        pika.BlockingConnection(parameters).close()
+    except (pika.exceptions.AMQPError, OSError) as exc:
+        reason = str(exc) or type(exc).__name__
+        raise BrokerUnavailable(
+            f"Cannot reach RabbitMQ at {redact_url(broker_url)} ({reason}). "
+            "Start one with `rabbitmq-server -detached` (Debian package rabbitmq-server) "
+            "or `docker compose up -d rabbitmq`, or set PROVIDER_JOBS_BROKER_URL."
+        ) from None
+    finally:
+        pika_logger.setLevel(level)
