@@ -138,27 +138,14 @@ def _run_worker(
         broker.close()
 
 
-def _watched_queues(settings: Settings, *, archiver: bool) -> list[str]:
-    """The queues a job of ours may sit in: work, Dramatiq's delay queue, our delay buckets
-    for the configured fixed delays, and the XQ when an archiver drains it."""
-    from dramatiq.common import dq_name, xq_name
-
-    from .middleware.publisher import bucket_ms, delay_queue_name
-
-    queue = settings.queue_name
-    names = [queue, dq_name(queue)]
-    if not settings.retry_backoff:
-        delays = {settings.retry_delay_s, *settings.operation_delays_s.values()}
-        names += [delay_queue_name(queue, bucket_ms(int(d * 1000))) for d in sorted(delays)]
-    return [*names, xq_name(queue)] if archiver else names
-
-
 def _wait_until_idle(settings: Settings, *, archiver: bool, successes: int = 5, idle_s: float = 0.2) -> None:
     """Block until every watched queue has been empty ``successes`` times in a row."""
     import pika
     import pika.exceptions
 
-    names = _watched_queues(settings, archiver=archiver)
+    from .queues import queue_roles
+
+    names = [name for name, role in queue_roles(settings) if archiver or role != "dead_letter"]
     connection = pika.BlockingConnection(pika.URLParameters(settings.broker_url))
     try:
         in_a_row = 0

@@ -14,6 +14,12 @@ from provider_jobs.actors.provider_ops import declare_provider_actors
 from provider_jobs.api import create_app
 from provider_jobs.settings import Settings
 
+
+def RETRY(settings: Settings) -> str:
+    """The delay bucket of the settings' fixed retry delay (20 ms in tests)."""
+    return f"{settings.queue_name}.retry.{int(settings.retry_delay_s * 1000)}"
+
+
 JOB = {"provider_namespace": "ITL.Core", "resource_type": "ResourceGroup", "operation": "create"}
 
 
@@ -32,13 +38,28 @@ def test_queue_stats_equal_what_rabbitmq_reports(
     broker.close()
     for _ in range(2):
         amqp.basic_publish("", xq_name(settings.queue_name), b"{}")
+    # The delay bucket exists once a retry waited in it, declared as ClassifiedRetries declares it.
+    amqp.queue_declare(
+        RETRY(settings),
+        durable=True,
+        arguments={
+            "x-message-ttl": 20,
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": settings.queue_name,
+        },
+    )
     consumer = pika.BlockingConnection(pika.URLParameters(rabbitmq_url))
     consumer.channel().basic_consume(dq_name(settings.queue_name), lambda *args: None)
     try:
         response = client.get("/queue-stats")
         reported = {
             name: _rabbitmq_reports(amqp, name)
-            for name in (settings.queue_name, dq_name(settings.queue_name), xq_name(settings.queue_name))
+            for name in (
+                settings.queue_name,
+                dq_name(settings.queue_name),
+                RETRY(settings),
+                xq_name(settings.queue_name),
+            )
         }
     finally:
         consumer.close()
@@ -52,7 +73,7 @@ def test_queue_stats_equal_what_rabbitmq_reports(
     assert reported[settings.queue_name]["messages_ready"] == 3
     assert reported[xq_name(settings.queue_name)]["messages_ready"] == 2
     assert reported[dq_name(settings.queue_name)]["consumers"] == 1
-    assert [q["role"] for q in response.json()["queues"]] == ["work", "delay", "dead_letter"]
+    assert [q["role"] for q in response.json()["queues"]] == ["work", "delay", "retry", "dead_letter"]
 
 
 def test_queues_not_declared_yet_are_reported_absent_with_zeros(
@@ -66,6 +87,7 @@ def test_queues_not_declared_yet_are_reported_absent_with_zeros(
         for name, role in (
             (settings.queue_name, "work"),
             (dq_name(settings.queue_name), "delay"),
+            (RETRY(settings), "retry"),
             (xq_name(settings.queue_name), "dead_letter"),
         )
     ]

@@ -36,7 +36,7 @@ class QueueStatModel(BaseModel):
     """One queue: messages ready for delivery and consumers attached."""
 
     name: str
-    role: Literal["work", "delay", "dead_letter"]
+    role: Literal["work", "delay", "retry", "dead_letter"]
     exists: bool
     messages_ready: int = Field(ge=0)
     consumers: int = Field(ge=0)

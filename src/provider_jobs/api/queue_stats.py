@@ -6,16 +6,13 @@ from dataclasses import dataclass
 
 import pika
 import pika.exceptions
-from dramatiq.common import dq_name, xq_name
 
 from ..connectivity import redact_url
 from ..errors import BrokerUnavailable
+from ..queues import queue_roles
 from ..settings import Settings
 
 __all__ = ["QueueStat", "read_queue_stats"]
-
-#: What each queue of an actor queue is for, in the order they are reported.
-ROLES = ("work", "delay", "dead_letter")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -24,10 +21,11 @@ class QueueStat:
 
     Args:
         name: Queue name, for example ``provider.jobs.XQ``.
-        role: ``work``, ``delay`` (``.DQ``) or ``dead_letter`` (``.XQ``).
+        role: ``work``, ``delay`` (Dramatiq's ``.DQ``), ``retry`` (a delay bucket
+            ``.retry.<ms>`` where retries wait until due) or ``dead_letter`` (``.XQ``).
         exists: Whether the queue is declared; a missing queue reports zeros.
         messages_ready: Messages ready for delivery (not those delivered and
-            unacked, such as delayed retries a worker holds until due).
+            unacked); in a ``retry`` queue, retries waiting to be due.
         consumers: Consumers attached to the queue.
     """
 
@@ -38,12 +36,8 @@ class QueueStat:
     consumers: int
 
 
-def _queue_names(queue_name: str) -> tuple[str, str, str]:
-    return queue_name, dq_name(queue_name), xq_name(queue_name)
-
-
 def read_queue_stats(settings: Settings, *, timeout_s: float = 3.0) -> list[QueueStat]:
-    """Messages ready and consumers of ``settings.queue_name``, its ``.DQ`` and its ``.XQ``.
+    """Messages ready and consumers of ``settings.queue_name`` and its delay, retry and dead-letter queues.
 
     Args:
         settings: Broker URL and queue name.
@@ -65,7 +59,7 @@ def read_queue_stats(settings: Settings, *, timeout_s: float = 3.0) -> list[Queu
     stats: list[QueueStat] = []
     try:
         channel = connection.channel()
-        for name, role in zip(_queue_names(settings.queue_name), ROLES, strict=True):
+        for name, role in queue_roles(settings):
             try:
                 method = channel.queue_declare(name, passive=True).method
             except pika.exceptions.ChannelClosedByBroker as exc:
