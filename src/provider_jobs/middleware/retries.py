@@ -47,8 +47,9 @@ __all__ = ["ClassifiedRetries", "RetryConfigurationError"]
 #: Dramatiq's own defaults, kept so that swapping ``Retries`` changes nothing.
 DEFAULT_MAX_RETRIES = 20
 DEFAULT_MIN_BACKOFF_MS = 15_000
-#: RabbitMQ's default ``consumer_timeout``: a delayed message is held unacked
-#: by the worker until its eta, and RabbitMQ closes consumers that hold one longer.
+#: RabbitMQ's default ``consumer_timeout``. Dramatiq's ``.DQ`` path (our fallback)
+#: holds a delayed message unacked until its eta, and RabbitMQ closes consumers
+#: that hold one longer; delays in our TTL buckets are not affected.
 DEFAULT_CONSUMER_TIMEOUT_MS = 1_800_000
 #: Cap on a provider's ``Retry-After``.
 DEFAULT_MAX_RETRY_AFTER_MS = 300_000
