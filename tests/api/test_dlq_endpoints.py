@@ -115,3 +115,17 @@ def test_metrics_show_dead_letters_awaiting_action_by_category(
     assert f'provider_jobs_dlq_awaiting_action{{category="validation"}} {DEAD_LETTERS.permanent}.0' in text
     assert f'provider_jobs_dlq_awaiting_action{{category="timeout"}} {DEAD_LETTERS.down}.0' in text
     assert 'provider_jobs_dlq_records{status="dead"} ' in text
+
+
+def test_discard_leaves_records_already_replayed_alone(
+    token_client: TestClient, archived: list[int], archive: DeadLetterArchive
+) -> None:
+    group = next(g for g in token_client.get("/dlq/groups").json() if g["category"] == "timeout")
+    replayed = token_client.post("/dlq/replay", json={"group": group["fingerprint"]}, headers=AUTH).json()
+
+    response = token_client.post(
+        "/dlq/discard", json={"category": "timeout", "reason": "noise"}, headers=AUTH
+    )
+
+    assert response.json()["discarded"] == []
+    assert {archive.get(o["record_id"]).status for o in replayed["outcomes"]} == {"replayed"}

@@ -244,7 +244,12 @@ def dlq_router(settings: Settings, archive: DeadLetterArchive, guard: Callable[.
         for record_id in body.ids if body.ids is not None else ():
             archive.get(record_id)
         changed = archive.set_status(
-            body.record_filter(statuses=None), DISCARDED, who=who, reason=body.reason, action="discard"
+            # Only dead letters awaiting action, as the CLI does: replayed records stay replayed.
+            body.record_filter(statuses=[DEAD]),
+            DISCARDED,
+            who=who,
+            reason=body.reason,
+            action="discard",
         )
         return DiscardResponse(discarded=changed)
 
