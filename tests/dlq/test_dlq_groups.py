@@ -129,3 +129,13 @@ def test_concurrent_archivers_of_one_group_leave_an_exact_summary(archive_url: s
     assert [g.count for g in archives[0].groups()] == [200]
     for a in archives:
         a.close()
+
+
+def test_rebuild_groups_counts_records_written_around_the_archive(archive: DeadLetterArchive) -> None:
+    archive.store(_mixed(int(time.time() * 1000)))
+    with archive._engine_ready().begin() as conn:
+        conn.execute(archive.tables.groups.delete())
+    assert archive.groups() == []
+    archive.rebuild_groups()
+    assert [g.count for g in archive.groups()] == [5, 3, 1]
+    assert _summary(archive, RecordFilter(statuses=["dead"])) == _recounted(archive, ["dead"])
