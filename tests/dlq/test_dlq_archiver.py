@@ -212,3 +212,57 @@ def test_the_archiver_stops_promptly_and_acks_what_it_committed(
     stats = _archiver(settings, archive).run(until_idle=True)
     assert stats.archived == 5 and time.monotonic() - started < 5
     assert queue_depth(amqp, xq) == 0
+
+
+class _ArchiveDownUntilStopped(DeadLetterArchive):
+    """A SQLite archive locked by another writer for its first two stores; the second stops the archiver.
+
+    The first failed store publishes ``later`` to the XQ, so that a second batch
+    is in hand when the first is given up, and is stored once the lock is gone.
+    """
+
+    def __init__(self, url: str, *, publish_later: Any) -> None:
+        super().__init__(url, busy_timeout_ms=20)
+        self.publish_later = publish_later
+        self.stop: Any = None
+        self.stores = 0
+        self._lock: sqlite3.Connection | None = None
+
+    def store(self, records: Any) -> list[str]:
+        self.stores += 1
+        if self.stores == 1:
+            self._lock = sqlite3.connect(str(self.url.database), isolation_level=None)
+            self._lock.execute("BEGIN EXCLUSIVE")
+            self.publish_later()
+        elif self.stores == 2:
+            self.stop()
+        try:
+            return super().store(records)
+        finally:
+            if self.stores == 2 and self._lock is not None:
+                self._lock.execute("ROLLBACK")
+                self._lock.close()
+
+
+def test_a_batch_given_up_on_stop_is_not_acked_by_a_later_batch(
+    settings: Settings, amqp: Any, tmp_path: Path
+) -> None:
+    xq = declare_xq(amqp, settings.queue_name)
+    first = [str(uuid.uuid4()) for _ in range(3)]
+    for message_id in first:
+        publish(amqp, xq, dramatiq_body(settings.queue_name, message_id=message_id))
+
+    def publish_later() -> None:
+        for _ in range(2):
+            publish(amqp, xq, dramatiq_body(settings.queue_name))
+
+    archive = _ArchiveDownUntilStopped(f"sqlite:///{tmp_path}/a.sqlite3", publish_later=publish_later)
+    archive.check()
+    archiver = _archiver(settings, archive, max_backoff_s=0.05)
+    archive.stop = archiver.stop
+    stats = archiver.run()
+    assert stats.archived == 2
+    assert not {r.message_id for r in archive.find(limit=10)} & set(first)
+    # The first batch, never stored, is back in the XQ rather than acked along with the second.
+    wait_for(lambda: queue_depth(amqp, xq) == 3, timeout_s=10)
+    archive.close()

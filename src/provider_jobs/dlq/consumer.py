@@ -2,12 +2,16 @@
 
 Deliveries are collected into a batch (``batch_size`` messages or
 ``flush_ms``, whichever comes first), stored in one transaction, and only then
-acked with one ``basic_ack(multiple=True)``. A crash between the commit and the
-ack redelivers the batch; the archive's unique dedupe key (the Dramatiq
-message id) makes that a no-op. While the archive is down nothing is acked:
-the batch stays unacked in RabbitMQ (prefetch bounds how much), the
-archiver retries with backoff and logs each retry. A lost broker connection
-drops the batch in hand (RabbitMQ requeues it) and reconnects with backoff.
+acked: with one ``basic_ack(multiple=True)`` when every unacked delivery up to
+the batch's last tag belongs to the batch, else tag by tag, so that an ack
+never covers a delivery that was not stored (a batch given up on stop while
+the archive is down stays unacked, and RabbitMQ requeues it when the channel
+closes). A crash between the commit and the ack redelivers the batch; the
+archive's unique dedupe key (the Dramatiq message id) makes that a no-op.
+While the archive is down nothing is acked: the batch stays unacked in
+RabbitMQ (prefetch bounds how much), the archiver retries with backoff and
+logs each retry. A lost broker connection drops the batch in hand (RabbitMQ
+requeues it) and reconnects with backoff.
 
 Run it with ``provider-jobs archiver`` or ``python -m provider_jobs.dlq.consumer``.
 """
@@ -116,6 +120,8 @@ class DeadLetterArchiver:
         self.stats = ArchiverStats()
         self._stop = threading.Event()
         self._pending: list[_Delivery] = []
+        #: Tags delivered on the current channel and not acked: pending, in a flush, or given up.
+        self._unacked: set[int] = set()
         self._connection: pika.BlockingConnection | None = None
         self._channel: Any = None
         self._next_maintenance = 0.0
@@ -171,6 +177,7 @@ class DeadLetterArchiver:
                     backoff,
                 )
                 self._pending = []
+                self._unacked = set()
                 self._close()
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, self.max_backoff_s)
@@ -187,6 +194,7 @@ class DeadLetterArchiver:
         params = pika.URLParameters(self.broker_url)
         params.connection_attempts = 1
         params.socket_timeout = 5
+        self._unacked = set()
         self._connection = pika.BlockingConnection(params)
         for queue in self.dead_letter_queues:
             self._ensure_queue(queue)
@@ -214,6 +222,7 @@ class DeadLetterArchiver:
     def _on_message(self, queue: str) -> Callable[..., None]:
         def on_message(channel: Any, method: Any, properties: pika.BasicProperties, body: bytes) -> None:
             self._pending.append(_Delivery(queue, method.delivery_tag, body, properties))
+            self._unacked.add(method.delivery_tag)
 
         return on_message
 
@@ -276,7 +285,9 @@ class DeadLetterArchiver:
                     backoff,
                 )
                 if self._stop.is_set():
-                    # Not acked: RabbitMQ hands them to the next archiver.
+                    # Left unacked (and out of every later ack): RabbitMQ requeues them when
+                    # the channel closes and hands them to the next archiver.
+                    logger.warning("Stopping: %d dead letter(s) not stored go back to RabbitMQ", len(batch))
                     return
                 assert self._connection is not None
                 # sleep() keeps the AMQP connection (heartbeats) alive; new deliveries
@@ -289,8 +300,7 @@ class DeadLetterArchiver:
         metrics.ARCHIVE_UP.set(1)
         if self.after_commit is not None:
             self.after_commit(records)
-        assert self._channel is not None
-        self._channel.basic_ack(delivery_tag=max(d.tag for d in batch), multiple=True)
+        self._ack([d.tag for d in batch])
         self.stats.batches += 1
         for record in records:
             queue = record.source_queue
@@ -307,6 +317,18 @@ class DeadLetterArchiver:
                     record.message_id or record.dedupe_key,
                     queue,
                 )
+
+    def _ack(self, tags: Sequence[int]) -> None:
+        """Ack exactly ``tags``: at once when no other unacked delivery precedes the last of them."""
+        assert self._channel is not None
+        batch = set(tags)
+        top = max(batch)
+        if all(tag in batch for tag in self._unacked if tag <= top):
+            self._channel.basic_ack(delivery_tag=top, multiple=True)
+        else:
+            for tag in sorted(batch):
+                self._channel.basic_ack(delivery_tag=tag)
+        self._unacked -= batch
 
     def _maintain(self) -> None:
         self._next_maintenance = time.monotonic() + self.maintenance_interval_s
