@@ -266,3 +266,35 @@ def test_a_batch_given_up_on_stop_is_not_acked_by_a_later_batch(
     # The first batch, never stored, is back in the XQ rather than acked along with the second.
     wait_for(lambda: queue_depth(amqp, xq) == 3, timeout_s=10)
     archive.close()
+
+
+def test_a_dead_letter_with_a_nul_byte_in_its_error_is_archived_with_the_nul_escaped(
+    settings: Settings, amqp: Any, archive: DeadLetterArchive
+) -> None:
+    xq = declare_xq(amqp, settings.queue_name)
+    dead_letter = {"category": "unknown", "reason": "exhausted", "error": "bad\x00byte"}
+    publish(amqp, xq, dramatiq_body(settings.queue_name, options={"dead_letter": dead_letter}))
+    with archiver_thread(_archiver(settings, archive)):
+        wait_for(lambda: archive.count() == 1, timeout_s=10)
+    [record] = archive.find()
+    assert record.error == "bad\\x00byte"
+    assert b"bad\\u0000byte" in record.body
+
+
+def test_a_dead_letter_the_archive_refuses_is_quarantined_and_the_rest_are_archived(
+    settings: Settings, amqp: Any, archive: DeadLetterArchive
+) -> None:
+    if archive.is_sqlite:
+        pytest.skip("SQLite stores any 64-bit priority; PostgreSQL refuses one out of its integer column")
+    xq = declare_xq(amqp, settings.queue_name)
+    bad = dramatiq_body(settings.queue_name, priority=2**40)
+    publish(amqp, xq, dramatiq_body(settings.queue_name))
+    publish(amqp, xq, bad)
+    publish(amqp, xq, dramatiq_body(settings.queue_name))
+    with archiver_thread(_archiver(settings, archive)) as archiver:
+        wait_for(lambda: archive.count() == 3, timeout_s=10)
+        assert archiver.stats.quarantined == 1
+    [refused] = archive.find(RecordFilter(category="unarchivable"))
+    assert refused.body == bad and "out of range" in refused.error
+    assert archive.count(RecordFilter(category="unarchivable")) == 1
+    wait_for(lambda: queue_depth(amqp, xq) == 0)

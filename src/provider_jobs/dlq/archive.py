@@ -48,13 +48,28 @@ _INSERT_COLUMNS = tuple(f.name for f in dataclasses.fields(DeadLetter) if f.name
 _insert_values = operator.attrgetter(*_INSERT_COLUMNS)
 _JSON_POSITIONS = tuple(i for i, name in enumerate(_INSERT_COLUMNS) if name in JSON_COLUMNS)
 _UPDATED_POSITION = _INSERT_COLUMNS.index("updated_ms")
+#: Positions of the text columns: every one but the JSON columns and the raw body (kept byte for byte).
+_TEXT_POSITIONS = tuple(
+    i for i, name in enumerate(_INSERT_COLUMNS) if name not in JSON_COLUMNS and name != "body"
+)
 _ARCHIVED_POSITION = _INSERT_COLUMNS.index("archived_ms")
 _dumps = json.JSONEncoder(separators=(",", ":")).encode
 
 
+def _text_safe(value: Any) -> Any:
+    """``value`` with NUL characters escaped as ``\\x00`` if it is a string: PostgreSQL
+    text cannot hold them, and one such dead letter would otherwise fail its whole batch."""
+    if isinstance(value, str) and "\x00" in value:
+        return value.replace("\x00", "\\x00")
+    return value
+
+
 def _insert_row(record: DeadLetter) -> tuple[Any, ...]:
-    """``record`` as the parameters of the compiled insert, JSON columns already serialised."""
+    """``record`` as the parameters of the compiled insert: JSON columns already
+    serialised (JSON escapes NUL as ``\\u0000``), NUL escaped in text columns."""
     values = list(_insert_values(record))
+    for i in _TEXT_POSITIONS:
+        values[i] = _text_safe(values[i])
     for i in _JSON_POSITIONS:
         if values[i] is not None:
             values[i] = _dumps(values[i])
@@ -286,7 +301,10 @@ class DeadLetterArchive:
                     if conn.execute(
                         insert,
                         {
-                            **{name: getattr(record, name) for name in _INSERT_COLUMNS},
+                            **{
+                                name: getattr(record, name) if name in JSON_COLUMNS else value
+                                for name, value in zip(_INSERT_COLUMNS, _insert_row(record), strict=True)
+                            },
                             "updated_ms": record.archived_ms,
                         },
                     ).first()

@@ -37,7 +37,7 @@ from ..errors import ArchiveError, ArchiveUnavailable
 from ..settings import Settings
 from . import metrics
 from .archive import DeadLetterArchive
-from .records import DeadLetter, dead_letter_from_delivery
+from .records import DeadLetter, dead_letter_from_delivery, quarantined
 
 __all__ = ["ArchiverStats", "DeadLetterArchiver", "main"]
 
@@ -68,6 +68,7 @@ class ArchiverStats:
     duplicates: int = 0
     batches: int = 0
     archive_failures: int = 0
+    quarantined: int = 0
     reconnects: int = 0
     per_queue: dict[str, int] = field(default_factory=dict)
 
@@ -270,7 +271,7 @@ class DeadLetterArchiver:
         backoff = _MIN_BACKOFF_S
         while True:
             try:
-                new_keys = set(self.archive.store(records))
+                new_keys = set(self._store(records))
                 break
             except ArchiveError as exc:
                 self.stats.archive_failures += 1
@@ -317,6 +318,39 @@ class DeadLetterArchiver:
                     record.message_id or record.dedupe_key,
                     queue,
                 )
+
+    def _store(self, records: Sequence[DeadLetter]) -> list[str]:
+        """Store ``records`` in one transaction; if the archive refuses the batch (not
+        unavailable: an error that retrying will not cure), store them one by one and
+        quarantine each one refused, so one bad dead letter never blocks the rest.
+
+        Raises:
+            ArchiveError: The archive is unavailable, or refused even a quarantined record.
+        """
+        try:
+            return self.archive.store(records)
+        except ArchiveUnavailable:
+            raise
+        except ArchiveError as exc:
+            logger.warning("%s; storing the batch of %d record by record", exc, len(records))
+        new_keys: list[str] = []
+        for record in records:
+            try:
+                new_keys += self.archive.store([record])
+            except ArchiveUnavailable:
+                raise
+            except ArchiveError as exc:
+                self.stats.quarantined += 1
+                metrics.QUARANTINED.labels(record.source_queue).inc()
+                logger.error(
+                    "Archive refused dead letter %s from %s (%s); archived it as category unarchivable "
+                    "with its raw body",
+                    record.message_id or record.dedupe_key,
+                    record.source_queue,
+                    exc,
+                )
+                new_keys += self.archive.store([quarantined(record, str(exc))])
+        return new_keys
 
     def _ack(self, tags: Sequence[int]) -> None:
         """Ack exactly ``tags``: at once when no other unacked delivery precedes the last of them."""

@@ -12,6 +12,7 @@ __all__ = [
     "DUPLICATES",
     "EVICTED",
     "EXPIRED",
+    "QUARANTINED",
 ]
 
 #: Dead letters committed to the archive (then acked), per XQ.
@@ -28,3 +29,7 @@ ARCHIVE_OVER_CAP = Gauge("provider_jobs_dlq_archive_over_cap", "Unhandled dead l
 EVICTED = Counter("provider_jobs_dlq_evicted", "Handled records evicted for the archive cap")
 #: Records purged because they were older than the retention period.
 EXPIRED = Counter("provider_jobs_dlq_expired", "Records purged by retention")
+#: Dead letters the archive refused as parsed, archived as minimal ``unarchivable`` records.
+QUARANTINED = Counter(
+    "provider_jobs_dlq_quarantined", "Dead letters archived as raw unarchivable records", ["queue"]
+)

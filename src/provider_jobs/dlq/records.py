@@ -28,11 +28,13 @@ from dramatiq.common import q_name
 __all__ = [
     "AGE_LIMIT",
     "REJECTED",
+    "UNARCHIVABLE",
     "UNDECODABLE",
     "DeadLetter",
     "dead_letter_from_delivery",
     "fingerprint",
     "normalise_error",
+    "quarantined",
 ]
 
 #: Category of a body that is not JSON or not a Dramatiq message.
@@ -41,6 +43,8 @@ UNDECODABLE = "undecodable"
 AGE_LIMIT = "age_limit"
 #: Category of a message nacked with no failure recorded (unknown actor, plain ``fail()``).
 REJECTED = "rejected"
+#: Category of a dead letter the archive refused as parsed; kept as a minimal raw record.
+UNARCHIVABLE = "unarchivable"
 #: AMQP header ``ClassifiedRetries`` puts on enriched dead letters.
 DEAD_LETTER_HEADER = "x-provider-jobs-dead-letter"
 #: Keys a JSON body needs to be taken as a Dramatiq message.
@@ -382,4 +386,46 @@ def dead_letter_from_delivery(
             error=error,
         ),
         body=body,
+    )
+
+
+def quarantined(record: DeadLetter, storage_error: str) -> DeadLetter:
+    """A minimal record of ``record`` for when the archive refused it as parsed.
+
+    Only what any database accepts is kept: the ids, the source queue, the raw
+    body byte for byte and the storage error, with category ``unarchivable``,
+    so that one bad dead letter is kept (and visible) instead of blocking
+    every one behind it.
+    """
+    error = f"archive refused the record: {storage_error}"
+    return DeadLetter(
+        dedupe_key=record.dedupe_key,
+        message_id=record.message_id,
+        job_id=record.job_id,
+        queue_name=record.queue_name,
+        source_queue=record.source_queue,
+        actor_name=record.actor_name,
+        provider_namespace=None,
+        resource_type=None,
+        operation=None,
+        request=None,
+        priority=None,
+        category=UNARCHIVABLE,
+        retryable=False,
+        reason=UNARCHIVABLE,
+        error_type=None,
+        error=error,
+        traceback=None,
+        attempts=0,
+        max_retries=None,
+        attempt_history=[],
+        x_death=None,
+        headers={},
+        first_enqueued_ms=None,
+        dead_lettered_ms=record.dead_lettered_ms,
+        archived_ms=record.archived_ms,
+        fingerprint=fingerprint(
+            category=UNARCHIVABLE, provider_namespace=None, resource_type=None, operation=None, error=error
+        ),
+        body=record.body,
     )
