@@ -298,3 +298,32 @@ def test_a_dead_letter_the_archive_refuses_is_quarantined_and_the_rest_are_archi
     assert refused.body == bad and "out of range" in refused.error
     assert archive.count(RecordFilter(category="unarchivable")) == 1
     wait_for(lambda: queue_depth(amqp, xq) == 0)
+
+
+def test_a_retried_message_later_nacked_is_archived_with_its_most_recent_death(
+    settings: Settings, amqp: Any, archive: DeadLetterArchive
+) -> None:
+    queue = settings.queue_name
+    xq = declare_xq(amqp, queue)
+    amqp.queue_declare(
+        queue, durable=True, arguments={"x-dead-letter-exchange": "", "x-dead-letter-routing-key": xq}
+    )
+    retry_queue = f"{queue}.retry.20"
+    amqp.queue_declare(
+        retry_queue,
+        durable=True,
+        arguments={"x-message-ttl": 20, "x-dead-letter-exchange": "", "x-dead-letter-routing-key": queue},
+    )
+    try:
+        publish(amqp, retry_queue, dramatiq_body(queue))
+        wait_for(lambda: queue_depth(amqp, queue) == 1)
+        method, _, _ = amqp.basic_get(queue)
+        amqp.basic_nack(method.delivery_tag, requeue=False)
+        wait_for(lambda: queue_depth(amqp, xq) == 1)
+        _archiver(settings, archive).run(until_idle=True)
+    finally:
+        amqp.queue_delete(retry_queue)
+    [record] = archive.find()
+    assert record.x_death is not None
+    assert [d["reason"] for d in record.x_death] == ["rejected", "expired"]
+    assert record.reason == "rejected"

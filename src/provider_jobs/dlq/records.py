@@ -214,7 +214,7 @@ def _failure(
     history: list[dict[str, Any]],
     dead: dict[str, Any] | None,
     headers: dict[str, Any],
-    first_death: dict[str, Any],
+    last_death: dict[str, Any],
     death_ms: int,
 ) -> _Failure:
     """The final failure: from ``dead_letter`` when enriched, else pieced together
@@ -231,7 +231,7 @@ def _failure(
             attempts=_int_or_none(dead.get("attempts")) or len(history),
             dead_lettered_ms=_int_or_none(dead.get("dead_lettered_at_ms")) or death_ms,
         )
-    reason = str(first_death.get("reason") or "direct")
+    reason = str(last_death.get("reason") or "direct")
     attempts = max(_int_or_none(options.get("retries")) or 0, len(history))
     traceback = options.get("traceback")
     max_age = _int_or_none(options.get("max_age"))
@@ -282,8 +282,11 @@ def dead_letter_from_delivery(
     now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
     plain_headers: dict[str, Any] = _jsonable(dict(headers or {}))
     x_death = plain_headers.get("x-death") if isinstance(plain_headers.get("x-death"), list) else None
-    first_death: dict[str, Any] = x_death[-1] if x_death else {}
-    death_ms = _int_or_none(first_death.get("time"))
+    # RabbitMQ puts the most recent death first: a retry that waited in a TTL queue
+    # (``<queue>.retry.<ms>``, reason ``expired``) and was then nacked has its
+    # ``rejected`` entry at [0]. The whole list stays in the record.
+    last_death: dict[str, Any] = x_death[0] if x_death and isinstance(x_death[0], dict) else {}
+    death_ms = _int_or_none(last_death.get("time"))
     if death_ms is not None and death_ms < 10**11:
         death_ms *= 1000  # pika may hand the AMQP timestamp over in seconds
     message, decode_error = _decode_message(body)
@@ -295,7 +298,7 @@ def dead_letter_from_delivery(
             dedupe_key="raw:" + hashlib.sha256(body + distinct.encode()).hexdigest(),
             message_id=amqp_message_id,
             job_id=None,
-            queue_name=first_death.get("queue") or q_name(source_queue),
+            queue_name=last_death.get("queue") or q_name(source_queue),
             source_queue=source_queue,
             actor_name=None,
             provider_namespace=None,
@@ -345,7 +348,7 @@ def dead_letter_from_delivery(
         history=history,
         dead=dead,
         headers=plain_headers,
-        first_death=first_death,
+        last_death=last_death,
         death_ms=death_ms or now_ms,
     )
     category, reason, error = failure.category, failure.reason, failure.error
