@@ -327,3 +327,34 @@ def test_a_retried_message_later_nacked_is_archived_with_its_most_recent_death(
     assert record.x_death is not None
     assert [d["reason"] for d in record.x_death] == ["rejected", "expired"]
     assert record.reason == "rejected"
+
+
+def test_two_identical_raw_bodies_are_archived_as_two_records(
+    settings: Settings, amqp: Any, archive: DeadLetterArchive
+) -> None:
+    xq = declare_xq(amqp, settings.queue_name)
+    publish(amqp, xq, b"not a message")
+    publish(amqp, xq, b"not a message")
+    stats = _archiver(settings, archive).run(until_idle=True)
+    assert (stats.archived, stats.duplicates) == (2, 0)
+    assert [r.body for r in archive.find()] == [b"not a message", b"not a message"]
+
+
+def test_raw_bodies_redelivered_after_their_commit_are_not_archived_twice(
+    settings: Settings, amqp: Any, archive: DeadLetterArchive
+) -> None:
+    import pika.exceptions
+
+    xq = declare_xq(amqp, settings.queue_name)
+    publish(amqp, xq, b"not a message")
+    publish(amqp, xq, b"not a message")
+    commits: list[int] = []
+
+    def lose_the_connection_once(records: Any) -> None:
+        commits.append(len(records))
+        if len(commits) == 1:
+            raise pika.exceptions.AMQPConnectionError("lost between commit and ack")
+
+    stats = _archiver(settings, archive, after_commit=lose_the_connection_once).run(until_idle=True)
+    assert (stats.reconnects, stats.duplicates) == (1, 2)
+    assert archive.count() == 2

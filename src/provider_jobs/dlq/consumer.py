@@ -19,10 +19,12 @@ Run it with ``provider-jobs archiver`` or ``python -m provider_jobs.dlq.consumer
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import signal
 import threading
 import time
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import FrameType
@@ -58,6 +60,7 @@ class _Delivery:
     tag: int
     body: bytes
     properties: pika.BasicProperties
+    redelivered: bool
 
 
 @dataclass
@@ -222,7 +225,7 @@ class DeadLetterArchiver:
 
     def _on_message(self, queue: str) -> Callable[..., None]:
         def on_message(channel: Any, method: Any, properties: pika.BasicProperties, body: bytes) -> None:
-            self._pending.append(_Delivery(queue, method.delivery_tag, body, properties))
+            self._pending.append(_Delivery(queue, method.delivery_tag, body, properties, method.redelivered))
             self._unacked.add(method.delivery_tag)
 
         return on_message
@@ -272,6 +275,7 @@ class DeadLetterArchiver:
         while True:
             try:
                 new_keys = set(self._store(records))
+                records, new_keys = self._store_raw_twins(batch, records, new_keys)
                 break
             except ArchiveError as exc:
                 self.stats.archive_failures += 1
@@ -313,11 +317,53 @@ class DeadLetterArchiver:
             else:
                 self.stats.duplicates += 1
                 metrics.DUPLICATES.labels(queue).inc()
-                logger.info(
+                # A raw body has no id: say so louder, it is matched by its bytes alone.
+                logger.log(
+                    logging.WARNING if record.dedupe_key.startswith("raw:") else logging.INFO,
                     "Dead letter %s from %s was already archived; acked without a second record",
                     record.message_id or record.dedupe_key,
                     queue,
                 )
+
+    def _store_raw_twins(
+        self, batch: Sequence[_Delivery], records: list[DeadLetter], new_keys: set[str]
+    ) -> tuple[list[DeadLetter], set[str]]:
+        """Store again, under a key of their own, raw bodies that only looked like duplicates.
+
+        A body that is not a Dramatiq message has no id: its dedupe key is its
+        bytes, death time and AMQP ids, so that a redelivery after a crash
+        between commit and ack finds its record. Two *different* messages can
+        share that key (the same bytes published twice within x-death's one
+        second, without a ``message_id``). A delivery without the
+        ``redelivered`` flag was never handed to a consumer before, so it
+        cannot be in the archive yet: when its key is taken, it is such a twin
+        and gets a key of its own. The one case still taken as a duplicate is a
+        redelivered body whose identical twin was archived while it was itself
+        never committed: that needs identical bytes in the same second *and* an
+        archiver lost between delivery and commit, and is logged.
+
+        Returns:
+            The records as stored, and every new key.
+        """
+        twins: list[int] = []
+        first_seen = set(new_keys)
+        for position, (delivery, record) in enumerate(zip(batch, records, strict=True)):
+            key = record.dedupe_key
+            if delivery.redelivered or not key.startswith("raw:"):
+                continue
+            if key in first_seen:
+                first_seen.discard(key)
+            else:
+                twins.append(position)
+        if not twins:
+            return records, new_keys
+        records = list(records)
+        for position in twins:
+            record = records[position]
+            records[position] = dataclasses.replace(
+                record, dedupe_key=f"{record.dedupe_key}#{uuid.uuid4().hex}"
+            )
+        return records, new_keys | set(self._store([records[p] for p in twins]))
 
     def _store(self, records: Sequence[DeadLetter]) -> list[str]:
         """Store ``records`` in one transaction; if the archive refuses the batch (not
