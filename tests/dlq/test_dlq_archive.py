@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from dlq_support import dramatiq_body
@@ -124,3 +125,29 @@ def test_discard_and_purge_are_audited(archive: DeadLetterArchive) -> None:
     ]
     with pytest.raises(RecordNotFound):
         archive.get(1)
+
+
+def test_archives_opening_a_fresh_sqlite_file_at_once_all_create_it_without_a_lock_error(
+    tmp_path: Path,
+) -> None:
+    errors: list[BaseException] = []
+    for attempt in range(5):
+        url = f"sqlite:///{tmp_path}/fresh-{attempt}.sqlite3"
+        archives = [DeadLetterArchive(url, busy_timeout_ms=5000) for _ in range(8)]
+        barrier = threading.Barrier(len(archives))
+
+        def open_it(archive: DeadLetterArchive, barrier: threading.Barrier = barrier) -> None:
+            barrier.wait()
+            try:
+                archive.check()
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=open_it, args=(a,)) for a in archives]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+        for archive in archives:
+            archive.close()
+    assert errors == []

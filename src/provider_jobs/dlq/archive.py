@@ -16,6 +16,7 @@ import dataclasses
 import json
 import logging
 import operator
+import threading
 import time
 import uuid
 from collections import Counter
@@ -42,6 +43,12 @@ STATUSES = (DEAD, REPLAYED, DISCARDED)
 DEFAULT_CLAIM_TTL_S = 300.0
 
 logger = logging.getLogger("provider_jobs.dlq.archive")
+
+#: Serialises table creation within the process; across processes, SQLite's
+#: ``BEGIN IMMEDIATE`` and PostgreSQL's advisory lock do.
+_CREATE_LOCK = threading.Lock()
+#: Key of the PostgreSQL advisory lock held while creating the tables.
+_CREATE_ADVISORY_KEY = 0x70_6A_64_6C_71  # "pjdlq"
 
 #: Columns the archiver inserts: every field of a record but its id.
 _INSERT_COLUMNS = tuple(f.name for f in dataclasses.fields(DeadLetter) if f.name != "id")
@@ -160,9 +167,10 @@ class DeadLetterArchive:
             # We issue BEGIN ourselves (below), as SQLAlchemy's pysqlite docs advise.
             dbapi_connection.isolation_level = None
             cursor = dbapi_connection.cursor()
+            # The busy timeout first: switching a fresh file to WAL needs its lock too.
+            cursor.execute(f"PRAGMA busy_timeout={int(busy_ms)}")
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.execute(f"PRAGMA busy_timeout={int(busy_ms)}")
             cursor.close()
 
         @sa.event.listens_for(engine, "begin")
@@ -192,18 +200,36 @@ class DeadLetterArchive:
         if self._engine is None:
             self._engine = self._make_engine()
         if not self._ready:
-            with self._errors("creating tables"), self._engine.begin() as conn:
-                if self.schema:
-                    conn.execute(sa.schema.CreateSchema(self.schema, if_not_exists=True))
-                inspector = sa.inspect(conn)
-                summary_missing = not inspector.has_table(self.tables.groups.name, schema=self.schema)
-                records_existed = inspector.has_table(self.records.name, schema=self.schema)
-                self._metadata.create_all(conn)
-                if summary_missing and records_existed:
-                    # An archive from before the summary table: count what it holds once.
-                    self._groups.rebuild(conn)
-            self._ready = True
+            with _CREATE_LOCK:
+                if not self._ready:
+                    self._create_tables(self._engine)
+                    self._ready = True
         return self._engine
+
+    def _create_tables(self, engine: Engine) -> None:
+        """Create what is missing, in a write transaction taken before the first read.
+
+        Under a deferred ``BEGIN`` two connections opening a fresh SQLite file
+        both read "no table", then both ask for the write lock, and one fails
+        with "database is locked" at once (the busy timeout cannot help a
+        deadlock). ``BEGIN IMMEDIATE`` takes the lock first and waits for it;
+        PostgreSQL takes an advisory lock for the same reason.
+        """
+        with (
+            self._errors("creating tables"),
+            engine.execution_options(provider_jobs_write=True).begin() as conn,
+        ):
+            if not self.is_sqlite:
+                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_CREATE_ADVISORY_KEY)))
+            if self.schema:
+                conn.execute(sa.schema.CreateSchema(self.schema, if_not_exists=True))
+            inspector = sa.inspect(conn)
+            summary_missing = not inspector.has_table(self.tables.groups.name, schema=self.schema)
+            records_existed = inspector.has_table(self.records.name, schema=self.schema)
+            self._metadata.create_all(conn)
+            if summary_missing and records_existed:
+                # An archive from before the summary table: count what it holds once.
+                self._groups.rebuild(conn)
 
     @contextlib.contextmanager
     def _read(self, doing: str) -> Iterator[Connection]:
