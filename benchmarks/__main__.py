@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from . import bulk, dlq_workloads, rss, workers
@@ -37,46 +38,41 @@ def fail_once(rounds: int, n: int) -> list[Result]:
     ]
 
 
-def lateness(rounds: int, n: int) -> list[Result]:
-    runs: dict[str, list[float]] = {name: [] for name in workers.VARIANTS}
+def _lateness(title: str, target: str, measure: Callable[[str], list[float]], rounds: int) -> list[Result]:
+    """p50 and p99 rows from one ``measure(variant)`` run per variant and round."""
+    runs: dict[str, list[float]] = {}
 
     def run(name: str, q: float) -> float:
-        if not runs[name] or q == 50:
-            runs[name] = workers.retry_lateness(name, n)
+        if q == 50 or name not in runs:
+            runs[name] = measure(name)
         return workers.percentile(runs[name], q)
 
     return [
         interleave(
-            f"3 retry lateness p{q} (trickle 5/s, 10 ms delay)",
+            f"3 retry lateness p{q} {title}",
             [Variant(name, lambda name=name, q=q: run(name, q)) for name in workers.VARIANTS],
             rounds=rounds,
             unit="ms late",
             higher_is_better=False,
-            target="p99 <= 50 ms",
+            target=target,
         )
         for q in (50, 99)
     ]
+
+
+def lateness(rounds: int, n: int) -> list[Result]:
+    return _lateness(
+        "(trickle 5/s, 10 ms delay)", "p99 <= 50 ms", lambda name: workers.retry_lateness(name, n), rounds
+    )
 
 
 def backlog(rounds: int, n: int) -> list[Result]:
-    runs: dict[str, list[float]] = {name: [] for name in workers.VARIANTS}
-
-    def run(name: str, q: float) -> float:
-        if not runs[name] or q == 50:
-            runs[name] = workers.backlog_lateness(name, backlog=n)
-        return workers.percentile(runs[name], q)
-
-    return [
-        interleave(
-            f"3 retry lateness p{q} behind a {n:,} backlog (10 ms delay)",
-            [Variant(name, lambda name=name, q=q: run(name, q)) for name in workers.VARIANTS],
-            rounds=rounds,
-            unit="ms late",
-            higher_is_better=False,
-            target="p99 <= 1000 ms",
-        )
-        for q in (50, 99)
-    ]
+    return _lateness(
+        f"behind a {n:,} backlog (10 ms delay)",
+        "p99 <= 1000 ms",
+        lambda name: workers.backlog_lateness(name, backlog=n),
+        rounds,
+    )
 
 
 def memory(rounds: int, n: int) -> list[Result]:

@@ -150,27 +150,48 @@ def success_path(variant: str, n: int) -> float:
         _delete_queues(queue)
 
 
+class _FailOnce:
+    """A handler that fails each job's first attempt (only those in ``only``, when given),
+    counts successes, and records how late (ms) each second attempt ran after its due time."""
+
+    def __init__(self, counter: Counter, delay_ms: int, only: set[str] | None = None) -> None:
+        self.counter = counter
+        self.delay_ms = delay_ms
+        self.only = only
+        self.failed_at: dict[str, float] = {}
+        self.lateness: list[float] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, key: str) -> None:
+        now = time.monotonic()
+        if self.only is None or key in self.only:
+            with self.lock:
+                first = key not in self.failed_at
+                if first:
+                    self.failed_at[key] = now
+                else:
+                    self.lateness.append((now - self.failed_at[key]) * 1000 - self.delay_ms)
+            if first:
+                raise ConnectionError("connection reset by peer")
+        self.counter.add()
+
+
+def _build_retrying(
+    variant: str, queue: str, handler: Callable[[str], None], delay_ms: int
+) -> tuple[Any, Any]:
+    """Broker and actor of ``variant`` retrying after ``delay_ms`` (Dramatiq: its backoff factor)."""
+    build, _ = VARIANTS[variant]
+    if variant == "plain dramatiq":
+        return build(queue, handler, min_backoff=delay_ms)
+    return build(queue, handler, delay_s=delay_ms / 1000)
+
+
 def fail_once(variant: str, n: int, delay_ms: int = 10) -> float:
     """Workload 2: every job fails once (retryable), then succeeds; jobs per second."""
-    build, bodies = VARIANTS[variant]
     queue = f"bench.failonce.{uuid.uuid4().hex[:8]}"
     counter = Counter()
-    failed: set[str] = set()
-    lock = threading.Lock()
-
-    def handler(key: str) -> None:
-        with lock:
-            first = key not in failed
-            failed.add(key)
-        if first:
-            raise ConnectionError("connection reset by peer")
-        counter.add()
-
-    if variant == "plain dramatiq":
-        broker, actor = build(queue, handler, min_backoff=delay_ms)
-    else:
-        broker, actor = build(queue, handler, delay_s=delay_ms / 1000)
-    _publish_raw(queue, bodies(actor, n))
+    broker, actor = _build_retrying(variant, queue, _FailOnce(counter, delay_ms), delay_ms)
+    _publish_raw(queue, VARIANTS[variant][1](actor, n))
     try:
         return _drain(broker, counter, n)
     finally:
@@ -179,33 +200,14 @@ def fail_once(variant: str, n: int, delay_ms: int = 10) -> float:
 
 def retry_lateness(variant: str, n: int, rate_per_s: float = 5.0, delay_ms: int = 10) -> list[float]:
     """Workload 3 (trickle): each job fails once; how late (ms) the second attempt runs after its due time."""
-    build, bodies = VARIANTS[variant]
     queue = f"bench.lateness.{uuid.uuid4().hex[:8]}"
     counter = Counter()
-    failed_at: dict[str, float] = {}
-    lateness: list[float] = []
-    lock = threading.Lock()
-
-    def handler(key: str) -> None:
-        now = time.monotonic()
-        with lock:
-            first = key not in failed_at
-            if first:
-                failed_at[key] = now
-            else:
-                lateness.append((now - failed_at[key]) * 1000 - delay_ms)
-        if first:
-            raise ConnectionError("connection reset by peer")
-        counter.add()
-
-    if variant == "plain dramatiq":
-        broker, actor = build(queue, handler, min_backoff=delay_ms)
-    else:
-        broker, actor = build(queue, handler, delay_s=delay_ms / 1000)
+    handler = _FailOnce(counter, delay_ms)
+    broker, actor = _build_retrying(variant, queue, handler, delay_ms)
     worker = dramatiq.Worker(broker, worker_threads=THREADS, worker_timeout=WORKER_TIMEOUT_MS)
     worker.start()
     try:
-        for body in bodies(actor, n):
+        for body in VARIANTS[variant][1](actor, n):
             _publish_raw(queue, [body])
             time.sleep(1 / rate_per_s)
         counter.wait(n)
@@ -213,7 +215,7 @@ def retry_lateness(variant: str, n: int, rate_per_s: float = 5.0, delay_ms: int 
         worker.stop()
         broker.close()
         _delete_queues(queue)
-    return lateness
+    return handler.lateness
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -227,40 +229,19 @@ def max_rss_mb() -> float:
 def backlog_lateness(variant: str, backlog: int = 20_000, flaky: int = 20, delay_ms: int = 10) -> list[float]:
     """Workload 3 (backlog): ``flaky`` jobs fail once in front of a ``backlog`` of no-op jobs of the
     same priority; how late (ms) each second attempt runs after its due time."""
-    build, bodies = VARIANTS[variant]
     queue = f"bench.backlog.{uuid.uuid4().hex[:8]}"
     counter = Counter()
-    failed_at: dict[str, float] = {}
-    lateness: list[float] = []
-    flaky_keys: set[str] = set()
-    lock = threading.Lock()
-
-    def handler(key: str) -> None:
-        now = time.monotonic()
-        if key in flaky_keys:
-            with lock:
-                first = key not in failed_at
-                if first:
-                    failed_at[key] = now
-                else:
-                    lateness.append((now - failed_at[key]) * 1000 - delay_ms)
-            if first:
-                raise ConnectionError("connection reset by peer")
-        counter.add()
-
-    if variant == "plain dramatiq":
-        broker, actor = build(queue, handler, min_backoff=delay_ms)
-    else:
-        broker, actor = build(queue, handler, delay_s=delay_ms / 1000)
+    handler = _FailOnce(counter, delay_ms, only=set())
+    broker, actor = _build_retrying(variant, queue, handler, delay_ms)
+    bodies = VARIANTS[variant][1]
     front = bodies(actor, flaky)
-    for body, _ in front:
-        flaky_keys.add(_key_of(body))
+    handler.only = {_key_of(body) for body, _ in front}
     _publish_raw(queue, front + bodies(actor, backlog))
     try:
         _drain(broker, counter, flaky + backlog)
     finally:
         _delete_queues(queue)
-    return lateness
+    return handler.lateness
 
 
 def _key_of(body: bytes) -> str:
