@@ -44,18 +44,25 @@ def broker(rabbitmq_url: str) -> Iterator[RabbitmqBroker]:
     broker.close()
 
 
-def test_a_plain_dramatiq_actor_is_retried_then_succeeds(
-    broker: RabbitmqBroker, queue_name: str, amqp
-) -> None:
+def flaky_actor(broker: dramatiq.Broker, queue_name: str, *, failures: int, **options) -> list[float]:
+    """Declare and send an actor that fails its first ``failures`` attempts with a connection
+    error; returns the list its attempts' times (monotonic seconds) are appended to."""
     attempts: list[float] = []
 
-    @dramatiq.actor(broker=broker, queue_name=queue_name)
+    @dramatiq.actor(broker=broker, queue_name=queue_name, actor_name=f"flaky_{len(broker.actors)}", **options)
     def flaky() -> None:
         attempts.append(time.monotonic())
-        if len(attempts) < 3:
+        if len(attempts) <= failures:
             raise ConnectionError("connection reset by peer")
 
     flaky.send()
+    return attempts
+
+
+def test_a_plain_dramatiq_actor_is_retried_then_succeeds(
+    broker: RabbitmqBroker, queue_name: str, amqp
+) -> None:
+    attempts = flaky_actor(broker, queue_name, failures=2)
     with running_worker(broker):
         wait_for(lambda: len(attempts) == 3)
         broker.join(queue_name, min_successes=3, idle_time=20)
@@ -383,15 +390,7 @@ def _node_answers(url: str) -> bool:
 def test_a_retry_waits_in_a_ttl_queue_that_rabbitmq_routes_back_when_due(
     broker: RabbitmqBroker, queue_name: str, amqp, rabbitmq_url: str
 ) -> None:
-    attempts: list[float] = []
-
-    @dramatiq.actor(broker=broker, queue_name=queue_name, retry_delay_ms=300)
-    def flaky() -> None:
-        attempts.append(time.monotonic())
-        if len(attempts) == 1:
-            raise ConnectionError("connection reset")
-
-    flaky.send()
+    attempts = flaky_actor(broker, queue_name, failures=1, retry_delay_ms=300)
     with running_worker(broker):
         wait_for(lambda: len(attempts) == 1)
         bucket = f"{queue_name}.retry.300"
@@ -406,15 +405,7 @@ def test_with_native_delays_off_retries_go_through_dramatiqs_delay_queue(
     rabbitmq_url: str, queue_name: str, amqp
 ) -> None:
     broker = plain_broker(rabbitmq_url, ClassifiedRetries(retry_delay_ms=50, native_delays=False))
-    attempts: list[float] = []
-
-    @dramatiq.actor(broker=broker, queue_name=queue_name)
-    def flaky() -> None:
-        attempts.append(time.monotonic())
-        if len(attempts) == 1:
-            raise ConnectionError("connection reset")
-
-    flaky.send()
+    attempts = flaky_actor(broker, queue_name, failures=1)
     with running_worker(broker):
         wait_for(lambda: len(attempts) == 2)
     assert attempts[1] - attempts[0] >= 0.05
