@@ -41,6 +41,7 @@ from dramatiq.middleware import Middleware, MiddlewareError
 from ..errors import ConfigurationError
 from .classifier import RETRY_REQUESTED, Classification, ErrorClassifier
 from .publisher import ConfirmPublisher, bucket_ms
+from .retry_log import DropWorkerFailureLogs, RetryLog, logger
 
 __all__ = ["ClassifiedRetries", "RetryConfigurationError"]
 
@@ -57,12 +58,8 @@ DEFAULT_MAX_RETRY_AFTER_MS = 300_000
 #: retried forever does not grow its message without bound.
 MAX_ATTEMPT_HISTORY = 50
 
-_WORKER_FAILURE_LOG = "Failed to process message %s with unhandled exception."
-
 #: Classifies an exception; an :class:`ErrorClassifier` is one.
 Classifier = Callable[[BaseException], Classification]
-
-logger = logging.getLogger("provider_jobs.retries")
 
 
 class RetryConfigurationError(ConfigurationError, MiddlewareError):
@@ -70,18 +67,6 @@ class RetryConfigurationError(ConfigurationError, MiddlewareError):
 
     It is a ``MiddlewareError`` so that Dramatiq lets it out of ``before_declare_actor``.
     """
-
-
-class _DropClassifiedFailureLogs(logging.Filter):
-    """Drops the worker's own ERROR-with-traceback line: we log each failure once."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.msg != _WORKER_FAILURE_LOG
-
-
-def _seconds(delay_ms: int) -> str:
-    """``5000`` as ``5.0``, ``5300`` as ``5.3``, ``20`` as ``0.02``: the seed's format, never rounded to 0."""
-    return f"{delay_ms / 1000:.1f}" if delay_ms % 100 == 0 else f"{delay_ms / 1000:.3g}"
 
 
 def _default_worker_id() -> str:
@@ -149,6 +134,7 @@ class ClassifiedRetries(Middleware):
         self.retry_backoff = retry_backoff
         self.max_retry_after_ms = max_retry_after_ms
         self.worker_id = worker_id or _default_worker_id()
+        self._log = RetryLog(self.worker_id)
         self.log_success = log_success
         self.native_delays = native_delays
         self.retry_priority_boost = retry_priority_boost
@@ -197,8 +183,8 @@ class ClassifiedRetries(Middleware):
 
     def before_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         worker_logger = logging.getLogger("dramatiq.worker.WorkerThread")
-        if not any(isinstance(f, _DropClassifiedFailureLogs) for f in worker_logger.filters):
-            worker_logger.addFilter(_DropClassifiedFailureLogs())
+        if not any(isinstance(f, DropWorkerFailureLogs) for f in worker_logger.filters):
+            worker_logger.addFilter(DropWorkerFailureLogs())
         if not getattr(broker, "confirm_delivery", True):
             logger.warning(
                 "The broker publishes without confirms: a retry it loses cannot be detected. "
@@ -221,14 +207,8 @@ class ClassifiedRetries(Middleware):
         max_retries = options.get("max_retries", actor.options.get("max_retries", self.max_retries))
         if exception is None:
             # A message failed before it ran (AgeLimit, a before-hook) did not succeed.
-            if self.log_success and not message.failed and logger.isEnabledFor(logging.INFO):
-                context = self._log_context(message, retries + 1, max_retries)
-                logger.info(
-                    "Job %s completed successfully on attempt %d",
-                    context["job_id"],
-                    retries + 1,
-                    extra=context,
-                )
+            if self.log_success and not message.failed:
+                self._log.success(message, retries + 1, max_retries)
             return
 
         try:
@@ -253,7 +233,7 @@ class ClassifiedRetries(Middleware):
         max_retries: int | None,
     ) -> None:
         options = message.options
-        context = self._log_context(message, retries + 1, max_retries)
+        context = self._log.context(message, retries + 1, max_retries)
         if isinstance(exception, dramatiq.Retry):
             classification = Classification(RETRY_REQUESTED, True, None, "type")
         else:
@@ -284,30 +264,15 @@ class ClassifiedRetries(Middleware):
         self._record_attempt(message, exception, classification, retries + 1, delay_ms)
 
         if delay_ms is not None:
-            context["delay_s"] = delay_ms / 1000
-            logger.warning(
-                "Job %s failed with retryable error: %s. Retrying in %ss... (attempt %d/%s)",
-                context["job_id"],
-                error,
-                _seconds(delay_ms),
-                retries + 1,
-                context["max_attempts"],
-                extra=context,
-            )
+            self._log.retry(context, error, delay_ms)
             try:
                 self._enqueue_retry(broker, message, delay_ms)
                 return
             except Exception as exc:
-                logger.error(
-                    "Job %s could not be re-enqueued for retry (%s: %s); dead-lettering it, not losing it",
-                    context["job_id"],
-                    type(exc).__name__,
-                    exc,
-                    extra=context,
-                )
+                self._log.retry_unpublished(context, exc)
                 reason = "retry_publish_failed"
         else:
-            self._log_dead_letter(reason, context, error, exception, classification)
+            self._log.dead_letter(reason, context, error, exception, classification)
 
         self._dead_letter(
             broker,
@@ -476,60 +441,3 @@ class ClassifiedRetries(Middleware):
             )
             return False
         return True
-
-    # -- logging --------------------------------------------------------------
-
-    def _log_context(
-        self, message: dramatiq.MessageProxy, attempt: int, max_retries: int | None
-    ) -> dict[str, Any]:
-        options = message.options
-        return {
-            "job_id": options.get("job_id") or message.message_id,
-            "message_id": message.message_id,
-            "actor": message.actor_name,
-            "worker_id": self.worker_id,
-            "attempt": attempt,
-            "max_attempts": max_retries + 1 if isinstance(max_retries, int) else "-",
-            "provider": options.get("provider"),
-            "operation": options.get("operation"),
-        }
-
-    def _log_dead_letter(
-        self,
-        reason: str,
-        context: dict[str, Any],
-        error: str,
-        exception: BaseException,
-        classification: Classification,
-    ) -> None:
-        context["reason"] = reason
-        # A traceback helps only where nobody anticipated the failure.
-        exc_info = exception if classification.matched_by == "default" else None
-        if reason == "exhausted":
-            logger.error(
-                "Job %s exhausted all retries and will be moved to DLQ",
-                context["job_id"],
-                extra=context,
-                exc_info=exc_info,
-            )
-        elif reason == "non_retryable":
-            logger.error(
-                "Job %s failed (attempt %d/%s): %s. This is non-retryable, moving to DLQ",
-                context["job_id"],
-                context["attempt"],
-                context["max_attempts"],
-                error,
-                extra=context,
-                exc_info=exc_info,
-            )
-        else:
-            logger.error(
-                "Job %s failed (attempt %d/%s): %s. Not retried (%s), moving to DLQ",
-                context["job_id"],
-                context["attempt"],
-                context["max_attempts"],
-                error,
-                reason,
-                extra=context,
-                exc_info=exc_info,
-            )
