@@ -31,8 +31,9 @@ retry decision, an optional HTTP ``status_code`` and an optional
         └── InvalidInput            invalid_input             permanent
 
 The categories themselves (name and retryable flag) live in
-:mod:`provider_jobs.middleware.classifier`; this module only names them, so
-that the classifier can import it without a cycle.
+:mod:`provider_jobs.middleware.classifier`, which reads an exception's
+``category`` attribute by name; this module only names them, so that errors
+stay importable without the middleware.
 """
 
 from __future__ import annotations
