@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from dlq_support import dramatiq_body
 
-from provider_jobs.dlq import DeadLetterArchive, RecordFilter, dead_letter_from_delivery
+from provider_jobs.dlq import DeadLetterArchive, RecordFilter, ReplayMark, dead_letter_from_delivery
 from provider_jobs.errors import RecordNotFound
 
 
@@ -151,3 +151,51 @@ def test_archives_opening_a_fresh_sqlite_file_at_once_all_create_it_without_a_lo
         for archive in archives:
             archive.close()
     assert errors == []
+
+
+def test_concurrent_batch_claims_win_each_record_once(archive_url: str) -> None:
+    first = DeadLetterArchive(archive_url)
+    first.store([_record() for _ in range(50)])
+    ids = first.ids(RecordFilter())
+    archives = [DeadLetterArchive(archive_url) for _ in range(4)]
+    barrier = threading.Barrier(len(archives))
+    won: list[list[int]] = []
+
+    def claim(a: DeadLetterArchive) -> None:
+        barrier.wait()
+        won.append(a.claim_many(ids)[1])
+
+    threads = [threading.Thread(target=claim, args=(a,)) for a in archives]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(i for w in won for i in w) == sorted(ids)
+    for a in [first, *archives]:
+        a.close()
+
+
+def test_a_batch_of_replays_is_marked_and_audited_under_its_claim(archive: DeadLetterArchive) -> None:
+    archive.store([_record() for _ in range(3)])
+    ids = archive.ids(RecordFilter())
+    token, won = archive.claim_many(ids[:2])
+    marks = [ReplayMark(record_id=i, message_id=f"m{i}") for i in won]
+    lost = archive.mark_replayed_many(
+        [*marks, ReplayMark(record_id=ids[2], message_id="x")], token, who="bob"
+    )
+    assert lost == [ids[2]]
+    assert [(r.status, r.replay_message_ids) for r in map(archive.get, ids)] == [
+        ("replayed", [f"m{ids[0]}"]),
+        ("replayed", [f"m{ids[1]}"]),
+        ("dead", []),
+    ]
+    assert sorted(e.record_id for e in archive.audit() if e.action == "replay") == ids[:2]
+
+
+def test_released_batch_claims_can_be_claimed_again(archive: DeadLetterArchive) -> None:
+    archive.store([_record() for _ in range(2)])
+    ids = archive.ids(RecordFilter())
+    token, won = archive.claim_many(ids)
+    assert archive.claim_many(ids)[1] == []
+    archive.release_many(won, token)
+    assert archive.claim_many(ids)[1] == ids

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import threading
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -228,3 +230,71 @@ def test_an_unroutable_record_is_released_while_the_rest_of_its_batch_is_marked_
     assert "returned" in (report.outcomes[1].detail or "")
     assert [archive.get(i).status for i in (routed[0], lost, routed[1])] == ["replayed", "dead", "replayed"]
     assert len(_drain(amqp, settings.queue_name)) == 2
+
+
+class _ClaimClock(DeadLetterArchive):
+    """An archive that notes when each record was claimed."""
+
+    claimed_at_ms: dict[int, int]
+
+    def claim_many(self, ids: Any, **options: Any) -> Any:
+        token, won = super().claim_many(ids, **options)
+        for record_id in won:
+            self.claimed_at_ms[record_id] = int(time.time() * 1000)
+        return token, won
+
+    def claim(self, record_id: int, **options: Any) -> Any:
+        token = super().claim(record_id, **options)
+        self.claimed_at_ms[record_id] = int(time.time() * 1000)
+        return token
+
+
+def test_a_paced_replay_holds_no_claim_through_a_pacing_wait(
+    settings: Settings, amqp: Any, archive_url: str
+) -> None:
+    archive = _ClaimClock(archive_url)
+    archive.claimed_at_ms = {}
+    _declare(amqp, settings.queue_name)
+    ids = _store(archive, settings, count=3)
+    Replayer(archive=archive, broker_url=settings.broker_url, who="alice").replay(ids, rate_per_s=1.5)
+    marked_at_ms = {e.record_id: e.at_ms for e in archive.audit() if e.action == "replay"}
+    held_ms = [marked_at_ms[i] - archive.claimed_at_ms[i] for i in ids]
+    # A claim held through the 667 ms wait between two sends could expire and be taken over.
+    assert max(held_ms) < 300, held_ms
+    archive.close()
+
+
+class _MarkFailsOnce(DeadLetterArchive):
+    """A SQLite archive locked by another writer during its first attempt at marking replays."""
+
+    marks = 0
+
+    def mark_replayed_many(self, *args: Any, **kwargs: Any) -> Any:
+        return self._locked_once(super().mark_replayed_many, *args, **kwargs)
+
+    def mark_replayed(self, *args: Any, **kwargs: Any) -> Any:
+        return self._locked_once(super().mark_replayed, *args, **kwargs)
+
+    def _locked_once(self, mark: Any, *args: Any, **kwargs: Any) -> Any:
+        self.marks += 1
+        if self.marks > 1:
+            return mark(*args, **kwargs)
+        lock = sqlite3.connect(str(self.url.database), isolation_level=None)
+        lock.execute("BEGIN EXCLUSIVE")
+        try:
+            return mark(*args, **kwargs)
+        finally:
+            lock.execute("ROLLBACK")
+            lock.close()
+
+
+def test_a_replay_whose_first_mark_fails_is_marked_on_a_retry(
+    settings: Settings, amqp: Any, tmp_path: Path
+) -> None:
+    archive = _MarkFailsOnce(f"sqlite:///{tmp_path}/a.sqlite3", busy_timeout_ms=20)
+    _declare(amqp, settings.queue_name)
+    ids = _store(archive, settings, count=2)
+    report = Replayer(archive=archive, broker_url=settings.broker_url, who="alice").replay(ids)
+    assert report.published == 2
+    assert {archive.get(i).status for i in ids} == {"replayed"}
+    archive.close()

@@ -9,7 +9,7 @@ Importing it opens nothing.
 
 from __future__ import annotations
 
-from .archive import DEAD, DISCARDED, REPLAYED, STATUSES, DeadLetterArchive
+from .archive import DEAD, DISCARDED, REPLAYED, STATUSES, DeadLetterArchive, ReplayMark
 from .consumer import ArchiverStats, DeadLetterArchiver
 from .filters import AuditEntry, Group, RecordFilter, RetentionReport
 from .policy import DEFAULT_POLICY, DlqPolicy, PolicyRule, TriageDecision, TriageReport, process_dlq
@@ -31,6 +31,7 @@ __all__ = [
     "Group",
     "PolicyRule",
     "RecordFilter",
+    "ReplayMark",
     "ReplayOutcome",
     "ReplayPlan",
     "ReplayReport",

@@ -29,9 +29,9 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from ..bulk import NOT_SENT, BulkPublisher, BulkResult, OutgoingMessage, PublishFailure
-from ..errors import BrokerUnavailable, InvalidJob, NotReplayable, RecordNotFound
+from ..errors import ArchiveError, BrokerUnavailable, InvalidJob, NotReplayable, RecordNotFound
 from ..jobs import parse_job
-from .archive import DEAD, DISCARDED, REPLAYED, DeadLetterArchive
+from .archive import DEAD, DISCARDED, REPLAYED, DeadLetterArchive, ReplayMark
 from .filters import RecordFilter
 from .records import DeadLetter
 
@@ -44,6 +44,12 @@ _DROPPED_OPTIONS = frozenset({"attempt_history", "dead_letter", "traceback", "re
 
 #: Records read per archive query when planning.
 _READ_BATCH = 500
+#: Tries at marking published records replayed before giving up loudly.
+_MARK_ATTEMPTS = 4
+#: First wait between those tries, doubled each time.
+_MARK_BACKOFF_S = 0.1
+#: Seconds of messages a paced replay settles per chunk: its claims are held about this long.
+_PACED_CHUNK_S = 1.0
 
 PUBLISHED, WOULD_PUBLISH, SKIPPED, FAILED = "published", "would_publish", "skipped", "failed"
 
@@ -274,15 +280,18 @@ class Replayer:
         plans = self.plan(ids, request_patch=request_patch, job_patch=job_patch, force=force)
         report = ReplayReport()
         started = time.monotonic()
-        # A paced replay goes record by record: the archive work then fits between two
-        # sends instead of delaying the first send of the next batch.
-        batch = self.window if rate_per_s is None else 1
+        # A paced replay claims each record when its message is due and settles about a
+        # second of messages per publish_many call, so that claims are held briefly.
+        batch = (
+            self.window if rate_per_s is None else max(1, min(self.window, int(rate_per_s * _PACED_CHUNK_S)))
+        )
         publisher = None if dry_run else self._open_publisher()
         context = _SendContext(
             allowed=(DEAD, REPLAYED, DISCARDED) if force else self.allow_statuses,
             reason=reason,
             audit={"request_patch": request_patch, "job_patch": job_patch},
             rate_per_s=rate_per_s,
+            pacer=None if rate_per_s is None else _Pacer(rate_per_s),
         )
         try:
             for first in range(0, len(plans), batch):
@@ -319,30 +328,65 @@ class Replayer:
     def _send_batch(
         self, chunk: Sequence[ReplayPlan], publisher: BulkPublisher, context: _SendContext
     ) -> list[ReplayOutcome]:
-        """Claim, publish with confirms in flight, then mark the confirmed and release the rest."""
-        outcomes: list[ReplayOutcome | None] = [None] * len(chunk)
-        claimed: list[tuple[int, ReplayPlan, str]] = []
+        """Claim, publish with confirms in flight, then mark the confirmed and release the rest.
+
+        Unpaced, the whole chunk is claimed at once (:meth:`DeadLetterArchive.claim_many`)
+        before the publish. Paced, each record is claimed when the rate lets its message
+        go, so that no claim waits out a pacing sleep. Either way the chunk's confirmed
+        records are marked in one transaction and the others released in one.
+        """
+        outcomes: dict[int, ReplayOutcome] = {}
+        candidates: list[tuple[int, ReplayPlan]] = []
         for position, plan in enumerate(chunk):
-            record = plan.record
-            assert record.id is not None
             if plan.message is None:
                 outcomes[position] = self._unsent(plan, dry_run=False)
-                continue
-            token = self.archive.claim(record.id, allow_statuses=context.allowed)
-            if token is None:
-                outcomes[position] = ReplayOutcome(
-                    record_id=record.id,
-                    status=SKIPPED,
-                    job_id=record.job_id,
-                    detail="already replayed, discarded, or being replayed by someone else",
-                )
-                continue
-            claimed.append((position, plan, token))
+            else:
+                candidates.append((position, plan))
+        claimed: list[tuple[int, ReplayPlan]] = []
         sent: list[dict[str, Any]] = []
+        archive_errors: list[ArchiveError] = []
+        token, won = self.archive.claim_many(
+            [] if context.rate_per_s is not None else [_record_id(p) for _, p in candidates],
+            allow_statuses=context.allowed,
+        )
+
+        def claim_each() -> Iterator[tuple[int, ReplayPlan]]:
+            if context.rate_per_s is None:
+                won_ids = set(won)
+                for position, plan in candidates:
+                    if _record_id(plan) in won_ids:
+                        yield position, plan
+                    else:
+                        outcomes[position] = _not_claimed(plan)
+                return
+            pacer = context.pacer
+            assert pacer is not None
+            # The chunk's first wait was taken before publish_many (nothing in flight then).
+            waited = True
+            for k, (position, plan) in enumerate(candidates):
+                if not waited:
+                    pacer.wait()
+                waited = False
+                try:
+                    _, mine = self.archive.claim_many(
+                        [_record_id(plan)], allow_statuses=context.allowed, token=token
+                    )
+                except ArchiveError as exc:
+                    archive_errors.append(exc)
+                    for later, later_plan in candidates[k:]:
+                        outcomes[later] = _failed(later_plan, f"not sent: {exc}")
+                    return
+                if mine:
+                    yield position, plan
+                else:
+                    # Nothing is sent for it: the next record may take its slot.
+                    pacer.refund()
+                    outcomes[position] = _not_claimed(plan)
 
         def messages() -> Iterator[OutgoingMessage]:
-            for _, plan, _ in claimed:
+            for position, plan in claim_each():
                 assert plan.message is not None
+                claimed.append((position, plan))
                 # Stamped when it goes out, not when the batch was planned (AgeLimit, pacing).
                 message = {
                     **plan.message,
@@ -357,60 +401,123 @@ class Replayer:
                     message_id=message["message_id"],
                 )
 
+        if context.pacer is not None and candidates:
+            context.pacer.wait()
         try:
-            result = publisher.publish_many(messages(), rate_per_s=context.rate_per_s)
+            # Paced here, not by publish_many: its pacing waits after a chunk's last send,
+            # while the chunk's claims are held and not yet marked.
+            result = publisher.publish_many(messages())
         except BrokerUnavailable as exc:
             result = BulkResult(failures=[PublishFailure(0, NOT_SENT, str(exc))])
+        self._settle(claimed, sent, result, token=token, context=context, outcomes=outcomes)
+        if archive_errors:
+            logger.error("Replay stopped: %s", archive_errors[0])
+        return [outcomes[position] for position in sorted(outcomes)]
+
+    def _settle(
+        self,
+        claimed: Sequence[tuple[int, ReplayPlan]],
+        sent: Sequence[dict[str, Any]],
+        result: BulkResult,
+        *,
+        token: str,
+        context: _SendContext,
+        outcomes: dict[int, ReplayOutcome],
+    ) -> None:
+        """Mark the confirmed records replayed and release the claims of the others."""
         confirmed = set(result.confirmed)
         failures = {f.index: f for f in result.failures}
-        for k, (position, plan, token) in enumerate(claimed):
+        marks: list[tuple[int, ReplayPlan, dict[str, Any]]] = []
+        released: list[int] = []
+        for k, (position, plan) in enumerate(claimed):
             if k in confirmed:
-                outcomes[position] = self._mark(plan, token, sent[k], context)
+                marks.append((position, plan, sent[k]))
                 continue
-            record_id = plan.record.id
-            assert record_id is not None
-            self.archive.release(record_id, token)
+            released.append(_record_id(plan))
             failure = failures.get(k)
             why = f"{failure.status}: {failure.detail}" if failure else "not sent: the batch stopped"
-            outcomes[position] = ReplayOutcome(
-                record_id=record_id,
-                status=FAILED,
-                job_id=plan.record.job_id,
-                detail=f"publish failed ({why}); claim released",
-            )
-        return [o for o in outcomes if o is not None]
+            outcomes[position] = _failed(plan, f"publish failed ({why}); claim released")
+        outcomes.update(self._mark(marks, token, context))
+        if released:
+            try:
+                self.archive.release_many(released, token)
+            except ArchiveError as exc:
+                logger.warning(
+                    "Could not release the claims of %d unsent record(s) (%s); they can be replayed "
+                    "again once the claims expire",
+                    len(released),
+                    exc,
+                )
 
     def _mark(
-        self, plan: ReplayPlan, token: str, message: dict[str, Any], context: _SendContext
-    ) -> ReplayOutcome:
-        record = plan.record
-        assert record.id is not None
-        details: dict[str, Any] = {"queue": message["queue_name"], "original_message_id": record.message_id}
-        if plan.edited:
-            details.update(context.audit)
-        self.archive.mark_replayed(
-            record.id,
-            token,
-            message_id=message["message_id"],
-            who=self.who,
-            reason=context.reason,
-            details=details,
-            action="replay_edited" if plan.edited else "replay",
-        )
-        logger.info(
-            "Replayed record %s (job %s) to %s as message %s",
-            record.id,
-            record.job_id,
-            message["queue_name"],
-            message["message_id"],
-        )
-        return ReplayOutcome(
-            record_id=record.id,
-            status=PUBLISHED,
-            queue_name=message["queue_name"],
-            message_id=message["message_id"],
-            job_id=record.job_id,
-        )
+        self, marks: Sequence[tuple[int, ReplayPlan, dict[str, Any]]], token: str, context: _SendContext
+    ) -> dict[int, ReplayOutcome]:
+        """Mark the published records replayed, in one transaction, retried with backoff:
+        a record left claimed but unmarked would be replayed again once its claim expires."""
+        if not marks:
+            return {}
+        replay_marks = []
+        for _, plan, message in marks:
+            details: dict[str, Any] = {
+                "queue": message["queue_name"],
+                "original_message_id": plan.record.message_id,
+            }
+            if plan.edited:
+                details.update(context.audit)
+            replay_marks.append(
+                ReplayMark(
+                    record_id=_record_id(plan),
+                    message_id=message["message_id"],
+                    action="replay_edited" if plan.edited else "replay",
+                    details=details,
+                )
+            )
+        trouble: str | None = None
+        for attempt in range(_MARK_ATTEMPTS):
+            try:
+                lost = self.archive.mark_replayed_many(
+                    replay_marks, token, who=self.who, reason=context.reason
+                )
+            except ArchiveError as exc:
+                trouble = str(exc)
+                if attempt + 1 < _MARK_ATTEMPTS:
+                    logger.warning("Marking %d replay(s) failed (%s); retrying", len(replay_marks), exc)
+                    time.sleep(_MARK_BACKOFF_S * 2**attempt)
+                continue
+            trouble = None
+            if lost:
+                logger.error(
+                    "Records %s were published but their replay claim was lost: they may be replayed twice",
+                    ", ".join(map(str, lost)),
+                )
+            break
+        if trouble is not None:
+            logger.error(
+                "Records %s were PUBLISHED but could not be marked replayed after %d attempts (%s): "
+                "they will be replayed again once their claims expire (%s s) unless discarded",
+                ", ".join(str(m.record_id) for m in replay_marks),
+                _MARK_ATTEMPTS,
+                trouble,
+                self.archive.claim_ttl_s,
+            )
+        outcomes = {}
+        for position, plan, message in marks:
+            logger.info(
+                "Replayed record %s (job %s) to %s as message %s",
+                plan.record.id,
+                plan.record.job_id,
+                message["queue_name"],
+                message["message_id"],
+            )
+            outcomes[position] = ReplayOutcome(
+                record_id=_record_id(plan),
+                status=PUBLISHED,
+                queue_name=message["queue_name"],
+                message_id=message["message_id"],
+                job_id=plan.record.job_id,
+                detail=None if trouble is None else f"published, but not marked replayed: {trouble}",
+            )
+        return outcomes
 
     def _open_publisher(self) -> BulkPublisher:
         publisher = BulkPublisher(self.broker_url, window=self.window)
@@ -429,3 +536,47 @@ class _SendContext:
     reason: str | None
     audit: dict[str, Any]
     rate_per_s: float | None
+    pacer: _Pacer | None
+
+
+class _Pacer:
+    """Spaces sends ``1 / rate_per_s`` apart, from when each was due (absorbing a late
+    wake-up); after a longer stall, from now, never catching up in a burst."""
+
+    def __init__(self, rate_per_s: float) -> None:
+        self.interval_s = 1 / rate_per_s
+        self.next_at = 0.0
+        self._previous = 0.0
+
+    def wait(self) -> None:
+        """Sleep until the next send is due, and book the one after it."""
+        due = self.next_at
+        now = time.monotonic()
+        if due > now:
+            time.sleep(due - now)
+            now = time.monotonic()
+        self._previous = due
+        self.next_at = (due if now - due < self.interval_s else now) + self.interval_s
+
+    def refund(self) -> None:
+        """Give back the slot of the last :meth:`wait` (nothing was sent in it)."""
+        self.next_at = self._previous
+
+
+def _record_id(plan: ReplayPlan) -> int:
+    record_id = plan.record.id
+    assert record_id is not None
+    return record_id
+
+
+def _not_claimed(plan: ReplayPlan) -> ReplayOutcome:
+    return ReplayOutcome(
+        record_id=_record_id(plan),
+        status=SKIPPED,
+        job_id=plan.record.job_id,
+        detail="already replayed, discarded, or being replayed by someone else",
+    )
+
+
+def _failed(plan: ReplayPlan, detail: str) -> ReplayOutcome:
+    return ReplayOutcome(record_id=_record_id(plan), status=FAILED, job_id=plan.record.job_id, detail=detail)
