@@ -7,7 +7,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
@@ -18,6 +18,8 @@ __all__ = ["ArchiveCollector", "ArchiveSummary", "summarise_archive"]
 
 #: Groups read to count awaiting dead letters by category; one group is one cause.
 _MAX_GROUPS = 100_000
+#: Audit actions counted as replays: plain, and with an edited job.
+_REPLAY_ACTIONS = ("replay", "replay_edited")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -29,11 +31,15 @@ class ArchiveSummary:
         awaiting_by_category: Dead letters awaiting action (status ``dead``) per category.
         oldest_awaiting_ms: When the oldest of those was dead-lettered (ms since
             the epoch); ``None`` when none awaits.
+        replayed: Replays ever recorded in the audit log (a record replayed twice counts twice).
+        discarded: Discards ever recorded in the audit log.
     """
 
     by_status: dict[str, int]
     awaiting_by_category: dict[str, int]
     oldest_awaiting_ms: int | None
+    replayed: int = 0
+    discarded: int = 0
 
 
 def summarise_archive(archive: DeadLetterArchive) -> ArchiveSummary:
@@ -47,7 +53,10 @@ def summarise_archive(archive: DeadLetterArchive) -> ArchiveSummary:
     for group in archive.groups(awaiting, limit=_MAX_GROUPS):
         by_category[group.category] += group.count
     oldest = archive.find(awaiting, limit=1, oldest_first=True)
+    actions = archive.audit_counts()
     return ArchiveSummary(
+        replayed=sum(actions.get(action, 0) for action in _REPLAY_ACTIONS),
+        discarded=actions.get("discard", 0),
         by_status={status: archive.count(RecordFilter(statuses=[status])) for status in STATUSES},
         awaiting_by_category=dict(sorted(by_category.items())),
         oldest_awaiting_ms=oldest[0].dead_lettered_ms if oldest else None,
@@ -58,8 +67,10 @@ class ArchiveCollector(Collector):
     """Archive gauges read at each scrape.
 
     Exposes ``provider_jobs_dlq_archive_reachable``, ``provider_jobs_dlq_records{status}``,
-    ``provider_jobs_dlq_awaiting_action{category}`` and
-    ``provider_jobs_dlq_oldest_awaiting_age_seconds``.
+    ``provider_jobs_dlq_awaiting_action{category}``,
+    ``provider_jobs_dlq_oldest_awaiting_age_seconds``, and the counters
+    ``provider_jobs_dlq_replayed_total`` and ``provider_jobs_dlq_discarded_total``
+    (from the audit log, which only grows, so they never go down).
 
     Args:
         archive: The archive to read.
@@ -101,3 +112,11 @@ class ArchiveCollector(Collector):
         age_s = 0.0 if summary.oldest_awaiting_ms is None else time.time() - summary.oldest_awaiting_ms / 1000
         oldest.add_metric([], max(age_s, 0.0))
         yield oldest
+        yield CounterMetricFamily(
+            "provider_jobs_dlq_replayed", "Dead letters replayed, per the audit log.", value=summary.replayed
+        )
+        yield CounterMetricFamily(
+            "provider_jobs_dlq_discarded",
+            "Dead letters discarded, per the audit log.",
+            value=summary.discarded,
+        )

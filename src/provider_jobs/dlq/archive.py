@@ -848,6 +848,14 @@ class DeadLetterArchive:
             for r in rows
         ]
 
+    def audit_counts(self) -> dict[str, int]:
+        """Audit entries per action (``replay``, ``replay_edited``, ``discard``, ...): the
+        totals of what operators and triage did, for counters that only grow."""
+        a = self.audit_log
+        with self._read("counting audit entries") as conn:
+            rows = conn.execute(sa.select(a.c.action, sa.func.count()).group_by(a.c.action)).all()
+        return {str(action): int(count) for action, count in rows}
+
     def audit(self, *, limit: int = 100, record_id: int | None = None) -> list[AuditEntry]:
         """Audit entries, newest first."""
         a = self.audit_log
