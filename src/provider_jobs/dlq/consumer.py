@@ -35,6 +35,7 @@ import pika.exceptions
 from dramatiq.brokers.rabbitmq import DEAD_MESSAGE_TTL
 from dramatiq.common import xq_name
 
+from ..connectivity import redact_url
 from ..errors import ArchiveError, ArchiveUnavailable
 from ..settings import Settings
 from . import metrics
@@ -74,11 +75,6 @@ class ArchiverStats:
     quarantined: int = 0
     reconnects: int = 0
     per_queue: dict[str, int] = field(default_factory=dict)
-
-
-def _redact(url: str) -> str:
-    params = pika.URLParameters(url)
-    return f"{params.host}:{params.port}{params.virtual_host if params.virtual_host != '/' else ''}"
 
 
 class DeadLetterArchiver:
@@ -161,7 +157,7 @@ class DeadLetterArchiver:
         logger.info(
             "Archiving %s from %s into %r",
             ", ".join(self.dead_letter_queues),
-            _redact(self.broker_url),
+            redact_url(self.broker_url),
             self.archive,
         )
         while not self._stop.is_set():
@@ -207,7 +203,7 @@ class DeadLetterArchiver:
         for queue in self.dead_letter_queues:
             channel.basic_consume(queue, self._on_message(queue))
         self._channel = channel
-        logger.info("Connected to RabbitMQ at %s", _redact(self.broker_url))
+        logger.info("Connected to RabbitMQ at %s", redact_url(self.broker_url))
 
     def _ensure_queue(self, queue: str) -> None:
         """Declare ``queue`` as Dramatiq does, unless it already exists (with any arguments)."""

@@ -93,7 +93,8 @@ class RecordFilter:
         return {
             k: (list(v) if isinstance(v, Sequence) and not isinstance(v, str) else v)
             for k, v in dataclasses.asdict(self).items()
-            if v not in (None, False)
+            # ``is``, not ``in``: 0 == False, and since_ms=0 is a filter that is set.
+            if v is not None and v is not False
         }
 
 
