@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dlq_support import dramatiq_body, running_worker
+from dlq_support import TcpProxy, dramatiq_body, running_worker
 
 from provider_jobs.dlq import DeadLetterArchive, Replayer, dead_letter_from_delivery
 from provider_jobs.errors import InvalidJob
@@ -298,3 +298,20 @@ def test_a_replay_whose_first_mark_fails_is_marked_on_a_retry(
     assert report.published == 2
     assert {archive.get(i).status for i in ids} == {"replayed"}
     archive.close()
+
+
+def test_records_not_sent_because_the_broker_went_away_are_failed_and_released(
+    settings: Settings, amqp: Any, archive: DeadLetterArchive, rabbitmq_proc: Any
+) -> None:
+    _declare(amqp, settings.queue_name)
+    ids = _store(archive, settings, count=2)
+    proxy = TcpProxy(("127.0.0.1", rabbitmq_proc.port))
+    proxy.start()
+    url = settings.broker_url.replace(f":{rabbitmq_proc.port}/", f":{proxy.port}/")
+    replayer = Replayer(archive=archive, broker_url=url, who="alice", window=1)
+    try:
+        report = replayer.replay(ids, on_outcome=lambda _outcome: proxy.stop())
+    finally:
+        proxy.stop()
+    assert [o.status for o in report.outcomes] == ["published", "failed"]
+    assert archive.claim_many(ids[1:])[1] == ids[1:]

@@ -409,13 +409,14 @@ class Replayer:
             result = publisher.publish_many(messages())
         except BrokerUnavailable as exc:
             result = BulkResult(failures=[PublishFailure(0, NOT_SENT, str(exc))])
-        self._settle(claimed, sent, result, token=token, context=context, outcomes=outcomes)
+        self._settle(candidates, claimed, sent, result, token=token, context=context, outcomes=outcomes)
         if archive_errors:
             logger.error("Replay stopped: %s", archive_errors[0])
         return [outcomes[position] for position in sorted(outcomes)]
 
     def _settle(
         self,
+        candidates: Sequence[tuple[int, ReplayPlan]],
         claimed: Sequence[tuple[int, ReplayPlan]],
         sent: Sequence[dict[str, Any]],
         result: BulkResult,
@@ -424,7 +425,8 @@ class Replayer:
         context: _SendContext,
         outcomes: dict[int, ReplayOutcome],
     ) -> None:
-        """Mark the confirmed records replayed and release the claims of the others."""
+        """Mark the confirmed records replayed and release the claims of the others,
+        including those never taken by the publisher."""
         confirmed = set(result.confirmed)
         failures = {f.index: f for f in result.failures}
         marks: list[tuple[int, ReplayPlan, dict[str, Any]]] = []
@@ -438,6 +440,13 @@ class Replayer:
             why = f"{failure.status}: {failure.detail}" if failure else "not sent: the batch stopped"
             outcomes[position] = _failed(plan, f"publish failed ({why}); claim released")
         outcomes.update(self._mark(marks, token, context))
+        taken = {position for position, _ in claimed}
+        stopped = result.failures[0].detail if result.failures else "the publish stopped before it"
+        for position, plan in candidates:
+            if position not in outcomes and position not in taken:
+                # Never handed to RabbitMQ (unreachable, or the connection was lost first).
+                released.append(_record_id(plan))
+                outcomes[position] = _failed(plan, f"not sent ({stopped}); claim released")
         if released:
             try:
                 self.archive.release_many(released, token)
