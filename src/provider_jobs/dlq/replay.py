@@ -3,14 +3,17 @@
 A replay is planned first: every record is read, every edit (a JSON merge
 patch, RFC 7396) applied and the job validated with
 :func:`~provider_jobs.jobs.parse_job`; one invalid edit stops the replay before
-anything is sent. Then, batch by batch: claim each record in the archive (one
-atomic ``UPDATE``; a record someone else is replaying is skipped), publish the
-fresh messages persistently through a :class:`~provider_jobs.bulk.BulkPublisher`
-(publisher confirms, many in flight, unroutable ones returned), and mark each
-record whose message RabbitMQ confirmed ``replayed`` with the new message id,
-audited. Every other claim is given back, so the record can be replayed later;
-a message left *unconfirmed* by a lost connection may still have been queued,
-so such a later replay can deliver its job twice (as any redelivery can).
+anything is sent. Then, batch by batch: claim the batch's records in the
+archive (one conditional ``UPDATE`` under one token; a record someone else is
+replaying is skipped), publish the fresh messages persistently through a
+:class:`~provider_jobs.bulk.BulkPublisher` (publisher confirms, many in flight,
+unroutable ones returned), and mark the records whose message RabbitMQ
+confirmed ``replayed`` with the new message ids, audited, in one transaction
+(retried a few times: a published record left unmarked would be replayed
+again once its claim expires). Every other claim is given back, so the record
+can be replayed later; a message left *unconfirmed* by a lost connection may
+still have been queued, so such a later replay can deliver its job twice (as
+any redelivery can).
 
 The fresh message keeps the job and its ``job_id`` but gets a new
 ``message_id``, a fresh ``message_timestamp`` (or ``AgeLimit`` would drop it),
@@ -255,10 +258,12 @@ class Replayer:
     ) -> ReplayReport:
         """Replay the records ``ids``, in order.
 
-        Records go in batches of at most ``window`` (one at a time when
-        ``rate_per_s`` is given): each batch is claimed, published with its
-        confirms in flight together, and then each record is marked replayed
-        if RabbitMQ confirmed its message, or released if not.
+        Records go in batches of at most ``window``: each batch is claimed,
+        published with its confirms in flight together, and then its records
+        are marked replayed if RabbitMQ confirmed their message, or released if
+        not. With ``rate_per_s`` a batch is about a second of messages, and each
+        record is claimed only when its message is due, so that no claim is
+        held through a pacing wait.
 
         Args:
             ids: Archive ids.
