@@ -580,16 +580,31 @@ def process(
         raise typer.Exit(EXIT_BROKER)
 
 
+def _serve_metrics(port: int) -> None:
+    """Serve the archiver's metrics (archived, duplicates, archive up, over cap...) on ``port``."""
+    from prometheus_client import REGISTRY, start_http_server
+
+    from ..middleware.metrics import metrics_registry
+
+    start_http_server(port, registry=metrics_registry(REGISTRY))
+    _err.print(f"serving metrics on :{port}/metrics", highlight=False)
+
+
 def archiver(
     until_idle: Annotated[bool, typer.Option(help="Stop once every dead-letter queue is empty.")] = False,
 ) -> None:
-    """Drain <queue>.XQ (and PROVIDER_JOBS_ARCHIVER_QUEUES) into the archive until stopped."""
+    """Drain <queue>.XQ (and PROVIDER_JOBS_ARCHIVER_QUEUES) into the archive until stopped.
+
+    With PROVIDER_JOBS_METRICS_PORT set, serves its metrics on that port.
+    """
     import signal
 
     from .consumer import DeadLetterArchiver
 
     with _session() as (settings, archive):
         worker = DeadLetterArchiver.from_settings(settings, archive=archive)
+        if settings.metrics_port is not None:
+            _serve_metrics(settings.metrics_port)
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda signum, frame: worker.stop())
         stats = worker.run(until_idle=until_idle)
