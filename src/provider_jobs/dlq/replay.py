@@ -24,91 +24,40 @@ The fresh message keeps the job and its ``job_id`` but gets a new
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import time
-import uuid
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from ..bulk import NOT_SENT, BulkPublisher, BulkResult, OutgoingMessage, PublishFailure
-from ..errors import ArchiveError, BrokerUnavailable, InvalidJob, NotReplayable, RecordNotFound
-from ..jobs import parse_job
-from .archive import DEAD, DISCARDED, REPLAYED, DeadLetterArchive, ReplayMark
+from ..errors import ArchiveError, BrokerUnavailable, NotReplayable, RecordNotFound
+from .archive import DEAD, DISCARDED, REPLAYED, DeadLetterArchive
 from .filters import RecordFilter
+from .pacing import Pacer
 from .records import DeadLetter
+from .replay_message import merge_patch, outgoing, prepare_message
+
+# Re-exported: the CLI takes the outcome status it counts from here.
+from .replay_report import FAILED as FAILED  # noqa: PLC0414
+from .replay_report import (
+    ReplayOutcome,
+    ReplayPlan,
+    ReplayReport,
+    failed,
+    not_claimed,
+    record_id_of,
+    unsent,
+)
+from .settlement import settle
 
 __all__ = ["ReplayOutcome", "ReplayPlan", "ReplayReport", "Replayer", "merge_patch"]
 
 logger = logging.getLogger("provider_jobs.dlq.replay")
 
-#: Options of the dead message that a replay must not carry.
-_DROPPED_OPTIONS = frozenset({"attempt_history", "dead_letter", "traceback", "requeue_timestamp", "eta"})
-
 #: Records read per archive query when planning.
 _READ_BATCH = 500
-#: Tries at marking published records replayed before giving up loudly.
-_MARK_ATTEMPTS = 4
-#: First wait between those tries, doubled each time.
-_MARK_BACKOFF_S = 0.1
 #: Seconds of messages a paced replay settles per chunk: its claims are held about this long.
 _PACED_CHUNK_S = 1.0
-
-PUBLISHED, WOULD_PUBLISH, SKIPPED, FAILED = "published", "would_publish", "skipped", "failed"
-
-
-def merge_patch(target: Any, patch: Any) -> Any:
-    """Apply a JSON merge patch (RFC 7396): objects merge, ``null`` deletes, anything else replaces."""
-    if not isinstance(patch, dict):
-        return patch
-    result = dict(target) if isinstance(target, dict) else {}
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        else:
-            result[key] = merge_patch(result.get(key), value)
-    return result
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class ReplayPlan:
-    """One record and the message that replaying it would send (without its new id and time)."""
-
-    record: DeadLetter
-    message: dict[str, Any] | None
-    skip_reason: str | None = None
-    edited: bool = False
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class ReplayOutcome:
-    """What happened to one record: ``published``, ``would_publish`` (dry run), ``skipped`` or ``failed``."""
-
-    record_id: int
-    status: str
-    queue_name: str | None = None
-    message_id: str | None = None
-    job_id: str | None = None
-    detail: str | None = None
-
-
-@dataclasses.dataclass
-class ReplayReport:
-    """Every record's outcome, in order."""
-
-    outcomes: list[ReplayOutcome] = dataclasses.field(default_factory=list)
-    elapsed_s: float = 0.0
-
-    def count(self, status: str) -> int:
-        return sum(1 for o in self.outcomes if o.status == status)
-
-    @property
-    def published(self) -> int:
-        return self.count(PUBLISHED)
-
-    @property
-    def failed(self) -> int:
-        return self.count(FAILED)
 
 
 class Replayer:
@@ -190,7 +139,7 @@ class Replayer:
             plans.append(
                 ReplayPlan(
                     record=record,
-                    message=self._prepare(record, message, request_patch, job_patch),
+                    message=prepare_message(record, message, request_patch, job_patch),
                     edited=edited,
                 )
             )
@@ -206,43 +155,6 @@ class Replayer:
                 assert record.id is not None
                 found[record.id] = record
         return found
-
-    def _prepare(
-        self,
-        record: DeadLetter,
-        message: dict[str, Any],
-        request_patch: dict[str, Any] | None,
-        job_patch: dict[str, Any] | None,
-    ) -> dict[str, Any]:
-        options = {k: v for k, v in message["options"].items() if k not in _DROPPED_OPTIONS}
-        options.update(retries=0, replay_of=record.id, replay_of_message_id=record.message_id)
-        kwargs = dict(message["kwargs"])
-        job_data = kwargs.get("job")
-        if isinstance(job_data, dict):
-            job_data = merge_patch(job_data, job_patch) if job_patch is not None else job_data
-            if request_patch is not None and isinstance(job_data, dict):
-                job_data = {**job_data, "request": merge_patch(job_data.get("request"), request_patch)}
-            try:
-                job = parse_job(job_data)
-            except InvalidJob as exc:
-                raise InvalidJob(f"Record {record.id}: {exc}; nothing was sent") from None
-            kwargs["job"] = job.to_message()
-            options.update(
-                broker_priority=job.priority,
-                job_id=job.job_id,
-                provider=job.provider,
-                operation=job.operation,
-            )
-        elif request_patch is not None or job_patch is not None:
-            raise NotReplayable(f"Record {record.id}: the message holds no provider job to edit")
-        return {
-            **message,
-            "queue_name": record.queue_name or message["queue_name"],
-            "kwargs": kwargs,
-            "options": options,
-        }
-
-    # -- sending ------------------------------------------------------------------
 
     def replay(
         self,
@@ -296,13 +208,13 @@ class Replayer:
             reason=reason,
             audit={"request_patch": request_patch, "job_patch": job_patch},
             rate_per_s=rate_per_s,
-            pacer=None if rate_per_s is None else _Pacer(rate_per_s),
+            pacer=None if rate_per_s is None else Pacer(rate_per_s),
         )
         try:
             for first in range(0, len(plans), batch):
                 chunk = plans[first : first + batch]
                 if publisher is None:
-                    outcomes = [self._unsent(plan, dry_run=dry_run) for plan in chunk]
+                    outcomes = [unsent(plan, dry_run=dry_run) for plan in chunk]
                 else:
                     outcomes = self._send_batch(chunk, publisher, context)
                 for outcome in outcomes:
@@ -314,21 +226,6 @@ class Replayer:
                 publisher.close()
         report.elapsed_s = time.monotonic() - started
         return report
-
-    @staticmethod
-    def _unsent(plan: ReplayPlan, *, dry_run: bool) -> ReplayOutcome:
-        record_id = plan.record.id
-        assert record_id is not None
-        if plan.message is None:
-            return ReplayOutcome(record_id=record_id, status=SKIPPED, detail=plan.skip_reason)
-        kwargs = json.dumps(plan.message["kwargs"], default=str)
-        return ReplayOutcome(
-            record_id=record_id,
-            status=WOULD_PUBLISH if dry_run else SKIPPED,
-            queue_name=plan.message["queue_name"],
-            job_id=plan.record.job_id,
-            detail=kwargs,
-        )
 
     def _send_batch(
         self, chunk: Sequence[ReplayPlan], publisher: BulkPublisher, context: _SendContext
@@ -344,14 +241,14 @@ class Replayer:
         candidates: list[tuple[int, ReplayPlan]] = []
         for position, plan in enumerate(chunk):
             if plan.message is None:
-                outcomes[position] = self._unsent(plan, dry_run=False)
+                outcomes[position] = unsent(plan, dry_run=False)
             else:
                 candidates.append((position, plan))
         claimed: list[tuple[int, ReplayPlan]] = []
         sent: list[dict[str, Any]] = []
         archive_errors: list[ArchiveError] = []
         token, won = self.archive.claim_many(
-            [] if context.rate_per_s is not None else [_record_id(p) for _, p in candidates],
+            [] if context.rate_per_s is not None else [record_id_of(p) for _, p in candidates],
             allow_statuses=context.allowed,
         )
 
@@ -359,10 +256,10 @@ class Replayer:
             if context.rate_per_s is None:
                 won_ids = set(won)
                 for position, plan in candidates:
-                    if _record_id(plan) in won_ids:
+                    if record_id_of(plan) in won_ids:
                         yield position, plan
                     else:
-                        outcomes[position] = _not_claimed(plan)
+                        outcomes[position] = not_claimed(plan)
                 return
             pacer = context.pacer
             assert pacer is not None
@@ -374,37 +271,27 @@ class Replayer:
                 waited = False
                 try:
                     _, mine = self.archive.claim_many(
-                        [_record_id(plan)], allow_statuses=context.allowed, token=token
+                        [record_id_of(plan)], allow_statuses=context.allowed, token=token
                     )
                 except ArchiveError as exc:
                     archive_errors.append(exc)
                     for later, later_plan in candidates[k:]:
-                        outcomes[later] = _failed(later_plan, f"not sent: {exc}")
+                        outcomes[later] = failed(later_plan, f"not sent: {exc}")
                     return
                 if mine:
                     yield position, plan
                 else:
                     # Nothing is sent for it: the next record may take its slot.
                     pacer.refund()
-                    outcomes[position] = _not_claimed(plan)
+                    outcomes[position] = not_claimed(plan)
 
         def messages() -> Iterator[OutgoingMessage]:
             for position, plan in claim_each():
                 assert plan.message is not None
                 claimed.append((position, plan))
-                # Stamped when it goes out, not when the batch was planned (AgeLimit, pacing).
-                message = {
-                    **plan.message,
-                    "message_id": str(uuid.uuid4()),
-                    "message_timestamp": int(time.time() * 1000),
-                }
+                message, outgoing_message = outgoing(plan.message)
                 sent.append(message)
-                yield OutgoingMessage(
-                    routing_key=message["queue_name"],
-                    body=json.dumps(message, separators=(",", ":")).encode(),
-                    priority=message["options"].get("broker_priority"),
-                    message_id=message["message_id"],
-                )
+                yield outgoing_message
 
         if context.pacer is not None and candidates:
             context.pacer.wait()
@@ -414,124 +301,21 @@ class Replayer:
             result = publisher.publish_many(messages())
         except BrokerUnavailable as exc:
             result = BulkResult(failures=[PublishFailure(0, NOT_SENT, str(exc))])
-        self._settle(candidates, claimed, sent, result, token=token, context=context, outcomes=outcomes)
+        settle(
+            self.archive,
+            candidates,
+            claimed,
+            sent,
+            result,
+            token=token,
+            who=self.who,
+            reason=context.reason,
+            audit=context.audit,
+            outcomes=outcomes,
+        )
         if archive_errors:
             logger.error("Replay stopped: %s", archive_errors[0])
         return [outcomes[position] for position in sorted(outcomes)]
-
-    def _settle(
-        self,
-        candidates: Sequence[tuple[int, ReplayPlan]],
-        claimed: Sequence[tuple[int, ReplayPlan]],
-        sent: Sequence[dict[str, Any]],
-        result: BulkResult,
-        *,
-        token: str,
-        context: _SendContext,
-        outcomes: dict[int, ReplayOutcome],
-    ) -> None:
-        """Mark the confirmed records replayed and release the claims of the others,
-        including those never taken by the publisher."""
-        confirmed = set(result.confirmed)
-        failures = {f.index: f for f in result.failures}
-        marks: list[tuple[int, ReplayPlan, dict[str, Any]]] = []
-        released: list[int] = []
-        for k, (position, plan) in enumerate(claimed):
-            if k in confirmed:
-                marks.append((position, plan, sent[k]))
-                continue
-            released.append(_record_id(plan))
-            failure = failures.get(k)
-            why = f"{failure.status}: {failure.detail}" if failure else "not sent: the batch stopped"
-            outcomes[position] = _failed(plan, f"publish failed ({why}); claim released")
-        outcomes.update(self._mark(marks, token, context))
-        taken = {position for position, _ in claimed}
-        stopped = result.failures[0].detail if result.failures else "the publish stopped before it"
-        for position, plan in candidates:
-            if position not in outcomes and position not in taken:
-                # Never handed to RabbitMQ (unreachable, or the connection was lost first).
-                released.append(_record_id(plan))
-                outcomes[position] = _failed(plan, f"not sent ({stopped}); claim released")
-        if released:
-            try:
-                self.archive.release_many(released, token)
-            except ArchiveError as exc:
-                logger.warning(
-                    "Could not release the claims of %d unsent record(s) (%s); they can be replayed "
-                    "again once the claims expire",
-                    len(released),
-                    exc,
-                )
-
-    def _mark(
-        self, marks: Sequence[tuple[int, ReplayPlan, dict[str, Any]]], token: str, context: _SendContext
-    ) -> dict[int, ReplayOutcome]:
-        """Mark the published records replayed, in one transaction, retried with backoff:
-        a record left claimed but unmarked would be replayed again once its claim expires."""
-        if not marks:
-            return {}
-        replay_marks = []
-        for _, plan, message in marks:
-            details: dict[str, Any] = {
-                "queue": message["queue_name"],
-                "original_message_id": plan.record.message_id,
-            }
-            if plan.edited:
-                details.update(context.audit)
-            replay_marks.append(
-                ReplayMark(
-                    record_id=_record_id(plan),
-                    message_id=message["message_id"],
-                    action="replay_edited" if plan.edited else "replay",
-                    details=details,
-                )
-            )
-        trouble: str | None = None
-        for attempt in range(_MARK_ATTEMPTS):
-            try:
-                lost = self.archive.mark_replayed_many(
-                    replay_marks, token, who=self.who, reason=context.reason
-                )
-            except ArchiveError as exc:
-                trouble = str(exc)
-                if attempt + 1 < _MARK_ATTEMPTS:
-                    logger.warning("Marking %d replay(s) failed (%s); retrying", len(replay_marks), exc)
-                    time.sleep(_MARK_BACKOFF_S * 2**attempt)
-                continue
-            trouble = None
-            if lost:
-                logger.error(
-                    "Records %s were published but their replay claim was lost: they may be replayed twice",
-                    ", ".join(map(str, lost)),
-                )
-            break
-        if trouble is not None:
-            logger.error(
-                "Records %s were PUBLISHED but could not be marked replayed after %d attempts (%s): "
-                "they will be replayed again once their claims expire (%s s) unless discarded",
-                ", ".join(str(m.record_id) for m in replay_marks),
-                _MARK_ATTEMPTS,
-                trouble,
-                self.archive.claim_ttl_s,
-            )
-        outcomes = {}
-        for position, plan, message in marks:
-            logger.info(
-                "Replayed record %s (job %s) to %s as message %s",
-                plan.record.id,
-                plan.record.job_id,
-                message["queue_name"],
-                message["message_id"],
-            )
-            outcomes[position] = ReplayOutcome(
-                record_id=_record_id(plan),
-                status=PUBLISHED,
-                queue_name=message["queue_name"],
-                message_id=message["message_id"],
-                job_id=plan.record.job_id,
-                detail=None if trouble is None else f"published, but not marked replayed: {trouble}",
-            )
-        return outcomes
 
     def _open_publisher(self) -> BulkPublisher:
         publisher = BulkPublisher(self.broker_url, window=self.window)
@@ -550,47 +334,4 @@ class _SendContext:
     reason: str | None
     audit: dict[str, Any]
     rate_per_s: float | None
-    pacer: _Pacer | None
-
-
-class _Pacer:
-    """Spaces sends ``1 / rate_per_s`` apart, from when each was due (absorbing a late
-    wake-up); after a longer stall, from now, never catching up in a burst."""
-
-    def __init__(self, rate_per_s: float) -> None:
-        self.interval_s = 1 / rate_per_s
-        self.next_at = 0.0
-        self._previous = 0.0
-
-    def wait(self) -> None:
-        """Sleep until the next send is due, and book the one after it."""
-        due = self.next_at
-        now = time.monotonic()
-        if due > now:
-            time.sleep(due - now)
-            now = time.monotonic()
-        self._previous = due
-        self.next_at = (due if now - due < self.interval_s else now) + self.interval_s
-
-    def refund(self) -> None:
-        """Give back the slot of the last :meth:`wait` (nothing was sent in it)."""
-        self.next_at = self._previous
-
-
-def _record_id(plan: ReplayPlan) -> int:
-    record_id = plan.record.id
-    assert record_id is not None
-    return record_id
-
-
-def _not_claimed(plan: ReplayPlan) -> ReplayOutcome:
-    return ReplayOutcome(
-        record_id=_record_id(plan),
-        status=SKIPPED,
-        job_id=plan.record.job_id,
-        detail="already replayed, discarded, or being replayed by someone else",
-    )
-
-
-def _failed(plan: ReplayPlan, detail: str) -> ReplayOutcome:
-    return ReplayOutcome(record_id=_record_id(plan), status=FAILED, job_id=plan.record.job_id, detail=detail)
+    pacer: Pacer | None

@@ -1,0 +1,233 @@
+"""ArchiveClaims: claiming records for replay, and marking or releasing them after.
+
+A replay first *claims* a record with one conditional ``UPDATE``, which is
+what lets two operators replay the same records at the same moment and
+publish each once; a claim older than ``claim_ttl_s`` is taken over.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from ..errors import RecordConflict
+from .audit import audit_row
+from .database import ArchiveDatabase, chunks, epoch_ms, moved
+from .status import DEAD, REPLAYED
+
+__all__ = ["ArchiveClaims", "ReplayMark"]
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ReplayMark:
+    """One published replay to record with :meth:`DeadLetterArchive.mark_replayed_many`."""
+
+    record_id: int
+    message_id: str
+    action: str = "replay"
+    details: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+class ArchiveClaims(ArchiveDatabase):
+    """Replay claims and replay marks; part of :class:`~.archive.DeadLetterArchive`."""
+
+    def claim(self, record_id: int, *, allow_statuses: Iterable[str] = (DEAD,)) -> str | None:
+        """Claim a record for replay: one atomic ``UPDATE``, so two replayers
+        cannot both win.
+
+        Returns:
+            The claim token, or ``None`` when the record is not in one of
+            ``allow_statuses`` or someone else holds a fresh claim.
+        """
+        token = uuid.uuid4().hex
+        now = epoch_ms()
+        stale = now - int(self.claim_ttl_s * 1000)
+        table = self.records
+        with self._write(f"claiming record {record_id}") as conn:
+            result = conn.execute(
+                table.update()
+                .where(
+                    table.c.id == record_id,
+                    table.c.status.in_(list(allow_statuses)),
+                    sa.or_(table.c.claim_token.is_(None), table.c.claimed_ms < stale),
+                )
+                .values(claim_token=token, claimed_ms=now)
+            )
+            return token if result.rowcount == 1 else None
+
+    def claim_many(
+        self, ids: Sequence[int], *, allow_statuses: Iterable[str] = (DEAD,), token: str | None = None
+    ) -> tuple[str, list[int]]:
+        """Claim several records for replay under one token: one conditional ``UPDATE ...
+        WHERE id IN (...)`` per 500 ids, in one transaction, then read back what was won.
+
+        Args:
+            ids: Archive ids.
+            allow_statuses: Statuses a record may have to be claimed. Default: ``dead``.
+            token: The claim token; default a new one. A caller claiming record by
+                record passes the same token each time, to settle them together.
+
+        Returns:
+            The token, and the ids won (in the order of ``ids``): not those in another
+            status or under someone else's fresh claim.
+        """
+        token = token or uuid.uuid4().hex
+        if not ids:
+            return token, []
+        now = epoch_ms()
+        stale = now - int(self.claim_ttl_s * 1000)
+        table = self.records
+        won: set[int] = set()
+        with self._write(f"claiming {len(ids)} record(s)") as conn:
+            for chunk in chunks(list(dict.fromkeys(ids)), 500):
+                conn.execute(
+                    table.update()
+                    .where(
+                        table.c.id.in_(chunk),
+                        table.c.status.in_(list(allow_statuses)),
+                        sa.or_(table.c.claim_token.is_(None), table.c.claimed_ms < stale),
+                    )
+                    .values(claim_token=token, claimed_ms=now)
+                )
+                won.update(
+                    r[0]
+                    for r in conn.execute(
+                        sa.select(table.c.id).where(table.c.id.in_(chunk), table.c.claim_token == token)
+                    )
+                )
+        return token, [i for i in dict.fromkeys(ids) if i in won]
+
+    def release_many(self, ids: Sequence[int], token: str) -> None:
+        """Give back the claims ``token`` holds on ``ids`` (their publish failed), in one transaction."""
+        table = self.records
+        with self._write(f"releasing {len(ids)} record(s)") as conn:
+            for chunk in chunks(list(ids), 500):
+                conn.execute(
+                    table.update()
+                    .where(table.c.id.in_(chunk), table.c.claim_token == token)
+                    .values(claim_token=None, claimed_ms=None)
+                )
+
+    def mark_replayed_many(
+        self, marks: Sequence[ReplayMark], token: str, *, who: str, reason: str | None = None
+    ) -> list[int]:
+        """Record published replays under their claim ``token``, and audit them, in one
+        transaction: one ``executemany`` update and one audit insert.
+
+        Returns:
+            The ids whose claim was lost (taken over after ``claim_ttl_s``): not marked,
+            and they may be replayed twice.
+        """
+        if not marks:
+            return []
+        table = self.records
+        by_id = {m.record_id: m for m in marks}
+        with self._write(f"marking {len(by_id)} record(s) replayed") as conn:
+            rows: list[Any] = []
+            for chunk in chunks(list(by_id), 500):
+                rows += conn.execute(
+                    sa.select(table.c.id, table.c.replay_message_ids, table.c.fingerprint, table.c.status)
+                    .where(table.c.id.in_(chunk), table.c.claim_token == token)
+                    .with_for_update()
+                ).all()
+            if not rows:
+                return list(by_id)
+            now = epoch_ms()
+            conn.execute(
+                table.update()
+                .where(table.c.id == sa.bindparam("b_id"))
+                .values(
+                    status=REPLAYED,
+                    replay_count=table.c.replay_count + 1,
+                    replay_message_ids=sa.bindparam("b_message_ids", type_=table.c.replay_message_ids.type),
+                    claim_token=None,
+                    claimed_ms=None,
+                    updated_ms=now,
+                ),
+                [
+                    {"b_id": r.id, "b_message_ids": [*(r.replay_message_ids or []), by_id[r.id].message_id]}
+                    for r in rows
+                ],
+            )
+            self._groups.apply(conn, moved([(r.fingerprint, r.status) for r in rows], REPLAYED))
+            conn.execute(
+                self.audit_log.insert(),
+                [
+                    audit_row(
+                        who=who,
+                        action=by_id[r.id].action,
+                        record_id=r.id,
+                        reason=reason,
+                        at_ms=now,
+                        details={"message_id": by_id[r.id].message_id, **by_id[r.id].details},
+                    )
+                    for r in rows
+                ],
+            )
+        marked = {r.id for r in rows}
+        return [i for i in by_id if i not in marked]
+
+    def release(self, record_id: int, token: str) -> None:
+        """Give a claim back without replaying (the publish failed)."""
+        table = self.records
+        with self._write(f"releasing record {record_id}") as conn:
+            conn.execute(
+                table.update()
+                .where(table.c.id == record_id, table.c.claim_token == token)
+                .values(claim_token=None, claimed_ms=None)
+            )
+
+    def mark_replayed(
+        self,
+        record_id: int,
+        token: str,
+        *,
+        message_id: str,
+        who: str,
+        reason: str | None = None,
+        details: dict[str, Any] | None = None,
+        action: str = "replay",
+    ) -> None:
+        """Record a published replay under its claim, and audit it, in one transaction.
+
+        Raises:
+            RecordConflict: The claim was lost (taken over after ``claim_ttl_s``).
+        """
+        table = self.records
+        with self._write(f"marking record {record_id} replayed") as conn:
+            row = conn.execute(
+                sa.select(table.c.replay_message_ids, table.c.fingerprint, table.c.status)
+                .where(table.c.id == record_id, table.c.claim_token == token)
+                .with_for_update()
+            ).first()
+            if row is None:
+                raise RecordConflict(f"Record {record_id}: replay claim lost; it may be replayed twice")
+            now = epoch_ms()
+            conn.execute(
+                table.update()
+                .where(table.c.id == record_id)
+                .values(
+                    status=REPLAYED,
+                    replay_count=table.c.replay_count + 1,
+                    replay_message_ids=[*(row[0] or []), message_id],
+                    claim_token=None,
+                    claimed_ms=None,
+                    updated_ms=now,
+                )
+            )
+            self._groups.apply(conn, moved([(row.fingerprint, row.status)], REPLAYED))
+            conn.execute(
+                self.audit_log.insert(),
+                audit_row(
+                    who=who,
+                    action=action,
+                    record_id=record_id,
+                    reason=reason,
+                    at_ms=now,
+                    details={"message_id": message_id, **(details or {})},
+                ),
+            )

@@ -1,0 +1,229 @@
+"""ArchiveDatabase: the archive's engine, tables and transactions, in SQLite or PostgreSQL.
+
+SQLAlchemy Core 2, the same statements for both databases. SQLite is a file in
+WAL mode whose write transactions start with ``BEGIN IMMEDIATE`` (so that a
+read-then-write never fails half-way on a snapshot); PostgreSQL is reached
+through psycopg 3. Every part of :class:`~.archive.DeadLetterArchive` reads and
+writes through :meth:`ArchiveDatabase._read` and :meth:`ArchiveDatabase._write`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from ..errors import ArchiveError, ArchiveUnavailable, ConfigurationError
+from .groups import GroupDeltas, GroupSummary
+from .schema import Tables
+
+__all__ = ["DEFAULT_CLAIM_TTL_S", "ArchiveDatabase", "chunks", "epoch_ms", "moved", "removed"]
+
+#: A replay claim older than this is taken to be from a replayer that died.
+DEFAULT_CLAIM_TTL_S = 300.0
+
+#: Serialises table creation within the process; across processes, SQLite's
+#: ``BEGIN IMMEDIATE`` and PostgreSQL's advisory lock do.
+_CREATE_LOCK = threading.Lock()
+#: Key of the PostgreSQL advisory lock held while creating the tables.
+_CREATE_ADVISORY_KEY = 0x70_6A_64_6C_71  # "pjdlq"
+
+
+def epoch_ms() -> int:
+    """The time now, in milliseconds since the epoch."""
+    return int(time.time() * 1000)
+
+
+def _engine_url(url: str) -> sa.URL:
+    parsed = sa.make_url(url)
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    if parsed.drivername not in {"sqlite", "sqlite+pysqlite", "postgresql+psycopg"}:
+        raise ConfigurationError(
+            f"archive URL {parsed.render_as_string(hide_password=True)!r} is not allowed: "
+            "expected sqlite:///path or postgresql+psycopg://..."
+        )
+    return parsed
+
+
+class ArchiveDatabase:
+    """The connection under :class:`~.archive.DeadLetterArchive`, which documents the arguments.
+
+    Nothing is connected or created until the first operation, which creates
+    the tables (and, for SQLite, the file's directory) if they are missing.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        schema: str | None = None,
+        busy_timeout_ms: int = 30_000,
+        claim_ttl_s: float = DEFAULT_CLAIM_TTL_S,
+    ) -> None:
+        self.url = _engine_url(url)
+        self.is_sqlite = self.url.get_backend_name() == "sqlite"
+        if schema and self.is_sqlite:
+            raise ConfigurationError(f"archive schema={schema!r} is not allowed with SQLite")
+        self.schema = schema
+        self.claim_ttl_s = claim_ttl_s
+        self._busy_timeout_ms = busy_timeout_ms
+        self._metadata = sa.MetaData(schema=schema)
+        self.tables = Tables(self._metadata)
+        self.records, self.audit_log = self.tables.records, self.tables.audit
+        self._groups = GroupSummary(self.tables, is_sqlite=self.is_sqlite)
+        self._insert_sql: str | None = None
+        self._engine: Engine | None = None
+        self._ready = False
+
+    def _make_engine(self) -> Engine:
+        if not self.is_sqlite:
+            return sa.create_engine(self.url, pool_pre_ping=True, connect_args={"connect_timeout": 5})
+        database = self.url.database
+        if database and database != ":memory:" and not database.startswith("file:"):
+            try:
+                Path(database).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ArchiveUnavailable(
+                    f"Cannot create the archive's directory for {database}: {exc}"
+                ) from exc
+        engine = sa.create_engine(self.url, connect_args={"timeout": self._busy_timeout_ms / 1000})
+        busy_ms = self._busy_timeout_ms
+
+        @sa.event.listens_for(engine, "connect")
+        def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+            # We issue BEGIN ourselves (below), as SQLAlchemy's pysqlite docs advise.
+            dbapi_connection.isolation_level = None
+            cursor = dbapi_connection.cursor()
+            # The busy timeout first: switching a fresh file to WAL needs its lock too.
+            cursor.execute(f"PRAGMA busy_timeout={int(busy_ms)}")
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+        @sa.event.listens_for(engine, "begin")
+        def _on_begin(connection: Connection) -> None:
+            write = connection.get_execution_options().get("provider_jobs_write", False)
+            connection.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+        return engine
+
+    @contextlib.contextmanager
+    def _errors(self, doing: str) -> Iterator[None]:
+        try:
+            yield
+        except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+            raise ArchiveUnavailable(
+                f"Archive {self.url.render_as_string(hide_password=True)} unavailable while {doing}: "
+                f"{str(exc.orig).strip() or type(exc.orig).__name__}"
+            ) from exc
+        except sa.exc.DBAPIError as exc:
+            if exc.connection_invalidated:
+                raise ArchiveUnavailable(f"Archive connection lost while {doing}: {exc.orig}") from exc
+            raise ArchiveError(f"Archive error while {doing}: {exc.orig}") from exc
+        except sa.exc.SQLAlchemyError as exc:
+            raise ArchiveError(f"Archive error while {doing}: {exc}") from exc
+
+    def _engine_ready(self) -> Engine:
+        if self._engine is None:
+            self._engine = self._make_engine()
+        if not self._ready:
+            with _CREATE_LOCK:
+                if not self._ready:
+                    self._create_tables(self._engine)
+                    self._ready = True
+        return self._engine
+
+    def _create_tables(self, engine: Engine) -> None:
+        """Create what is missing, in a write transaction taken before the first read.
+
+        Under a deferred ``BEGIN`` two connections opening a fresh SQLite file
+        both read "no table", then both ask for the write lock, and one fails
+        with "database is locked" at once (the busy timeout cannot help a
+        deadlock). ``BEGIN IMMEDIATE`` takes the lock first and waits for it;
+        PostgreSQL takes an advisory lock for the same reason.
+        """
+        with (
+            self._errors("creating tables"),
+            engine.execution_options(provider_jobs_write=True).begin() as conn,
+        ):
+            if not self.is_sqlite:
+                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_CREATE_ADVISORY_KEY)))
+            if self.schema:
+                conn.execute(sa.schema.CreateSchema(self.schema, if_not_exists=True))
+            inspector = sa.inspect(conn)
+            summary_missing = not inspector.has_table(self.tables.groups.name, schema=self.schema)
+            records_existed = inspector.has_table(self.records.name, schema=self.schema)
+            self._metadata.create_all(conn)
+            if summary_missing and records_existed:
+                # An archive from before the summary table: count what it holds once.
+                self._groups.rebuild(conn)
+
+    @contextlib.contextmanager
+    def _read(self, doing: str) -> Iterator[Connection]:
+        engine = self._engine_ready()
+        with self._errors(doing), engine.connect() as conn:
+            yield conn
+
+    @contextlib.contextmanager
+    def _write(self, doing: str) -> Iterator[Connection]:
+        engine = self._engine_ready().execution_options(provider_jobs_write=True)
+        with self._errors(doing), engine.begin() as conn:
+            yield conn
+
+    def check(self) -> None:
+        """Connect once and create the tables if needed.
+
+        Raises:
+            ArchiveUnavailable: The database cannot be reached.
+        """
+        with self._read("checking the connection") as conn:
+            conn.execute(sa.select(1))
+
+    def close(self) -> None:
+        """Close every pooled connection."""
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
+            self._ready = False
+
+    def drop_tables(self) -> None:
+        """Drop the archive's tables (and its schema, if it has its own). For tests and resets."""
+        engine = self._engine_ready()
+        with self._errors("dropping tables"), engine.begin() as conn:
+            if self.schema:
+                conn.execute(sa.schema.DropSchema(self.schema, cascade=True, if_exists=True))
+            else:
+                self._metadata.drop_all(conn)
+        self._ready = False
+
+
+def moved(rows: Iterable[tuple[str, str]], status: str) -> GroupDeltas:
+    """Group deltas of records (fingerprint, old status) that now have ``status``."""
+    deltas: GroupDeltas = Counter()
+    for fingerprint, old in rows:
+        if old != status:
+            deltas[(fingerprint, old)] -= 1
+            deltas[(fingerprint, status)] += 1
+    return deltas
+
+
+def removed(rows: Iterable[Any]) -> GroupDeltas:
+    """Group deltas of deleted records, given as (fingerprint, status) rows."""
+    deltas: GroupDeltas = Counter()
+    for fingerprint, status in rows:
+        deltas[(fingerprint, status)] -= 1
+    return deltas
+
+
+def chunks(items: Sequence[int], size: int) -> Iterator[list[int]]:
+    """``items`` in lists of at most ``size``."""
+    for start in range(0, len(items), size):
+        yield list(items[start : start + size])

@@ -1,0 +1,106 @@
+"""ReplayPlan, ReplayOutcome and ReplayReport: what a replay would send, and what became of each record."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+from .records import DeadLetter
+
+__all__ = [
+    "FAILED",
+    "PUBLISHED",
+    "SKIPPED",
+    "WOULD_PUBLISH",
+    "ReplayOutcome",
+    "ReplayPlan",
+    "ReplayReport",
+    "failed",
+    "not_claimed",
+    "record_id_of",
+    "unsent",
+]
+
+PUBLISHED, WOULD_PUBLISH, SKIPPED, FAILED = "published", "would_publish", "skipped", "failed"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ReplayPlan:
+    """One record and the message that replaying it would send (without its new id and time)."""
+
+    record: DeadLetter
+    message: dict[str, Any] | None
+    skip_reason: str | None = None
+    edited: bool = False
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ReplayOutcome:
+    """What happened to one record: ``published``, ``would_publish`` (dry run), ``skipped`` or ``failed``."""
+
+    record_id: int
+    status: str
+    queue_name: str | None = None
+    message_id: str | None = None
+    job_id: str | None = None
+    detail: str | None = None
+
+
+@dataclasses.dataclass
+class ReplayReport:
+    """Every record's outcome, in order."""
+
+    outcomes: list[ReplayOutcome] = dataclasses.field(default_factory=list)
+    elapsed_s: float = 0.0
+
+    def count(self, status: str) -> int:
+        return sum(1 for o in self.outcomes if o.status == status)
+
+    @property
+    def published(self) -> int:
+        return self.count(PUBLISHED)
+
+    @property
+    def failed(self) -> int:
+        return self.count(FAILED)
+
+
+def unsent(plan: ReplayPlan, *, dry_run: bool) -> ReplayOutcome:
+    """The outcome of a plan not sent: skipped, or ``would_publish`` in a dry run."""
+    record_id = plan.record.id
+    assert record_id is not None
+    if plan.message is None:
+        return ReplayOutcome(record_id=record_id, status=SKIPPED, detail=plan.skip_reason)
+    kwargs = json.dumps(plan.message["kwargs"], default=str)
+    return ReplayOutcome(
+        record_id=record_id,
+        status=WOULD_PUBLISH if dry_run else SKIPPED,
+        queue_name=plan.message["queue_name"],
+        job_id=plan.record.job_id,
+        detail=kwargs,
+    )
+
+
+def record_id_of(plan: ReplayPlan) -> int:
+    """The archive id of the plan's record."""
+    record_id = plan.record.id
+    assert record_id is not None
+    return record_id
+
+
+def not_claimed(plan: ReplayPlan) -> ReplayOutcome:
+    """The outcome of a record whose claim was not won."""
+    return ReplayOutcome(
+        record_id=record_id_of(plan),
+        status=SKIPPED,
+        job_id=plan.record.job_id,
+        detail="already replayed, discarded, or being replayed by someone else",
+    )
+
+
+def failed(plan: ReplayPlan, detail: str) -> ReplayOutcome:
+    """The outcome of a record that was not replayed, and why."""
+    return ReplayOutcome(
+        record_id=record_id_of(plan), status=FAILED, job_id=plan.record.job_id, detail=detail
+    )
