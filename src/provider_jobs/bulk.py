@@ -21,22 +21,28 @@ reached the queue; ``not_sent`` never left this process.
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import logging
-import threading
 import time
 from collections.abc import Iterable, Iterator
 from types import TracebackType
 from typing import Any
 
-import pika
 import pika.exceptions
-from pika.adapters.select_connection import SelectConnection
 from pika.channel import Channel
 from pika.spec import Basic, BasicProperties
 
-from .errors import BrokerUnavailable
+from .bulk_connection import _ConfirmConnection
+from .bulk_messages import (
+    CONFIRMED,
+    NACKED,
+    NOT_SENT,
+    OUTCOMES,
+    RETURNED,
+    UNCONFIRMED,
+    BulkResult,
+    OutgoingMessage,
+    PublishFailure,
+)
 
 __all__ = [
     "CONFIRMED",
@@ -52,103 +58,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("provider_jobs.bulk")
-
-CONFIRMED, NACKED, RETURNED, UNCONFIRMED, NOT_SENT = (
-    "confirmed",
-    "nacked",
-    "returned",
-    "unconfirmed",
-    "not_sent",
-)
-#: Every state a message of a bulk publish can end in.
-OUTCOMES = (CONFIRMED, NACKED, RETURNED, UNCONFIRMED, NOT_SENT)
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class OutgoingMessage:
-    """One message to publish to the default exchange.
-
-    Args:
-        routing_key: The queue's name.
-        body: The encoded message.
-        priority: RabbitMQ priority (``BasicProperties.priority``), or ``None``.
-        message_id: ``BasicProperties.message_id``; it is how a returned
-            (unroutable) message is matched to its delivery. Default: the
-            delivery tag's number.
-    """
-
-    routing_key: str
-    body: bytes
-    priority: int | None = None
-    message_id: str | None = None
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class PublishFailure:
-    """A message that was not confirmed: its position in the input, its state and why."""
-
-    index: int
-    status: str
-    detail: str
-
-
-@dataclasses.dataclass
-class BulkResult:
-    """What became of each message of one :meth:`BulkPublisher.publish_many` call.
-
-    Attributes:
-        confirmed: Indexes (positions in the input) RabbitMQ confirmed, ascending.
-        failures: Every other message that was taken from the input, by index.
-        elapsed_s: Wall time of the call.
-    """
-
-    confirmed: list[int] = dataclasses.field(default_factory=list)
-    failures: list[PublishFailure] = dataclasses.field(default_factory=list)
-    elapsed_s: float = 0.0
-
-    @property
-    def ok(self) -> bool:
-        """Whether every message was confirmed."""
-        return not self.failures
-
-    @property
-    def total(self) -> int:
-        return len(self.confirmed) + len(self.failures)
-
-    def count(self, status: str) -> int:
-        """How many messages ended in ``status``."""
-        if status == CONFIRMED:
-            return len(self.confirmed)
-        return sum(1 for f in self.failures if f.status == status)
-
-
-class _CoalescingConnection(SelectConnection):  # type: ignore[misc]
-    """A ``SelectConnection`` that can hold outgoing frames and write them as one buffer.
-
-    pika writes the three frames of a publish (method, header, body) with one
-    ``send()`` each; a batch of publishes written at once costs one system
-    call and arrives at RabbitMQ in full TCP segments. ``_adapter_emit_data``
-    is pika's documented hook between a connection and its transport.
-    """
-
-    _held: list[bytes] | None = None
-
-    def hold(self) -> None:
-        """Collect outgoing frames until :meth:`flush`."""
-        self._held = []
-
-    def flush(self) -> None:
-        """Write the collected frames, in order, and stop collecting."""
-        held, self._held = self._held, None
-        # Closing or closed: the messages held are settled as unconfirmed by the close callback.
-        if held and self.is_open:
-            super()._adapter_emit_data(b"".join(held))
-
-    def _adapter_emit_data(self, data: bytes) -> None:
-        if self._held is None:
-            super()._adapter_emit_data(data)
-        else:
-            self._held.append(data)
 
 
 class _Run:
@@ -176,7 +85,7 @@ class _Run:
         return not self.more and not self.pending
 
 
-class BulkPublisher:
+class BulkPublisher(_ConfirmConnection):
     """Publishes batches of messages with publisher confirms, many in flight.
 
     One connection with one channel, opened on first use and kept between
@@ -208,141 +117,11 @@ class BulkPublisher:
                 f"confirm_timeout_s={confirm_timeout_s!r}, connect_timeout_s={connect_timeout_s!r}: "
                 "expected seconds > 0"
             )
-        self.url = url
+        super().__init__(url, connect_timeout_s=connect_timeout_s)
         self.window = window
         self.confirm_timeout_s = confirm_timeout_s
-        self.connect_timeout_s = connect_timeout_s
-        self._lock = threading.Lock()
-        self._connection: _CoalescingConnection | None = None
-        self._channel: Channel | None = None
-        self._next_tag = 1
         self._run: _Run | None = None
-        self._open_error: str | None = None
         self._next_send_at = 0.0
-        self._looping = False
-        self._stale = False
-
-    # -- connection ---------------------------------------------------------------
-
-    def _parameters(self) -> pika.URLParameters:
-        params = pika.URLParameters(self.url)
-        params.connection_attempts = 1
-        params.socket_timeout = self.connect_timeout_s
-        params.stack_timeout = self.connect_timeout_s
-        # The loop only runs inside publish_many: heartbeats would go unanswered between
-        # calls and the broker would drop an idle publisher. Confirm timeouts cover a dead peer.
-        params.heartbeat = 0
-        return params
-
-    def connect(self) -> None:
-        """Open the connection and a channel in confirm mode, unless open already.
-
-        Raises:
-            BrokerUnavailable: RabbitMQ cannot be reached or refused the connection.
-        """
-        with self._lock:
-            self._ensure_open()
-
-    def _ensure_open(self) -> None:
-        if self._channel is not None and self._channel.is_open:
-            self._poll()
-            if self._channel is not None and self._channel.is_open:
-                return
-        self._discard()
-        self._open_error = None
-        params = self._parameters()
-        try:
-            connection = _CoalescingConnection(
-                params,
-                on_open_callback=self._on_connection_open,
-                on_open_error_callback=self._on_connection_open_error,
-                on_close_callback=self._on_connection_closed,
-            )
-        except (pika.exceptions.AMQPError, OSError) as exc:
-            raise BrokerUnavailable(
-                f"Cannot reach RabbitMQ at {params.host}:{params.port} ({type(exc).__name__}: {exc})"
-            ) from exc
-        self._connection = connection
-        self._loop(connection)
-        if self._channel is None or not self._channel.is_open:
-            reason = self._open_error or "connection closed during the handshake"
-            self._discard()
-            raise BrokerUnavailable(f"Cannot reach RabbitMQ at {params.host}:{params.port} ({reason})")
-
-    def _on_connection_open(self, connection: Any) -> None:
-        connection.channel(on_open_callback=self._on_channel_open)
-
-    def _on_connection_open_error(self, connection: Any, error: BaseException | str) -> None:
-        self._open_error = f"{type(error).__name__}: {error}" if isinstance(error, BaseException) else error
-        self._stop_loop(connection)
-
-    def _on_channel_open(self, channel: Channel) -> None:
-        channel.add_on_return_callback(self._on_return)
-        channel.add_on_close_callback(self._on_channel_closed)
-        channel.confirm_delivery(self._on_confirm, callback=lambda _frame: self._on_ready(channel))
-
-    def _on_ready(self, channel: Channel) -> None:
-        self._channel = channel
-        self._next_tag = 1
-        assert self._connection is not None
-        self._stop_loop(self._connection)
-
-    def _on_channel_closed(self, channel: Channel, reason: BaseException) -> None:
-        logger.warning("Bulk publisher channel closed: %s", reason)
-        self._lost(f"channel closed ({reason})")
-        if self._connection is not None and self._connection.is_open:
-            self._connection.close()
-
-    def _on_connection_closed(self, connection: Any, reason: BaseException) -> None:
-        self._channel = None
-        self._open_error = self._open_error or f"{type(reason).__name__}: {reason}"
-        self._lost(f"connection lost ({type(reason).__name__}: {reason})")
-        self._stop_loop(connection)
-
-    def _poll(self) -> None:
-        """Handle whatever arrived since the last call (a close by the broker, most of all)."""
-        assert self._connection is not None
-        connection = self._connection
-        connection.ioloop.call_later(0, lambda: self._stop_loop(connection))
-        self._loop(connection)
-
-    def _loop(self, connection: SelectConnection) -> None:
-        """Run the connection's loop in this thread until :meth:`_stop_loop`."""
-        self._looping = True
-        try:
-            connection.ioloop.start()
-        finally:
-            self._looping = False
-
-    def _stop_loop(self, connection: SelectConnection) -> None:
-        # pika remembers a stop requested while its loop is idle and would end the next run at once.
-        if self._looping:
-            connection.ioloop.stop()
-
-    def _discard(self) -> None:
-        connection, self._connection, self._channel = self._connection, None, None
-        self._stale = False
-        if connection is None:
-            return
-        if not connection.is_closed:
-            # A broker that does not answer the close must not hang us: bounded wait.
-            timer = connection.ioloop.call_later(self.connect_timeout_s, lambda: self._stop_loop(connection))
-            with contextlib.suppress(pika.exceptions.AMQPError, OSError):
-                if not connection.is_closing:
-                    connection.close()
-                self._loop(connection)
-            connection.ioloop.remove_timeout(timer)
-        if not connection.is_closed:
-            # No Close-Ok in time: drop the socket (pika's adapter hook for an abrupt close).
-            with contextlib.suppress(Exception):
-                connection._adapter_disconnect()
-        # The loop is ours (pika made one for this connection): close its wake-up sockets too.
-        connection.ioloop.close()
-
-    def close(self) -> None:
-        """Close the connection; the next call opens a new one."""
-        with self._lock:
-            self._discard()
 
     def __enter__(self) -> BulkPublisher:
         return self

@@ -1,0 +1,42 @@
+"""``provider-jobs archiver``: drain the dead-letter queues into the archive."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from .cli_common import _err, _session
+
+__all__ = ["archiver"]
+
+
+def _serve_metrics(port: int) -> None:
+    """Serve the archiver's metrics (archived, duplicates, archive up, over cap...) on ``port``."""
+    from prometheus_client import REGISTRY, start_http_server
+
+    from ..middleware.metrics import metrics_registry
+
+    start_http_server(port, registry=metrics_registry(REGISTRY))
+    _err.print(f"serving metrics on :{port}/metrics", highlight=False)
+
+
+def archiver(
+    until_idle: Annotated[bool, typer.Option(help="Stop once every dead-letter queue is empty.")] = False,
+) -> None:
+    """Drain <queue>.XQ (and PROVIDER_JOBS_ARCHIVER_QUEUES) into the archive until stopped.
+
+    With PROVIDER_JOBS_METRICS_PORT set, serves its metrics on that port.
+    """
+    import signal
+
+    from .consumer import DeadLetterArchiver
+
+    with _session() as (settings, archive):
+        worker = DeadLetterArchiver.from_settings(settings, archive=archive)
+        if settings.metrics_port is not None:
+            _serve_metrics(settings.metrics_port)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda signum, frame: worker.stop())
+        stats = worker.run(until_idle=until_idle)
+    _err.print(f"archived {stats.archived}, duplicates skipped {stats.duplicates}", highlight=False)

@@ -1,0 +1,267 @@
+"""The ``provider-jobs dlq`` commands that change things: ``replay``, ``discard``, ``purge``, ``process``."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from ..errors import InvalidJob
+from .archive import DEAD, DISCARDED
+from .cli_common import (
+    EXIT_BROKER,
+    EXIT_NOT_FOUND,
+    EXIT_USAGE,
+    CategoryOpt,
+    GroupOpt,
+    JsonOpt,
+    OperationOpt,
+    ProviderOpt,
+    ReasonOpt,
+    SearchOpt,
+    SinceOpt,
+    StatusOpt,
+    UntilOpt,
+    _err,
+    _filter,
+    _out,
+    _print_json,
+    _session,
+    _who,
+)
+from .policy import DEFAULT_POLICY, DlqPolicy, process_dlq
+from .replay import FAILED, Replayer, ReplayOutcome
+
+__all__ = ["discard", "process", "purge", "replay"]
+
+
+def _json_patch(text: str | None, name: str) -> dict[str, Any] | None:
+    if text is None:
+        return None
+    try:
+        patch = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidJob(f"{name} is not JSON ({exc}); nothing was sent") from None
+    if not isinstance(patch, dict):
+        raise InvalidJob(
+            f"{name} must be a JSON object (a merge patch), not {type(patch).__name__}; nothing was sent"
+        )
+    return patch
+
+
+def replay(
+    ids: Annotated[list[int] | None, typer.Argument(help="Archive ids; or select with the options.")] = None,
+    *,
+    group: GroupOpt = None,
+    status: StatusOpt = None,
+    category: CategoryOpt = None,
+    provider: ProviderOpt = None,
+    operation: OperationOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    search: SearchOpt = None,
+    all_matching: Annotated[
+        bool, typer.Option("--all", help="Replay every record matching the filters.")
+    ] = False,
+    dry_run: Annotated[bool, typer.Option(help="Show what would be sent; send nothing.")] = False,
+    rate: Annotated[float | None, typer.Option(min=0.001, help="Messages per second at most.")] = None,
+    edit: Annotated[str | None, typer.Option(help="JSON merge patch applied to each job's request.")] = None,
+    edit_job: Annotated[str | None, typer.Option(help="JSON merge patch applied to each job.")] = None,
+    force: Annotated[bool, typer.Option(help="Also replay records already replayed or discarded.")] = False,
+    reason: ReasonOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Send dead letters again with a fresh attempt budget, each record once."""
+    selecting = any(v is not None for v in (group, category, provider, operation, since, until, search))
+    if not ids and not selecting and not all_matching:
+        raise typer.BadParameter("name ids, a --group, filters, or --all")
+    with _session() as (settings, archive):
+        request_patch, job_patch = _json_patch(edit, "--edit"), _json_patch(edit_job, "--edit-job")
+        default_status = None if force else DEAD
+        chosen = ids or archive.ids(
+            _filter(
+                status,
+                category,
+                provider,
+                operation,
+                group,
+                since,
+                until,
+                search,
+                default_status=default_status,
+            )
+        )
+        if not chosen:
+            _err.print("No dead letter matched.")
+            raise typer.Exit(EXIT_NOT_FOUND)
+        replayer = Replayer(archive=archive, broker_url=settings.broker_url, who=_who(settings))
+        with _progress(len(chosen), enabled=not as_json and len(chosen) > 1) as advance:
+            report = replayer.replay(
+                chosen,
+                request_patch=request_patch,
+                job_patch=job_patch,
+                dry_run=dry_run,
+                rate_per_s=rate,
+                force=force,
+                reason=reason,
+                on_outcome=advance,
+            )
+    if as_json:
+        _print_json({"elapsed_s": report.elapsed_s, "outcomes": [vars(o) for o in report.outcomes]})
+    else:
+        table = Table(
+            title=f"{'dry run: ' if dry_run else ''}{len(report.outcomes)} record(s) in "
+            f"{report.elapsed_s:.2f} s",
+            title_justify="left",
+        )
+        for name in ("id", "outcome", "job", "queue", "new message id / detail"):
+            table.add_column(name, overflow="fold")
+        for o in report.outcomes:
+            table.add_row(
+                str(o.record_id),
+                o.status,
+                (o.job_id or "-")[:12],
+                o.queue_name or "-",
+                o.message_id or o.detail or "",
+            )
+        _out.print(table)
+    if report.failed:
+        raise typer.Exit(EXIT_BROKER)
+    if not dry_run and not report.published:
+        raise typer.Exit(EXIT_NOT_FOUND)
+
+
+@contextlib.contextmanager
+def _progress(total: int, *, enabled: bool) -> Iterator[Any]:
+    if not enabled:
+        yield None
+        return
+    columns = (TextColumn("replaying"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=_err, transient=True) as progress:
+        task = progress.add_task("replay", total=total)
+
+        def advance(outcome: ReplayOutcome) -> None:
+            progress.advance(task)
+            if outcome.status == FAILED:
+                progress.console.print(f"record {outcome.record_id}: {outcome.detail}", markup=False)
+
+        yield advance
+
+
+def discard(
+    ids: Annotated[list[int] | None, typer.Argument(help="Archive ids; or select with the options.")] = None,
+    *,
+    reason: Annotated[str, typer.Option(help="Why (required, kept in the audit log).")] = "",
+    group: GroupOpt = None,
+    category: CategoryOpt = None,
+    provider: ProviderOpt = None,
+    operation: OperationOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    search: SearchOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Mark dead letters discarded (kept in the archive, never replayed by triage)."""
+    if not reason.strip():
+        raise typer.BadParameter("say why", param_hint="--reason")
+    if not ids and all(v is None for v in (group, category, provider, operation, since, until, search)):
+        raise typer.BadParameter("name ids, a --group or filters")
+    with _session() as (settings, archive):
+        for record_id in ids or ():
+            archive.get(record_id)
+        changed = archive.set_status(
+            _filter(None, category, provider, operation, group, since, until, search, ids=ids),
+            DISCARDED,
+            who=_who(settings),
+            reason=reason,
+            action="discard",
+        )
+    if as_json:
+        _print_json({"discarded": changed})
+    else:
+        _out.print(f"Discarded {len(changed)} dead letter(s): {', '.join(map(str, changed)) or '-'}")
+    if not changed:
+        raise typer.Exit(EXIT_NOT_FOUND)
+
+
+def purge(
+    *,
+    status: StatusOpt = None,
+    category: CategoryOpt = None,
+    provider: ProviderOpt = None,
+    operation: OperationOpt = None,
+    group: GroupOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    search: SearchOpt = None,
+    reason: ReasonOpt = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Really delete (records are gone for good).")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Delete records matching the filters from the archive (default: discarded ones)."""
+    record_filter = _filter(
+        status, category, provider, operation, group, since, until, search, default_status=DISCARDED
+    )
+    with _session() as (settings, archive):
+        if not yes:
+            count = archive.count(record_filter)
+            _err.print(f"Would delete {count} record(s); add --yes to delete them.")
+            raise typer.Exit(EXIT_USAGE if count else EXIT_NOT_FOUND)
+        deleted = archive.purge(record_filter, who=_who(settings), reason=reason)
+    if as_json:
+        _print_json({"deleted": deleted})
+    else:
+        _out.print(f"Deleted {deleted} record(s).")
+    if not deleted:
+        raise typer.Exit(EXIT_NOT_FOUND)
+
+
+def process(
+    policy_file: Annotated[str | None, typer.Option("--policy", help="TOML or JSON policy file.")] = None,
+    dry_run: Annotated[bool, typer.Option(help="Print the plan; change nothing.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Triage dead letters by policy: replay, discard, escalate (default: the built-in policy)."""
+    from ..providers import ProviderRegistry, load_providers
+
+    with _session() as (settings, archive):
+        path = policy_file or settings.dlq_policy_file
+        policy = DlqPolicy.load(path) if path else DEFAULT_POLICY
+        registry = ProviderRegistry()
+        load_providers(registry, spec=settings.providers, path=settings.providers_file)
+        replayer = Replayer(archive=archive, broker_url=settings.broker_url, who=_who(settings))
+        report = process_dlq(
+            archive,
+            policy=policy,
+            replayer=replayer,
+            providers=set(registry.keys()),
+            dry_run=dry_run,
+            who=_who(settings),
+        )
+    if as_json:
+        _print_json(
+            {
+                "dry_run": dry_run,
+                "decisions": [vars(d) for d in report.decisions],
+                "replay": [vars(o) for o in report.replay.outcomes] if report.replay else [],
+            }
+        )
+    else:
+        table = Table(
+            title=f"{'plan' if dry_run else 'triage'}: {len(report.decisions)} dead letter(s)",
+            title_justify="left",
+        )
+        for name in ("id", "job", "category", "rule", "action", "why"):
+            table.add_column(name, overflow="fold")
+        for d in report.decisions:
+            table.add_row(
+                str(d.record_id), (d.job_id or "-")[:12], d.category or "-", d.rule or "-", d.action, d.detail
+            )
+        _out.print(table)
+    if report.replay is not None and report.replay.failed:
+        raise typer.Exit(EXIT_BROKER)

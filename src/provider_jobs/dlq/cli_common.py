@@ -1,0 +1,165 @@
+"""What the ``provider-jobs dlq`` commands share: options, session, filters and output.
+
+The exit codes are listed in :mod:`provider_jobs.dlq.cli`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import json
+import re
+import socket
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from ..errors import (
+    ArchiveUnavailable,
+    BrokerUnavailable,
+    ConfigurationError,
+    InvalidJob,
+    NotReplayable,
+    ProviderJobsError,
+    RecordNotFound,
+)
+from ..settings import Settings
+from .archive import DEAD, STATUSES, DeadLetterArchive
+from .filters import RecordFilter
+
+__all__ = [
+    "EXIT_ARCHIVE",
+    "EXIT_BROKER",
+    "EXIT_NOT_FOUND",
+    "EXIT_USAGE",
+    "CategoryOpt",
+    "GroupOpt",
+    "JsonOpt",
+    "OperationOpt",
+    "ProviderOpt",
+    "ReasonOpt",
+    "SearchOpt",
+    "SinceOpt",
+    "StatusOpt",
+    "UntilOpt",
+]
+
+EXIT_NOT_FOUND, EXIT_USAGE, EXIT_ARCHIVE, EXIT_BROKER = 1, 2, 3, 4
+
+#: Wide enough for the tables when piped (Rich assumes 80 columns without a terminal).
+_PIPE_WIDTH = 180
+_out = Console(soft_wrap=False)
+if not _out.is_terminal:
+    _out = Console(soft_wrap=False, width=_PIPE_WIDTH)
+_err = Console(stderr=True)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+StatusOpt = Annotated[str | None, typer.Option(help="dead, replayed, discarded or all. [default: dead]")]
+CategoryOpt = Annotated[str | None, typer.Option(help="Error category, e.g. provider_not_found.")]
+ProviderOpt = Annotated[str | None, typer.Option(help="Namespace or Namespace/ResourceType.")]
+OperationOpt = Annotated[str | None, typer.Option(help="Operation, e.g. create.")]
+GroupOpt = Annotated[str | None, typer.Option("--group", "--fingerprint", help="A group's fingerprint.")]
+SinceOpt = Annotated[str | None, typer.Option(help="Dead-lettered since: ISO time or age (30m, 2h, 7d).")]
+UntilOpt = Annotated[str | None, typer.Option(help="Dead-lettered before: ISO time or age.")]
+SearchOpt = Annotated[str | None, typer.Option("--search", help="Text in the error, job id or message id.")]
+ReasonOpt = Annotated[str | None, typer.Option(help="Why, for the audit log.")]
+
+_AGE = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _ms(value: str | None, name: str) -> int | None:
+    if value is None:
+        return None
+    match = _AGE.match(value.strip())
+    if match:
+        return int((time.time() - float(match[1]) * _UNIT_S[match[2]]) * 1000)
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise typer.BadParameter(
+            f"{value!r} is neither an ISO time nor an age like 30m, 2h, 7d", param_hint=name
+        ) from None
+    return int((moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp() * 1000)
+
+
+def _when(ms: int | None) -> str:
+    return "-" if ms is None else datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _settings() -> Settings:
+    from ..log_config import configure_logging
+
+    settings = Settings.from_env()
+    configure_logging(log_format=settings.log_format, level=settings.log_level)
+    return settings
+
+
+def _who(settings: Settings) -> str:
+    return settings.operator or f"{getpass.getuser()}@{socket.gethostname()}"
+
+
+@contextlib.contextmanager
+def _session() -> Iterator[tuple[Settings, DeadLetterArchive]]:
+    """Settings and archive for one command; our errors become one line and an exit code."""
+    archive: DeadLetterArchive | None = None
+    try:
+        settings = _settings()
+        archive = DeadLetterArchive(settings.archive_url)
+        yield settings, archive
+    except RecordNotFound as exc:
+        _fail(exc, EXIT_NOT_FOUND)
+    except (InvalidJob, NotReplayable, ConfigurationError) as exc:
+        _fail(exc, EXIT_USAGE)
+    except ArchiveUnavailable as exc:
+        _fail(exc, EXIT_ARCHIVE)
+    except BrokerUnavailable as exc:
+        _fail(exc, EXIT_BROKER)
+    except ProviderJobsError as exc:
+        _fail(exc, EXIT_ARCHIVE)
+    finally:
+        if archive is not None:
+            archive.close()
+
+
+def _fail(exc: Exception, code: int) -> None:
+    _err.print(f"provider-jobs dlq: {exc}", markup=False, highlight=False)
+    raise typer.Exit(code)
+
+
+def _filter(  # noqa: PLR0917 - mirrors the commands' shared filter options
+    status: str | None,
+    category: str | None,
+    provider: str | None,
+    operation: str | None,
+    group: str | None,
+    since: str | None,
+    until: str | None,
+    search: str | None,
+    ids: list[int] | None = None,
+    default_status: str | None = DEAD,
+) -> RecordFilter:
+    status = status or default_status
+    if status not in (None, "all", *STATUSES):
+        raise typer.BadParameter(
+            f"{status!r}: expected dead, replayed, discarded or all", param_hint="--status"
+        )
+    return RecordFilter.for_provider(
+        provider,
+        ids=ids or None,
+        statuses=None if status in (None, "all") else [status],
+        category=category,
+        operation=operation,
+        fingerprint=group,
+        since_ms=_ms(since, "--since"),
+        until_ms=_ms(until, "--until"),
+        text=search,
+    )
+
+
+def _print_json(data: Any) -> None:
+    typer.echo(json.dumps(data, indent=2, default=str))
