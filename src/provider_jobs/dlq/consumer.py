@@ -19,14 +19,11 @@ Run it with ``provider-jobs archiver`` or ``python -m provider_jobs.dlq.consumer
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import signal
 import threading
 import time
-import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any
 
@@ -40,7 +37,9 @@ from ..errors import ArchiveError, ArchiveUnavailable
 from ..settings import Settings
 from . import metrics
 from .archive import DeadLetterArchive
-from .records import DeadLetter, dead_letter_from_delivery, quarantined
+from .batch_store import ArchiverStats, BatchStore, Delivery, dead_letters_of
+from .maintenance import DEFAULT_MAINTENANCE_INTERVAL_S, apply_retention
+from .records import DeadLetter
 
 __all__ = ["ArchiverStats", "DeadLetterArchiver", "main"]
 
@@ -48,33 +47,9 @@ logger = logging.getLogger("provider_jobs.dlq.archiver")
 
 #: First wait after a failure; doubled on each further failure up to ``max_backoff_s``.
 _MIN_BACKOFF_S = 0.05
-#: How often retention and the cap are applied while the archiver runs.
-DEFAULT_MAINTENANCE_INTERVAL_S = 300.0
 
 #: Called with the batch after its commit and before its ack (a test seam).
 AfterCommit = Callable[[Sequence[DeadLetter]], None]
-
-
-@dataclass
-class _Delivery:
-    queue: str
-    tag: int
-    body: bytes
-    properties: pika.BasicProperties
-    redelivered: bool
-
-
-@dataclass
-class ArchiverStats:
-    """What the archiver has done since it started."""
-
-    archived: int = 0
-    duplicates: int = 0
-    batches: int = 0
-    archive_failures: int = 0
-    quarantined: int = 0
-    reconnects: int = 0
-    per_queue: dict[str, int] = field(default_factory=dict)
 
 
 class DeadLetterArchiver:
@@ -118,8 +93,9 @@ class DeadLetterArchiver:
         self.maintenance_interval_s = maintenance_interval_s
         self.after_commit = after_commit
         self.stats = ArchiverStats()
+        self._store = BatchStore(archive=archive, stats=self.stats)
         self._stop = threading.Event()
-        self._pending: list[_Delivery] = []
+        self._pending: list[Delivery] = []
         #: Tags delivered on the current channel and not acked: pending, in a flush, or given up.
         self._unacked: set[int] = set()
         self._connection: pika.BlockingConnection | None = None
@@ -221,7 +197,7 @@ class DeadLetterArchiver:
 
     def _on_message(self, queue: str) -> Callable[..., None]:
         def on_message(channel: Any, method: Any, properties: pika.BasicProperties, body: bytes) -> None:
-            self._pending.append(_Delivery(queue, method.delivery_tag, body, properties, method.redelivered))
+            self._pending.append(Delivery(queue, method.delivery_tag, body, properties, method.redelivered))
             self._unacked.add(method.delivery_tag)
 
         return on_message
@@ -257,21 +233,11 @@ class DeadLetterArchiver:
 
     def _flush(self) -> None:
         batch, self._pending = self._pending, []
-        records = [
-            dead_letter_from_delivery(
-                d.body,
-                d.properties.headers,
-                source_queue=d.queue,
-                amqp_message_id=d.properties.message_id,
-                amqp_timestamp_s=d.properties.timestamp,
-            )
-            for d in batch
-        ]
+        records = dead_letters_of(batch)
         backoff = _MIN_BACKOFF_S
         while True:
             try:
-                new_keys = set(self._store(records))
-                records, new_keys = self._store_raw_twins(batch, records, new_keys)
+                records, new_keys = self._store.store_batch(batch, records)
                 break
             except ArchiveError as exc:
                 self.stats.archive_failures += 1
@@ -302,97 +268,7 @@ class DeadLetterArchiver:
         if self.after_commit is not None:
             self.after_commit(records)
         self._ack([d.tag for d in batch])
-        self.stats.batches += 1
-        for record in records:
-            queue = record.source_queue
-            if record.dedupe_key in new_keys:
-                new_keys.discard(record.dedupe_key)
-                self.stats.archived += 1
-                self.stats.per_queue[queue] = self.stats.per_queue.get(queue, 0) + 1
-                metrics.ARCHIVED.labels(queue).inc()
-            else:
-                self.stats.duplicates += 1
-                metrics.DUPLICATES.labels(queue).inc()
-                # A raw body has no id: say so louder, it is matched by its bytes alone.
-                logger.log(
-                    logging.WARNING if record.dedupe_key.startswith("raw:") else logging.INFO,
-                    "Dead letter %s from %s was already archived; acked without a second record",
-                    record.message_id or record.dedupe_key,
-                    queue,
-                )
-
-    def _store_raw_twins(
-        self, batch: Sequence[_Delivery], records: list[DeadLetter], new_keys: set[str]
-    ) -> tuple[list[DeadLetter], set[str]]:
-        """Store again, under a key of their own, raw bodies that only looked like duplicates.
-
-        A body that is not a Dramatiq message has no id: its dedupe key is its
-        bytes, death time and AMQP ids, so that a redelivery after a crash
-        between commit and ack finds its record. Two *different* messages can
-        share that key (the same bytes published twice within x-death's one
-        second, without a ``message_id``). A delivery without the
-        ``redelivered`` flag was never handed to a consumer before, so it
-        cannot be in the archive yet: when its key is taken, it is such a twin
-        and gets a key of its own. The one case still taken as a duplicate is a
-        redelivered body whose identical twin was archived while it was itself
-        never committed: that needs identical bytes in the same second *and* an
-        archiver lost between delivery and commit, and is logged.
-
-        Returns:
-            The records as stored, and every new key.
-        """
-        twins: list[int] = []
-        first_seen = set(new_keys)
-        for position, (delivery, record) in enumerate(zip(batch, records, strict=True)):
-            key = record.dedupe_key
-            if delivery.redelivered or not key.startswith("raw:"):
-                continue
-            if key in first_seen:
-                first_seen.discard(key)
-            else:
-                twins.append(position)
-        if not twins:
-            return records, new_keys
-        records = list(records)
-        for position in twins:
-            record = records[position]
-            records[position] = dataclasses.replace(
-                record, dedupe_key=f"{record.dedupe_key}#{uuid.uuid4().hex}"
-            )
-        return records, new_keys | set(self._store([records[p] for p in twins]))
-
-    def _store(self, records: Sequence[DeadLetter]) -> list[str]:
-        """Store ``records`` in one transaction; if the archive refuses the batch (not
-        unavailable: an error that retrying will not cure), store them one by one and
-        quarantine each one refused, so one bad dead letter never blocks the rest.
-
-        Raises:
-            ArchiveError: The archive is unavailable, or refused even a quarantined record.
-        """
-        try:
-            return self.archive.store(records)
-        except ArchiveUnavailable:
-            raise
-        except ArchiveError as exc:
-            logger.warning("%s; storing the batch of %d record by record", exc, len(records))
-        new_keys: list[str] = []
-        for record in records:
-            try:
-                new_keys += self.archive.store([record])
-            except ArchiveUnavailable:
-                raise
-            except ArchiveError as exc:
-                self.stats.quarantined += 1
-                metrics.QUARANTINED.labels(record.source_queue).inc()
-                logger.error(
-                    "Archive refused dead letter %s from %s (%s); archived it as category unarchivable "
-                    "with its raw body",
-                    record.message_id or record.dedupe_key,
-                    record.source_queue,
-                    exc,
-                )
-                new_keys += self.archive.store([quarantined(record, str(exc))])
-        return new_keys
+        self._store.count(records, new_keys)
 
     def _ack(self, tags: Sequence[int]) -> None:
         """Ack exactly ``tags``: at once when no other unacked delivery precedes the last of them."""
@@ -408,36 +284,7 @@ class DeadLetterArchiver:
 
     def _maintain(self) -> None:
         self._next_maintenance = time.monotonic() + self.maintenance_interval_s
-        if self.retention_days is None and self.max_records is None:
-            return
-        try:
-            report = self.archive.apply_retention(
-                retention_days=self.retention_days or 36_500.0, max_records=self.max_records or 2**62
-            )
-        except ArchiveError as exc:
-            logger.warning("Retention skipped: %s", exc)
-            return
-        metrics.ARCHIVE_RECORDS.set(report.records)
-        metrics.ARCHIVE_OVER_CAP.set(report.over_cap)
-        metrics.EXPIRED.inc(report.expired)
-        metrics.EVICTED.inc(report.evicted)
-        if report.expired or report.evicted:
-            logger.info(
-                "Retention: purged %d record(s) older than %s day(s), evicted %d handled record(s) "
-                "for the cap of %s",
-                report.expired,
-                self.retention_days,
-                report.evicted,
-                self.max_records,
-            )
-        if report.over_cap:
-            logger.warning(
-                "Archive holds %d records, %d above its cap of %s, all unhandled dead letters: "
-                "they are kept. Replay, discard or purge them (provider-jobs dlq groups).",
-                report.records,
-                report.over_cap,
-                self.max_records,
-            )
+        apply_retention(self.archive, retention_days=self.retention_days, max_records=self.max_records)
 
     def _close(self) -> None:
         connection, self._connection, self._channel = self._connection, None, None

@@ -1,0 +1,163 @@
+"""Reading one XQ delivery: its body as a Dramatiq message, its x-death, its final failure.
+
+Helpers of :func:`~.records.dead_letter_from_delivery`. A dead letter's failure
+comes from ``options["dead_letter"]`` when ``ClassifiedRetries`` enriched it,
+else it is pieced together from RabbitMQ's ``x-death`` headers, the age limit
+and the previous attempt's options.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+__all__ = [
+    "AGE_LIMIT",
+    "DEAD_LETTER_HEADER",
+    "REJECTED",
+    "Failure",
+    "decode_message",
+    "final_failure",
+    "int_or_none",
+    "jsonable",
+    "last_death",
+]
+
+#: Category of a message ``AgeLimit`` refused because it was too old.
+AGE_LIMIT = "age_limit"
+#: Category of a message nacked with no failure recorded (unknown actor, plain ``fail()``).
+REJECTED = "rejected"
+#: AMQP header ``ClassifiedRetries`` puts on enriched dead letters.
+DEAD_LETTER_HEADER = "x-provider-jobs-dead-letter"
+#: Keys a JSON body needs to be taken as a Dramatiq message.
+_MESSAGE_KEYS = frozenset({"queue_name", "actor_name", "args", "kwargs", "options", "message_id"})
+
+
+def jsonable(value: Any) -> Any:
+    """AMQP header values (datetimes, bytes, nested tables) as JSON-safe values."""
+    if isinstance(value, datetime):
+        return int(value.timestamp() * 1000)
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).decode("utf-8", errors="replace")
+    if isinstance(value, Mapping):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return str(value)
+
+
+def decode_message(body: bytes) -> tuple[dict[str, Any] | None, str | None]:
+    """``body`` as a Dramatiq message dict, or ``None`` and why it is not one."""
+    try:
+        data = json.loads(body.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        return None, f"body is not UTF-8 text: {exc}"
+    except ValueError as exc:
+        return None, f"body is not JSON: {exc}"
+    if not isinstance(data, dict):
+        return None, f"body is JSON but not an object ({type(data).__name__})"
+    missing = _MESSAGE_KEYS - data.keys()
+    if missing:
+        return None, f"body is not a Dramatiq message: missing {', '.join(sorted(missing))}"
+    if not isinstance(data["options"], dict) or not isinstance(data["kwargs"], dict):
+        return None, "body is not a Dramatiq message: options and kwargs must be objects"
+    return data, None
+
+
+def _last_traceback_line(traceback: str | None) -> str | None:
+    if not traceback:
+        return None
+    lines = [line for line in traceback.strip().splitlines() if line.strip()]
+    return lines[-1].strip() if lines else None
+
+
+def int_or_none(value: Any) -> int | None:
+    """``value`` if it is an int (and not a bool), else ``None``."""
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+@dataclasses.dataclass(frozen=True)
+class Failure:
+    """How a dead letter finally failed, as far as its delivery tells."""
+
+    category: str
+    reason: str
+    error: str
+    error_type: Any
+    traceback: Any
+    retryable: Any
+    attempts: int
+    dead_lettered_ms: int
+
+
+def final_failure(
+    message: dict[str, Any],
+    *,
+    history: list[dict[str, Any]],
+    dead: dict[str, Any] | None,
+    headers: dict[str, Any],
+    last_death: dict[str, Any],
+    death_ms: int,
+) -> Failure:
+    """The final failure: from ``dead_letter`` when enriched, else pieced together
+    from x-death, the age limit and the previous attempt."""
+    options: dict[str, Any] = message["options"]
+    if dead is not None:
+        return Failure(
+            category=str(dead.get("category") or "unknown"),
+            reason=str(dead.get("reason") or headers.get(DEAD_LETTER_HEADER) or "unknown"),
+            error=str(dead.get("error") or ""),
+            error_type=dead.get("error_type"),
+            traceback=dead.get("traceback"),
+            retryable=dead.get("retryable"),
+            attempts=int_or_none(dead.get("attempts")) or len(history),
+            dead_lettered_ms=int_or_none(dead.get("dead_lettered_at_ms")) or death_ms,
+        )
+    reason = str(last_death.get("reason") or "direct")
+    attempts = max(int_or_none(options.get("retries")) or 0, len(history))
+    traceback = options.get("traceback")
+    max_age = int_or_none(options.get("max_age"))
+    timestamp = int_or_none(message.get("message_timestamp"))
+    if max_age is not None and timestamp is not None and death_ms - timestamp >= max_age:
+        error = f"message older than its age limit ({max_age} ms)"
+        return Failure(AGE_LIMIT, AGE_LIMIT, error, None, traceback, False, attempts, death_ms)
+    if history:
+        last = history[-1]
+        return Failure(
+            str(last.get("category") or "unknown"),
+            reason,
+            str(last.get("error") or ""),
+            last.get("error_type"),
+            traceback,
+            last.get("retryable"),
+            attempts,
+            death_ms,
+        )
+    if isinstance(traceback, str) and traceback:
+        error = _last_traceback_line(traceback) or "unknown error"
+        return Failure("unknown", reason, error, None, traceback, None, attempts, death_ms)
+    error = f"{reason} without a recorded failure (unknown actor {message['actor_name']!r}, or a nack)"
+    return Failure(REJECTED, reason, error, None, None, None, attempts, death_ms)
+
+
+def last_death(headers: dict[str, Any]) -> tuple[list[dict[str, Any]] | None, dict[str, Any], int | None]:
+    """The ``x-death`` list of JSON-safe ``headers``, its most recent entry and that death's time in ms.
+
+    Returns:
+        The whole list (``None`` without one), its latest entry (``{}`` without
+        one) and the entry's time in ms since the epoch (``None`` without one).
+    """
+    x_death = headers.get("x-death") if isinstance(headers.get("x-death"), list) else None
+    # RabbitMQ puts the most recent death first: a retry that waited in a TTL queue
+    # (``<queue>.retry.<ms>``, reason ``expired``) and was then nacked has its
+    # ``rejected`` entry at [0]. The whole list stays in the record.
+    latest: dict[str, Any] = x_death[0] if x_death and isinstance(x_death[0], dict) else {}
+    death_ms = int_or_none(latest.get("time"))
+    if death_ms is not None and death_ms < 10**11:
+        death_ms *= 1000  # pika may hand the AMQP timestamp over in seconds
+    return x_death, latest, death_ms
