@@ -17,8 +17,9 @@ Several worker processes (the ``dramatiq`` CLI) share counts through
 prometheus-client's multiprocess mode: set ``PROMETHEUS_MULTIPROC_DIR`` to an
 empty directory before the processes start, and expose
 :func:`metrics_registry` from any one of them (``http_port``) or from a
-process beside them. Counters of a process that exits stay in the directory,
-so totals survive a worker restart; the in-progress gauge of a dead process is
+process beside them (see :mod:`.prometheus_multiprocess`, whose helpers are
+re-exported here). Counters of a process that exits stay in the directory, so
+totals survive a worker restart; the in-progress gauge of a dead process is
 dropped.
 """
 
@@ -27,7 +28,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import re
 import socket
 import threading
 import time
@@ -35,8 +35,10 @@ from typing import Any
 
 import dramatiq
 from dramatiq.middleware import Middleware
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess, values
-from prometheus_client.exposition import choose_encoder, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess
+from prometheus_client.exposition import start_http_server
+
+from .prometheus_multiprocess import metrics_registry, multiprocess_dir, reap_dead_processes, render_metrics
 
 __all__ = [
     "DURATION_BUCKETS_S",
@@ -52,71 +54,8 @@ DURATION_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 1
 
 #: Category label when the retry middleware recorded none.
 _UNCLASSIFIED = "unclassified"
-#: Files of live gauges in the multiprocess directory, by writing process id.
-_LIVE_GAUGE_FILE = re.compile(r"^gauge_live[a-z]+_(\d+)\.db$")
 
 logger = logging.getLogger("provider_jobs.metrics")
-
-
-def multiprocess_dir() -> str | None:
-    """The multiprocess directory prometheus-client writes to, or ``None`` in single-process mode.
-
-    prometheus-client chooses its mode when it is first imported, from
-    ``PROMETHEUS_MULTIPROC_DIR``: setting the variable later has no effect.
-    """
-    if not getattr(values.ValueClass, "_multiprocess", False):
-        return None
-    return os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-
-
-def metrics_registry(
-    registry: CollectorRegistry | None = None, *, path: str | None = None
-) -> CollectorRegistry:
-    """The registry to expose: every process's metrics in multiprocess mode, else ``registry``.
-
-    Args:
-        registry: The single-process registry (a :class:`Metrics`' ``registry``).
-            Ignored in multiprocess mode, where the values live in files.
-            Defaults to a new, empty registry.
-        path: Read this multiprocess directory, whatever this process's mode.
-            Defaults to :func:`multiprocess_dir`.
-
-    Raises:
-        ValueError: ``path`` is not a directory.
-    """
-    path = path or multiprocess_dir()
-    if path is None:
-        return registry if registry is not None else CollectorRegistry()
-    merged = CollectorRegistry()
-    multiprocess.MultiProcessCollector(merged, path=path)  # type: ignore[no-untyped-call]
-    return merged
-
-
-def render_metrics(registry: CollectorRegistry, accept: str | None = None) -> tuple[bytes, str]:
-    """Encode ``registry`` for a scrape; returns the body and its content type.
-
-    Args:
-        registry: What to expose, for example ``metrics_registry(...)``.
-        accept: The scraper's ``Accept`` header; OpenMetrics when it asks for
-            it, the Prometheus text format otherwise.
-    """
-    encoder, content_type = choose_encoder(accept or "")
-    return encoder(registry), content_type
-
-
-def _reap_dead_processes(path: str) -> None:
-    """Drop the live gauges of processes that no longer run (killed, not stopped)."""
-    for name in os.listdir(path):
-        match = _LIVE_GAUGE_FILE.match(name)
-        if match is None:
-            continue
-        pid = int(match.group(1))
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            multiprocess.mark_process_dead(pid, path)  # type: ignore[no-untyped-call]
-        except PermissionError:
-            continue
 
 
 class _Attempt:
@@ -242,7 +181,7 @@ class Metrics(Middleware):
     def before_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         path = multiprocess_dir()
         if path is not None:
-            _reap_dead_processes(path)
+            reap_dead_processes(path)
         # A restarted process may reuse a dead one's pid, and with it a stale value.
         self._set_in_progress(0)
 

@@ -9,14 +9,13 @@ and message options (``max_retries``, ``min_backoff``, ``max_backoff``,
 - a fixed delay (``retry_delay_ms``) or exponential backoff with jitter, per
   middleware, actor or message; a provider's ``Retry-After`` is honoured up to
   ``max_retry_after_ms``;
+  (see :mod:`.delays`);
 - on RabbitMQ a retry waits in a TTL queue that RabbitMQ itself moves back to
   the work queue when due (see :mod:`.publisher`), with its priority raised so
   that a due retry does not wait behind the whole backlog;
-- each attempt is recorded in the message (``options["attempt_history"]``);
-- the dead letter carries the *final* attempt's error, category and traceback
-  (``options["dead_letter"]``): it is published to ``<queue>.XQ`` with
-  publisher confirms and only then is the original acked; if that publish
-  fails the message is nacked, which dead-letters it through RabbitMQ;
+- each attempt is recorded in the message, and a dead letter carries the final
+  attempt's error, published to ``<queue>.XQ`` with confirms before the
+  original is acked (see :mod:`.dead_letters`);
 - a retry whose publish fails is dead-lettered, never acked and lost.
 
 Like ``Retries`` it must be the last middleware in the broker's list, so that
@@ -29,44 +28,32 @@ import logging
 import os
 import socket
 import time
-import traceback
 from collections.abc import Callable
 from typing import Any
 
 import dramatiq
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
-from dramatiq.common import compute_backoff, xq_name
-from dramatiq.middleware import Middleware, MiddlewareError
+from dramatiq.middleware import Middleware
 
-from ..errors import ConfigurationError
+from . import dead_letters, delays
 from .classifier import RETRY_REQUESTED, Classification, ErrorClassifier
+from .dead_letters import MAX_ATTEMPT_HISTORY  # noqa: F401 - importable here, as before the split
+from .delays import (
+    DEFAULT_CONSUMER_TIMEOUT_MS,
+    DEFAULT_MAX_RETRY_AFTER_MS,
+    DEFAULT_MIN_BACKOFF_MS,
+    RetryConfigurationError,
+)
 from .publisher import ConfirmPublisher, bucket_ms
 from .retry_log import DropWorkerFailureLogs, RetryLog, logger
 
 __all__ = ["ClassifiedRetries", "RetryConfigurationError"]
 
-#: Dramatiq's own defaults, kept so that swapping ``Retries`` changes nothing.
+#: Dramatiq's own default, kept so that swapping ``Retries`` changes nothing.
 DEFAULT_MAX_RETRIES = 20
-DEFAULT_MIN_BACKOFF_MS = 15_000
-#: RabbitMQ's default ``consumer_timeout``. Dramatiq's ``.DQ`` path (our fallback)
-#: holds a delayed message unacked until its eta, and RabbitMQ closes consumers
-#: that hold one longer; delays in our TTL buckets are not affected.
-DEFAULT_CONSUMER_TIMEOUT_MS = 1_800_000
-#: Cap on a provider's ``Retry-After``.
-DEFAULT_MAX_RETRY_AFTER_MS = 300_000
-#: Attempt records kept per message; older ones are dropped so that an actor
-#: retried forever does not grow its message without bound.
-MAX_ATTEMPT_HISTORY = 50
 
 #: Classifies an exception; an :class:`ErrorClassifier` is one.
 Classifier = Callable[[BaseException], Classification]
-
-
-class RetryConfigurationError(ConfigurationError, MiddlewareError):
-    """A retry delay is not allowed; raised when the middleware or an actor is declared.
-
-    It is a ``MiddlewareError`` so that Dramatiq lets it out of ``before_declare_actor``.
-    """
 
 
 def _default_worker_id() -> str:
@@ -161,17 +148,7 @@ class ClassifiedRetries(Middleware):
         }
 
     def _check_delays(self, owner: str, **delays_ms: int | None) -> None:
-        for name, value in delays_ms.items():
-            if value is None:
-                continue
-            if not isinstance(value, int) or value < 0:
-                raise RetryConfigurationError(f"{owner}: {name}={value!r} is not allowed; use whole ms >= 0")
-            if value >= self.consumer_timeout_ms:
-                raise RetryConfigurationError(
-                    f"{owner}: {name}={value} ms is at or above RabbitMQ's consumer_timeout "
-                    f"({self.consumer_timeout_ms} ms); delayed messages are held unacked until due, "
-                    f"so use a delay below it or raise consumer_timeout on the broker"
-                )
+        delays.check_delays(owner, self.consumer_timeout_ms, **delays_ms)
 
     def before_declare_actor(self, broker: dramatiq.Broker, actor: dramatiq.Actor[Any, Any]) -> None:
         self._check_delays(
@@ -261,12 +238,21 @@ class ClassifiedRetries(Middleware):
         )
         if delay_ms is not None and self._native(broker):
             delay_ms = bucket_ms(delay_ms)
-        self._record_attempt(message, exception, classification, retries + 1, delay_ms)
+        dead_letters.record_attempt(
+            message, exception, classification, retries + 1, delay_ms, worker_id=self.worker_id
+        )
 
         if delay_ms is not None:
             self._log.retry(context, error, delay_ms)
             try:
-                self._enqueue_retry(broker, message, delay_ms)
+                delays.enqueue_retry(
+                    self._publisher,
+                    broker,
+                    message,
+                    delay_ms,
+                    native=self._native(broker),
+                    boost=self.retry_priority_boost,
+                )
                 return
             except Exception as exc:
                 self._log.retry_unpublished(context, exc)
@@ -288,31 +274,6 @@ class ClassifiedRetries(Middleware):
     def _native(self, broker: dramatiq.Broker) -> bool:
         return self.native_delays and isinstance(broker, RabbitmqBroker)
 
-    def _enqueue_retry(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy, delay_ms: int) -> None:
-        """Publish the retry, confirmed, to be delivered after ``delay_ms``.
-
-        Raises:
-            Exception: Whatever the broker raised; the message was not re-enqueued.
-        """
-        if isinstance(broker, RabbitmqBroker) and self._native(broker):
-            priority = message.options.get("broker_priority")
-            if self.retry_priority_boost and broker.max_priority:
-                priority = min((priority or 0) + self.retry_priority_boost, broker.max_priority)
-            try:
-                self._publisher.publish_delayed(
-                    broker, message.queue_name, message._message.encode(), delay_ms, priority=priority
-                )
-                return
-            except Exception as exc:
-                logger.warning(
-                    "Could not publish retry of %s to its delay queue (%s: %s); using %s.DQ instead",
-                    message.message_id,
-                    type(exc).__name__,
-                    exc,
-                    message.queue_name,
-                )
-        broker.enqueue(message._message, delay=delay_ms)
-
     def _delay_ms(
         self,
         message: dramatiq.MessageProxy,
@@ -321,47 +282,7 @@ class ClassifiedRetries(Middleware):
         classification: Classification,
         retries: int,
     ) -> int:
-        def option(name: str, default: Any) -> Any:
-            return message.options.get(name, actor.options.get(name, default))
-
-        max_backoff = min(option("max_backoff", self.max_backoff), self.max_backoff)
-        if isinstance(exception, dramatiq.Retry) and exception.delay is not None:
-            delay = int(exception.delay)
-        elif classification.suggested_delay_s is not None:
-            delay = min(int(classification.suggested_delay_s * 1000), self.max_retry_after_ms)
-        else:
-            fixed = option("retry_delay_ms", self.retry_delay_ms)
-            if fixed is not None and not option("retry_backoff", self.retry_backoff):
-                delay = int(fixed)
-            else:
-                factor = fixed if fixed is not None else option("min_backoff", self.min_backoff)
-                _, delay = compute_backoff(retries, factor=factor, max_backoff=max_backoff)
-        # Per-message options cannot be checked at start; clamp them below the timeout.
-        return max(0, min(delay, int(self.consumer_timeout_ms * 0.9)))
-
-    def _record_attempt(
-        self,
-        message: dramatiq.MessageProxy,
-        exception: BaseException,
-        classification: Classification,
-        attempt: int,
-        delay_ms: int | None,
-    ) -> None:
-        history: list[dict[str, Any]] = message.options.setdefault("attempt_history", [])
-        history.append(
-            {
-                "attempt": attempt,
-                "category": classification.category.name,
-                "retryable": classification.retryable,
-                "error_type": type(exception).__qualname__,
-                "error": str(exception),
-                "at_ms": int(time.time() * 1000),
-                "worker_id": self.worker_id,
-                "delay_ms": delay_ms,
-                "redelivered": bool(getattr(message, "redelivered", False)),
-            }
-        )
-        del history[:-MAX_ATTEMPT_HISTORY]
+        return delays.retry_delay_ms(self, message, actor, exception, classification, retries=retries)
 
     # -- dead-lettering -----------------------------------------------------------
 
@@ -377,67 +298,21 @@ class ClassifiedRetries(Middleware):
         retries: int,
         max_retries: int | None,
     ) -> None:
-        # Formatted once, for the final attempt only: retries carry the error in
-        # their attempt history, and formatting a traceback per failure is costly.
-        message.options["traceback"] = "".join(traceback.format_exception(exception, limit=30))
-        message.options["dead_letter"] = {
-            "reason": reason,
-            "category": classification.category.name,
-            "retryable": classification.retryable,
-            "error_type": type(exception).__qualname__,
-            "error": str(exception),
-            "traceback": message.options["traceback"],
-            "attempts": retries + 1,
-            "max_retries": max_retries,
-            "worker_id": self.worker_id,
-            "queue_name": message.queue_name,
-            "dead_lettered_at_ms": int(time.time() * 1000),
-        }
+        dead_letters.stamp_dead_letter(
+            message,
+            classification=classification,
+            exception=exception,
+            reason=reason,
+            retries=retries,
+            max_retries=max_retries,
+            worker_id=self.worker_id,
+        )
         if not self._publish_dead_letter(broker, message):
             # RabbitMQ moves a nacked delivery to <queue>.XQ itself; only the
             # final attempt's details are missing from that copy.
             message.fail()
         if reason in ("exhausted", "retry_when"):
-            self._notify_exhausted(broker, message, actor, retries, max_retries)
-
-    def _notify_exhausted(
-        self,
-        broker: dramatiq.Broker,
-        message: dramatiq.MessageProxy,
-        actor: dramatiq.Actor[Any, Any],
-        retries: int,
-        max_retries: int | None,
-    ) -> None:
-        """Send ``on_retry_exhausted``'s message, as ``Retries`` does; the dead letter is already safe."""
-        target = message.options.get("on_retry_exhausted") or actor.options.get("on_retry_exhausted")
-        if not target:
-            return
-        try:
-            broker.get_actor(target).send(message.asdict(), {"retries": retries, "max_retries": max_retries})
-        except Exception:
-            logger.exception(
-                "Job %s: could not notify on_retry_exhausted actor %r", message.message_id, target
-            )
+            dead_letters.notify_exhausted(broker, message, actor, retries, max_retries)
 
     def _publish_dead_letter(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> bool:
-        """Publish the enriched message to ``<queue>.XQ`` and wait for RabbitMQ's confirm."""
-        if not isinstance(broker, RabbitmqBroker):
-            return False
-        try:
-            self._publisher.publish(
-                broker,
-                xq_name(message.queue_name),
-                message._message.encode(),
-                priority=message.options.get("broker_priority"),
-                headers={"x-provider-jobs-dead-letter": message.options["dead_letter"]["reason"]},
-            )
-        except Exception as exc:
-            logger.warning(
-                "Could not publish dead letter %s to %s (%s: %s); nacking it so RabbitMQ dead-letters it",
-                message.message_id,
-                xq_name(message.queue_name),
-                type(exc).__name__,
-                exc,
-            )
-            return False
-        return True
+        return dead_letters.publish_dead_letter(self._publisher, broker, message)

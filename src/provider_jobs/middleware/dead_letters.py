@@ -1,0 +1,156 @@
+"""What :class:`.ClassifiedRetries` writes into a failed message, and how it dead-letters it.
+
+Each attempt is recorded in the message (``options["attempt_history"]``). The
+dead letter carries the *final* attempt's error, category and traceback
+(``options["dead_letter"]``): it is published to ``<queue>.XQ`` with publisher
+confirms and only then is the original acked; if that publish fails the
+message is nacked, which dead-letters it through RabbitMQ. When retries are
+exhausted the actor's ``on_retry_exhausted`` is notified, as ``Retries`` does.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from typing import Any
+
+import dramatiq
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
+from dramatiq.common import xq_name
+
+from .classifier import Classification
+from .publisher import ConfirmPublisher
+from .retry_log import logger
+
+__all__ = [
+    "MAX_ATTEMPT_HISTORY",
+    "notify_exhausted",
+    "publish_dead_letter",
+    "record_attempt",
+    "stamp_dead_letter",
+]
+
+#: Attempt records kept per message; older ones are dropped so that an actor
+#: retried forever does not grow its message without bound.
+MAX_ATTEMPT_HISTORY = 50
+
+
+def record_attempt(
+    message: dramatiq.MessageProxy,
+    exception: BaseException,
+    classification: Classification,
+    attempt: int,
+    delay_ms: int | None,
+    *,
+    worker_id: str,
+) -> None:
+    """Append this attempt to ``options["attempt_history"]``, keeping the last :data:`MAX_ATTEMPT_HISTORY`.
+
+    Args:
+        message: The failed message.
+        exception: What the attempt raised.
+        classification: The exception's classification.
+        attempt: The attempt's number, from 1.
+        delay_ms: Delay before the retry, in ms; ``None`` when it is not retried.
+        worker_id: The worker that ran the attempt.
+    """
+    history: list[dict[str, Any]] = message.options.setdefault("attempt_history", [])
+    history.append(
+        {
+            "attempt": attempt,
+            "category": classification.category.name,
+            "retryable": classification.retryable,
+            "error_type": type(exception).__qualname__,
+            "error": str(exception),
+            "at_ms": int(time.time() * 1000),
+            "worker_id": worker_id,
+            "delay_ms": delay_ms,
+            "redelivered": bool(getattr(message, "redelivered", False)),
+        }
+    )
+    del history[:-MAX_ATTEMPT_HISTORY]
+
+
+def stamp_dead_letter(
+    message: dramatiq.MessageProxy,
+    *,
+    classification: Classification,
+    exception: BaseException,
+    reason: str,
+    retries: int,
+    max_retries: int | None,
+    worker_id: str,
+) -> None:
+    """Write the final attempt's details into ``options["traceback"]`` and ``options["dead_letter"]``.
+
+    Args:
+        message: The message to dead-letter.
+        classification: The final exception's classification.
+        exception: What the final attempt raised.
+        reason: Why it is dead-lettered, such as ``"exhausted"``.
+        retries: Retries before the final attempt.
+        max_retries: The message's retry limit; ``None`` is unlimited.
+        worker_id: The worker that ran the final attempt.
+    """
+    # Formatted once, for the final attempt only: retries carry the error in
+    # their attempt history, and formatting a traceback per failure is costly.
+    message.options["traceback"] = "".join(traceback.format_exception(exception, limit=30))
+    message.options["dead_letter"] = {
+        "reason": reason,
+        "category": classification.category.name,
+        "retryable": classification.retryable,
+        "error_type": type(exception).__qualname__,
+        "error": str(exception),
+        "traceback": message.options["traceback"],
+        "attempts": retries + 1,
+        "max_retries": max_retries,
+        "worker_id": worker_id,
+        "queue_name": message.queue_name,
+        "dead_lettered_at_ms": int(time.time() * 1000),
+    }
+
+
+def notify_exhausted(
+    broker: dramatiq.Broker,
+    message: dramatiq.MessageProxy,
+    actor: dramatiq.Actor[Any, Any],
+    retries: int,
+    max_retries: int | None,
+) -> None:
+    """Send ``on_retry_exhausted``'s message, as ``Retries`` does; the dead letter is already safe."""
+    target = message.options.get("on_retry_exhausted") or actor.options.get("on_retry_exhausted")
+    if not target:
+        return
+    try:
+        broker.get_actor(target).send(message.asdict(), {"retries": retries, "max_retries": max_retries})
+    except Exception:
+        logger.exception("Job %s: could not notify on_retry_exhausted actor %r", message.message_id, target)
+
+
+def publish_dead_letter(
+    publisher: ConfirmPublisher, broker: dramatiq.Broker, message: dramatiq.MessageProxy
+) -> bool:
+    """Publish the enriched message to ``<queue>.XQ`` and wait for RabbitMQ's confirm.
+
+    Returns ``False``, having logged why, when the broker is not RabbitMQ or the publish failed.
+    """
+    if not isinstance(broker, RabbitmqBroker):
+        return False
+    try:
+        publisher.publish(
+            broker,
+            xq_name(message.queue_name),
+            message._message.encode(),
+            priority=message.options.get("broker_priority"),
+            headers={"x-provider-jobs-dead-letter": message.options["dead_letter"]["reason"]},
+        )
+    except Exception as exc:
+        logger.warning(
+            "Could not publish dead letter %s to %s (%s: %s); nacking it so RabbitMQ dead-letters it",
+            message.message_id,
+            xq_name(message.queue_name),
+            type(exc).__name__,
+            exc,
+        )
+        return False
+    return True

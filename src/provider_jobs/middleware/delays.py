@@ -1,0 +1,166 @@
+"""The retry delay policy of :class:`.ClassifiedRetries`: how long a retry waits, and where.
+
+A delay comes, in order of precedence, from a :class:`dramatiq.Retry`'s own
+``delay``, a provider's ``Retry-After`` (capped at ``max_retry_after_ms``), a
+fixed ``retry_delay_ms`` or exponential backoff with jitter. Every delay stays
+below RabbitMQ's ``consumer_timeout``: configured ones are refused at start,
+per-message ones are clamped. On RabbitMQ a retry waits in a TTL queue (see
+:mod:`.publisher`), else in Dramatiq's ``<queue>.DQ``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import dramatiq
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
+from dramatiq.common import compute_backoff
+from dramatiq.middleware import MiddlewareError
+
+from ..errors import ConfigurationError
+from .classifier import Classification
+from .publisher import ConfirmPublisher
+from .retry_log import logger
+
+__all__ = [
+    "DEFAULT_CONSUMER_TIMEOUT_MS",
+    "DEFAULT_MAX_RETRY_AFTER_MS",
+    "DEFAULT_MIN_BACKOFF_MS",
+    "DelayPolicy",
+    "RetryConfigurationError",
+    "check_delays",
+    "enqueue_retry",
+    "retry_delay_ms",
+]
+
+#: Dramatiq's own default backoff factor, kept so that swapping ``Retries`` changes nothing.
+DEFAULT_MIN_BACKOFF_MS = 15_000
+#: RabbitMQ's default ``consumer_timeout``. Dramatiq's ``.DQ`` path (our fallback)
+#: holds a delayed message unacked until its eta, and RabbitMQ closes consumers
+#: that hold one longer; delays in our TTL buckets are not affected.
+DEFAULT_CONSUMER_TIMEOUT_MS = 1_800_000
+#: Cap on a provider's ``Retry-After``.
+DEFAULT_MAX_RETRY_AFTER_MS = 300_000
+
+
+class RetryConfigurationError(ConfigurationError, MiddlewareError):
+    """A retry delay is not allowed; raised when the middleware or an actor is declared.
+
+    It is a ``MiddlewareError`` so that Dramatiq lets it out of ``before_declare_actor``.
+    """
+
+
+class DelayPolicy(Protocol):
+    """The defaults a delay is computed from, all in ms; a :class:`.ClassifiedRetries` is one."""
+
+    min_backoff: int
+    max_backoff: int
+    retry_delay_ms: int | None
+    retry_backoff: bool
+    max_retry_after_ms: int
+    consumer_timeout_ms: int
+
+
+def check_delays(owner: str, consumer_timeout_ms: int, **delays_ms: int | None) -> None:
+    """Refuse delays that are not whole ms >= 0 or that reach ``consumer_timeout_ms``.
+
+    Args:
+        owner: Named in the error, such as ``"actor 'sync'"``.
+        consumer_timeout_ms: RabbitMQ's ``consumer_timeout``, in ms.
+        delays_ms: The delays to check, by setting name; ``None`` is not set.
+
+    Raises:
+        RetryConfigurationError: A delay is not allowed.
+    """
+    for name, value in delays_ms.items():
+        if value is None:
+            continue
+        if not isinstance(value, int) or value < 0:
+            raise RetryConfigurationError(f"{owner}: {name}={value!r} is not allowed; use whole ms >= 0")
+        if value >= consumer_timeout_ms:
+            raise RetryConfigurationError(
+                f"{owner}: {name}={value} ms is at or above RabbitMQ's consumer_timeout "
+                f"({consumer_timeout_ms} ms); delayed messages are held unacked until due, "
+                f"so use a delay below it or raise consumer_timeout on the broker"
+            )
+
+
+def retry_delay_ms(
+    policy: DelayPolicy,
+    message: dramatiq.MessageProxy,
+    actor: dramatiq.Actor[Any, Any],
+    exception: BaseException,
+    classification: Classification,
+    *,
+    retries: int,
+) -> int:
+    """The delay in ms before the next attempt; message options override actor options and ``policy``.
+
+    Args:
+        policy: The middleware's defaults.
+        message: The failed message.
+        actor: Its actor.
+        exception: What the attempt raised.
+        classification: The exception's classification.
+        retries: Retries before this attempt.
+    """
+
+    def option(name: str, default: Any) -> Any:
+        return message.options.get(name, actor.options.get(name, default))
+
+    max_backoff = min(option("max_backoff", policy.max_backoff), policy.max_backoff)
+    if isinstance(exception, dramatiq.Retry) and exception.delay is not None:
+        delay = int(exception.delay)
+    elif classification.suggested_delay_s is not None:
+        delay = min(int(classification.suggested_delay_s * 1000), policy.max_retry_after_ms)
+    else:
+        fixed = option("retry_delay_ms", policy.retry_delay_ms)
+        if fixed is not None and not option("retry_backoff", policy.retry_backoff):
+            delay = int(fixed)
+        else:
+            factor = fixed if fixed is not None else option("min_backoff", policy.min_backoff)
+            _, delay = compute_backoff(retries, factor=factor, max_backoff=max_backoff)
+    # Per-message options cannot be checked at start; clamp them below the timeout.
+    return max(0, min(delay, int(policy.consumer_timeout_ms * 0.9)))
+
+
+def enqueue_retry(
+    publisher: ConfirmPublisher,
+    broker: dramatiq.Broker,
+    message: dramatiq.MessageProxy,
+    delay_ms: int,
+    *,
+    native: bool,
+    boost: int,
+) -> None:
+    """Publish the retry, confirmed, to be delivered after ``delay_ms``.
+
+    Args:
+        publisher: Publishes to the TTL queues.
+        broker: The message's broker.
+        message: The message to retry.
+        delay_ms: Delay before delivery, in ms.
+        native: Use RabbitMQ's TTL queues; when they fail, or otherwise, ``<queue>.DQ``.
+        boost: Added to the message's priority, capped at the broker's ``max_priority``.
+
+    Raises:
+        Exception: Whatever the broker raised; the message was not re-enqueued.
+    """
+    if isinstance(broker, RabbitmqBroker) and native:
+        priority = message.options.get("broker_priority")
+        if boost and broker.max_priority:
+            priority = min((priority or 0) + boost, broker.max_priority)
+        try:
+            publisher.publish_delayed(
+                broker, message.queue_name, message._message.encode(), delay_ms, priority=priority
+            )
+            return
+        except Exception as exc:
+            logger.warning(
+                "Could not publish retry of %s to its delay queue (%s: %s); using %s.DQ instead",
+                message.message_id,
+                type(exc).__name__,
+                exc,
+                message.queue_name,
+            )
+    broker.enqueue(message._message, delay=delay_ms)
