@@ -138,40 +138,21 @@ def dead_letter_from_delivery(
     if message is None:
         distinct = f"{death_ms}:{amqp_message_id}:{amqp_timestamp_s}"
         error = decode_error or "body is not a Dramatiq message"
-        return DeadLetter(
+        return _raw_record(
+            UNDECODABLE,
+            error,
             dedupe_key="raw:" + hashlib.sha256(body + distinct.encode()).hexdigest(),
             message_id=amqp_message_id,
             job_id=None,
             queue_name=latest_death.get("queue") or q_name(source_queue),
             source_queue=source_queue,
             actor_name=None,
-            provider_namespace=None,
-            resource_type=None,
-            operation=None,
-            request=None,
-            priority=None,
-            category=UNDECODABLE,
-            retryable=False,
-            reason=UNDECODABLE,
-            error_type=None,
-            error=error,
-            traceback=None,
-            attempts=0,
-            max_retries=None,
-            attempt_history=[],
             x_death=x_death,
             headers=plain_headers,
-            first_enqueued_ms=None,
             dead_lettered_ms=death_ms or now_ms,
             archived_ms=now_ms,
             # Group undecodable bodies by what is wrong with them, not by where.
-            fingerprint=fingerprint(
-                category=UNDECODABLE,
-                provider_namespace=None,
-                resource_type=None,
-                operation=None,
-                error=error.partition(":")[0],
-            ),
+            fingerprint_error=error.partition(":")[0],
             body=body,
         )
 
@@ -245,34 +226,75 @@ def quarantined(record: DeadLetter, storage_error: str) -> DeadLetter:
     every one behind it.
     """
     error = f"archive refused the record: {storage_error}"
-    return DeadLetter(
+    return _raw_record(
+        UNARCHIVABLE,
+        error,
         dedupe_key=record.dedupe_key,
         message_id=record.message_id,
         job_id=record.job_id,
         queue_name=record.queue_name,
         source_queue=record.source_queue,
         actor_name=record.actor_name,
+        x_death=None,
+        headers={},
+        dead_lettered_ms=record.dead_lettered_ms,
+        archived_ms=record.archived_ms,
+        fingerprint_error=error,
+        body=record.body,
+    )
+
+
+def _raw_record(
+    category: str,
+    error: str,
+    *,
+    fingerprint_error: str,
+    x_death: list[dict[str, Any]] | None,
+    headers: dict[str, Any],
+    dead_lettered_ms: int,
+    archived_ms: int,
+    body: bytes,
+    dedupe_key: str,
+    message_id: str | None,
+    job_id: str | None,
+    queue_name: str | None,
+    source_queue: str,
+    actor_name: str | None,
+) -> DeadLetter:
+    """A record that keeps only ids, where it came from and the raw body: nothing
+    about the job could be read (or stored), so every job field is empty."""
+    return DeadLetter(
+        dedupe_key=dedupe_key,
+        message_id=message_id,
+        job_id=job_id,
+        queue_name=queue_name,
+        source_queue=source_queue,
+        actor_name=actor_name,
         provider_namespace=None,
         resource_type=None,
         operation=None,
         request=None,
         priority=None,
-        category=UNARCHIVABLE,
+        category=category,
         retryable=False,
-        reason=UNARCHIVABLE,
+        reason=category,
         error_type=None,
         error=error,
         traceback=None,
         attempts=0,
         max_retries=None,
         attempt_history=[],
-        x_death=None,
-        headers={},
+        x_death=x_death,
+        headers=headers,
         first_enqueued_ms=None,
-        dead_lettered_ms=record.dead_lettered_ms,
-        archived_ms=record.archived_ms,
+        dead_lettered_ms=dead_lettered_ms,
+        archived_ms=archived_ms,
         fingerprint=fingerprint(
-            category=UNARCHIVABLE, provider_namespace=None, resource_type=None, operation=None, error=error
+            category=category,
+            provider_namespace=None,
+            resource_type=None,
+            operation=None,
+            error=fingerprint_error,
         ),
-        body=record.body,
+        body=body,
     )
