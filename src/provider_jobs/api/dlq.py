@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
 
-from ..dlq import DEAD, DISCARDED, DeadLetterArchive, RecordFilter, Replayer
+from ..dlq import DEAD, DISCARDED, DeadLetterArchive, Group, RecordFilter, Replayer
 from ..settings import Settings
 
 __all__ = ["dlq_router"]
@@ -45,21 +45,6 @@ class RecordPage(BaseModel):
 
     total: int = Field(ge=0)
     records: list[RecordModel]
-
-
-class GroupModel(BaseModel):
-    """Dead letters sharing one fingerprint: one cause."""
-
-    fingerprint: str
-    count: int
-    first_seen_ms: int
-    last_seen_ms: int
-    category: str
-    provider_namespace: str | None
-    resource_type: str | None
-    operation: str | None
-    sample_error: str
-    latest_id: int
 
 
 class _Selection(BaseModel):
@@ -189,15 +174,16 @@ def dlq_router(settings: Settings, archive: DeadLetterArchive, guard: Callable[.
         audit = [vars(entry) for entry in archive.audit(record_id=record_id)]
         return RecordModel.model_validate({**record.to_dict(with_body=True), "audit": audit})
 
-    @router.get("/groups", response_model=list[GroupModel], summary="Dead letters grouped by cause")
+    @router.get("/groups", response_model=list[Group], summary="Dead letters grouped by cause")
     def groups(
         status: Status = "dead",
         category: str | None = None,
         provider: Annotated[str | None, Query(description="Namespace or Namespace/ResourceType")] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    ) -> list[GroupModel]:
+    ) -> list[Group]:
         record_filter = RecordFilter.for_provider(provider, statuses=[status], category=category)
-        return [GroupModel.model_validate(vars(g)) for g in archive.groups(record_filter, limit=limit)]
+        # The archive's own dataclass is the response model: one definition of a group.
+        return archive.groups(record_filter, limit=limit)
 
     @router.post(
         "/replay",
