@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -47,7 +48,21 @@ _TEXT_POSITIONS = tuple(
     i for i, name in enumerate(_INSERT_COLUMNS) if name not in JSON_COLUMNS and name != "body"
 )
 _ARCHIVED_POSITION = _INSERT_COLUMNS.index("archived_ms")
-_dumps = json.JSONEncoder(separators=(",", ":")).encode
+_stdlib_dumps = json.JSONEncoder(separators=(",", ":")).encode
+#: What orjson hands to the stdlib instead of serialising in its own way.
+_ORJSON_OPTIONS = (
+    orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_SUBCLASS
+)
+
+
+def _dumps(value: Any) -> str:
+    """``value`` as compact JSON text: orjson, about ten times the stdlib's speed, for
+    what JSON itself produced; the stdlib for anything else (non-string keys, integers
+    beyond 64 bits, lone surrogates, subclasses), which orjson refuses."""
+    try:
+        return orjson.dumps(value, option=_ORJSON_OPTIONS).decode()
+    except TypeError:
+        return _stdlib_dumps(value)
 
 
 def _text_safe(value: Any) -> Any:

@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+import orjson
+
 __all__ = [
     "AGE_LIMIT",
     "DEAD_LETTER_HEADER",
@@ -54,11 +56,16 @@ def jsonable(value: Any) -> Any:
 def decode_message(body: bytes) -> tuple[dict[str, Any] | None, str | None]:
     """``body`` as a Dramatiq message dict, or ``None`` and why it is not one."""
     try:
-        data = json.loads(body.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        return None, f"body is not UTF-8 text: {exc}"
-    except ValueError as exc:
-        return None, f"body is not JSON: {exc}"
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        # orjson refuses what the stdlib reads (NaN, integers beyond 64 bits, lone
+        # surrogates) and words its errors differently: the stdlib has the last word.
+        try:
+            data = json.loads(body.decode("utf-8"))
+        except UnicodeDecodeError as exc:
+            return None, f"body is not UTF-8 text: {exc}"
+        except ValueError as exc:
+            return None, f"body is not JSON: {exc}"
     if not isinstance(data, dict):
         return None, f"body is JSON but not an object ({type(data).__name__})"
     missing = _MESSAGE_KEYS - data.keys()
