@@ -87,16 +87,37 @@ def memory(rounds: int, n: int) -> list[Result]:
         read[(name, what)] = index + 1
         return samples[name][index][what]
 
+    floors: list[dict[str, float]] = []
+
+    def floor(step: str) -> float:
+        if step == "dramatiq + pika":
+            floors.append(rss.floor())
+        return floors[-1][step]
+
+    libraries = "+ pydantic and one model"
     return [
         interleave(
-            f"8 worker RSS {what}" + (f" {n:,} jobs" if what == "after" else ""),
-            [Variant(name, lambda name=name, what=what: run(name, what)) for name in workers.VARIANTS],
+            "8 RSS floor: the chosen libraries imported, no provider-jobs code",
+            [
+                Variant(f"{step} imported", lambda step=step: floor(step))
+                for step in ("dramatiq + pika", libraries)
+            ],
             rounds=rounds,
             unit="MiB",
             higher_is_better=False,
             target="<= 1.3x plain (ratio >= 0.77)",
-        )
-        for what in ("idle", "load", "after")
+        ),
+        *[
+            interleave(
+                f"8 worker RSS {what}" + (f" {n:,} jobs" if what == "after" else ""),
+                [Variant(name, lambda name=name, what=what: run(name, what)) for name in workers.VARIANTS],
+                rounds=rounds,
+                unit="MiB",
+                higher_is_better=False,
+                target="<= 1.3x plain (ratio >= 0.77)",
+            )
+            for what in ("idle", "load", "after")
+        ],
     ]
 
 
