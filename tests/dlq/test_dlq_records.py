@@ -1,10 +1,11 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 
 from dlq_support import dramatiq_body
 
-from provider_jobs.dlq import dead_letter_from_delivery, fingerprint, normalise_error
+from provider_jobs.dlq import DeadLetter, dead_letter_from_delivery, fingerprint, normalise_error
 
 
 def _enriched(job_id: str, error: str, category: str, reason: str = "exhausted") -> bytes:
@@ -123,3 +124,25 @@ def test_a_plain_nacked_message_reads_its_x_death_and_previous_attempt() -> None
     )
     assert record.dead_lettered_ms == 1_700_000_001_000
     assert record.x_death == x_death
+
+
+def test_a_record_read_from_a_delivery_is_the_one_its_constructor_makes() -> None:
+    for body in (_enriched("job-1", "boom", "unknown"), b"not json"):
+
+        def read(body: bytes = body) -> DeadLetter:
+            return dead_letter_from_delivery(body, {"x-death": []}, source_queue="provider.jobs.XQ")
+
+        record = read()
+        fields = {f.name: getattr(record, f.name) for f in dataclasses.fields(DeadLetter)}
+        assert vars(record) == vars(DeadLetter(**fields))
+        # A default made by a factory is each record's own.
+        assert read().replay_message_ids is not record.replay_message_ids
+
+
+def test_json_the_strict_decoder_refuses_is_read_as_the_stdlib_reads_it() -> None:
+    body = json.loads(dramatiq_body("provider.jobs"))
+    body["kwargs"] = {"ratio": float("nan"), "big": 2**70}
+    record = dead_letter_from_delivery(json.dumps(body).encode(), None, source_queue="provider.jobs.XQ")
+    assert record.category != "undecodable"
+    message = record.decoded_body()
+    assert message is not None and message["kwargs"]["big"] == 2**70

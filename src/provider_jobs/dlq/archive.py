@@ -65,20 +65,16 @@ def _dumps(value: Any) -> str:
         return _stdlib_dumps(value)
 
 
-def _text_safe(value: Any) -> Any:
-    """``value`` with NUL characters escaped as ``\\x00`` if it is a string: PostgreSQL
-    text cannot hold them, and one such dead letter would otherwise fail its whole batch."""
-    if isinstance(value, str) and "\x00" in value:
-        return value.replace("\x00", "\\x00")
-    return value
-
-
 def _insert_row(record: DeadLetter) -> tuple[Any, ...]:
     """``record`` as the parameters of the compiled insert: JSON columns already
-    serialised (JSON escapes NUL as ``\\u0000``), NUL escaped in text columns."""
+    serialised (JSON escapes NUL as ``\\u0000``), NUL escaped as ``\\x00`` in text
+    columns: PostgreSQL text cannot hold it, and one such dead letter would otherwise
+    fail its whole batch."""
     values = list(_insert_values(record))
     for i in _TEXT_POSITIONS:
-        values[i] = _text_safe(values[i])
+        value = values[i]
+        if isinstance(value, str) and "\x00" in value:
+            values[i] = value.replace("\x00", "\\x00")
     for i in _JSON_POSITIONS:
         if values[i] is not None:
             values[i] = _dumps(values[i])

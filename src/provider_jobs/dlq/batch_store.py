@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import uuid
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -95,13 +96,13 @@ class BatchStore:
     def count(self, records: Sequence[DeadLetter], new_keys: set[str]) -> None:
         """Count a committed batch: new records as archived, the others as duplicates."""
         self.stats.batches += 1
+        # Counted per queue and batch: a labelled counter costs microseconds a call.
+        archived: Counter[str] = Counter()
         for record in records:
             queue = record.source_queue
             if record.dedupe_key in new_keys:
                 new_keys.discard(record.dedupe_key)
-                self.stats.archived += 1
-                self.stats.per_queue[queue] = self.stats.per_queue.get(queue, 0) + 1
-                metrics.ARCHIVED.labels(queue).inc()
+                archived[queue] += 1
             else:
                 self.stats.duplicates += 1
                 metrics.DUPLICATES.labels(queue).inc()
@@ -112,6 +113,10 @@ class BatchStore:
                     record.message_id or record.dedupe_key,
                     queue,
                 )
+        for queue, count in archived.items():
+            self.stats.archived += count
+            self.stats.per_queue[queue] = self.stats.per_queue.get(queue, 0) + count
+            metrics.ARCHIVED.labels(queue).inc(count)
 
     def _store_raw_twins(
         self, batch: Sequence[Delivery], records: list[DeadLetter], new_keys: set[str]

@@ -1,9 +1,10 @@
-"""BatchWriter: decodes and stores the archiver's batches on a thread of its own, one at a time.
+"""BatchWriter: stores the archiver's batches on a thread of its own, one at a time.
 
-Part of :class:`~.consumer.DeadLetterArchiver`. While the writer thread decodes
-and commits one batch, the connection's thread goes on consuming the next, so
+Part of :class:`~.consumer.DeadLetterArchiver`. While the writer thread commits
+one batch, the connection's thread goes on consuming and decoding the next, so
 that the database's time (SQLite's page writes, PostgreSQL's round trips, both
-outside the GIL) overlaps pika's. The writer never touches the AMQP connection,
+outside the GIL) overlaps pika's. Decoding stays on the connection's thread:
+the two threads' Python time is about even that way. The writer never touches the AMQP connection,
 which is not thread-safe: when a batch is committed (or given up) it wakes the
 connection's thread, which acks it there. One batch at a time, so that acks
 follow commits in order; a prefetch of two batches keeps the next one coming.
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 
 from ..errors import ArchiveError, ArchiveUnavailable
 from . import metrics
-from .batch_store import ArchiverStats, BatchStore, Delivery, dead_letters_of
+from .batch_store import ArchiverStats, BatchStore, Delivery
 from .records import DeadLetter
 
 __all__ = ["MIN_BACKOFF_S", "AfterCommit", "BatchWriter", "WrittenBatch"]
@@ -88,18 +89,21 @@ class BatchWriter:
         """Whether a batch was submitted and not yet taken back with :meth:`take`."""
         return self._in_flight is not None
 
-    def submit(self, deliveries: Sequence[Delivery], wake: Callable[[], None]) -> None:
-        """Decode and store ``deliveries`` on the writer thread, then call ``wake`` there.
+    def submit(
+        self, deliveries: Sequence[Delivery], records: list[DeadLetter], wake: Callable[[], None]
+    ) -> None:
+        """Store ``records`` on the writer thread, then call ``wake`` there.
 
         Args:
             deliveries: The batch, in delivery order.
+            records: Their records (:func:`~.batch_store.dead_letters_of`).
             wake: Called (on the writer thread) once the batch is done with; it must be thread-safe.
         """
         assert self._in_flight is None, "one batch at a time"
         if self._executor is None:
             self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="dlq-archive-writer")
         self._give_up.clear()
-        future = self._executor.submit(self._write, deliveries)
+        future = self._executor.submit(self._write, deliveries, records)
         future.add_done_callback(lambda _: wake())
         self._in_flight = future
 
@@ -138,8 +142,7 @@ class BatchWriter:
             self._executor.shutdown(wait=True)
             self._executor = None
 
-    def _write(self, deliveries: Sequence[Delivery]) -> WrittenBatch:
-        records = dead_letters_of(deliveries)
+    def _write(self, deliveries: Sequence[Delivery], records: list[DeadLetter]) -> WrittenBatch:
         backoff = MIN_BACKOFF_S
         while True:
             try:

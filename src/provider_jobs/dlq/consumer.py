@@ -1,7 +1,7 @@
 """DeadLetterArchiver: drains ``<queue>.XQ`` into the archive, acking only what is committed.
 
 Deliveries are collected into a batch (``batch_size`` messages or
-``flush_ms``, whichever comes first), decoded and stored in one transaction by
+``flush_ms``, whichever comes first), decoded, and stored in one transaction by
 a writer thread (:mod:`.batch_writer`) while the next batch is consumed, and
 only then acked, on the connection's thread: with one
 ``basic_ack(multiple=True)`` when every unacked delivery up to the batch's
@@ -38,7 +38,7 @@ from dramatiq.common import xq_name
 from ..connectivity import redact_url
 from ..settings import Settings
 from .archive import DeadLetterArchive
-from .batch_store import ArchiverStats, BatchStore, Delivery
+from .batch_store import ArchiverStats, BatchStore, Delivery, dead_letters_of
 from .batch_writer import MIN_BACKOFF_S, AfterCommit, BatchWriter
 from .maintenance import DEFAULT_MAINTENANCE_INTERVAL_S, apply_retention
 
@@ -236,21 +236,27 @@ class DeadLetterArchiver:
                 continue
             if self._pending and (len(self._pending) >= self.batch_size or now >= deadline or stopping):
                 batch, self._pending = self._pending, []
-                self._writer.submit(batch, wake)
+                self._writer.submit(batch, dead_letters_of(batch), wake)
                 deadline = now + self.flush_s
             elif stopping and not self._pending:
                 return False
-            elif not self._pending and now >= deadline:
-                if until_idle and self._queues_empty():
+            elif not self._pending and (now >= deadline or until_idle):
+                # With until_idle, asked as soon as nothing is in hand, not a flush interval later.
+                if until_idle and self._idle():
                     return True
                 deadline = now + self.flush_s
 
-    def _queues_empty(self) -> bool:
-        assert self._channel is not None
-        return all(
+    def _idle(self) -> bool:
+        """Whether every dead-letter queue is empty and nothing more was delivered."""
+        assert self._connection is not None and self._channel is not None
+        if not all(
             self._channel.queue_declare(q, passive=True).method.message_count == 0
             for q in self.dead_letter_queues
-        )
+        ):
+            return False
+        # Deliveries that came before the declare's answer are dispatched only now.
+        self._connection.process_data_events(time_limit=0)
+        return not self._pending
 
     def _settle(self) -> None:
         """Ack and count the batch the writer is done with, if any; a batch given up stays unacked."""

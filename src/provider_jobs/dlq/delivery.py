@@ -8,11 +8,10 @@ and the previous attempt's options.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -34,12 +33,20 @@ AGE_LIMIT = "age_limit"
 REJECTED = "rejected"
 #: AMQP header ``ClassifiedRetries`` puts on enriched dead letters.
 DEAD_LETTER_HEADER = "x-provider-jobs-dead-letter"
+#: Header values that are JSON-safe as they are.
+_PLAIN = (str, int, float, bool)
 #: Keys a JSON body needs to be taken as a Dramatiq message.
 _MESSAGE_KEYS = frozenset({"queue_name", "actor_name", "args", "kwargs", "options", "message_id"})
 
 
 def jsonable(value: Any) -> Any:
     """AMQP header values (datetimes, bytes, nested tables) as JSON-safe values."""
+    # Most values are plain, or plain tables: answer them before the slower checks below
+    # (a tuple of types is checked faster than a union, and a dict faster than a Mapping).
+    if value is None or isinstance(value, _PLAIN):
+        return value
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, datetime):
         return int(value.timestamp() * 1000)
     if isinstance(value, bytes | bytearray):
@@ -48,8 +55,6 @@ def jsonable(value: Any) -> Any:
         return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [jsonable(v) for v in value]
-    if value is None or isinstance(value, str | int | float | bool):
-        return value
     return str(value)
 
 
@@ -88,9 +93,12 @@ def int_or_none(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
-@dataclasses.dataclass(frozen=True)
-class Failure:
-    """How a dead letter finally failed, as far as its delivery tells."""
+class Failure(NamedTuple):
+    """How a dead letter finally failed, as far as its delivery tells.
+
+    A named tuple, not a frozen dataclass: one is made for every dead letter archived,
+    and a tuple is made several times faster.
+    """
 
     category: str
     reason: str
