@@ -93,6 +93,48 @@ def one_confirm_in_flight(n: int, queue: str) -> float:
     return rate
 
 
+def all_confirms_in_flight(n: int, queue: str) -> float:
+    """Messages per second: raw pika ``SelectConnection`` publishing all ``n`` at once in confirm
+    mode, timed until the last confirm. The most any pika client gets from this RabbitMQ: the
+    ceiling that shows whether a ratio is reachable at all."""
+    channel = _channel()
+    _declare(channel, queue)
+    channel.connection.close()
+    bodies = [_body(i, queue) for i in range(n)]
+    properties = pika.BasicProperties(delivery_mode=2, priority=5)
+    confirmed = 0
+    times: list[float] = []
+
+    def on_confirm(frame: Any) -> None:
+        nonlocal confirmed
+        method = frame.method
+        if isinstance(method, pika.spec.Basic.Nack):
+            raise RuntimeError("RabbitMQ nacked a message")
+        confirmed = method.delivery_tag if method.multiple else confirmed + 1
+        if confirmed >= n:
+            times.append(time.perf_counter())
+            connection.close()
+
+    def on_channel(ch: Any) -> None:
+        ch.confirm_delivery(on_confirm)
+        times.append(time.perf_counter())
+        for body in bodies:
+            ch.basic_publish("", queue, body, properties, mandatory=True)
+
+    connection = pika.SelectConnection(
+        pika.URLParameters(URL), on_open_callback=lambda conn: conn.channel(on_open_callback=on_channel)
+    )
+    connection.ioloop.call_later(300, connection.ioloop.stop)
+    connection.add_on_close_callback(lambda *_: connection.ioloop.stop())
+    connection.ioloop.start()
+    if confirmed < n:
+        raise RuntimeError(f"only {confirmed} of {n} confirmed")
+    channel = _channel()
+    channel.queue_purge(queue)
+    channel.connection.close()
+    return n / (times[1] - times[0])
+
+
 def submit_many(n: int, queue: str, job_queue: JobQueue) -> float:
     """Jobs per second through ``JobQueue.submit_many``."""
     channel = _channel()
@@ -140,6 +182,7 @@ def workload(rounds: int, n: int) -> list[Result]:
                 [
                     Variant("pika, one confirm in flight", lambda: one_confirm_in_flight(n, queue)),
                     Variant("JobQueue.submit_many", lambda: submit_many(n, queue, job_queue)),
+                    Variant("ceiling: raw pika, all in flight", lambda: all_confirms_in_flight(n, queue)),
                 ],
                 rounds=rounds,
                 unit="msg/s",
@@ -150,6 +193,7 @@ def workload(rounds: int, n: int) -> list[Result]:
                 [
                     Variant("pika, one confirm in flight", lambda: one_confirm_in_flight(n, queue)),
                     Variant("Replayer.replay", lambda: replay(n, queue)),
+                    Variant("ceiling: raw pika, all in flight", lambda: all_confirms_in_flight(n, queue)),
                 ],
                 rounds=rounds,
                 unit="msg/s",

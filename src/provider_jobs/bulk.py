@@ -59,6 +59,9 @@ __all__ = [
 
 logger = logging.getLogger("provider_jobs.bulk")
 
+#: Messages published before the loop gets to write them and read confirms.
+_BURST = 200
+
 
 class _Run:
     """The state of one ``publish_many`` call."""
@@ -209,7 +212,15 @@ class BulkPublisher(_ConfirmConnection):
     def _publish_while_open(
         self, run: _Run, channel: Channel | None, window: int, pending: dict[int, tuple[int, str]]
     ) -> None:
+        burst = _BURST
         while run.more and len(pending) < window and channel is not None:
+            if not burst:
+                # Back to the loop, which writes this burst to the socket (RabbitMQ starts on
+                # it while the next is built) and reads confirms, then comes back here.
+                assert self._connection is not None
+                run.pacing_timer = self._connection.ioloop.call_later(0, self._fill)
+                return
+            burst -= 1
             if run.interval_s:
                 now = time.monotonic()
                 due = self._next_send_at

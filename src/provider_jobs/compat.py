@@ -102,18 +102,18 @@ class JobQueue:
             PublishFailed: Some jobs were not confirmed; ``not_confirmed`` maps
                 their ids to what happened, ``confirmed`` lists the others.
         """
-        messages = []
+        checked = []
         for index, data in enumerate(jobs):
             try:
                 job = parse_job(data)
-                messages.append(self.actors[actor_for(job.operation)].message_with_options(args=(job,)))
+                checked.append((self.actors[actor_for(job.operation)], job))
             except InvalidJob as exc:
                 raise InvalidJob(f"Job {index}: {exc}; nothing was sent") from None
         broker = self.broker
-        if not messages:
+        if not checked:
             return []
         try:
-            for queue_name in {m.queue_name for m in messages}:
+            for queue_name in {actor.queue_name for actor, _ in checked}:
                 broker.declare_queue(queue_name, ensure=True)
         except (dramatiq.errors.ConnectionError, pika.exceptions.AMQPError, OSError) as exc:
             raise BrokerUnavailable(
@@ -121,9 +121,14 @@ class JobQueue:
                 f"({type(exc).__name__}: {exc}); nothing was sent"
             ) from exc
 
+        messages: list[dramatiq.Message[Any]] = []
+
         def outgoing() -> Iterator[OutgoingMessage]:
-            # Encoded as they go out, while RabbitMQ works on the ones before.
-            for m in messages:
+            # Built and encoded as they go out, while RabbitMQ works on the ones before
+            # (a valid job always makes a valid message).
+            for actor, job in checked:
+                m = actor.message_with_options(args=(job,))
+                messages.append(m)
                 broker.emit_before("enqueue", m, None)
                 yield OutgoingMessage(
                     routing_key=m.queue_name,
@@ -139,13 +144,13 @@ class JobQueue:
         result = publisher.publish_many(outgoing())
         for index in result.confirmed:
             broker.emit_after("enqueue", messages[index], None)
-        job_ids = [m.options["job_id"] for m in messages]
+        job_ids = [job.job_id for _, job in checked]
         if result.failures:
             not_confirmed = {job_ids[f.index]: f"{f.status}: {f.detail}" for f in result.failures}
             shown = "; ".join(f"{i}: {why}" for i, why in list(not_confirmed.items())[:5])
             more = f" (and {len(not_confirmed) - 5} more)" if len(not_confirmed) > 5 else ""
             raise PublishFailed(
-                f"{len(not_confirmed)} of {len(messages)} jobs were not confirmed by RabbitMQ: {shown}{more}",
+                f"{len(not_confirmed)} of {len(checked)} jobs were not confirmed by RabbitMQ: {shown}{more}",
                 confirmed=[job_ids[i] for i in result.confirmed],
                 not_confirmed=not_confirmed,
             )

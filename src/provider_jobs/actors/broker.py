@@ -7,7 +7,6 @@ from typing import Any
 
 import dramatiq
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
-from dramatiq.encoder import JSONEncoder
 from dramatiq.middleware import (
     AgeLimit,
     Callbacks,
@@ -22,6 +21,7 @@ from dramatiq.middleware import (
 from ..middleware import ClassifiedRetries, Classifier, ErrorClassifier, LogContext, Metrics
 from ..settings import Settings
 from .consumer import BatchAckConsumer
+from .encoder import OrjsonEncoder
 
 __all__ = ["MAX_PRIORITY", "build_broker"]
 
@@ -103,7 +103,7 @@ def build_broker(
             ``ErrorClassifier`` honouring ``settings.unknown_errors_retryable``.
         middleware: Extra middleware, placed before ``ClassifiedRetries``.
     """
-    dramatiq.set_encoder(JSONEncoder())
+    dramatiq.set_encoder(OrjsonEncoder())
     retries = ClassifiedRetries(
         classifier=classifier or ErrorClassifier(unknown_retryable=settings.unknown_errors_retryable),
         max_retries=settings.max_retries,
