@@ -47,6 +47,18 @@ def _job(i: int, **fields: Any) -> dict[str, Any]:
     }
 
 
+def test_messages_published_in_many_bursts_arrive_all_and_in_order(
+    rabbitmq_url: str, queue_name: str, amqp: Any
+) -> None:
+    amqp.queue_declare(queue_name, durable=True)  # no priorities: arrival order is publish order
+    with BulkPublisher(rabbitmq_url) as publisher:
+        result = publisher.publish_many(
+            OutgoingMessage(routing_key=queue_name, body=b"%d" % i, message_id=f"m{i}") for i in range(2_500)
+        )
+    assert result.ok and result.confirmed == list(range(2_500))
+    assert [int(body) for _, body in _drain(amqp, queue_name)] == list(range(2_500))
+
+
 def test_every_message_is_confirmed_persistent_and_queued(
     rabbitmq_url: str, queue_name: str, amqp: Any
 ) -> None:
