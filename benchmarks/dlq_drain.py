@@ -6,6 +6,13 @@ size, insert each batch in one transaction and ack it with one
 minimal archive must (a unique key and the body) with the DBAPI's
 ``executemany``; the archiver decodes, classifies, fingerprints and stores the
 whole record.
+
+Two floors bound what the archiver could reach, in the same rounds: consuming
+and decoding the bodies as the archiver must (pika, the same loop as the
+baseline, plus reading each delivery into its record) without a database; and
+the archive's own insert of the same records (rows made beforehand, one
+``executemany`` + commit per batch through the DBAPI) without a broker. The
+archiver overlaps the two on two threads, so it can at best match the slower.
 """
 
 from __future__ import annotations
@@ -18,10 +25,14 @@ from typing import Any
 import pika
 import psycopg
 
-from provider_jobs.dlq import DeadLetterArchive, DeadLetterArchiver
+from provider_jobs.dlq import DeadLetterArchive, DeadLetterArchiver, dead_letter_from_delivery
+from provider_jobs.dlq.archive import _insert_row
 from provider_jobs.settings import Settings
 
 from .dlq_support import URL, channel, enriched_body, fill_xq, throwaway_archive_url
+
+#: The headers ``fill_xq`` publishes with.
+_HEADERS = {"x-provider-jobs-dead-letter": "exhausted"}
 
 QUEUE = "bench.drain"
 XQ = f"{QUEUE}.XQ"
@@ -101,6 +112,68 @@ def archiver_drain(database: str, n: int) -> float:
         archive.close()
     if stats.archived != n or stored != n:
         raise AssertionError(f"archived {stats.archived}, stored {stored}, expected {n}")
+    return n / elapsed
+
+
+def consume_floor(database: str, n: int) -> float:
+    """Floor 1: the baseline's consume loop, reading each delivery into its record, no database; msg/s."""
+    _fill(n)
+    started = time.perf_counter()
+    connection, ch = channel()
+    ch.basic_qos(prefetch_count=BATCH * 2)
+    pending: list[int] = []
+
+    def on_message(_ch: Any, method: pika.spec.Basic.Deliver, props: Any, data: bytes) -> None:
+        dead_letter_from_delivery(
+            data,
+            props.headers,
+            source_queue=XQ,
+            amqp_message_id=props.message_id,
+            amqp_timestamp_s=props.timestamp,
+        )
+        pending.append(method.delivery_tag)
+
+    ch.basic_consume(XQ, on_message)
+    done = 0
+    while done < n:
+        connection.process_data_events(time_limit=FLUSH_MS / 1000)
+        if len(pending) >= BATCH or (pending and done + len(pending) >= n):
+            ch.basic_ack(pending[-1], multiple=True)
+            done += len(pending)
+            pending.clear()
+    elapsed = time.perf_counter() - started
+    connection.close()
+    return n / elapsed
+
+
+def insert_floor(database: str, n: int) -> float:
+    """Floor 2: the archive's insert of ``n`` records, rows made beforehand, no broker; msg/s."""
+    bodies = [enriched_body(QUEUE, i) for i in range(n)]
+    rows = [_insert_row(dead_letter_from_delivery(body, _HEADERS, source_queue=XQ)) for body in bodies]
+    with throwaway_archive_url(database) as url:
+        archive = DeadLetterArchive(url)
+        archive.check()
+        sql = archive._compiled_insert()
+        archive.close()
+        if database == "sqlite":
+            db: Any = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+        else:
+            db = psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://", 1))
+        started = time.perf_counter()
+        for start in range(0, n, BATCH):
+            batch = rows[start : start + BATCH]
+            if database == "sqlite":
+                db.execute("BEGIN IMMEDIATE")
+                db.executemany(sql, batch)
+                db.execute("COMMIT")
+            else:
+                with db.cursor() as cursor:
+                    cursor.executemany(sql, batch)
+                db.commit()
+        elapsed = time.perf_counter() - started
+        db.close()
     return n / elapsed
 
 

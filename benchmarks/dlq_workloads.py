@@ -32,6 +32,14 @@ def archiver_drain(rounds: int, n: int) -> list[Result]:
                 [
                     Variant("raw pika + batched insert", lambda db=database: dlq_drain.raw_drain(db, n)),
                     Variant("DeadLetterArchiver", lambda db=database: dlq_drain.archiver_drain(db, n)),
+                    Variant(
+                        "floor 1: pika consume + read records, no database",
+                        lambda db=database: dlq_drain.consume_floor(db, n),
+                    ),
+                    Variant(
+                        "floor 2: the archive's insert alone, no broker",
+                        lambda db=database: dlq_drain.insert_floor(db, n),
+                    ),
                 ],
                 rounds=rounds,
                 unit="msg/s",
