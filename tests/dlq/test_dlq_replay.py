@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from dlq_support import TcpProxy, dramatiq_body, running_worker
 
+from provider_jobs.bulk import BulkPublisher
 from provider_jobs.dlq import DeadLetterArchive, Replayer, dead_letter_from_delivery
 from provider_jobs.errors import InvalidJob
 from provider_jobs.settings import Settings
@@ -301,7 +302,7 @@ def test_a_replay_whose_first_mark_fails_is_marked_on_a_retry(
 
 
 def test_records_not_sent_because_the_broker_went_away_are_failed_and_released(
-    settings: Settings, amqp: Any, archive: DeadLetterArchive, rabbitmq_proc: Any
+    settings: Settings, amqp: Any, archive: DeadLetterArchive, rabbitmq_proc: Any, monkeypatch: Any
 ) -> None:
     _declare(amqp, settings.queue_name)
     ids = _store(archive, settings, count=2)
@@ -309,8 +310,19 @@ def test_records_not_sent_because_the_broker_went_away_are_failed_and_released(
     proxy.start()
     url = settings.broker_url.replace(f":{rabbitmq_proc.port}/", f":{proxy.port}/")
     replayer = Replayer(archive=archive, broker_url=url, who="alice", window=1)
+    publish_many = BulkPublisher.publish_many
+    calls = []
+
+    def broker_gone_before_the_second_batch(self: BulkPublisher, *args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == 2:
+            proxy.stop()
+        return publish_many(self, *args, **kwargs)
+
+    # The first batch is settled while the second is published: the broker goes away between them.
+    monkeypatch.setattr(BulkPublisher, "publish_many", broker_gone_before_the_second_batch)
     try:
-        report = replayer.replay(ids, on_outcome=lambda _outcome: proxy.stop())
+        report = replayer.replay(ids)
     finally:
         proxy.stop()
     assert [o.status for o in report.outcomes] == ["published", "failed"]

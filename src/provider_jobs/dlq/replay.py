@@ -26,7 +26,10 @@ from __future__ import annotations
 import dataclasses
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from typing import Any
 
 from ..bulk import NOT_SENT, BulkPublisher, BulkResult, OutgoingMessage, PublishFailure
@@ -40,6 +43,7 @@ from .replay_message import merge_patch, outgoing, prepare_message
 # Re-exported: the CLI takes the outcome status it counts from here.
 from .replay_report import FAILED as FAILED  # noqa: PLC0414
 from .replay_report import (
+    RecordT,
     ReplayOutcome,
     ReplayPlan,
     ReplayReport,
@@ -101,7 +105,7 @@ class Replayer:
         request_patch: dict[str, Any] | None = None,
         job_patch: dict[str, Any] | None = None,
         force: bool = False,
-    ) -> list[ReplayPlan]:
+    ) -> list[ReplayPlan[DeadLetter]]:
         """Read and prepare each record; nothing is sent or changed.
 
         Raises:
@@ -109,9 +113,20 @@ class Replayer:
             InvalidJob: An edit makes a job invalid (the message names the record and fields).
             NotReplayable: An edit was asked for a record that holds no provider job.
         """
+        return self._plan(ids, self._read(ids), request_patch=request_patch, job_patch=job_patch, force=force)
+
+    def _plan(
+        self,
+        ids: Sequence[int],
+        records: Mapping[int, RecordT],
+        *,
+        request_patch: dict[str, Any] | None,
+        job_patch: dict[str, Any] | None,
+        force: bool,
+    ) -> list[ReplayPlan[RecordT]]:
         allowed = (DEAD, REPLAYED, DISCARDED) if force else self.allow_statuses
-        records = self._read(ids)
-        plans = []
+        edited = request_patch is not None or job_patch is not None
+        plans: list[ReplayPlan[RecordT]] = []
         for record_id in ids:
             record = records.get(record_id)
             if record is None:
@@ -127,7 +142,7 @@ class Replayer:
                 continue
             message = record.decoded_body()
             if message is None:
-                if request_patch is not None or job_patch is not None:
+                if edited:
                     raise NotReplayable(
                         f"Record {record.id}: its body is not a Dramatiq message; cannot edit it"
                     )
@@ -135,7 +150,6 @@ class Replayer:
                     ReplayPlan(record=record, message=None, skip_reason=f"not replayable: {record.error}")
                 )
                 continue
-            edited = request_patch is not None or job_patch is not None
             plans.append(
                 ReplayPlan(
                     record=record,
@@ -194,15 +208,34 @@ class Replayer:
         """
         if rate_per_s is not None and rate_per_s <= 0:
             raise ValueError(f"rate_per_s={rate_per_s!r} is not allowed: expected messages per second > 0")
-        plans = self.plan(ids, request_patch=request_patch, job_patch=job_patch, force=force)
+        # Only the columns a replay needs: a whole record costs ten times as much to read.
+        plans = self._plan(
+            ids,
+            self.archive.replay_sources(ids),
+            request_patch=request_patch,
+            job_patch=job_patch,
+            force=force,
+        )
         report = ReplayReport()
         started = time.monotonic()
         # A paced replay claims each record when its message is due and settles about a
         # second of messages per publish_many call, so that claims are held briefly.
-        batch = (
+        size = (
             self.window if rate_per_s is None else max(1, min(self.window, int(rate_per_s * _PACED_CHUNK_S)))
         )
-        publisher = None if dry_run else self._open_publisher()
+        batches = [plans[first : first + size] for first in range(0, len(plans), size)]
+
+        def emit(outcomes: Sequence[ReplayOutcome]) -> None:
+            for outcome in outcomes:
+                report.outcomes.append(outcome)
+                if on_outcome is not None:
+                    on_outcome(outcome)
+
+        if dry_run:
+            emit([unsent(plan, dry_run=True) for plan in plans])
+            report.elapsed_s = time.monotonic() - started
+            return report
+        publisher = self._open_publisher()
         context = _SendContext(
             allowed=(DEAD, REPLAYED, DISCARDED) if force else self.allow_statuses,
             reason=reason,
@@ -211,58 +244,145 @@ class Replayer:
             pacer=None if rate_per_s is None else Pacer(rate_per_s),
         )
         try:
-            for first in range(0, len(plans), batch):
-                chunk = plans[first : first + batch]
-                if publisher is None:
-                    outcomes = [unsent(plan, dry_run=dry_run) for plan in chunk]
-                else:
-                    outcomes = self._send_batch(chunk, publisher, context)
-                for outcome in outcomes:
-                    report.outcomes.append(outcome)
-                    if on_outcome is not None:
-                        on_outcome(outcome)
+            if rate_per_s is None:
+                self._send_overlapped(batches, publisher, context, emit)
+            else:
+                for batch in batches:
+                    emit(self._send_paced(batch, publisher, context))
         finally:
-            if publisher is not None:
-                publisher.close()
+            publisher.close()
         report.elapsed_s = time.monotonic() - started
         return report
 
-    def _send_batch(
-        self, chunk: Sequence[ReplayPlan], publisher: BulkPublisher, context: _SendContext
-    ) -> list[ReplayOutcome]:
-        """Claim, publish with confirms in flight, then mark the confirmed and release the rest.
+    # -- sending --------------------------------------------------------------------
 
-        Unpaced, the whole chunk is claimed at once (:meth:`DeadLetterArchive.claim_many`)
-        before the publish. Paced, each record is claimed when the rate lets its message
-        go, so that no claim waits out a pacing sleep. Either way the chunk's confirmed
-        records are marked in one transaction and the others released in one.
+    def _send_overlapped(
+        self,
+        batches: Sequence[Sequence[ReplayPlan[Any]]],
+        publisher: BulkPublisher,
+        context: _SendContext,
+        emit: Callable[[Sequence[ReplayOutcome]], None],
+    ) -> None:
+        """Send unpaced batches, the archive's work overlapping RabbitMQ's.
+
+        One archive thread claims batch k+1 and then settles batch k while this thread
+        publishes batch k+1: the database drivers release the GIL while they work, so
+        their time mostly hides behind the publishing. The thread runs one job at a
+        time, in order, so claims and marks never wait for each other's locks.
+        Outcomes are handed to ``emit`` here, in order, as batches are settled.
         """
-        outcomes: dict[int, ReplayOutcome] = {}
-        candidates: list[tuple[int, ReplayPlan]] = []
+        if not batches:
+            return
+        settling: deque[Future[list[ReplayOutcome]]] = deque()
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="replay-archive") as archive_thread:
+            claiming: Future[_Claimed] | None = archive_thread.submit(self._claim, batches[0], context)
+            try:
+                for k in range(len(batches)):
+                    assert claiming is not None
+                    claimed_batch = claiming.result()
+                    claiming = (
+                        archive_thread.submit(self._claim, batches[k + 1], context)
+                        if k + 1 < len(batches)
+                        else None
+                    )
+                    sent = self._publish(claimed_batch, publisher)
+                    settling.append(archive_thread.submit(self._settle, claimed_batch, sent, context))
+                    while settling and settling[0].done():
+                        emit(settling.popleft().result())
+            finally:
+                # Whatever stopped the replay, every batch published is settled (its records
+                # marked or released) and a claim taken ahead is given back.
+                if claiming is not None:
+                    archive_thread.submit(self._release_unsent, claiming)
+                futures_wait(settling)
+        for future in settling:
+            emit(future.result())
+
+    def _claim(self, chunk: Sequence[ReplayPlan[Any]], context: _SendContext) -> _Claimed:
+        """Claim the chunk's sendable records at once (unpaced), or only open a token (paced)."""
+        claimed = _Claimed()
         for position, plan in enumerate(chunk):
             if plan.message is None:
-                outcomes[position] = unsent(plan, dry_run=False)
+                claimed.outcomes[position] = unsent(plan, dry_run=False)
             else:
-                candidates.append((position, plan))
-        claimed: list[tuple[int, ReplayPlan]] = []
-        sent: list[dict[str, Any]] = []
-        archive_errors: list[ArchiveError] = []
-        token, won = self.archive.claim_many(
-            [] if context.rate_per_s is not None else [record_id_of(p) for _, p in candidates],
+                claimed.candidates.append((position, plan))
+        claimed.token, claimed.won = self.archive.claim_many(
+            [] if context.rate_per_s is not None else [record_id_of(p) for _, p in claimed.candidates],
             allow_statuses=context.allowed,
         )
+        return claimed
 
-        def claim_each() -> Iterator[tuple[int, ReplayPlan]]:
-            if context.rate_per_s is None:
-                won_ids = set(won)
-                for position, plan in candidates:
-                    if record_id_of(plan) in won_ids:
-                        yield position, plan
-                    else:
-                        outcomes[position] = not_claimed(plan)
-                return
-            pacer = context.pacer
-            assert pacer is not None
+    def _release_unsent(self, claiming: Future[_Claimed]) -> None:
+        """Give back the claims of a batch claimed ahead and never published."""
+        if claiming.exception() is not None:
+            return
+        claimed = claiming.result()
+        if not claimed.won:
+            return
+        try:
+            self.archive.release_many(claimed.won, claimed.token)
+        except ArchiveError as exc:
+            logger.warning(
+                "Could not release the claims of %d record(s) not sent (%s); they can be replayed "
+                "again once the claims expire",
+                len(claimed.won),
+                exc,
+            )
+
+    def _publish(self, claimed: _Claimed, publisher: BulkPublisher) -> _Sent:
+        """Publish the won records of an unpaced batch, with their confirms in flight."""
+        sent = _Sent()
+        won_ids = set(claimed.won)
+
+        def messages() -> Iterator[OutgoingMessage]:
+            for position, plan in claimed.candidates:
+                if record_id_of(plan) not in won_ids:
+                    claimed.outcomes[position] = not_claimed(plan)
+                    continue
+                assert plan.message is not None
+                sent.taken.append((position, plan))
+                message, outgoing_message = outgoing(plan.message)
+                sent.messages.append(message)
+                yield outgoing_message
+
+        try:
+            sent.result = publisher.publish_many(messages())
+        except BrokerUnavailable as exc:
+            sent.result = BulkResult(failures=[PublishFailure(0, NOT_SENT, str(exc))])
+        return sent
+
+    def _settle(self, claimed: _Claimed, sent: _Sent, context: _SendContext) -> list[ReplayOutcome]:
+        """Mark the batch's confirmed records replayed and release the other claims."""
+        settle(
+            self.archive,
+            claimed.candidates,
+            sent.taken,
+            sent.messages,
+            sent.result,
+            token=claimed.token,
+            who=self.who,
+            reason=context.reason,
+            audit=context.audit,
+            outcomes=claimed.outcomes,
+        )
+        return [claimed.outcomes[position] for position in sorted(claimed.outcomes)]
+
+    def _send_paced(
+        self, chunk: Sequence[ReplayPlan[Any]], publisher: BulkPublisher, context: _SendContext
+    ) -> list[ReplayOutcome]:
+        """Claim each record when the rate lets its message go, publish, then settle the chunk.
+
+        No claim waits out a pacing sleep; the chunk's confirmed records are marked in
+        one transaction and the others released in one.
+        """
+        claimed = self._claim(chunk, context)
+        outcomes, candidates, token = claimed.outcomes, claimed.candidates, claimed.token
+        sent = _Sent()
+        archive_errors: list[ArchiveError] = []
+        pacer = context.pacer
+        assert pacer is not None
+
+        def claim_each() -> Iterator[tuple[int, ReplayPlan[Any]]]:
             # The chunk's first wait was taken before publish_many (nothing in flight then).
             waited = True
             for k, (position, plan) in enumerate(candidates):
@@ -288,25 +408,25 @@ class Replayer:
         def messages() -> Iterator[OutgoingMessage]:
             for position, plan in claim_each():
                 assert plan.message is not None
-                claimed.append((position, plan))
+                sent.taken.append((position, plan))
                 message, outgoing_message = outgoing(plan.message)
-                sent.append(message)
+                sent.messages.append(message)
                 yield outgoing_message
 
-        if context.pacer is not None and candidates:
-            context.pacer.wait()
+        if candidates:
+            pacer.wait()
         try:
             # Paced here, not by publish_many: its pacing waits after a chunk's last send,
             # while the chunk's claims are held and not yet marked.
-            result = publisher.publish_many(messages())
+            sent.result = publisher.publish_many(messages())
         except BrokerUnavailable as exc:
-            result = BulkResult(failures=[PublishFailure(0, NOT_SENT, str(exc))])
+            sent.result = BulkResult(failures=[PublishFailure(0, NOT_SENT, str(exc))])
         settle(
             self.archive,
             candidates,
-            claimed,
-            sent,
-            result,
+            sent.taken,
+            sent.messages,
+            sent.result,
             token=token,
             who=self.who,
             reason=context.reason,
@@ -335,3 +455,22 @@ class _SendContext:
     audit: dict[str, Any]
     rate_per_s: float | None
     pacer: Pacer | None
+
+
+@dataclasses.dataclass
+class _Claimed:
+    """One batch after its claim: the records to send, the claims won, outcomes so far."""
+
+    candidates: list[tuple[int, ReplayPlan[Any]]] = dataclasses.field(default_factory=list)
+    outcomes: dict[int, ReplayOutcome] = dataclasses.field(default_factory=dict)
+    token: str = ""
+    won: list[int] = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
+class _Sent:
+    """One batch after its publish: the records handed to RabbitMQ, their messages, the result."""
+
+    taken: list[tuple[int, ReplayPlan[Any]]] = dataclasses.field(default_factory=list)
+    messages: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    result: BulkResult = dataclasses.field(default_factory=BulkResult)

@@ -7,10 +7,12 @@ import time
 import uuid
 from typing import Any
 
+import orjson
+
 from ..bulk import OutgoingMessage
 from ..errors import InvalidJob, NotReplayable
 from ..jobs import parse_job
-from .records import DeadLetter
+from .replay_report import PlannedRecord
 
 __all__ = ["merge_patch", "outgoing", "prepare_message"]
 
@@ -32,7 +34,7 @@ def merge_patch(target: Any, patch: Any) -> Any:
 
 
 def prepare_message(
-    record: DeadLetter,
+    record: PlannedRecord,
     message: dict[str, Any],
     request_patch: dict[str, Any] | None,
     job_patch: dict[str, Any] | None,
@@ -75,6 +77,15 @@ def prepare_message(
 # -- sending ------------------------------------------------------------------
 
 
+def _dumps(message: dict[str, Any]) -> bytes:
+    """``message`` as compact JSON: orjson, several times the stdlib's speed; the stdlib
+    for what orjson refuses (integers beyond 64 bits, lone surrogates, non-string keys)."""
+    try:
+        return orjson.dumps(message)
+    except TypeError:
+        return json.dumps(message, separators=(",", ":")).encode()
+
+
 def outgoing(prepared: dict[str, Any]) -> tuple[dict[str, Any], OutgoingMessage]:
     """``prepared`` stamped with a new ``message_id`` and the time now, and as it is published."""
     # Stamped when it goes out, not when the batch was planned (AgeLimit, pacing).
@@ -85,7 +96,7 @@ def outgoing(prepared: dict[str, Any]) -> tuple[dict[str, Any], OutgoingMessage]
     }
     return message, OutgoingMessage(
         routing_key=message["queue_name"],
-        body=json.dumps(message, separators=(",", ":")).encode(),
+        body=_dumps(message),
         priority=message["options"].get("broker_priority"),
         message_id=message["message_id"],
     )

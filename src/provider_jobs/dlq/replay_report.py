@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any
-
-from .records import DeadLetter
+from typing import Any, Generic, Protocol, TypeVar
 
 __all__ = [
     "FAILED",
     "PUBLISHED",
     "SKIPPED",
     "WOULD_PUBLISH",
+    "PlannedRecord",
     "ReplayOutcome",
     "ReplayPlan",
     "ReplayReport",
@@ -25,11 +24,37 @@ __all__ = [
 PUBLISHED, WOULD_PUBLISH, SKIPPED, FAILED = "published", "would_publish", "skipped", "failed"
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class ReplayPlan:
-    """One record and the message that replaying it would send (without its new id and time)."""
+class PlannedRecord(Protocol):
+    """What planning a replay reads of a record: a :class:`~.records.DeadLetter`, or the
+    lighter :class:`~.claims.ReplaySource` that :meth:`~.replay.Replayer.replay` reads."""
 
-    record: DeadLetter
+    @property
+    def id(self) -> int | None: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def queue_name(self) -> str | None: ...
+    @property
+    def message_id(self) -> str | None: ...
+    @property
+    def job_id(self) -> str | None: ...
+    @property
+    def error(self) -> str: ...
+    def decoded_body(self) -> dict[str, Any] | None: ...
+
+
+#: A planned record: a DeadLetter, or a ReplaySource.
+RecordT = TypeVar("RecordT", bound=PlannedRecord)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ReplayPlan(Generic[RecordT]):
+    """One record and the message that replaying it would send (without its new id and time).
+
+    :meth:`~.replay.Replayer.plan` plans whole :class:`~.records.DeadLetter` records.
+    """
+
+    record: RecordT
     message: dict[str, Any] | None
     skip_reason: str | None = None
     edited: bool = False
@@ -66,7 +91,7 @@ class ReplayReport:
         return self.count(FAILED)
 
 
-def unsent(plan: ReplayPlan, *, dry_run: bool) -> ReplayOutcome:
+def unsent(plan: ReplayPlan[Any], *, dry_run: bool) -> ReplayOutcome:
     """The outcome of a plan not sent: skipped, or ``would_publish`` in a dry run."""
     record_id = plan.record.id
     assert record_id is not None
@@ -82,14 +107,14 @@ def unsent(plan: ReplayPlan, *, dry_run: bool) -> ReplayOutcome:
     )
 
 
-def record_id_of(plan: ReplayPlan) -> int:
+def record_id_of(plan: ReplayPlan[Any]) -> int:
     """The archive id of the plan's record."""
-    record_id = plan.record.id
+    record_id: int | None = plan.record.id
     assert record_id is not None
     return record_id
 
 
-def not_claimed(plan: ReplayPlan) -> ReplayOutcome:
+def not_claimed(plan: ReplayPlan[Any]) -> ReplayOutcome:
     """The outcome of a record whose claim was not won."""
     return ReplayOutcome(
         record_id=record_id_of(plan),
@@ -99,7 +124,7 @@ def not_claimed(plan: ReplayPlan) -> ReplayOutcome:
     )
 
 
-def failed(plan: ReplayPlan, detail: str) -> ReplayOutcome:
+def failed(plan: ReplayPlan[Any], detail: str) -> ReplayOutcome:
     """The outcome of a record that was not replayed, and why."""
     return ReplayOutcome(
         record_id=record_id_of(plan), status=FAILED, job_id=plan.record.job_id, detail=detail

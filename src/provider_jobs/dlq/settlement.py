@@ -25,8 +25,8 @@ _MARK_BACKOFF_S = 0.1
 
 def settle(
     archive: DeadLetterArchive,
-    candidates: Sequence[tuple[int, ReplayPlan]],
-    claimed: Sequence[tuple[int, ReplayPlan]],
+    candidates: Sequence[tuple[int, ReplayPlan[Any]]],
+    claimed: Sequence[tuple[int, ReplayPlan[Any]]],
     sent: Sequence[dict[str, Any]],
     result: BulkResult,
     *,
@@ -40,7 +40,7 @@ def settle(
     including those never taken by the publisher."""
     confirmed = set(result.confirmed)
     failures = {f.index: f for f in result.failures}
-    marks: list[tuple[int, ReplayPlan, dict[str, Any]]] = []
+    marks: list[tuple[int, ReplayPlan[Any], dict[str, Any]]] = []
     released: list[int] = []
     for k, (position, plan) in enumerate(claimed):
         if k in confirmed:
@@ -72,7 +72,7 @@ def settle(
 
 def _mark(
     archive: DeadLetterArchive,
-    marks: Sequence[tuple[int, ReplayPlan, dict[str, Any]]],
+    marks: Sequence[tuple[int, ReplayPlan[Any], dict[str, Any]]],
     token: str,
     *,
     who: str,
