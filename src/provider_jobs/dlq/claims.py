@@ -10,11 +10,14 @@ few columns it needs, not the whole record.
 from __future__ import annotations
 
 import dataclasses
+import json
 import uuid
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, NamedTuple
 
+import orjson
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 
 from ..errors import RecordConflict
 from .audit import audit_row
@@ -26,6 +29,37 @@ __all__ = ["ArchiveClaims", "ReplayMark", "ReplaySource"]
 
 #: Ids per query when reading replay sources: under SQLite's bound-parameter limit.
 _READ_CHUNK = 500
+_stdlib_dumps = json.JSONEncoder(separators=(",", ":")).encode
+
+
+def _json_text(value: Any) -> str:
+    """``value`` as compact JSON text: orjson; the stdlib for what orjson refuses
+    (non-string keys, integers beyond 64 bits, lone surrogates)."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return _stdlib_dumps(value)
+
+
+def _json_list(value: Any) -> list[Any]:
+    """A JSON list column as read: text from SQLite, already parsed by psycopg, or ``NULL``."""
+    if value is None:
+        return []
+    if isinstance(value, str | bytes):
+        parsed = orjson.loads(value)
+        return list(parsed or [])
+    return list(value)
+
+
+class _DriverStatement(NamedTuple):
+    """A statement compiled for the archive's DBAPI driver, and its parameters in order."""
+
+    sql: str
+    names: tuple[str, ...]
+
+    def row(self, **values: Any) -> tuple[Any, ...]:
+        """``values`` as this statement's positional parameters."""
+        return tuple(map(values.__getitem__, self.names))
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
@@ -173,6 +207,10 @@ class ArchiveClaims(ArchiveDatabase):
         """Record published replays under their claim ``token``, and audit them, in one
         transaction: one ``executemany`` update and one audit insert.
 
+        Both are prepared driver statements fed tuples with their JSON already text, as
+        the archive's insert is: SQLAlchemy's per-row parameter processing cost more
+        than the database's work, and a replay marks one batch while the next publishes.
+
         Returns:
             The ids whose claim was lost (taken over after ``claim_ttl_s``): not marked,
             and they may be replayed twice.
@@ -181,50 +219,89 @@ class ArchiveClaims(ArchiveDatabase):
             return []
         table = self.records
         by_id = {m.record_id: m for m in marks}
+        # Read as the stored text where the driver allows (SQLite), parsed below.
+        message_ids = sa.type_coerce(table.c.replay_message_ids, sa.Text)
         with self._write(f"marking {len(by_id)} record(s) replayed") as conn:
             rows: list[Any] = []
             for chunk in chunks(list(by_id), 500):
                 rows += conn.execute(
-                    sa.select(table.c.id, table.c.replay_message_ids, table.c.fingerprint, table.c.status)
+                    sa.select(table.c.id, message_ids, table.c.fingerprint, table.c.status)
                     .where(table.c.id.in_(chunk), table.c.claim_token == token)
                     .with_for_update()
                 ).all()
             if not rows:
                 return list(by_id)
             now = epoch_ms()
-            conn.execute(
-                table.update()
-                .where(table.c.id == sa.bindparam("b_id"))
-                .values(
-                    status=REPLAYED,
-                    replay_count=table.c.replay_count + 1,
-                    replay_message_ids=sa.bindparam("b_message_ids", type_=table.c.replay_message_ids.type),
-                    claim_token=None,
-                    claimed_ms=None,
-                    updated_ms=now,
-                ),
+            update = self._driver_statement("mark_replayed", self._mark_update)
+            conn.exec_driver_sql(
+                update.sql,
                 [
-                    {"b_id": r.id, "b_message_ids": [*(r.replay_message_ids or []), by_id[r.id].message_id]}
-                    for r in rows
-                ],
-            )
-            self._groups.apply(conn, moved([(r.fingerprint, r.status) for r in rows], REPLAYED))
-            conn.execute(
-                self.audit_log.insert(),
-                [
-                    audit_row(
-                        who=who,
-                        action=by_id[r.id].action,
-                        record_id=r.id,
-                        reason=reason,
-                        at_ms=now,
-                        details={"message_id": by_id[r.id].message_id, **by_id[r.id].details},
+                    update.row(
+                        m_id=r[0],
+                        m_status=REPLAYED,
+                        m_ids=_json_text([*_json_list(r[1]), by_id[r[0]].message_id]),
+                        m_now=now,
                     )
                     for r in rows
                 ],
             )
-        marked = {r.id for r in rows}
+            self._groups.apply(conn, moved([(r[2], r[3]) for r in rows], REPLAYED))
+            insert = self._driver_statement("audit_insert", self._audit_insert)
+            conn.exec_driver_sql(
+                insert.sql,
+                [
+                    insert.row(
+                        at_ms=now,
+                        who=who,
+                        action=(mark := by_id[r[0]]).action,
+                        record_id=r[0],
+                        reason=reason,
+                        details=_json_text({"message_id": mark.message_id, **mark.details}),
+                    )
+                    for r in rows
+                ],
+            )
+        marked = {r[0] for r in rows}
         return [i for i in by_id if i not in marked]
+
+    def _mark_update(self) -> sa.Insert | sa.Update:
+        table = self.records
+        return (
+            table.update()
+            .where(table.c.id == sa.bindparam("m_id"))
+            .values(
+                status=sa.bindparam("m_status"),
+                replay_count=table.c.replay_count + sa.literal_column("1"),
+                replay_message_ids=sa.bindparam("m_ids", type_=table.c.replay_message_ids.type),
+                claim_token=sa.null(),
+                claimed_ms=sa.null(),
+                updated_ms=sa.bindparam("m_now"),
+            )
+        )
+
+    def _audit_insert(self) -> sa.Insert | sa.Update:
+        # inline: no RETURNING of the new id, which an executemany cannot use.
+        columns = ("at_ms", "who", "action", "record_id", "reason", "details")
+        return (
+            self.audit_log.insert()
+            .inline()
+            .values({name: sa.bindparam(name, type_=self.audit_log.c[name].type) for name in columns})
+        )
+
+    def _driver_statement(self, name: str, build: Callable[[], sa.Insert | sa.Update]) -> _DriverStatement:
+        """The statement ``build()`` compiled for this archive's driver, once per archive."""
+        cache: dict[str, _DriverStatement] = self.__dict__.setdefault("_driver_statements", {})
+        statement = cache.get(name)
+        if statement is None:
+            dialect: sa.Dialect = (
+                sqlite.dialect(paramstyle="qmark")
+                if self.is_sqlite
+                else postgresql.psycopg.dialect(paramstyle="format")  # type: ignore[no-untyped-call]
+            )
+            compiled = build().compile(dialect=dialect)
+            assert compiled.positiontup is not None
+            statement = cache[name] = _DriverStatement(str(compiled), tuple(compiled.positiontup))
+        return statement
 
     def release(self, record_id: int, token: str) -> None:
         """Give a claim back without replaying (the publish failed)."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import threading
 import time
 import uuid
 from typing import Any
@@ -77,6 +79,27 @@ def prepare_message(
 # -- sending ------------------------------------------------------------------
 
 
+#: Random bytes read from the OS at a time for message ids: 256 ids per read.
+_RANDOM_POOL_BYTES = 4096
+_pool = threading.local()
+
+
+def _new_message_id() -> str:
+    """A random (version 4) UUID, as ``uuid.uuid4()`` makes, from a pool of OS randomness.
+
+    ``uuid.uuid4()`` reads the OS once per id and releases the GIL for it; while a
+    replay's archive thread runs, each release can wait out the thread switch
+    interval before this thread gets the GIL back. The pool is per thread and per
+    process (a forked child never reuses its parent's bytes).
+    """
+    pid = os.getpid()
+    offset = getattr(_pool, "offset", _RANDOM_POOL_BYTES)
+    if offset >= _RANDOM_POOL_BYTES or getattr(_pool, "pid", None) != pid:
+        _pool.bytes, _pool.pid, offset = os.urandom(_RANDOM_POOL_BYTES), pid, 0
+    _pool.offset = offset + 16
+    return str(uuid.UUID(bytes=_pool.bytes[offset : offset + 16], version=4))
+
+
 def _dumps(message: dict[str, Any]) -> bytes:
     """``message`` as compact JSON: orjson, several times the stdlib's speed; the stdlib
     for what orjson refuses (integers beyond 64 bits, lone surrogates, non-string keys)."""
@@ -91,7 +114,7 @@ def outgoing(prepared: dict[str, Any]) -> tuple[dict[str, Any], OutgoingMessage]
     # Stamped when it goes out, not when the batch was planned (AgeLimit, pacing).
     message = {
         **prepared,
-        "message_id": str(uuid.uuid4()),
+        "message_id": _new_message_id(),
         "message_timestamp": int(time.time() * 1000),
     }
     return message, OutgoingMessage(
