@@ -1,19 +1,17 @@
 """DeadLetterArchiver: drains ``<queue>.XQ`` into the archive, acking only what is committed.
 
 Deliveries are collected into a batch (``batch_size`` messages or
-``flush_ms``, whichever comes first), decoded, and stored in one transaction by
-a writer thread (:mod:`.batch_writer`) while the next batch is consumed, and
-only then acked, on the connection's thread: with one
-``basic_ack(multiple=True)`` when every unacked delivery up to the batch's
-last tag belongs to the batch, else tag by tag, so that an ack never covers a
-delivery that was not stored (a batch given up on stop while the archive is
-down stays unacked, and RabbitMQ requeues it when the channel closes). A crash
-between the commit and the ack redelivers the batch; the archive's unique
-dedupe key (the Dramatiq message id) makes that a no-op. While the archive is
-down nothing is acked: the batch stays unacked in RabbitMQ (prefetch bounds
-how much), the writer retries with backoff and logs each retry. A lost broker
-connection drops the batches in hand (RabbitMQ requeues them) and reconnects
-with backoff.
+``flush_ms``, whichever comes first), stored in one transaction, and only then
+acked: with one ``basic_ack(multiple=True)`` when every unacked delivery up to
+the batch's last tag belongs to the batch, else tag by tag, so that an ack
+never covers a delivery that was not stored (a batch given up on stop while
+the archive is down stays unacked, and RabbitMQ requeues it when the channel
+closes). A crash between the commit and the ack redelivers the batch; the
+archive's unique dedupe key (the Dramatiq message id) makes that a no-op.
+While the archive is down nothing is acked: the batch stays unacked in
+RabbitMQ (prefetch bounds how much), the archiver retries with backoff and
+logs each retry. A lost broker connection drops the batch in hand (RabbitMQ
+requeues it) and reconnects with backoff.
 
 Run it with ``provider-jobs archiver`` or ``python -m provider_jobs.dlq.consumer``.
 """
@@ -26,7 +24,6 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
-from functools import partial
 from types import FrameType
 from typing import Any
 
@@ -36,15 +33,23 @@ from dramatiq.brokers.rabbitmq import DEAD_MESSAGE_TTL
 from dramatiq.common import xq_name
 
 from ..connectivity import redact_url
+from ..errors import ArchiveError, ArchiveUnavailable
 from ..settings import Settings
+from . import metrics
 from .archive import DeadLetterArchive
 from .batch_store import ArchiverStats, BatchStore, Delivery, dead_letters_of
-from .batch_writer import MIN_BACKOFF_S, AfterCommit, BatchWriter
 from .maintenance import DEFAULT_MAINTENANCE_INTERVAL_S, apply_retention
+from .records import DeadLetter
 
 __all__ = ["ArchiverStats", "DeadLetterArchiver", "main"]
 
 logger = logging.getLogger("provider_jobs.dlq.archiver")
+
+#: First wait after a failure; doubled on each further failure up to ``max_backoff_s``.
+_MIN_BACKOFF_S = 0.05
+
+#: Called with the batch after its commit and before its ack (a test seam).
+AfterCommit = Callable[[Sequence[DeadLetter]], None]
 
 
 class DeadLetterArchiver:
@@ -60,8 +65,7 @@ class DeadLetterArchiver:
         retention_days: Purge records older than this; ``None`` keeps them. Default ``None``.
         max_records: The archive's cap; ``None`` for no cap. Default ``None``.
         maintenance_interval_s: How often retention runs. Default 300.
-        after_commit: Called after each commit, before the ack (for fault tests), on the
-            writer thread.
+        after_commit: Called after each commit, before the ack (for fault tests).
     """
 
     def __init__(
@@ -91,19 +95,13 @@ class DeadLetterArchiver:
         self.stats = ArchiverStats()
         self._store = BatchStore(archive=archive, stats=self.stats)
         self._stop = threading.Event()
-        self._writer = BatchWriter(
-            store=self._store,
-            stats=self.stats,
-            stop=self._stop,
-            max_backoff_s=max_backoff_s,
-            after_commit=after_commit,
-        )
         self._pending: list[Delivery] = []
         #: Tags delivered on the current channel and not acked: pending, in a flush, or given up.
         self._unacked: set[int] = set()
         self._connection: pika.BlockingConnection | None = None
         self._channel: Any = None
         self._next_maintenance = 0.0
+        self._archive_down = False
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> DeadLetterArchiver:
@@ -124,7 +122,6 @@ class DeadLetterArchiver:
     def stop(self) -> None:
         """Ask :meth:`run` to flush what it holds and return; safe from any thread."""
         self._stop.set()
-        self._writer.give_up()
 
     # -- the loop -----------------------------------------------------------------
 
@@ -132,40 +129,35 @@ class DeadLetterArchiver:
         """Archive dead letters until :meth:`stop` (or, with ``until_idle``, until
         every dead-letter queue is empty and nothing is in hand).
         """
-        backoff = MIN_BACKOFF_S
+        backoff = _MIN_BACKOFF_S
         logger.info(
             "Archiving %s from %s into %r",
             ", ".join(self.dead_letter_queues),
             redact_url(self.broker_url),
             self.archive,
         )
-        try:
-            while not self._stop.is_set():
-                try:
-                    self._connect()
-                    backoff = MIN_BACKOFF_S
-                    if self._consume(until_idle=until_idle):
-                        break
-                except (pika.exceptions.AMQPError, OSError) as exc:
-                    self.stats.reconnects += 1
-                    logger.warning(
-                        "RabbitMQ connection lost (%s: %s); %d delivery(ies) in hand go back to the queue; "
-                        "reconnecting in %.2f s",
-                        type(exc).__name__,
-                        exc,
-                        len(self._unacked),
-                        backoff,
-                    )
-                    # Its acks would go to a channel that is gone: RabbitMQ redelivers it.
-                    self._writer.abandon()
-                    self._pending = []
-                    self._unacked = set()
-                    self._close()
-                    self._stop.wait(backoff)
-                    backoff = min(backoff * 2, self.max_backoff_s)
-        finally:
-            self._writer.close()
-            self._close()
+        while not self._stop.is_set():
+            try:
+                self._connect()
+                backoff = _MIN_BACKOFF_S
+                if self._consume(until_idle=until_idle):
+                    break
+            except (pika.exceptions.AMQPError, OSError) as exc:
+                self.stats.reconnects += 1
+                logger.warning(
+                    "RabbitMQ connection lost (%s: %s); %d delivery(ies) in hand go back to the queue; "
+                    "reconnecting in %.2f s",
+                    type(exc).__name__,
+                    exc,
+                    len(self._pending),
+                    backoff,
+                )
+                self._pending = []
+                self._unacked = set()
+                self._close()
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, self.max_backoff_s)
+        self._close()
         logger.info(
             "Archiver stopped: %d archived, %d duplicate(s) skipped in %d batch(es)",
             self.stats.archived,
@@ -212,32 +204,19 @@ class DeadLetterArchiver:
 
     def _consume(self, *, until_idle: bool) -> bool:
         """Returns ``True`` when done (idle with ``until_idle``), ``False`` when stopped."""
-        connection = self._connection
-        assert connection is not None
-        # The writer's wake-up: any callback ends the wait in process_data_events.
-        wake = partial(_call_threadsafe, connection, _nothing)
+        assert self._connection is not None
         deadline = time.monotonic() + self.flush_s
         while True:
-            busy = self._writer.busy
-            if not busy and time.monotonic() >= self._next_maintenance:
+            if time.monotonic() >= self._next_maintenance:
                 self._maintain()
             stopping = self._stop.is_set()
-            if busy:
-                time_limit = self.flush_s  # until a delivery or the writer's wake-up
-            elif stopping:
-                time_limit = 0.0
-            else:
-                time_limit = max(0.0, min(deadline - time.monotonic(), self.flush_s))
-            connection.process_data_events(time_limit=time_limit)
-            self._settle()
-            busy = self._writer.busy
+            self._connection.process_data_events(
+                time_limit=0 if stopping else max(0.0, min(deadline - time.monotonic(), self.flush_s))
+            )
             now = time.monotonic()
-            if busy:
-                continue
             if self._pending and (len(self._pending) >= self.batch_size or now >= deadline or stopping):
-                batch, self._pending = self._pending, []
-                self._writer.submit(batch, dead_letters_of(batch), wake)
-                deadline = now + self.flush_s
+                self._flush()
+                deadline = time.monotonic() + self.flush_s
             elif stopping and not self._pending:
                 return False
             elif not self._pending and (now >= deadline or until_idle):
@@ -258,13 +237,44 @@ class DeadLetterArchiver:
         self._connection.process_data_events(time_limit=0)
         return not self._pending
 
-    def _settle(self) -> None:
-        """Ack and count the batch the writer is done with, if any; a batch given up stays unacked."""
-        written = self._writer.take()
-        if written is None or not written.stored:
-            return
-        self._ack([d.tag for d in written.deliveries])
-        self._store.count(written.records, written.new_keys)
+    def _flush(self) -> None:
+        batch, self._pending = self._pending, []
+        records = dead_letters_of(batch)
+        backoff = _MIN_BACKOFF_S
+        while True:
+            try:
+                records, new_keys = self._store.store_batch(batch, records)
+                break
+            except ArchiveError as exc:
+                self.stats.archive_failures += 1
+                self._archive_down = True
+                metrics.ARCHIVE_UP.set(0)
+                level = logging.WARNING if isinstance(exc, ArchiveUnavailable) else logging.ERROR
+                logger.log(
+                    level,
+                    "%s; keeping %d dead letter(s) unacked in RabbitMQ, retrying in %.2f s",
+                    exc,
+                    len(batch),
+                    backoff,
+                )
+                if self._stop.is_set():
+                    # Left unacked (and out of every later ack): RabbitMQ requeues them when
+                    # the channel closes and hands them to the next archiver.
+                    logger.warning("Stopping: %d dead letter(s) not stored go back to RabbitMQ", len(batch))
+                    return
+                assert self._connection is not None
+                # sleep() keeps the AMQP connection (heartbeats) alive; new deliveries
+                # collect in self._pending, bounded by prefetch.
+                self._connection.sleep(backoff)
+                backoff = min(backoff * 2, self.max_backoff_s)
+        if self._archive_down:
+            self._archive_down = False
+            logger.info("Archive available again; stored the %d dead letter(s) held back", len(batch))
+        metrics.ARCHIVE_UP.set(1)
+        if self.after_commit is not None:
+            self.after_commit(records)
+        self._ack([d.tag for d in batch])
+        self._store.count(records, new_keys)
 
     def _ack(self, tags: Sequence[int]) -> None:
         """Ack exactly ``tags``: at once when no other unacked delivery precedes the last of them."""
@@ -287,16 +297,6 @@ class DeadLetterArchiver:
         if connection is not None and connection.is_open:
             with contextlib.suppress(pika.exceptions.AMQPError, OSError):
                 connection.close()
-
-
-def _nothing() -> None:
-    pass
-
-
-def _call_threadsafe(connection: pika.BlockingConnection, callback: Callable[[], None]) -> None:
-    """``callback`` on ``connection``'s thread, unless the connection is closed (nothing left to ack on)."""
-    with contextlib.suppress(pika.exceptions.ConnectionWrongStateError):
-        connection.add_callback_threadsafe(callback)
 
 
 def main(settings: Settings | None = None) -> None:
