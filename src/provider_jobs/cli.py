@@ -122,7 +122,7 @@ def _run_worker(
     )
     try:
         if until_idle or on_idle is not None:
-            _wait_until_idle(settings, archiver=archiver)
+            _wait_until_idle(settings, archiver=archiver, worker=worker)
             worker.join()
             if on_idle is not None:
                 on_idle()
@@ -138,11 +138,15 @@ def _run_worker(
         broker.close()
 
 
-def _wait_until_idle(settings: Settings, *, archiver: bool, successes: int = 5, idle_s: float = 0.2) -> None:
-    """Block until every watched queue has been empty ``successes`` times in a row."""
+def _wait_until_idle(
+    settings: Settings, *, archiver: bool, worker: dramatiq.Worker, successes: int = 5, idle_s: float = 0.2
+) -> None:
+    """Block until every watched queue has been empty, and ``worker`` held no retry,
+    ``successes`` times in a row."""
     import pika
     import pika.exceptions
 
+    from .actors.consumer import held_retries
     from .queues import queue_roles
 
     names = [name for name, role in queue_roles(settings) if archiver or role != "dead_letter"]
@@ -151,7 +155,7 @@ def _wait_until_idle(settings: Settings, *, archiver: bool, successes: int = 5, 
         in_a_row = 0
         while in_a_row < successes:
             channel = connection.channel()
-            total = 0
+            total = held_retries(worker)
             for name in names:
                 try:
                     total += channel.queue_declare(name, passive=True).method.message_count

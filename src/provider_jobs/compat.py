@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import signal
 import threading
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any
@@ -20,6 +21,7 @@ import dramatiq
 import pika.exceptions
 
 from .actors.broker import build_broker
+from .actors.consumer import held_retries
 from .actors.provider_ops import actor_for, declare_provider_actors
 from .bulk import BulkPublisher, OutgoingMessage
 from .connectivity import redact_url
@@ -273,9 +275,14 @@ class ProviderWorker:
         self._worker.start()
 
     def join(self) -> None:
-        """Wait until the worker has no message in hand (for tests and scripts)."""
-        if self._worker is not None:
-            self._worker.join()
+        """Wait until the worker has no message in hand, held retries included (for tests and scripts)."""
+        worker = self._worker
+        if worker is None:
+            return
+        worker.join()
+        while held_retries(worker):
+            time.sleep(0.005)
+            worker.join()
 
     def stop(self) -> None:
         """Stop consuming; unfinished messages go back to RabbitMQ."""

@@ -61,6 +61,10 @@ class Settings:
         max_retry_after_s: Cap on a provider's ``Retry-After``. Default 300.
         consumer_timeout_s: RabbitMQ's ``consumer_timeout``; delays must stay
             below it. Default 1800.
+        hold_retries_up_to_ms: A retry due within this many ms is held by the
+            worker that ran the attempt (the job stays unacked in RabbitMQ) and
+            run again when due, instead of going through a delay queue. 0 never
+            holds. Default 1000.
         unknown_errors_retryable: Retry errors no rule recognises. Default ``True``.
         worker_id: Name of this worker in logs and attempt records. Default ``host-pid``.
         worker_threads: Worker threads per process. Default 8.
@@ -109,6 +113,7 @@ class Settings:
     operation_delays_s: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
     max_retry_after_s: float = 300.0
     consumer_timeout_s: float = 1800.0
+    hold_retries_up_to_ms: int = 1000
     unknown_errors_retryable: bool = True
     worker_id: str | None = None
     worker_threads: int = 8
@@ -151,6 +156,8 @@ class Settings:
                 refuse(name, limit)
         if any(not 0 <= d < self.consumer_timeout_s for d in self.operation_delays_s.values()):
             refuse("operation_delays_s", limit)
+        if not 0 <= self.hold_retries_up_to_ms <= 60_000:
+            refuse("hold_retries_up_to_ms", "expected 0 to 60000 ms")
         if self.worker_threads < 1:
             refuse("worker_threads", "expected 1 or more threads")
         if not 10 <= self.worker_timeout_ms <= 60_000:
@@ -209,6 +216,7 @@ class Settings:
             "operation_delays_s": _parse_delays,
             "max_retry_after_s": float,
             "consumer_timeout_s": float,
+            "hold_retries_up_to_ms": int,
             "unknown_errors_retryable": _parse_bool,
             "worker_id": str,
             "worker_threads": int,

@@ -10,7 +10,7 @@ from dramatiq import Broker
 from dramatiq.middleware import Middleware
 
 from provider_jobs.actors.broker import build_broker
-from provider_jobs.actors.consumer import BatchAckConsumer
+from provider_jobs.actors.consumer import WorkerConsumer
 from provider_jobs.actors.provider_ops import declare_provider_actors
 from provider_jobs.providers import FunctionProvider, ProviderRegistry
 
@@ -50,7 +50,7 @@ def test_every_processed_message_is_acked_when_many_threads_ack_at_once(
     registry.register("ITL.Core", "ResourceGroup", FunctionProvider({"create": record}))
     broker = build_broker(settings)
     actors = declare_provider_actors(broker, registry, settings)
-    assert broker.consumer_class is BatchAckConsumer
+    assert broker.consumer_class is WorkerConsumer
     for i in range(600):
         actors["create_resource"].send(
             {"provider_namespace": "ITL.Core", "resource_type": "ResourceGroup", "request": {"i": i}}

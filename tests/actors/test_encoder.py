@@ -62,3 +62,8 @@ def test_values_dramatiqs_encoder_refuses_are_refused(value) -> None:
 def test_a_body_that_is_not_utf8_is_a_decode_error() -> None:
     with pytest.raises(DecodeError):
         ours.decode(b"\xff\xfe{")
+
+
+@pytest.mark.parametrize("number", [-(2**63) - 1, 2**64, 10**30])
+def test_a_body_with_an_integer_beyond_64_bits_reads_it_exactly(number) -> None:
+    assert ours.decode(dramatiqs.encode({"args": [number]})) == {"args": [number]}

@@ -20,7 +20,7 @@ from dramatiq.middleware import (
 
 from ..middleware import ClassifiedRetries, Classifier, ErrorClassifier, LogContext, Metrics
 from ..settings import Settings
-from .consumer import BatchAckConsumer
+from .consumer import WorkerConsumer
 from .encoder import OrjsonEncoder
 
 __all__ = ["MAX_PRIORITY", "build_broker"]
@@ -34,7 +34,7 @@ _Hooks = tuple[tuple[Middleware, Callable[..., Any]], ...]
 
 
 class _ProviderBroker(RabbitmqBroker):
-    """Dramatiq's RabbitMQ broker with a consumer that acks in batches, and signals
+    """Dramatiq's RabbitMQ broker with a consumer that acks in batches and holds short retries, and signals
     sent only to the middleware that handle them.
 
     Dramatiq calls every middleware's hook for every signal, most of them the
@@ -48,9 +48,12 @@ class _ProviderBroker(RabbitmqBroker):
         self._hooks_for: tuple[Middleware, ...] = ()
         super().__init__(*args, **kwargs)
 
+    #: Its consumers hold retries that ``ClassifiedRetries`` marks (``hold_retries_up_to_ms``).
+    holds_retries = True
+
     @property
-    def consumer_class(self) -> type[BatchAckConsumer]:
-        return BatchAckConsumer
+    def consumer_class(self) -> type[WorkerConsumer]:
+        return WorkerConsumer
 
     def _hooks(self, name: str) -> _Hooks:
         """The middleware whose ``name`` hook is not the base class's no-op, with that hook."""
@@ -113,6 +116,7 @@ def build_broker(
         max_retry_after_ms=int(settings.max_retry_after_s * 1000),
         consumer_timeout_ms=int(settings.consumer_timeout_s * 1000),
         worker_id=settings.worker_id,
+        hold_retries_up_to_ms=settings.hold_retries_up_to_ms,
     )
     return _ProviderBroker(
         url=settings.broker_url,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
@@ -18,6 +19,11 @@ _OPTIONS = (
 )
 
 
+#: orjson reads an integer beyond 64 bits as a float, silently: any body with a number this long
+#: (or a digit run in a string, harmlessly) is read by the stdlib instead.
+_LONG_NUMBER = re.compile(rb"\d{19}")
+
+
 class OrjsonEncoder(JSONEncoder):
     """Dramatiq's :class:`~dramatiq.encoder.JSONEncoder`, encoding and decoding with orjson.
 
@@ -27,8 +33,9 @@ class OrjsonEncoder(JSONEncoder):
     written as strings, non-ASCII written as UTF-8 instead of ``\\u`` escapes.
     What orjson refuses (integers beyond 64 bits, types it does not know)
     goes to the stdlib, which raises ``TypeError`` for what Dramatiq's encoder
-    refuses; what it cannot read (``NaN`` tokens, lone surrogates) is read by
-    the stdlib, so every body Dramatiq's encoder wrote reads as before. One
+    refuses; what it cannot read (``NaN`` tokens, lone surrogates) or would
+    read differently (integers beyond 64 bits, which it makes floats) is read
+    by the stdlib, so every body Dramatiq's encoder wrote reads as before. One
     difference remains: a non-finite float in a message's options is written
     as ``null`` (JSON has no ``NaN``; jobs' own fields never hold one, as the
     job model already writes them as ``null``).
@@ -41,7 +48,9 @@ class OrjsonEncoder(JSONEncoder):
             return super().encode(data)
 
     def decode(self, data: bytes) -> Any:
-        try:
-            return orjson.loads(data)
-        except orjson.JSONDecodeError:
-            return super().decode(data)
+        if _LONG_NUMBER.search(data) is None:
+            try:
+                return orjson.loads(data)
+            except orjson.JSONDecodeError:
+                pass
+        return super().decode(data)

@@ -124,6 +124,31 @@ def retry_delay_ms(
     return max(0, min(delay, int(policy.consumer_timeout_ms * 0.9)))
 
 
+#: Set on a message's proxy by :func:`hold_retry`: the worker's consumer, asked to ack the
+#: message, holds it (unacked) for this many ms instead, then delivers it again.
+HOLD_ATTRIBUTE = "provider_jobs_hold_ms"
+
+
+def can_hold_retries(broker: dramatiq.Broker) -> bool:
+    """Whether ``broker``'s consumers hold a message marked by :func:`hold_retry` rather than ack it.
+
+    A broker says so with a true ``holds_retries`` attribute; on any other a
+    marked message would simply be acked, and its retry lost.
+    """
+    return bool(getattr(broker, "holds_retries", False))
+
+
+def hold_retry(message: dramatiq.MessageProxy, delay_ms: int) -> None:
+    """Mark ``message`` to be held by its consumer and run again after ``delay_ms``."""
+    setattr(message, HOLD_ATTRIBUTE, delay_ms)
+
+
+def take_hold(message: Any) -> int | None:
+    """The hold :func:`hold_retry` put on ``message``, removed from it; ``None`` when there is none."""
+    delay: int | None = message.__dict__.pop(HOLD_ATTRIBUTE, None)
+    return delay
+
+
 def enqueue_retry(
     publisher: ConfirmPublisher,
     broker: dramatiq.Broker,

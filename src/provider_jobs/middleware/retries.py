@@ -89,6 +89,12 @@ class ClassifiedRetries(Middleware):
         retry_priority_boost: Added to a retry's RabbitMQ priority (capped at the
             broker's ``max_priority``) so that a due retry runs before the backlog
             of its own priority. Defaults to 1; 0 keeps the job's priority.
+        hold_retries_up_to_ms: A retry due within this many ms is held by the
+            worker's consumer, the message unacked in RabbitMQ, and run again
+            when due: no publish, no second delivery. Only on a broker whose
+            consumers can hold (``holds_retries``, as ``build_broker``'s);
+            elsewhere, and for longer delays, retries are published. Defaults
+            to 0 (never held).
 
     Raises:
         RetryConfigurationError: A delay is at or above ``consumer_timeout_ms``.
@@ -110,6 +116,7 @@ class ClassifiedRetries(Middleware):
         log_success: bool = True,
         native_delays: bool = True,
         retry_priority_boost: int = 1,
+        hold_retries_up_to_ms: int = 0,
     ) -> None:
         self.classifier: Classifier = classifier or ErrorClassifier()
         self.max_retries = max_retries
@@ -125,6 +132,7 @@ class ClassifiedRetries(Middleware):
         self.log_success = log_success
         self.native_delays = native_delays
         self.retry_priority_boost = retry_priority_boost
+        self.hold_retries_up_to_ms = hold_retries_up_to_ms
         self._publisher = ConfirmPublisher()
         self._check_delays(
             "ClassifiedRetries",
@@ -236,7 +244,12 @@ class ClassifiedRetries(Middleware):
         delay_ms = (
             self._delay_ms(message, actor, exception, classification, retries) if reason == "retry" else None
         )
-        if delay_ms is not None and self._native(broker):
+        hold = (
+            delay_ms is not None
+            and delay_ms <= self.hold_retries_up_to_ms
+            and delays.can_hold_retries(broker)
+        )
+        if delay_ms is not None and not hold and self._native(broker):
             delay_ms = bucket_ms(delay_ms)
         dead_letters.record_attempt(
             message, exception, classification, retries + 1, delay_ms, worker_id=self.worker_id
@@ -244,6 +257,9 @@ class ClassifiedRetries(Middleware):
 
         if delay_ms is not None:
             self._log.retry(context, error, delay_ms)
+            if hold:
+                delays.hold_retry(message, delay_ms)
+                return
             try:
                 delays.enqueue_retry(
                     self._publisher,
