@@ -4,6 +4,7 @@ import json
 import sqlite3
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,8 @@ import pytest
 from dlq_support import TcpProxy, dramatiq_body, running_worker
 
 from provider_jobs.bulk import BulkPublisher
-from provider_jobs.dlq import DeadLetterArchive, Replayer, dead_letter_from_delivery
+from provider_jobs.dlq import DeadLetterArchive, Replayer, ReplaySource, dead_letter_from_delivery
+from provider_jobs.dlq.replay_message import outgoing
 from provider_jobs.errors import InvalidJob
 from provider_jobs.settings import Settings
 
@@ -327,3 +329,42 @@ def test_records_not_sent_because_the_broker_went_away_are_failed_and_released(
         proxy.stop()
     assert [o.status for o in report.outcomes] == ["published", "failed"]
     assert archive.claim_many(ids[1:])[1] == ids[1:]
+
+
+def test_replay_sources_hold_what_a_replay_reads_of_each_record(
+    settings: Settings, archive: DeadLetterArchive
+) -> None:
+    [record_id] = _store(archive, settings)
+    record = archive.get(record_id)
+    assert archive.replay_sources([record_id, record_id + 1000]) == {
+        record_id: ReplaySource(
+            id=record_id,
+            status="dead",
+            queue_name=record.queue_name,
+            message_id=record.message_id,
+            job_id=record.job_id,
+            error=record.error,
+            body=record.body,
+        )
+    }
+
+
+def test_a_record_replayed_twice_keeps_both_message_ids_and_both_audit_entries(
+    settings: Settings, amqp: Any, archive: DeadLetterArchive
+) -> None:
+    _declare(amqp, settings.queue_name)
+    [record_id] = _store(archive, settings)
+    replayer = Replayer(archive=archive, broker_url=settings.broker_url, who="alice")
+    first = replayer.replay([record_id]).outcomes[0].message_id
+    second = replayer.replay([record_id], force=True).outcomes[0].message_id
+    record = archive.get(record_id)
+    assert (record.status, record.replay_count, record.replay_message_ids) == ("replayed", 2, [first, second])
+    audited = [e.details["message_id"] for e in archive.audit() if e.action == "replay"]
+    assert sorted(audited) == sorted([first, second])
+
+
+def test_replayed_messages_get_distinct_version_4_uuids() -> None:
+    prepared = {"queue_name": "q", "kwargs": {}, "options": {}}
+    ids = [outgoing(prepared)[0]["message_id"] for _ in range(1000)]
+    assert len(set(ids)) == 1000
+    assert {uuid.UUID(i).version for i in ids} == {4}

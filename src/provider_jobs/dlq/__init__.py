@@ -10,6 +10,7 @@ Importing it opens nothing.
 from __future__ import annotations
 
 from .archive import DEAD, DISCARDED, REPLAYED, STATUSES, DeadLetterArchive, ReplayMark
+from .claims import ReplaySource
 from .consumer import ArchiverStats, DeadLetterArchiver
 from .filters import AuditEntry, Group, RecordFilter, RetentionReport
 from .policy import DEFAULT_POLICY, DlqPolicy, PolicyRule, TriageDecision, TriageReport, process_dlq
@@ -35,6 +36,7 @@ __all__ = [
     "ReplayOutcome",
     "ReplayPlan",
     "ReplayReport",
+    "ReplaySource",
     "Replayer",
     "RetentionReport",
     "TriageDecision",
