@@ -6,7 +6,6 @@ import json
 import os
 import threading
 import time
-import uuid
 from typing import Any
 
 import orjson
@@ -79,25 +78,38 @@ def prepare_message(
 # -- sending ------------------------------------------------------------------
 
 
-#: Random bytes read from the OS at a time for message ids: 256 ids per read.
-_RANDOM_POOL_BYTES = 4096
+#: Message ids made at a time from one read of OS randomness (16 bytes each).
+_IDS_PER_READ = 256
 _pool = threading.local()
 
 
 def _new_message_id() -> str:
-    """A random (version 4) UUID, as ``uuid.uuid4()`` makes, from a pool of OS randomness.
+    """A random (version 4) UUID string, as ``str(uuid.uuid4())`` makes, from a pool.
 
     ``uuid.uuid4()`` reads the OS once per id and releases the GIL for it; while a
     replay's archive thread runs, each release can wait out the thread switch
-    interval before this thread gets the GIL back. The pool is per thread and per
-    process (a forked child never reuses its parent's bytes).
+    interval before this thread gets the GIL back. The ids are made a few hundred
+    at a time, per thread and per process (a forked child never reuses its parent's).
     """
-    pid = os.getpid()
-    offset = getattr(_pool, "offset", _RANDOM_POOL_BYTES)
-    if offset >= _RANDOM_POOL_BYTES or getattr(_pool, "pid", None) != pid:
-        _pool.bytes, _pool.pid, offset = os.urandom(_RANDOM_POOL_BYTES), pid, 0
-    _pool.offset = offset + 16
-    return str(uuid.UUID(bytes=_pool.bytes[offset : offset + 16], version=4))
+    ids: list[str] | None = getattr(_pool, "ids", None)
+    if not ids or _pool.pid != os.getpid():
+        ids = _pool.ids = _uuid4_strings(_IDS_PER_READ)
+        _pool.pid = os.getpid()
+    return ids.pop()
+
+
+def _uuid4_strings(count: int) -> list[str]:
+    """``count`` version 4 UUIDs in their canonical text form, from one ``os.urandom`` call."""
+    digits = os.urandom(16 * count).hex()
+    # 122 random bits each: the version nibble is 4, the variant's two high bits are 10.
+    return [
+        f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
+        for h in (digits[i : i + 32] for i in range(0, 32 * count, 32))
+    ]
+
+
+#: The variant nibble ``10xx`` for each random hex digit.
+_VARIANT = {d: "89ab"[int(d, 16) & 3] for d in "0123456789abcdef"}
 
 
 def _dumps(message: dict[str, Any]) -> bytes:
