@@ -92,3 +92,32 @@ def test_middleware_added_after_a_signal_was_sent_receives_the_next_one(settings
     broker.add_middleware(Recording("late", seen))
     broker.emit_before("process_message", None)
     assert seen == ["first:before", "first:before", "late:before"]
+
+
+def test_dead_letters_published_by_the_consumer_land_enriched_and_their_originals_are_acked(
+    settings, rabbitmq_url, queue_name, amqp
+) -> None:
+    from provider_jobs.errors import ValidationFailed
+
+    from support import take_dead_letters
+
+    def refuse(job: Any) -> None:
+        raise ValidationFailed(f"name {job.request['i']} is not allowed")
+
+    registry = ProviderRegistry()
+    registry.register("ITL.Core", "ResourceGroup", FunctionProvider({"create": refuse}))
+    broker = build_broker(settings)
+    assert broker.publishes_dead_letters
+    actors = declare_provider_actors(broker, registry, settings)
+    sent = {
+        actors["create_resource"]
+        .send({"provider_namespace": "ITL.Core", "resource_type": "ResourceGroup", "request": {"i": i}})
+        .message_id
+        for i in range(200)
+    }
+    with running_worker(broker, threads=8):
+        letters = take_dead_letters(amqp, queue_name, 200, timeout_s=60)
+    assert {body["message_id"] for _, body in letters} == sent
+    assert {body["options"]["dead_letter"]["category"] for _, body in letters} == {"validation"}
+    assert all(p.message_id == body["message_id"] for p, body in letters)
+    assert depth_or_zero(rabbitmq_url, queue_name) == 0

@@ -50,6 +50,8 @@ class _ProviderBroker(RabbitmqBroker):
 
     #: Its consumers hold retries that ``ClassifiedRetries`` marks (``hold_retries_up_to_ms``).
     holds_retries = True
+    #: Its consumers publish the dead letters ``ClassifiedRetries`` hands them, then ack.
+    publishes_dead_letters = True
 
     @property
     def consumer_class(self) -> type[WorkerConsumer]:

@@ -10,16 +10,20 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import pika
 import pika.exceptions
 from dramatiq.brokers.rabbitmq import _RabbitmqConsumer, _RabbitmqMessage
 from dramatiq.errors import ConnectionClosed
 
+from ..middleware.dead_letters import DeadLetter, take_dead_letter
 from ..middleware.delays import take_hold
 
 __all__ = ["WorkerConsumer", "held_retries"]
 
 _Delivery = tuple[Any, Any, Any]
 _NOTHING: _Delivery = (None, None, None)
+#: How long closing waits for the confirms of dead letters still in flight.
+_CLOSE_WAIT_S = 5.0
 
 
 class WorkerConsumer(_RabbitmqConsumer):
@@ -44,6 +48,15 @@ class WorkerConsumer(_RabbitmqConsumer):
     messages count against the prefetch, which is doubled for them; a worker
     holding that many takes new jobs only as holds end, at most the hold limit
     later.
+
+    **Publishes dead letters.** A message ``ClassifiedRetries`` dead-lettered
+    comes with its enriched dead letter: the connection's thread publishes it
+    to ``<queue>.XQ`` on a channel in confirm mode, many in flight, and acks
+    the original when RabbitMQ confirms the dead letter, or nacks it (RabbitMQ
+    then dead-letters the original itself) when RabbitMQ refuses it. A worker
+    thread does not wait for the confirm. Closing waits up to 5 s for the
+    confirms in flight; a connection lost before them leaves the originals
+    unacked, and RabbitMQ redelivers them.
     """
 
     def __init__(self, broker: Any, queue_name: str, prefetch: int, timeout: int) -> None:
@@ -51,12 +64,34 @@ class WorkerConsumer(_RabbitmqConsumer):
         # Held retries stay unacked: room for as many again, so that holds do not starve the worker.
         self.channel.basic_qos(prefetch_count=min(prefetch * 2, 65535))
         self._lock = threading.Lock()
-        self._pending_acks: list[int] = []
+        #: (delivery tag, dead letter to publish first or None), in the order acked.
+        self._pending: list[tuple[int, DeadLetter | None]] = []
+        #: Publish sequence number of a dead letter -> (original's delivery tag, message id).
+        self._awaiting: dict[int, tuple[int, str]] = {}
+        self._returned: set[str] = set()
+        self._letters_published = 0
         #: (due, sequence, message proxy): held retries, earliest first.
         self._held: list[tuple[float, int, Any]] = []
         self._sequence = itertools.count()
         self._cancelled = False
         self.iterator = self._deliveries(queue_name, timeout / 1000)
+        self._letters = self._open_letters_channel()
+
+    def _open_letters_channel(self) -> Any:
+        """A channel in confirm mode for dead letters, its confirms handled by this consumer."""
+        try:
+            channel = self.connection.channel()
+            selected: list[bool] = []
+            channel._impl.confirm_delivery(self._on_letter_confirm, lambda _frame: selected.append(True))
+            deadline = time.monotonic() + 30
+            while not selected and time.monotonic() < deadline:
+                self.connection.process_data_events(time_limit=0.1)
+            if not selected:
+                raise pika.exceptions.AMQPChannelError("RabbitMQ did not answer Confirm.Select")
+            channel._impl.add_on_return_callback(self._on_letter_return)
+        except (pika.exceptions.AMQPConnectionError, pika.exceptions.AMQPChannelError) as exc:
+            raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
+        return channel
 
     # -- acks ---------------------------------------------------------------------
 
@@ -65,25 +100,84 @@ class WorkerConsumer(_RabbitmqConsumer):
         if hold_ms is not None:
             self._hold(message, hold_ms)
             return
+        letter = take_dead_letter(message)
         try:
             self.known_tags.remove(message._tag)
         except KeyError:
             self.logger.warning("Failed to ack message: not in known tags.")
             return
         with self._lock:
-            self._pending_acks.append(message._tag)
-            if len(self._pending_acks) > 1:
+            self._pending.append((message._tag, letter))
+            if len(self._pending) > 1:
                 return  # the first ack of this batch has already woken the connection's thread
-        self._wake(self._send_acks)
+        self._wake(self._settle)
 
-    def _send_acks(self) -> None:
-        """Write every pending ack, then flush once (runs on the connection's thread)."""
+    def _settle(self) -> None:
+        """Write every pending ack and dead letter, then flush once (runs on the connection's thread)."""
         with self._lock:
-            tags, self._pending_acks = self._pending_acks, []
+            items, self._pending = self._pending, []
         channel = self.channel._impl  # the asynchronous channel: writes a frame without flushing
-        for tag in tags:
-            channel.basic_ack(delivery_tag=tag)
+        for tag, letter in items:
+            if letter is None:
+                channel.basic_ack(delivery_tag=tag)
+                continue
+            self._letters_published += 1
+            self._awaiting[self._letters_published] = (tag, letter.message_id)
+            self._letters._impl.basic_publish(
+                "",
+                letter.routing_key,
+                letter.body,
+                pika.BasicProperties(
+                    delivery_mode=2,
+                    priority=letter.priority,
+                    headers=letter.headers,
+                    message_id=letter.message_id,
+                ),
+                mandatory=True,
+            )
         self.channel._flush_output()
+
+    def _on_letter_return(self, _channel: Any, _method: Any, properties: Any, _body: bytes) -> None:
+        # A return comes before the confirm of the same message.
+        self._returned.add(properties.message_id)
+
+    def _on_letter_confirm(self, frame: Any) -> None:
+        """Ack (or nack) the originals of the dead letters RabbitMQ confirmed (or refused)."""
+        method = frame.method
+        refused = isinstance(method, pika.spec.Basic.Nack)
+        if method.multiple:
+            seqs = []
+            for seq in self._awaiting:
+                if seq > method.delivery_tag:
+                    break
+                seqs.append(seq)
+        else:
+            seqs = [method.delivery_tag]
+        channel = self.channel._impl
+        for seq in seqs:
+            entry = self._awaiting.pop(seq, None)
+            if entry is None:
+                continue
+            tag, message_id = entry
+            if refused or message_id in self._returned:
+                self._returned.discard(message_id)
+                self.logger.warning(
+                    "RabbitMQ refused dead letter %s; nacking it so that RabbitMQ dead-letters it", message_id
+                )
+                channel.basic_nack(delivery_tag=tag, requeue=False)
+            else:
+                channel.basic_ack(delivery_tag=tag)
+
+    def close(self) -> None:
+        deadline = time.monotonic() + _CLOSE_WAIT_S
+        try:
+            while (self._awaiting or self._pending) and time.monotonic() < deadline:
+                self.connection.process_data_events(time_limit=0.05)
+            if self.connection.is_open:
+                self.connection.process_data_events(time_limit=0)  # writes the last acks
+        except Exception:
+            self.logger.debug("Connection lost while waiting for dead-letter confirms.", exc_info=True)
+        super().close()  # type: ignore[no-untyped-call]
 
     def _wake(self, callback: Any) -> None:
         """Run ``callback`` on the connection's thread, which this wakes."""
@@ -99,8 +193,9 @@ class WorkerConsumer(_RabbitmqConsumer):
     def _drop_pending(self) -> None:
         # The connection is gone: RabbitMQ redelivers these messages.
         with self._lock:
-            self._pending_acks.clear()
+            self._pending.clear()
             self._held.clear()
+        self._awaiting.clear()
 
     # -- held retries -------------------------------------------------------------
 

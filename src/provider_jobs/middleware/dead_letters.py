@@ -4,14 +4,20 @@ Each attempt is recorded in the message (``options["attempt_history"]``). The
 dead letter carries the *final* attempt's error, category and traceback
 (``options["dead_letter"]``): it is published to ``<queue>.XQ`` with publisher
 confirms and only then is the original acked; if that publish fails the
-message is nacked, which dead-letters it through RabbitMQ. When retries are
-exhausted the actor's ``on_retry_exhausted`` is notified, as ``Retries`` does.
+message is nacked, which dead-letters it through RabbitMQ. On a broker whose
+consumers can publish it (``publishes_dead_letters``, as ``build_broker``'s),
+the dead letter is handed to the consumer with the ack instead: the consumer
+publishes it and acks the original once RabbitMQ confirmed it (nacks it if
+RabbitMQ refused it), so that a worker thread does not wait for the confirm.
+When retries are exhausted the actor's ``on_retry_exhausted`` is notified, as
+``Retries`` does.
 """
 
 from __future__ import annotations
 
 import time
 import traceback
+from dataclasses import dataclass
 from typing import Any
 
 import dramatiq
@@ -24,10 +30,14 @@ from .retry_log import logger
 
 __all__ = [
     "MAX_ATTEMPT_HISTORY",
+    "DeadLetter",
+    "dead_letter_of",
+    "defer_dead_letter",
     "notify_exhausted",
     "publish_dead_letter",
     "record_attempt",
     "stamp_dead_letter",
+    "take_dead_letter",
 ]
 
 #: Attempt records kept per message; older ones are dropped so that an actor
@@ -127,6 +137,55 @@ def notify_exhausted(
         logger.exception("Job %s: could not notify on_retry_exhausted actor %r", message.message_id, target)
 
 
+#: Set on a message's proxy by :func:`defer_dead_letter`, taken by the consumer that acks it.
+DEFER_ATTRIBUTE = "provider_jobs_dead_letter"
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A dead letter to publish to the default exchange before the original is acked.
+
+    Args:
+        routing_key: ``<queue>.XQ``.
+        body: The enriched message, encoded.
+        priority: Its RabbitMQ priority.
+        headers: AMQP headers.
+        message_id: The Dramatiq message id, as AMQP ``message_id``.
+    """
+
+    routing_key: str
+    body: bytes
+    priority: int | None
+    headers: dict[str, Any]
+    message_id: str
+
+
+def dead_letter_of(message: dramatiq.MessageProxy) -> DeadLetter:
+    """The dead letter of a message :func:`stamp_dead_letter` has enriched."""
+    return DeadLetter(
+        routing_key=xq_name(message.queue_name),
+        body=message._message.encode(),
+        priority=message.options.get("broker_priority"),
+        headers={"x-provider-jobs-dead-letter": message.options["dead_letter"]["reason"]},
+        message_id=message.message_id,
+    )
+
+
+def defer_dead_letter(broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> bool:
+    """Hand the dead letter to the consumer that acks ``message``, when ``broker``'s consumers
+    publish dead letters (a true ``publishes_dead_letters``); ``False`` when they do not."""
+    if not getattr(broker, "publishes_dead_letters", False):
+        return False
+    setattr(message, DEFER_ATTRIBUTE, dead_letter_of(message))
+    return True
+
+
+def take_dead_letter(message: Any) -> DeadLetter | None:
+    """The dead letter :func:`defer_dead_letter` put on ``message``, removed from it."""
+    letter: DeadLetter | None = message.__dict__.pop(DEFER_ATTRIBUTE, None)
+    return letter
+
+
 def publish_dead_letter(
     publisher: ConfirmPublisher, broker: dramatiq.Broker, message: dramatiq.MessageProxy
 ) -> bool:
@@ -136,13 +195,10 @@ def publish_dead_letter(
     """
     if not isinstance(broker, RabbitmqBroker):
         return False
+    letter = dead_letter_of(message)
     try:
         publisher.publish(
-            broker,
-            xq_name(message.queue_name),
-            message._message.encode(),
-            priority=message.options.get("broker_priority"),
-            headers={"x-provider-jobs-dead-letter": message.options["dead_letter"]["reason"]},
+            broker, letter.routing_key, letter.body, priority=letter.priority, headers=letter.headers
         )
     except Exception as exc:
         logger.warning(

@@ -331,4 +331,6 @@ class ClassifiedRetries(Middleware):
             dead_letters.notify_exhausted(broker, message, actor, retries, max_retries)
 
     def _publish_dead_letter(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> bool:
+        if dead_letters.defer_dead_letter(broker, message):
+            return True
         return dead_letters.publish_dead_letter(self._publisher, broker, message)
