@@ -152,7 +152,8 @@ class ArchiveClaims(ArchiveDatabase):
         self, ids: Sequence[int], *, allow_statuses: Iterable[str] = (DEAD,), token: str | None = None
     ) -> tuple[str, list[int]]:
         """Claim several records for replay under one token: one conditional ``UPDATE ...
-        WHERE id IN (...)`` per 500 ids, in one transaction, then read back what was won.
+        WHERE id IN (...) RETURNING id`` per 500 ids, in one transaction (without
+        ``RETURNING``, what was won is read back).
 
         Args:
             ids: Archive ids.
@@ -172,8 +173,11 @@ class ArchiveClaims(ArchiveDatabase):
         table = self.records
         won: set[int] = set()
         with self._write(f"claiming {len(ids)} record(s)") as conn:
+            # The ids won come back from the update itself where the database can say
+            # (PostgreSQL, SQLite 3.35+), or are read back under the token.
+            returning = conn.dialect.update_returning
             for chunk in chunks(list(dict.fromkeys(ids)), 500):
-                conn.execute(
+                update = (
                     table.update()
                     .where(
                         table.c.id.in_(chunk),
@@ -182,6 +186,10 @@ class ArchiveClaims(ArchiveDatabase):
                     )
                     .values(claim_token=token, claimed_ms=now)
                 )
+                if returning:
+                    won.update(r[0] for r in conn.execute(update.returning(table.c.id)))
+                    continue
+                conn.execute(update)
                 won.update(
                     r[0]
                     for r in conn.execute(

@@ -60,6 +60,8 @@ logger = logging.getLogger("provider_jobs.dlq.replay")
 
 #: Records read per archive query when planning.
 _READ_BATCH = 500
+#: Batches an unpaced replay has claimed ahead of the one it publishes.
+_CLAIMS_AHEAD = 2
 #: Seconds of messages a paced replay settles per chunk: its claims are held about this long.
 _PACED_CHUNK_S = 1.0
 
@@ -265,38 +267,37 @@ class Replayer:
     ) -> None:
         """Send unpaced batches, the archive's work overlapping RabbitMQ's.
 
-        One archive thread claims batch k+1 and then settles batch k while this thread
-        publishes batch k+1: the database drivers release the GIL while they work, so
-        their time mostly hides behind the publishing. The thread runs one job at a
-        time, in order, so claims and marks never wait for each other's locks.
-        Outcomes are handed to ``emit`` here, in order, as batches are settled.
+        One archive thread claims batches and settles them while this thread
+        publishes: the database drivers release the GIL while they work, so their
+        time mostly hides behind the publishing. Claims are taken two batches ahead
+        and queued before the settling of the batch just sent, so that the next
+        publish rarely waits for a claim. The thread runs one job at a time, in
+        order, so claims and marks never wait for each other's locks. Outcomes are
+        handed to ``emit`` here, in order, as batches are settled.
         """
-        if not batches:
-            return
+        claiming: deque[Future[_Claimed]] = deque()
         settling: deque[Future[list[ReplayOutcome]]] = deque()
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="replay-archive") as archive_thread:
-            claiming: Future[_Claimed] | None = archive_thread.submit(self._claim, batches[0], context)
             try:
+                for batch in batches[:_CLAIMS_AHEAD]:
+                    claiming.append(archive_thread.submit(self._claim, batch, context))
                 for k in range(len(batches)):
-                    assert claiming is not None
-                    claimed_batch = claiming.result()
-                    claiming = (
-                        archive_thread.submit(self._claim, batches[k + 1], context)
-                        if k + 1 < len(batches)
-                        else None
-                    )
+                    claimed_batch = claiming.popleft().result()
                     sent = self._publish(claimed_batch, publisher)
+                    if k + _CLAIMS_AHEAD < len(batches):
+                        ahead = batches[k + _CLAIMS_AHEAD]
+                        claiming.append(archive_thread.submit(self._claim, ahead, context))
                     settling.append(archive_thread.submit(self._settle, claimed_batch, sent, context))
                     while settling and settling[0].done():
                         emit(settling.popleft().result())
             finally:
                 # Whatever stopped the replay, every batch published is settled (its records
-                # marked or released) and a claim taken ahead is given back.
-                if claiming is not None:
-                    archive_thread.submit(self._release_unsent, claiming)
+                # marked or released) and the claims taken ahead are given back.
+                for ahead_claim in claiming:
+                    archive_thread.submit(self._release_unsent, ahead_claim)
                 futures_wait(settling)
-        for future in settling:
-            emit(future.result())
+        for settled in settling:
+            emit(settled.result())
 
     def _claim(self, chunk: Sequence[ReplayPlan[Any]], context: _SendContext) -> _Claimed:
         """Claim the chunk's sendable records at once (unpaced), or only open a token (paced)."""
