@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import orjson
 from dramatiq.encoder import JSONEncoder
+
+from ..json_bodies import read_json
 
 __all__ = ["OrjsonEncoder"]
 
@@ -17,11 +18,6 @@ _OPTIONS = (
     | orjson.OPT_PASSTHROUGH_DATACLASS
     | orjson.OPT_PASSTHROUGH_SUBCLASS
 )
-
-
-#: orjson reads an integer beyond 64 bits as a float, silently: any body with a number this long
-#: (or a digit run in a string, harmlessly) is read by the stdlib instead.
-_LONG_NUMBER = re.compile(rb"\d{19}")
 
 
 class OrjsonEncoder(JSONEncoder):
@@ -48,9 +44,7 @@ class OrjsonEncoder(JSONEncoder):
             return super().encode(data)
 
     def decode(self, data: bytes) -> Any:
-        if _LONG_NUMBER.search(data) is None:
-            try:
-                return orjson.loads(data)
-            except orjson.JSONDecodeError:
-                pass
-        return super().decode(data)
+        try:
+            return read_json(data)
+        except ValueError:  # UnicodeDecodeError included: Dramatiq's encoder words the DecodeError
+            return super().decode(data)

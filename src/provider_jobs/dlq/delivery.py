@@ -8,12 +8,11 @@ and the previous attempt's options.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, NamedTuple
 
-import orjson
+from ..json_bodies import read_json
 
 __all__ = [
     "AGE_LIMIT",
@@ -61,16 +60,11 @@ def jsonable(value: Any) -> Any:
 def decode_message(body: bytes) -> tuple[dict[str, Any] | None, str | None]:
     """``body`` as a Dramatiq message dict, or ``None`` and why it is not one."""
     try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        # orjson refuses what the stdlib reads (NaN, integers beyond 64 bits, lone
-        # surrogates) and words its errors differently: the stdlib has the last word.
-        try:
-            data = json.loads(body.decode("utf-8"))
-        except UnicodeDecodeError as exc:
-            return None, f"body is not UTF-8 text: {exc}"
-        except ValueError as exc:
-            return None, f"body is not JSON: {exc}"
+        data = read_json(body)
+    except UnicodeDecodeError as exc:
+        return None, f"body is not UTF-8 text: {exc}"
+    except ValueError as exc:
+        return None, f"body is not JSON: {exc}"
     if not isinstance(data, dict):
         return None, f"body is JSON but not an object ({type(data).__name__})"
     missing = _MESSAGE_KEYS - data.keys()
