@@ -13,7 +13,9 @@ confirmed ``replayed`` with the new message ids, audited, in one transaction
 again once its claim expires). Every other claim is given back, so the record
 can be replayed later; a message left *unconfirmed* by a lost connection may
 still have been queued, so such a later replay can deliver its job twice (as
-any redelivery can).
+any redelivery can). Unpaced, the claims and marks run on one archive thread
+while the next batch publishes; a replay reads only the columns it sends from
+(:class:`~.claims.ReplaySource`).
 
 The fresh message keeps the job and its ``job_id`` but gets a new
 ``message_id``, a fresh ``message_timestamp`` (or ``AgeLimit`` would drop it),
@@ -201,7 +203,8 @@ class Replayer:
             rate_per_s: Messages per second at most; ``None`` for as fast as confirms allow.
             force: Also replay records already replayed or discarded.
             reason: Why, for the audit log.
-            on_outcome: Called for each record, in order, once its batch is settled (progress bars).
+            on_outcome: Called for each record, in order, on the calling thread, once its batch
+                is settled, which may be while a later batch publishes (progress bars).
 
         Raises:
             RecordNotFound, InvalidJob, NotReplayable: From planning; nothing was sent.
