@@ -1,4 +1,4 @@
-"""A dead letter's body is read exactly as the stdlib reads it, long integers included."""
+"""Dead letters are read and replayed exactly: long integers, NaN and infinities included."""
 
 from __future__ import annotations
 
@@ -22,3 +22,10 @@ def test_an_integer_beyond_64_bits_is_read_exactly(number) -> None:
 
 def test_a_nan_token_reads_as_the_stdlib_reads_it() -> None:
     assert repr(read_json(b"[NaN]")) == repr(json.loads("[NaN]"))
+
+
+def test_a_replayed_body_keeps_its_nan_and_long_integers() -> None:
+    from provider_jobs.dlq.replay_message import _dumps
+
+    message = {"args": [float("nan"), 2**70], "kwargs": {}, "options": {"x": float("inf")}}
+    assert _dumps(message) == json.dumps(message, separators=(",", ":")).encode()
