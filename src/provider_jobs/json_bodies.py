@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import orjson
 
-__all__ = ["read_json"]
+__all__ = ["has_non_finite", "read_json"]
 
 #: orjson reads an integer beyond 64 bits as a float, silently: a text with a run of 19 digits
 #: (a long number, or harmlessly a digit run in a string) is read by the stdlib instead. Mapping
@@ -32,3 +33,15 @@ def read_json(data: bytes) -> Any:
         except orjson.JSONDecodeError:
             pass
     return json.loads(data.decode("utf-8"))
+
+
+def has_non_finite(value: Any) -> bool:
+    """Whether ``value`` holds a NaN or infinite float, which orjson writes as ``null`` where the
+    stdlib (and so Dramatiq's encoder) writes ``NaN`` or ``Infinity``."""
+    if isinstance(value, float):
+        return not math.isfinite(value)
+    if isinstance(value, dict):
+        return any(has_non_finite(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return any(has_non_finite(v) for v in value)
+    return False

@@ -67,3 +67,8 @@ def test_a_body_that_is_not_utf8_is_a_decode_error() -> None:
 @pytest.mark.parametrize("number", [-(2**63) - 1, 2**64, 10**30])
 def test_a_body_with_an_integer_beyond_64_bits_reads_it_exactly(number) -> None:
     assert ours.decode(dramatiqs.encode({"args": [number]})) == {"args": [number]}
+
+
+def test_a_nan_or_infinity_is_written_as_dramatiqs_encoder_writes_it() -> None:
+    data = {"args": [], "options": {"ratio": float("nan"), "cap": float("inf")}}
+    assert ours.encode(data) == dramatiqs.encode(data)

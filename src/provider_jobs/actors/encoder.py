@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 from dramatiq.encoder import JSONEncoder
 
-from ..json_bodies import read_json
+from ..json_bodies import has_non_finite, read_json
 
 __all__ = ["OrjsonEncoder"]
 
@@ -31,17 +31,18 @@ class OrjsonEncoder(JSONEncoder):
     goes to the stdlib, which raises ``TypeError`` for what Dramatiq's encoder
     refuses; what it cannot read (``NaN`` tokens, lone surrogates) or would
     read differently (integers beyond 64 bits, which it makes floats) is read
-    by the stdlib, so every body Dramatiq's encoder wrote reads as before. One
-    difference remains: a non-finite float in a message's options is written
-    as ``null`` (JSON has no ``NaN``; jobs' own fields never hold one, as the
-    job model already writes them as ``null``).
+    by the stdlib, so every body Dramatiq's encoder wrote reads as before; a
+    message holding a NaN or an infinity, which orjson would write as ``null``,
+    is written by the stdlib too.
     """
 
     def encode(self, data: Any) -> bytes:
-        try:
-            return orjson.dumps(data, option=_OPTIONS)
-        except TypeError:
-            return super().encode(data)
+        if not has_non_finite(data):
+            try:
+                return orjson.dumps(data, option=_OPTIONS)
+            except TypeError:
+                pass
+        return super().encode(data)
 
     def decode(self, data: bytes) -> Any:
         try:

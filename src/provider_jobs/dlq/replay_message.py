@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import threading
 import time
@@ -14,6 +13,7 @@ import orjson
 from ..bulk import OutgoingMessage
 from ..errors import InvalidJob, NotReplayable
 from ..jobs import parse_job
+from ..json_bodies import has_non_finite
 from .replay_report import PlannedRecord
 
 __all__ = ["merge_patch", "outgoing", "prepare_message"]
@@ -113,22 +113,11 @@ def _uuid4_strings(count: int) -> list[str]:
 _VARIANT = {d: "89ab"[int(d, 16) & 3] for d in "0123456789abcdef"}
 
 
-def _has_non_finite(value: Any) -> bool:
-    """Whether ``value`` holds a NaN or infinite float, which orjson would write as ``null``."""
-    if isinstance(value, float):
-        return not math.isfinite(value)
-    if isinstance(value, dict):
-        return any(_has_non_finite(v) for v in value.values())
-    if isinstance(value, list):
-        return any(_has_non_finite(v) for v in value)
-    return False
-
-
 def _dumps(message: dict[str, Any]) -> bytes:
     """``message`` as compact JSON: orjson, several times the stdlib's speed; the stdlib
     for what orjson refuses (integers beyond 64 bits, lone surrogates, non-string keys)
     or would change (a NaN or infinity, which the stdlib writes as Dramatiq's encoder did)."""
-    if not _has_non_finite(message):
+    if not has_non_finite(message):
         try:
             return orjson.dumps(message)
         except TypeError:
