@@ -99,8 +99,11 @@ def memory(rounds: int, n: int) -> list[Result]:
         interleave(
             "8 RSS floor: the chosen libraries imported, no provider-jobs code",
             [
-                Variant(f"{step} imported", lambda step=step: floor(step))
-                for step in ("dramatiq + pika", libraries)
+                Variant(name, lambda step=step: floor(step))
+                for name, step in (
+                    ("dramatiq, pika", "dramatiq + pika"),
+                    ("+ prometheus-client, structlog, pydantic + a model", libraries),
+                )
             ],
             rounds=rounds,
             unit="MiB",
