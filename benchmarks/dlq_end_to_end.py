@@ -137,9 +137,18 @@ def archived_end_to_end(n: int) -> float:
             delete_queues(queue, dq_name(queue), xq_name(queue))
 
 
+def no_op_ceiling(n: int) -> float:
+    """Not a variant but a bound: the same worker (1 process x 8 threads) draining ``n`` jobs that
+    succeed at once, the least any job costs. No failure can be handled faster than this."""
+    from . import workers
+
+    return max(workers.success_path(name, n) for name in workers.VARIANTS)
+
+
 VARIANTS = {
     "plain dramatiq -> XQ": plain_xq_landing,
     "provider-jobs -> archived": archived_end_to_end,
+    "ceiling: the faster no-op worker (workload 1)": no_op_ceiling,
 }
 
 
