@@ -37,11 +37,24 @@ def read_json(data: bytes) -> Any:
 
 def has_non_finite(value: Any) -> bool:
     """Whether ``value`` holds a NaN or infinite float, which orjson writes as ``null`` where the
-    stdlib (and so Dramatiq's encoder) writes ``NaN`` or ``Infinity``."""
-    if isinstance(value, float):
-        return not math.isfinite(value)
-    if isinstance(value, dict):
-        return any(has_non_finite(v) for v in value.values())
-    if isinstance(value, list | tuple):
-        return any(has_non_finite(v) for v in value)
+    stdlib (and so Dramatiq's encoder) writes ``NaN`` or ``Infinity``.
+
+    Called on every message encoded, so scalars are told apart by exact type, without a call.
+    """
+    kind = type(value)
+    if kind is dict:
+        items: Any = value.values()
+    elif kind is list or kind is tuple:
+        items = value
+    else:
+        return isinstance(value, float) and not math.isfinite(value)
+    for item in items:
+        kind = type(item)
+        if kind is str or kind is int or kind is bool or item is None:
+            continue
+        if kind is float:
+            if not math.isfinite(item):
+                return True
+        elif has_non_finite(item):
+            return True
     return False

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from provider_jobs.dlq.delivery import decode_message
 from provider_jobs.json_bodies import read_json
@@ -29,3 +31,21 @@ def test_a_replayed_body_keeps_its_nan_and_long_integers() -> None:
 
     message = {"args": [float("nan"), 2**70], "kwargs": {}, "options": {"x": float("inf")}}
     assert _dumps(message) == json.dumps(message, separators=(",", ":")).encode()
+
+
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.floats() | st.text(),
+        lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(), children, max_size=4),
+        max_leaves=20,
+    )
+)
+def test_non_finite_floats_are_found_wherever_they_are(value) -> None:
+    from provider_jobs.json_bodies import has_non_finite
+
+    try:
+        json.dumps(value, allow_nan=False)
+        expected = False
+    except ValueError:
+        expected = True
+    assert has_non_finite(value) is expected
