@@ -60,7 +60,7 @@ __all__ = [
 logger = logging.getLogger("provider_jobs.bulk")
 
 #: Messages published before the loop gets to write them and read confirms.
-_BURST = 200
+_BURST = 100
 
 
 class _Run:
