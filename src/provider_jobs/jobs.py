@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -10,6 +9,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import InvalidJob
+from .ids import new_uuid4_hex
 
 __all__ = ["STANDARD_OPERATIONS", "ProviderJob", "parse_job"]
 
@@ -18,7 +18,7 @@ STANDARD_OPERATIONS = ("create", "get", "update", "delete")
 
 
 def _new_job_id() -> str:
-    return uuid.uuid4().hex
+    return new_uuid4_hex()
 
 
 def _now() -> datetime:

@@ -292,3 +292,16 @@ def test_settings_decide_the_attempt_budget(make_system, registry, amqp, queue_n
         [(_, body)] = take_dead_letters(amqp, queue_name, 1)
     assert len(provider.calls) == 1
     assert body["options"]["dead_letter"]["reason"] == "exhausted"
+
+
+def test_callback_options_name_their_actors_as_dramatiq_does(system) -> None:
+    _, actors = system
+    message = actors["create_resource"].message_with_options(
+        kwargs=RG, on_failure=actors["delete_resource"], on_success="get_resource"
+    )
+    assert (message.options["on_failure"], message.options["on_success"]) == (
+        "delete_resource",
+        "get_resource",
+    )
+    with pytest.raises(TypeError, match="on_failure value must be an Actor"):
+        actors["create_resource"].message_with_options(kwargs=RG, on_failure=42)

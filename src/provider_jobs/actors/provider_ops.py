@@ -9,6 +9,7 @@ from typing import Any
 import dramatiq
 
 from ..errors import InvalidJob
+from ..ids import new_uuid4
 from ..jobs import STANDARD_OPERATIONS, ProviderJob, parse_job
 from ..providers import ProviderRegistry
 from ..settings import Settings
@@ -78,7 +79,21 @@ class ProviderActor(dramatiq.Actor):  # type: ignore[type-arg]
         job = self.coerce_job(_job_data(self.actor_name, args, kwargs or {}))
         options.setdefault("broker_priority", job.priority)
         options.update(job_id=job.job_id, provider=job.provider, operation=job.operation)
-        return super().message_with_options(args=(), kwargs={"job": job.to_message()}, **options)
+        # Dramatiq's message_with_options, with the message id from a pool (uuid4 costs 3 µs).
+        for name in ("on_failure", "on_success"):
+            callback = options.get(name)
+            if isinstance(callback, dramatiq.Actor):
+                options[name] = callback.actor_name
+            elif not isinstance(callback, type(None) | str):
+                raise TypeError(name + " value must be an Actor")
+        return dramatiq.Message(
+            queue_name=self.queue_name,
+            actor_name=self.actor_name,
+            args=(),
+            kwargs={"job": job.to_message()},
+            options=options,
+            message_id=new_uuid4(),
+        )
 
 
 def declare_provider_actors(

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import threading
 import time
 from typing import Any
 
@@ -12,6 +10,7 @@ import orjson
 
 from ..bulk import OutgoingMessage
 from ..errors import InvalidJob, NotReplayable
+from ..ids import new_uuid4
 from ..jobs import parse_job
 from ..json_bodies import has_non_finite
 from .replay_report import PlannedRecord
@@ -79,40 +78,6 @@ def prepare_message(
 # -- sending ------------------------------------------------------------------
 
 
-#: Message ids made at a time from one read of OS randomness (16 bytes each).
-_IDS_PER_READ = 256
-_pool = threading.local()
-
-
-def _new_message_id() -> str:
-    """A random (version 4) UUID string, as ``str(uuid.uuid4())`` makes, from a pool.
-
-    ``uuid.uuid4()`` reads the OS once per id and releases the GIL for it; while a
-    replay's archive thread runs, each release can wait out the thread switch
-    interval before this thread gets the GIL back. The ids are made a few hundred
-    at a time, per thread and per process (a forked child never reuses its parent's).
-    """
-    ids: list[str] | None = getattr(_pool, "ids", None)
-    if not ids or _pool.pid != os.getpid():
-        ids = _pool.ids = _uuid4_strings(_IDS_PER_READ)
-        _pool.pid = os.getpid()
-    return ids.pop()
-
-
-def _uuid4_strings(count: int) -> list[str]:
-    """``count`` version 4 UUIDs in their canonical text form, from one ``os.urandom`` call."""
-    digits = os.urandom(16 * count).hex()
-    # 122 random bits each: the version nibble is 4, the variant's two high bits are 10.
-    return [
-        f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
-        for h in (digits[i : i + 32] for i in range(0, 32 * count, 32))
-    ]
-
-
-#: The variant nibble ``10xx`` for each random hex digit.
-_VARIANT = {d: "89ab"[int(d, 16) & 3] for d in "0123456789abcdef"}
-
-
 def _dumps(message: dict[str, Any]) -> bytes:
     """``message`` as compact JSON: orjson, several times the stdlib's speed; the stdlib
     for what orjson refuses (integers beyond 64 bits, lone surrogates, non-string keys)
@@ -130,7 +95,7 @@ def outgoing(prepared: dict[str, Any]) -> tuple[dict[str, Any], OutgoingMessage]
     # Stamped when it goes out, not when the batch was planned (AgeLimit, pacing).
     message = {
         **prepared,
-        "message_id": _new_message_id(),
+        "message_id": new_uuid4(),
         "message_timestamp": int(time.time() * 1000),
     }
     return message, OutgoingMessage(
