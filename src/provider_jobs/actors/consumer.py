@@ -1,4 +1,4 @@
-"""WorkerConsumer: Dramatiq's RabbitMQ consumer, with batched acks and short retries held until due."""
+"""WorkerConsumer: Dramatiq's RabbitMQ consumer: batched acks, held retries, dead letters before acks."""
 
 from __future__ import annotations
 
