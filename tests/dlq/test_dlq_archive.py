@@ -192,6 +192,51 @@ def test_a_batch_of_replays_is_marked_and_audited_under_its_claim(archive: DeadL
     assert sorted(e.record_id for e in archive.audit() if e.action == "replay") == ids[:2]
 
 
+def test_a_batch_of_replays_is_audited_with_its_action_reason_and_details(
+    archive: DeadLetterArchive,
+) -> None:
+    archive.store([_record() for _ in range(2)])
+    ids = archive.ids(RecordFilter())
+    token, won = archive.claim_many(ids)
+    marks = [
+        ReplayMark(record_id=won[0], message_id="m0"),
+        ReplayMark(record_id=won[1], message_id="m1", action="replay_edited", details={"queue": "q"}),
+    ]
+    archive.mark_replayed_many(marks, token, who="bob", reason="provider fixed")
+    entries = {e.record_id: e for e in archive.audit() if e.action.startswith("replay")}
+    assert [(entries[i].who, entries[i].action, entries[i].reason, entries[i].details) for i in won] == [
+        ("bob", "replay", "provider fixed", {"message_id": "m0"}),
+        ("bob", "replay_edited", "provider fixed", {"message_id": "m1", "queue": "q"}),
+    ]
+
+
+def test_a_batch_replayed_again_keeps_its_earlier_message_ids(archive: DeadLetterArchive) -> None:
+    archive.store([_record()])
+    ids = archive.ids(RecordFilter())
+    for message_id in ("first", "second"):
+        token, won = archive.claim_many(ids, allow_statuses=("dead", "replayed"))
+        archive.mark_replayed_many([ReplayMark(record_id=won[0], message_id=message_id)], token, who="bob")
+    record = archive.get(ids[0])
+    assert (record.status, record.replay_count, record.replay_message_ids) == (
+        "replayed",
+        2,
+        ["first", "second"],
+    )
+
+
+def test_a_batch_claim_takes_over_a_stale_claim_only(archive_url: str) -> None:
+    # A negative time to live makes every claim stale at once, without waiting for one to age.
+    stale = DeadLetterArchive(archive_url, claim_ttl_s=-1.0)
+    stale.store([_record() for _ in range(2)])
+    ids = stale.ids(RecordFilter())
+    stale.claim_many(ids)
+    fresh = DeadLetterArchive(archive_url)
+    assert fresh.claim_many(ids)[1] == []
+    assert stale.claim_many(ids)[1] == ids
+    for a in (stale, fresh):
+        a.close()
+
+
 def test_released_batch_claims_can_be_claimed_again(archive: DeadLetterArchive) -> None:
     archive.store([_record() for _ in range(2)])
     ids = archive.ids(RecordFilter())

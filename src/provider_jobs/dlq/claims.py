@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sqlite3
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
@@ -173,6 +174,9 @@ class ArchiveClaims(ArchiveDatabase):
         table = self.records
         won: set[int] = set()
         with self._write(f"claiming {len(ids)} record(s)") as conn:
+            if self._json_batches:
+                won = self._claim_in_sqlite(conn, ids, allow_statuses, token=token, now=now, stale=stale)
+                return token, [i for i in dict.fromkeys(ids) if i in won]
             # The ids won come back from the update itself where the database can say
             # (PostgreSQL, SQLite 3.35+), or are read back under the token.
             returning = conn.dialect.update_returning
@@ -198,6 +202,31 @@ class ArchiveClaims(ArchiveDatabase):
                 )
         return token, [i for i in dict.fromkeys(ids) if i in won]
 
+    def _claim_in_sqlite(
+        self,
+        conn: sa.Connection,
+        ids: Sequence[int],
+        allow_statuses: Iterable[str],
+        *,
+        token: str,
+        now: int,
+        stale: int,
+    ) -> set[int]:
+        """Claim ``ids`` in one statement and read back those won as one row (see ``_json_batches``)."""
+        wanted = _json_text(list(dict.fromkeys(ids)))
+        conn.exec_driver_sql(
+            "UPDATE dead_letters SET claim_token = ?, claimed_ms = ? "
+            "WHERE id IN (SELECT value FROM json_each(?)) AND status IN (SELECT value FROM json_each(?)) "
+            "AND (claim_token IS NULL OR claimed_ms < ?)",
+            (token, now, wanted, _json_text(list(allow_statuses)), stale),
+        )
+        won = conn.exec_driver_sql(
+            "SELECT json_group_array(id) FROM dead_letters "
+            "WHERE claim_token = ? AND id IN (SELECT value FROM json_each(?))",
+            (token, wanted),
+        ).scalar_one()
+        return set(orjson.loads(won))
+
     def release_many(self, ids: Sequence[int], token: str) -> None:
         """Give back the claims ``token`` holds on ``ids`` (their publish failed), in one transaction."""
         table = self.records
@@ -213,10 +242,11 @@ class ArchiveClaims(ArchiveDatabase):
         self, marks: Sequence[ReplayMark], token: str, *, who: str, reason: str | None = None
     ) -> list[int]:
         """Record published replays under their claim ``token``, and audit them, in one
-        transaction: one ``executemany`` update and one audit insert.
+        transaction: in SQLite one update and one audit insert, each over the batch as one
+        JSON parameter; elsewhere one ``executemany`` update and one audit insert.
 
-        Both are prepared driver statements fed tuples with their JSON already text, as
-        the archive's insert is: SQLAlchemy's per-row parameter processing cost more
+        The latter are prepared driver statements fed tuples with their JSON already text,
+        as the archive's insert is: SQLAlchemy's per-row parameter processing cost more
         than the database's work, and a replay marks one batch while the next publishes.
 
         Returns:
@@ -225,52 +255,111 @@ class ArchiveClaims(ArchiveDatabase):
         """
         if not marks:
             return []
-        table = self.records
         by_id = {m.record_id: m for m in marks}
+        with self._write(f"marking {len(by_id)} record(s) replayed") as conn:
+            if self._json_batches:
+                marked = self._mark_in_sqlite(conn, by_id, token, who=who, reason=reason)
+            else:
+                marked = self._mark_rows(conn, by_id, token, who=who, reason=reason)
+        return [i for i in by_id if i not in marked]
+
+    @property
+    def _json_batches(self) -> bool:
+        """Whether a batch of ids or marks goes to the database as one JSON parameter.
+
+        SQLite only (3.38+, where JSON functions are always built in): the sqlite3
+        module releases the GIL for every row stepped, and each row of an
+        ``executemany`` or a result then waits for the publishing thread to hand the
+        GIL back, which cost more than the database's own work. One statement over a
+        ``json_each`` of the batch is one step, and its result one aggregated row.
+        """
+        return self.is_sqlite and sqlite3.sqlite_version_info >= (3, 38)
+
+    def _mark_in_sqlite(
+        self, conn: sa.Connection, by_id: dict[int, ReplayMark], token: str, *, who: str, reason: str | None
+    ) -> set[int]:
+        """Mark and audit the records ``token`` holds, three statements in all; the ids marked."""
+        found = conn.exec_driver_sql(
+            "SELECT json_group_array(json_array(id, fingerprint, status)) FROM dead_letters "
+            "WHERE claim_token = ? AND id IN (SELECT value FROM json_each(?))",
+            (token, _json_text(list(by_id))),
+        ).scalar_one()
+        rows: list[list[Any]] = orjson.loads(found)
+        if not rows:
+            return set()
+        now = epoch_ms()
+        conn.exec_driver_sql(
+            "UPDATE dead_letters SET status = ?, replay_count = replay_count + 1, "
+            "replay_message_ids = json_insert(coalesce(replay_message_ids, '[]'), '$[#]', "
+            "json_extract(marks.value, '$[1]')), claim_token = NULL, claimed_ms = NULL, updated_ms = ? "
+            "FROM json_each(?) AS marks WHERE dead_letters.id = json_extract(marks.value, '$[0]') "
+            "AND dead_letters.claim_token = ?",
+            (REPLAYED, now, _json_text([[r[0], by_id[r[0]].message_id] for r in rows]), token),
+        )
+        self._groups.apply(conn, moved([(r[1], r[2]) for r in rows], REPLAYED))
+        entries = [
+            [
+                (mark := by_id[r[0]]).action,
+                r[0],
+                _json_text({"message_id": mark.message_id, **mark.details}),
+            ]
+            for r in rows
+        ]
+        conn.exec_driver_sql(
+            "INSERT INTO dlq_audit (at_ms, who, action, record_id, reason, details) "
+            "SELECT ?, ?, json_extract(value, '$[0]'), json_extract(value, '$[1]'), ?, "
+            "json_extract(value, '$[2]') FROM json_each(?)",
+            (now, who, reason, _json_text(entries)),
+        )
+        return {r[0] for r in rows}
+
+    def _mark_rows(
+        self, conn: sa.Connection, by_id: dict[int, ReplayMark], token: str, *, who: str, reason: str | None
+    ) -> set[int]:
+        """Mark and audit the records ``token`` holds, one parameter row each; the ids marked."""
+        table = self.records
         # Read as the stored text where the driver allows (SQLite), parsed below.
         message_ids = sa.type_coerce(table.c.replay_message_ids, sa.Text)
-        with self._write(f"marking {len(by_id)} record(s) replayed") as conn:
-            rows: list[Any] = []
-            for chunk in chunks(list(by_id), 500):
-                rows += conn.execute(
-                    sa.select(table.c.id, message_ids, table.c.fingerprint, table.c.status)
-                    .where(table.c.id.in_(chunk), table.c.claim_token == token)
-                    .with_for_update()
-                ).all()
-            if not rows:
-                return list(by_id)
-            now = epoch_ms()
-            update = self._driver_statement("mark_replayed", self._mark_update)
-            conn.exec_driver_sql(
-                update.sql,
-                [
-                    update.row(
-                        m_id=r[0],
-                        m_status=REPLAYED,
-                        m_ids=_json_text([*_json_list(r[1]), by_id[r[0]].message_id]),
-                        m_now=now,
-                    )
-                    for r in rows
-                ],
-            )
-            self._groups.apply(conn, moved([(r[2], r[3]) for r in rows], REPLAYED))
-            insert = self._driver_statement("audit_insert", self._audit_insert)
-            conn.exec_driver_sql(
-                insert.sql,
-                [
-                    insert.row(
-                        at_ms=now,
-                        who=who,
-                        action=(mark := by_id[r[0]]).action,
-                        record_id=r[0],
-                        reason=reason,
-                        details=_json_text({"message_id": mark.message_id, **mark.details}),
-                    )
-                    for r in rows
-                ],
-            )
-        marked = {r[0] for r in rows}
-        return [i for i in by_id if i not in marked]
+        rows: list[Any] = []
+        for chunk in chunks(list(by_id), 500):
+            rows += conn.execute(
+                sa.select(table.c.id, message_ids, table.c.fingerprint, table.c.status)
+                .where(table.c.id.in_(chunk), table.c.claim_token == token)
+                .with_for_update()
+            ).all()
+        if not rows:
+            return set()
+        now = epoch_ms()
+        update = self._driver_statement("mark_replayed", self._mark_update)
+        conn.exec_driver_sql(
+            update.sql,
+            [
+                update.row(
+                    m_id=r[0],
+                    m_status=REPLAYED,
+                    m_ids=_json_text([*_json_list(r[1]), by_id[r[0]].message_id]),
+                    m_now=now,
+                )
+                for r in rows
+            ],
+        )
+        self._groups.apply(conn, moved([(r[2], r[3]) for r in rows], REPLAYED))
+        insert = self._driver_statement("audit_insert", self._audit_insert)
+        conn.exec_driver_sql(
+            insert.sql,
+            [
+                insert.row(
+                    at_ms=now,
+                    who=who,
+                    action=(mark := by_id[r[0]]).action,
+                    record_id=r[0],
+                    reason=reason,
+                    details=_json_text({"message_id": mark.message_id, **mark.details}),
+                )
+                for r in rows
+            ],
+        )
+        return {r[0] for r in rows}
 
     def _mark_update(self) -> sa.Insert | sa.Update:
         table = self.records
