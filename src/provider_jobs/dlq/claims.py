@@ -152,9 +152,10 @@ class ArchiveClaims(ArchiveDatabase):
     def claim_many(
         self, ids: Sequence[int], *, allow_statuses: Iterable[str] = (DEAD,), token: str | None = None
     ) -> tuple[str, list[int]]:
-        """Claim several records for replay under one token: one conditional ``UPDATE ...
-        WHERE id IN (...) RETURNING id`` per 500 ids, in one transaction (without
-        ``RETURNING``, what was won is read back).
+        """Claim several records for replay under one token, in one transaction: in SQLite
+        one conditional ``UPDATE`` over the ids as one JSON parameter, and what was won read
+        back as one row; elsewhere one ``UPDATE ... WHERE id IN (...) RETURNING id`` per 500
+        ids (without ``RETURNING``, what was won is read back).
 
         Args:
             ids: Archive ids.
