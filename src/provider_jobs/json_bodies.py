@@ -8,13 +8,19 @@ from typing import Any
 
 import orjson
 
-__all__ = ["has_non_finite", "read_json"]
+__all__ = ["has_non_finite", "read_json", "write_json"]
 
 #: orjson reads an integer beyond 64 bits as a float, silently: a text with a run of 19 digits
 #: (a long number, or harmlessly a digit run in a string) is read by the stdlib instead. Mapping
 #: every digit to "0" and looking for 19 of them is 5x faster than a regular expression.
 _DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
 _LONG_NUMBER = b"0" * 19
+#: Values orjson would write its own way (dataclasses, datetimes, subclasses of str, int, dict,
+#: list) are handed back, so that the stdlib writes them, or refuses them, as Dramatiq's encoder does.
+_ORJSON_OPTIONS = (
+    orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_SUBCLASS
+)
+_stdlib_dumps = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def read_json(data: bytes) -> Any:
@@ -33,6 +39,26 @@ def read_json(data: bytes) -> Any:
         except orjson.JSONDecodeError:
             pass
     return json.loads(data.decode("utf-8"))
+
+
+def write_json(value: Any) -> bytes:
+    """``value`` as compact JSON meaning what ``json.dumps(value, separators=(",", ":"))`` means.
+
+    orjson (about ten times the stdlib) writes it, except what orjson refuses
+    (non-string keys, integers beyond 64 bits, lone surrogates, types it is
+    told to hand back) or would change (a NaN or an infinity, which it writes
+    as ``null``): the stdlib writes those. The only difference left is that
+    orjson writes non-ASCII as UTF-8 where the stdlib writes ``\\u`` escapes.
+
+    Raises:
+        TypeError: The stdlib cannot write ``value`` either.
+    """
+    if not has_non_finite(value):
+        try:
+            return orjson.dumps(value, option=_ORJSON_OPTIONS)
+        except TypeError:
+            pass
+    return _stdlib_dumps(value).encode()
 
 
 def has_non_finite(value: Any) -> bool:

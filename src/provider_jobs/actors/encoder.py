@@ -4,20 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from dramatiq.encoder import JSONEncoder
 
-from ..json_bodies import has_non_finite, read_json
+from ..json_bodies import read_json, write_json
 
 __all__ = ["OrjsonEncoder"]
-
-#: Types orjson would write and the stdlib refuses are handed back, so that they fail as with Dramatiq.
-_OPTIONS = (
-    orjson.OPT_NON_STR_KEYS
-    | orjson.OPT_PASSTHROUGH_DATETIME
-    | orjson.OPT_PASSTHROUGH_DATACLASS
-    | orjson.OPT_PASSTHROUGH_SUBCLASS
-)
 
 
 class OrjsonEncoder(JSONEncoder):
@@ -37,12 +28,7 @@ class OrjsonEncoder(JSONEncoder):
     """
 
     def encode(self, data: Any) -> bytes:
-        if not has_non_finite(data):
-            try:
-                return orjson.dumps(data, option=_OPTIONS)
-            except TypeError:
-                pass
-        return super().encode(data)
+        return write_json(data)
 
     def decode(self, data: bytes) -> Any:
         try:

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
-
-import orjson
 
 from ..bulk import OutgoingMessage
 from ..errors import InvalidJob, NotReplayable
 from ..ids import new_uuid4
 from ..jobs import parse_job
-from ..json_bodies import has_non_finite
+from ..json_bodies import write_json
 from .replay_report import PlannedRecord
 
 __all__ = ["merge_patch", "outgoing", "prepare_message"]
@@ -78,18 +75,6 @@ def prepare_message(
 # -- sending ------------------------------------------------------------------
 
 
-def _dumps(message: dict[str, Any]) -> bytes:
-    """``message`` as compact JSON: orjson, several times the stdlib's speed; the stdlib
-    for what orjson refuses (integers beyond 64 bits, lone surrogates, non-string keys)
-    or would change (a NaN or infinity, which the stdlib writes as Dramatiq's encoder did)."""
-    if not has_non_finite(message):
-        try:
-            return orjson.dumps(message)
-        except TypeError:
-            pass
-    return json.dumps(message, separators=(",", ":")).encode()
-
-
 def outgoing(prepared: dict[str, Any]) -> tuple[dict[str, Any], OutgoingMessage]:
     """``prepared`` stamped with a new ``message_id`` and the time now, and as it is published."""
     # Stamped when it goes out, not when the batch was planned (AgeLimit, pacing).
@@ -100,7 +85,7 @@ def outgoing(prepared: dict[str, Any]) -> tuple[dict[str, Any], OutgoingMessage]
     }
     return message, OutgoingMessage(
         routing_key=message["queue_name"],
-        body=_dumps(message),
+        body=write_json(message),
         priority=message["options"].get("broker_priority"),
         message_id=message["message_id"],
     )
