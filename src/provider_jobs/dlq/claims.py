@@ -10,7 +10,6 @@ few columns it needs, not the whole record.
 from __future__ import annotations
 
 import dataclasses
-import json
 import sqlite3
 import uuid
 from collections.abc import Callable, Iterable, Sequence
@@ -22,7 +21,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from ..errors import RecordConflict
 from .audit import audit_row
-from .database import ArchiveDatabase, chunks, epoch_ms, moved
+from .database import ArchiveDatabase, chunks, epoch_ms, json_text, moved
 from .delivery import decode_message
 from .status import DEAD, REPLAYED
 
@@ -30,16 +29,6 @@ __all__ = ["ArchiveClaims", "ReplayMark", "ReplaySource"]
 
 #: Ids per query when reading replay sources: under SQLite's bound-parameter limit.
 _READ_CHUNK = 500
-_stdlib_dumps = json.JSONEncoder(separators=(",", ":")).encode
-
-
-def _json_text(value: Any) -> str:
-    """``value`` as compact JSON text: orjson; the stdlib for what orjson refuses
-    (non-string keys, integers beyond 64 bits, lone surrogates)."""
-    try:
-        return orjson.dumps(value).decode()
-    except TypeError:
-        return _stdlib_dumps(value)
 
 
 def _json_list(value: Any) -> list[Any]:
@@ -214,12 +203,12 @@ class ArchiveClaims(ArchiveDatabase):
         stale: int,
     ) -> set[int]:
         """Claim ``ids`` in one statement and read back those won as one row (see ``_json_batches``)."""
-        wanted = _json_text(list(dict.fromkeys(ids)))
+        wanted = json_text(list(dict.fromkeys(ids)))
         conn.exec_driver_sql(
             "UPDATE dead_letters SET claim_token = ?, claimed_ms = ? "
             "WHERE id IN (SELECT value FROM json_each(?)) AND status IN (SELECT value FROM json_each(?)) "
             "AND (claim_token IS NULL OR claimed_ms < ?)",
-            (token, now, wanted, _json_text(list(allow_statuses)), stale),
+            (token, now, wanted, json_text(list(allow_statuses)), stale),
         )
         won = conn.exec_driver_sql(
             "SELECT json_group_array(id) FROM dead_letters "
@@ -283,7 +272,7 @@ class ArchiveClaims(ArchiveDatabase):
         found = conn.exec_driver_sql(
             "SELECT json_group_array(json_array(id, fingerprint, status)) FROM dead_letters "
             "WHERE claim_token = ? AND id IN (SELECT value FROM json_each(?))",
-            (token, _json_text(list(by_id))),
+            (token, json_text(list(by_id))),
         ).scalar_one()
         rows: list[list[Any]] = orjson.loads(found)
         if not rows:
@@ -295,14 +284,14 @@ class ArchiveClaims(ArchiveDatabase):
             "json_extract(marks.value, '$[1]')), claim_token = NULL, claimed_ms = NULL, updated_ms = ? "
             "FROM json_each(?) AS marks WHERE dead_letters.id = json_extract(marks.value, '$[0]') "
             "AND dead_letters.claim_token = ?",
-            (REPLAYED, now, _json_text([[r[0], by_id[r[0]].message_id] for r in rows]), token),
+            (REPLAYED, now, json_text([[r[0], by_id[r[0]].message_id] for r in rows]), token),
         )
         self._groups.apply(conn, moved([(r[1], r[2]) for r in rows], REPLAYED))
         entries = [
             [
                 (mark := by_id[r[0]]).action,
                 r[0],
-                _json_text({"message_id": mark.message_id, **mark.details}),
+                json_text({"message_id": mark.message_id, **mark.details}),
             ]
             for r in rows
         ]
@@ -310,7 +299,7 @@ class ArchiveClaims(ArchiveDatabase):
             "INSERT INTO dlq_audit (at_ms, who, action, record_id, reason, details) "
             "SELECT ?, ?, json_extract(value, '$[0]'), json_extract(value, '$[1]'), ?, "
             "json_extract(value, '$[2]') FROM json_each(?)",
-            (now, who, reason, _json_text(entries)),
+            (now, who, reason, json_text(entries)),
         )
         return {r[0] for r in rows}
 
@@ -338,7 +327,7 @@ class ArchiveClaims(ArchiveDatabase):
                 update.row(
                     m_id=r[0],
                     m_status=REPLAYED,
-                    m_ids=_json_text([*_json_list(r[1]), by_id[r[0]].message_id]),
+                    m_ids=json_text([*_json_list(r[1]), by_id[r[0]].message_id]),
                     m_now=now,
                 )
                 for r in rows
@@ -355,7 +344,7 @@ class ArchiveClaims(ArchiveDatabase):
                     action=(mark := by_id[r[0]]).action,
                     record_id=r[0],
                     reason=reason,
-                    details=_json_text({"message_id": mark.message_id, **mark.details}),
+                    details=json_text({"message_id": mark.message_id, **mark.details}),
                 )
                 for r in rows
             ],

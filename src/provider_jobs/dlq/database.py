@@ -10,6 +10,7 @@ writes through :meth:`ArchiveDatabase._read` and :meth:`ArchiveDatabase._write`.
 from __future__ import annotations
 
 import contextlib
+import json
 import threading
 import time
 from collections import Counter
@@ -17,6 +18,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
@@ -24,7 +26,7 @@ from ..errors import ArchiveError, ArchiveUnavailable, ConfigurationError
 from .groups import GroupDeltas, GroupSummary
 from .schema import Tables
 
-__all__ = ["DEFAULT_CLAIM_TTL_S", "ArchiveDatabase", "chunks", "epoch_ms", "moved", "removed"]
+__all__ = ["DEFAULT_CLAIM_TTL_S", "ArchiveDatabase", "chunks", "epoch_ms", "json_text", "moved", "removed"]
 
 #: A replay claim older than this is taken to be from a replayer that died.
 DEFAULT_CLAIM_TTL_S = 300.0
@@ -34,6 +36,26 @@ DEFAULT_CLAIM_TTL_S = 300.0
 _CREATE_LOCK = threading.Lock()
 #: Key of the PostgreSQL advisory lock held while creating the tables.
 _CREATE_ADVISORY_KEY = 0x70_6A_64_6C_71  # "pjdlq"
+
+
+_stdlib_dumps = json.JSONEncoder(separators=(",", ":")).encode
+#: What orjson hands to the stdlib instead of serialising in its own way.
+_ORJSON_OPTIONS = (
+    orjson.OPT_PASSTHROUGH_DATACLASS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_SUBCLASS
+)
+
+
+def json_text(value: Any) -> str:
+    """``value`` as compact JSON text for a JSON column: orjson, about ten times the
+    stdlib's speed, for what JSON itself produced; the stdlib for anything else
+    (non-string keys, integers beyond 64 bits, lone surrogates, subclasses), which
+    orjson refuses. A NaN or an infinity is written as ``null``, which every
+    database's JSON type accepts (PostgreSQL's refuses ``NaN``); the record's body
+    keeps the original bytes."""
+    try:
+        return orjson.dumps(value, option=_ORJSON_OPTIONS).decode()
+    except TypeError:
+        return _stdlib_dumps(value)
 
 
 def epoch_ms() -> int:
