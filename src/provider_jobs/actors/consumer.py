@@ -60,9 +60,9 @@ class WorkerConsumer(_RabbitmqConsumer):
     """
 
     def __init__(self, broker: Any, queue_name: str, prefetch: int, timeout: int) -> None:
-        super().__init__(broker, queue_name, prefetch, timeout)  # type: ignore[no-untyped-call]
         # Held retries stay unacked: room for as many again, so that holds do not starve the worker.
-        self.channel.basic_qos(prefetch_count=min(prefetch * 2, 65535))
+        prefetch = min(prefetch * 2, 65535)
+        super().__init__(broker, queue_name, prefetch, timeout)  # type: ignore[no-untyped-call]
         self._lock = threading.Lock()
         #: (delivery tag, dead letter to publish first or None), in the order acked.
         self._pending: list[tuple[int, DeadLetter | None]] = []
