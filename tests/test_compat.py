@@ -161,3 +161,16 @@ def test_run_blocks_until_signalled_then_stops(queue: JobQueue, amqp) -> None:
     worker.run()
     helper.join()
     assert len(provider.calls) == 1
+
+
+def test_join_waits_for_a_retry_the_worker_holds(queue: JobQueue, amqp) -> None:
+    registry = ProviderRegistry()
+    provider = CountingProvider("connection reset", failures=1)
+    registry.register("ITL.Core", "ResourceGroup", provider)
+    submit(queue)
+    with ProviderWorker(
+        worker_id="w1", provider_registry=registry, job_queue=queue, max_retries=2, retry_delay=0.3
+    ) as worker:
+        wait_for(lambda: len(provider.calls) == 1)
+        worker.join()  # the retry is held (unacked, in no queue) for 0.3 s: join waits for it
+        assert len(provider.calls) == 2
