@@ -213,20 +213,20 @@ class BulkPublisher(_ConfirmConnection):
         self, run: _Run, channel: Channel | None, window: int, pending: dict[int, tuple[int, str]]
     ) -> None:
         burst = _BURST
+        connection = self._connection
+        assert connection is not None
         while run.more and len(pending) < window and channel is not None:
             if not burst:
                 # Back to the loop, which writes this burst to the socket (RabbitMQ starts on
                 # it while the next is built) and reads confirms, then comes back here.
-                assert self._connection is not None
-                run.pacing_timer = self._connection.ioloop.call_later(0, self._fill)
+                run.pacing_timer = connection.ioloop.call_later(0, self._fill)
                 return
             burst -= 1
             if run.interval_s:
                 now = time.monotonic()
                 due = self._next_send_at
                 if due > now:
-                    assert self._connection is not None
-                    run.pacing_timer = self._connection.ioloop.call_later(due - now, self._fill)
+                    run.pacing_timer = connection.ioloop.call_later(due - now, self._fill)
                     return
             try:
                 item = next(run.items)
@@ -248,13 +248,14 @@ class BulkPublisher(_ConfirmConnection):
             tag = self._next_tag
             message_id = item.message_id if item.message_id is not None else str(tag)
             try:
-                channel.basic_publish(
-                    "",
-                    item.routing_key,
-                    item.body,
-                    BasicProperties(delivery_mode=2, priority=item.priority, message_id=message_id),
-                    mandatory=True,
+                connection.publish(
+                    channel, item.routing_key, item.body, priority=item.priority, message_id=message_id
                 )
+            except ValueError as exc:
+                # Nothing of it was buffered: an item the caller got wrong, raised as items' errors are.
+                run.more = False
+                run.error = exc
+                break
             except (pika.exceptions.AMQPError, OSError) as exc:
                 # Refused before anything was buffered: the channel or connection is gone.
                 run.failures.append(PublishFailure(index, NOT_SENT, f"{type(exc).__name__}: {exc}"))

@@ -20,6 +20,7 @@ from pika.adapters.select_connection import SelectConnection
 from pika.channel import Channel
 from pika.spec import BasicProperties
 
+from .amqp_frames import publish_frames
 from .errors import BrokerUnavailable
 
 __all__: list[str] = []
@@ -49,6 +50,35 @@ class _CoalescingConnection(SelectConnection):  # type: ignore[misc]
         # Closing or closed: the messages held are settled as unconfirmed by the close callback.
         if held and self.is_open:
             super()._adapter_emit_data(b"".join(held))
+
+    def publish(
+        self, channel: Channel, routing_key: str, body: bytes, *, priority: int | None, message_id: str
+    ) -> None:
+        """What ``channel.basic_publish`` does for a persistent, mandatory message to the default
+        exchange, at a fraction of its cost (:func:`~provider_jobs.amqp_frames.publish_frames`).
+
+        Raises:
+            pika.exceptions.ChannelWrongStateError: The channel is closed or closing.
+            ValueError: The routing key or message id is too long, or the priority is not 0-255.
+        """
+        if not channel.is_open:
+            raise pika.exceptions.ChannelWrongStateError("Channel is closed.")
+        frames = publish_frames(
+            channel.channel_number,
+            routing_key,
+            body,
+            priority=priority,
+            message_id=message_id,
+            body_max=self._body_max_length,
+        )
+        # pika's counters, kept as its own publish keeps them.
+        self.bytes_sent += sum(map(len, frames))
+        self.frames_sent += len(frames)
+        if self._held is None:
+            for data in frames:
+                super()._adapter_emit_data(data)
+        else:
+            self._held.extend(frames)
 
     def _adapter_emit_data(self, data: bytes) -> None:
         if self._held is None:
