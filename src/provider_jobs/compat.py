@@ -129,7 +129,7 @@ class JobQueue:
             # Built and encoded as they go out, while RabbitMQ works on the ones before
             # (a valid job always makes a valid message).
             for actor, job in checked:
-                m = actor.message_with_options(args=(job,))
+                m = actor.message_for(job)
                 messages.append(m)
                 broker.emit_before("enqueue", m, None)
                 yield OutgoingMessage(

@@ -30,13 +30,22 @@ def new_uuid4_hex() -> str:
     ``uuid.uuid4()`` reads the OS once per id (3 µs, and a release of the GIL
     that can cost a thread switch interval while other threads run); these are
     made a few hundred at a time, per thread and per process (a forked child
-    never reuses its parent's).
+    starts with no pool, so it never reuses its parent's ids).
     """
     ids: list[str] | None = getattr(_pool, "ids", None)
-    if not ids or _pool.pid != os.getpid():
+    if not ids:
         ids = _pool.ids = _uuid4_hexes(_IDS_PER_READ)
-        _pool.pid = os.getpid()
     return ids.pop()
+
+
+def _forget_pools() -> None:
+    # Checking os.getpid() per id instead cost a system call each: glibc no longer caches it.
+    global _pool
+    _pool = threading.local()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pools)
 
 
 def new_uuid4() -> str:
