@@ -38,14 +38,14 @@ def new_uuid4_hex() -> str:
     return ids.pop()
 
 
-def _forget_pools() -> None:
+def _forget_pool() -> None:
+    # Only the forking thread lives on in the child; threads it starts get pools of their own.
     # Checking os.getpid() per id instead cost a system call each: glibc no longer caches it.
-    global _pool
-    _pool = threading.local()
+    _pool.__dict__.pop("ids", None)
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_pools)
+    os.register_at_fork(after_in_child=_forget_pool)
 
 
 def new_uuid4() -> str:
