@@ -208,3 +208,24 @@ def test_submit_jobs_is_the_awaitable_form(settings: Settings, amqp: Any) -> Non
     finally:
         queue.close()
     assert len(ids) == 5 and queue_depth(amqp, settings.queue_name) == 5
+
+
+def test_submit_many_holds_the_garbage_collector_off_while_it_runs(settings: Settings, amqp: Any) -> None:
+    import gc
+
+    seen: list[bool] = []
+
+    def jobs() -> Iterator[dict[str, Any]]:
+        for i in range(3):
+            seen.append(gc.isenabled())
+            yield _job(i)
+
+    queue = JobQueue(settings=settings)
+    try:
+        assert gc.isenabled()
+        queue.submit_many(jobs())
+    finally:
+        queue.close()
+    assert seen == [False, False, False]
+    assert gc.isenabled()
+    assert queue_depth(amqp, settings.queue_name) == 3

@@ -43,6 +43,7 @@ from .bulk_messages import (
     OutgoingMessage,
     PublishFailure,
 )
+from .gc_pause import paused_gc
 
 __all__ = [
     "CONFIRMED",
@@ -161,7 +162,7 @@ class BulkPublisher(_ConfirmConnection):
         """
         if rate_per_s is not None and rate_per_s <= 0:
             raise ValueError(f"rate_per_s={rate_per_s!r} is not allowed: expected messages per second > 0")
-        with self._lock:
+        with self._lock, paused_gc():
             started = time.monotonic()
             self._ensure_open()
             run = self._run = _Run(iter(items), rate_per_s)

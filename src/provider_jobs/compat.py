@@ -26,6 +26,7 @@ from .actors.provider_ops import actor_for, declare_provider_actors
 from .bulk import BulkPublisher, OutgoingMessage
 from .connectivity import redact_url
 from .errors import BrokerUnavailable, ConfigurationError, InvalidJob, PublishFailed
+from .gc_pause import paused_gc
 from .jobs import ProviderJob, parse_job
 from .middleware import Classification, ErrorClassifier
 from .providers import ProviderRegistry
@@ -104,6 +105,10 @@ class JobQueue:
             PublishFailed: Some jobs were not confirmed; ``not_confirmed`` maps
                 their ids to what happened, ``confirmed`` lists the others.
         """
+        with paused_gc():
+            return self._submit_many(jobs)
+
+    def _submit_many(self, jobs: Iterable[ProviderJob | Mapping[str, Any]]) -> list[str]:
         checked = []
         for index, data in enumerate(jobs):
             try:

@@ -36,6 +36,7 @@ from typing import Any
 
 from ..bulk import NOT_SENT, BulkPublisher, BulkResult, OutgoingMessage, PublishFailure
 from ..errors import ArchiveError, BrokerUnavailable, NotReplayable, RecordNotFound
+from ..gc_pause import paused_gc
 from .archive import DEAD, DISCARDED, REPLAYED, DeadLetterArchive
 from .filters import RecordFilter
 from .pacing import Pacer
@@ -213,6 +214,30 @@ class Replayer:
         """
         if rate_per_s is not None and rate_per_s <= 0:
             raise ValueError(f"rate_per_s={rate_per_s!r} is not allowed: expected messages per second > 0")
+        with paused_gc():
+            return self._replay(
+                ids,
+                request_patch=request_patch,
+                job_patch=job_patch,
+                dry_run=dry_run,
+                rate_per_s=rate_per_s,
+                force=force,
+                reason=reason,
+                on_outcome=on_outcome,
+            )
+
+    def _replay(
+        self,
+        ids: Sequence[int],
+        *,
+        request_patch: dict[str, Any] | None,
+        job_patch: dict[str, Any] | None,
+        dry_run: bool,
+        rate_per_s: float | None,
+        force: bool,
+        reason: str | None,
+        on_outcome: Callable[[ReplayOutcome], None] | None,
+    ) -> ReplayReport:
         # Only the columns a replay needs: a whole record costs ten times as much to read.
         plans = self._plan(
             ids,
