@@ -15,15 +15,18 @@ from __future__ import annotations
 
 import json
 import tempfile
+import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pika
 
 from provider_jobs.compat import JobQueue
-from provider_jobs.dlq import DeadLetterArchive, Replayer, dead_letter_from_delivery
+from provider_jobs.dlq import DEAD, DeadLetterArchive, Replayer, ReplayMark, dead_letter_from_delivery
+from provider_jobs.ids import new_uuid4
 from provider_jobs.settings import Settings
 
 from .harness import Result, Variant, interleave
@@ -93,10 +96,13 @@ def one_confirm_in_flight(n: int, queue: str) -> float:
     return rate
 
 
-def all_confirms_in_flight(n: int, queue: str) -> float:
+def all_confirms_in_flight(n: int, queue: str, *, alongside: Callable[[], None] | None = None) -> float:
     """Messages per second: raw pika ``SelectConnection`` publishing all ``n`` at once in confirm
     mode, timed until the last confirm. The most any pika client gets from this RabbitMQ: the
-    ceiling that shows whether a ratio is reachable at all."""
+    ceiling that shows whether a ratio is reachable at all.
+
+    ``alongside`` runs on a thread of its own from the first publish on, and the
+    time runs until both are done."""
     channel = _channel()
     _declare(channel, queue)
     channel.connection.close()
@@ -118,15 +124,28 @@ def all_confirms_in_flight(n: int, queue: str) -> float:
     def on_channel(ch: Any) -> None:
         ch.confirm_delivery(on_confirm)
         times.append(time.perf_counter())
+        if helper is not None:
+            helper.start()
         for body in bodies:
             ch.basic_publish("", queue, body, properties, mandatory=True)
 
+    helper_done: list[float] = []
+
+    def run_alongside() -> None:
+        assert alongside is not None
+        alongside()
+        helper_done.append(time.perf_counter())
+
+    helper = None if alongside is None else threading.Thread(target=run_alongside)
     connection = pika.SelectConnection(
         pika.URLParameters(URL), on_open_callback=lambda conn: conn.channel(on_open_callback=on_channel)
     )
     connection.ioloop.call_later(300, connection.ioloop.stop)
     connection.add_on_close_callback(lambda *_: connection.ioloop.stop())
     connection.ioloop.start()
+    if helper is not None:
+        helper.join()
+        times[1] = max(times[1], helper_done[0])
     if confirmed < n:
         raise RuntimeError(f"only {confirmed} of {n} confirmed")
     channel = _channel()
@@ -154,11 +173,7 @@ def replay(n: int, queue: str) -> float:
     channel = _channel()
     _declare(channel, queue)
     with tempfile.TemporaryDirectory() as tmp:
-        archive = DeadLetterArchive(f"sqlite:///{Path(tmp)}/archive.sqlite3")
-        archive.store(
-            [dead_letter_from_delivery(_body(i, queue), {}, source_queue=f"{queue}.XQ") for i in range(n)]
-        )
-        ids = [r.id for r in archive.find(limit=n, oldest_first=True) if r.id is not None]
+        archive, ids = _archive_of(n, queue, tmp)
         replayer = Replayer(archive=archive, broker_url=URL, who="bench")
         started = time.perf_counter()
         report = replayer.replay(ids)
@@ -167,6 +182,34 @@ def replay(n: int, queue: str) -> float:
     assert report.published == n, (report.published, report.failed)
     channel.queue_purge(queue)
     channel.connection.close()
+    return rate
+
+
+def _archive_of(n: int, queue: str, tmp: str) -> tuple[DeadLetterArchive, list[int]]:
+    """A fresh SQLite archive holding ``n`` dead letters of ``queue``, and their ids."""
+    archive = DeadLetterArchive(f"sqlite:///{Path(tmp)}/archive.sqlite3")
+    archive.store(
+        [dead_letter_from_delivery(_body(i, queue), {}, source_queue=f"{queue}.XQ") for i in range(n)]
+    )
+    return archive, [r.id for r in archive.find(limit=n, oldest_first=True) if r.id is not None]
+
+
+def ceiling_with_claims_and_marks(n: int, queue: str) -> float:
+    """The ceiling publish with, alongside it on a thread, the claims and marks a replay of ``n``
+    records must make (Replayer's batches of 1,000): the most a replay could reach with no
+    reading, planning or message building at all; msg/s."""
+    with tempfile.TemporaryDirectory() as tmp:
+        archive, ids = _archive_of(n, queue, tmp)
+        window = Replayer(archive=archive, broker_url=URL, who="bench").window
+
+        def claim_and_mark() -> None:
+            for first in range(0, len(ids), window):
+                token, won = archive.claim_many(ids[first : first + window], allow_statuses=(DEAD,))
+                marks = [ReplayMark(record_id=i, message_id=new_uuid4()) for i in won]
+                assert archive.mark_replayed_many(marks, token, who="bench") == []
+
+        rate = all_confirms_in_flight(n, queue, alongside=claim_and_mark)
+        archive.close()
     return rate
 
 
@@ -194,6 +237,10 @@ def workload(rounds: int, n: int) -> list[Result]:
                     Variant("pika, one confirm in flight", lambda: one_confirm_in_flight(n, queue)),
                     Variant("Replayer.replay", lambda: replay(n, queue)),
                     Variant("ceiling: raw pika, all in flight", lambda: all_confirms_in_flight(n, queue)),
+                    Variant(
+                        "floor: the ceiling + the replay's claims and marks alongside",
+                        lambda: ceiling_with_claims_and_marks(n, queue),
+                    ),
                 ],
                 rounds=rounds,
                 unit="msg/s",
