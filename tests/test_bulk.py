@@ -229,3 +229,14 @@ def test_submit_many_holds_the_garbage_collector_off_while_it_runs(settings: Set
     assert seen == [False, False, False]
     assert gc.isenabled()
     assert queue_depth(amqp, settings.queue_name) == 3
+
+
+def test_closing_a_publisher_logs_no_warning(
+    settings: Settings, amqp: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    _declare(amqp, settings.queue_name)
+    publisher = BulkPublisher(settings.broker_url)
+    assert publisher.publish_many(_messages(settings.queue_name, 3)).ok
+    with caplog.at_level("WARNING", logger="provider_jobs.bulk"):
+        publisher.close()
+    assert caplog.records == []

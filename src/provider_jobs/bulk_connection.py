@@ -187,7 +187,11 @@ class _ConfirmConnection:
         self._stop_loop(self._connection)
 
     def _on_channel_closed(self, channel: Channel, reason: BaseException) -> None:
-        logger.warning("Bulk publisher channel closed: %s", reason)
+        # Closed by us (close(), or a connection we close): nothing for an operator to see.
+        closed_by_us = isinstance(reason, pika.exceptions.ChannelClosedByClient)
+        logger.log(
+            logging.DEBUG if closed_by_us else logging.WARNING, "Bulk publisher channel closed: %s", reason
+        )
         self._lost(f"channel closed ({reason})")
         if self._connection is not None and self._connection.is_open:
             self._connection.close()
