@@ -240,3 +240,23 @@ def test_closing_a_publisher_logs_no_warning(
     with caplog.at_level("WARNING", logger="provider_jobs.bulk"):
         publisher.close()
     assert caplog.records == []
+
+
+def test_a_paced_publish_leaves_the_garbage_collector_running(settings: Settings, amqp: Any) -> None:
+    import gc
+
+    _declare(amqp, settings.queue_name)
+    seen: list[bool] = []
+
+    def messages() -> Iterator[OutgoingMessage]:
+        for message in _messages(settings.queue_name, 3):
+            seen.append(gc.isenabled())
+            yield message
+
+    with BulkPublisher(settings.broker_url) as publisher:
+        assert publisher.publish_many(messages(), rate_per_s=1000).ok
+        assert seen == [True, True, True]
+        seen.clear()
+        assert publisher.publish_many(messages()).ok
+        assert seen == [False, False, False]
+    assert gc.isenabled()

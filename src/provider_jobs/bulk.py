@@ -21,6 +21,7 @@ reached the queue; ``not_sent`` never left this process.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Iterable, Iterator
@@ -162,7 +163,8 @@ class BulkPublisher(_ConfirmConnection):
         """
         if rate_per_s is not None and rate_per_s <= 0:
             raise ValueError(f"rate_per_s={rate_per_s!r} is not allowed: expected messages per second > 0")
-        with self._lock, paused_gc():
+        # A paced call may last hours: the collector is held off only for one as fast as it goes.
+        with self._lock, paused_gc() if rate_per_s is None else contextlib.nullcontext():
             started = time.monotonic()
             self._ensure_open()
             run = self._run = _Run(iter(items), rate_per_s)

@@ -10,7 +10,8 @@ these objects are freed by reference counting when the call returns.
 The collector is process-wide, so the pause is counted: the first of several
 concurrent bulk calls pauses it, the last one to return resumes it, and a
 collector the application disabled itself is left disabled. Garbage cycles
-made meanwhile, by any thread, are collected once it resumes.
+made meanwhile, by any thread, are collected once it resumes. Paced calls
+(a replay at a few messages a second can last hours) do not pause it.
 """
 
 from __future__ import annotations

@@ -25,6 +25,7 @@ The fresh message keeps the job and its ``job_id`` but gets a new
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
@@ -214,7 +215,8 @@ class Replayer:
         """
         if rate_per_s is not None and rate_per_s <= 0:
             raise ValueError(f"rate_per_s={rate_per_s!r} is not allowed: expected messages per second > 0")
-        with paused_gc():
+        # A paced replay may last hours: the collector is held off only for one as fast as it goes.
+        with paused_gc() if rate_per_s is None else contextlib.nullcontext():
             return self._replay(
                 ids,
                 request_patch=request_patch,
