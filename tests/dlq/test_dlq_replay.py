@@ -368,3 +368,18 @@ def test_replayed_messages_get_distinct_version_4_uuids() -> None:
     ids = [outgoing(prepared)[0]["message_id"] for _ in range(1000)]
     assert len(set(ids)) == 1000
     assert {uuid.UUID(i).version for i in ids} == {4}
+
+
+def test_only_an_unpaced_replay_holds_the_garbage_collector_off(
+    settings: Settings, amqp: Any, archive: DeadLetterArchive
+) -> None:
+    import gc
+
+    _declare(amqp, settings.queue_name)
+    ids = _store(archive, settings, count=4)
+    replayer = Replayer(archive=archive, broker_url=settings.broker_url, who="a")
+    seen: list[bool] = []
+    replayer.replay(ids[:2], rate_per_s=1000, on_outcome=lambda _: seen.append(gc.isenabled()))
+    replayer.replay(ids[2:], on_outcome=lambda _: seen.append(gc.isenabled()))
+    assert seen == [True, True, False, False]
+    assert gc.isenabled()
