@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Path, Query
 from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
 
-from ..dlq import DEAD, DISCARDED, DeadLetterArchive, Group, RecordFilter, Replayer
+from ..dlq import DEAD, DISCARDED, DeadLetterArchive, Group, RecordFilter, Replayer, ReplayOutcome
 from ..settings import Settings
 
 __all__ = ["dlq_router"]
@@ -93,23 +93,13 @@ class ReplayRequest(_Selection):
     )
 
 
-class OutcomeModel(BaseModel):
-    """What happened to one record: published, would_publish, skipped or failed."""
-
-    record_id: int
-    status: str
-    queue_name: str | None = None
-    message_id: str | None = None
-    job_id: str | None = None
-    detail: str | None = None
-
-
 class ReplayResponse(BaseModel):
     """Each record's outcome."""
 
     published: int
     failed: int
-    outcomes: list[OutcomeModel]
+    # The replayer's own dataclass: one definition of an outcome.
+    outcomes: list[ReplayOutcome]
 
 
 class DiscardRequest(_Selection):
@@ -212,7 +202,7 @@ def dlq_router(settings: Settings, archive: DeadLetterArchive, guard: Callable[.
         return ReplayResponse(
             published=report.published,
             failed=report.failed,
-            outcomes=[OutcomeModel.model_validate(vars(o)) for o in report.outcomes],
+            outcomes=report.outcomes,
         )
 
     @router.post(
