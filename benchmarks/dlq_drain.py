@@ -29,7 +29,7 @@ import pika
 import psycopg
 
 from provider_jobs.dlq import DeadLetterArchive, DeadLetterArchiver, dead_letter_from_delivery
-from provider_jobs.dlq.archive import _insert_row
+from provider_jobs.dlq.archive.store import _insert_row
 from provider_jobs.settings import Settings
 
 from .dlq_support import URL, channel, enriched_body, fill_xq, throwaway_archive_url

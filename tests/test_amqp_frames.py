@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pika import frame, spec
 
-from provider_jobs.amqp_frames import publish_frames
+from provider_jobs.rabbitmq.frames import publish_frames
 
 
 def pika_frames(

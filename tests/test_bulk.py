@@ -11,9 +11,9 @@ import pika
 import pytest
 from pytest_rabbitmq.factories.executor import RabbitMqExecutor
 
-from provider_jobs.bulk import CONFIRMED, RETURNED, UNCONFIRMED, BulkPublisher, OutgoingMessage
 from provider_jobs.compat import JobQueue
 from provider_jobs.errors import BrokerUnavailable, InvalidJob, PublishFailed
+from provider_jobs.rabbitmq.bulk import CONFIRMED, RETURNED, UNCONFIRMED, BulkPublisher, OutgoingMessage
 from provider_jobs.settings import Settings
 
 from support import queue_depth
@@ -237,7 +237,7 @@ def test_closing_a_publisher_logs_no_warning(
     _declare(amqp, settings.queue_name)
     publisher = BulkPublisher(settings.broker_url)
     assert publisher.publish_many(_messages(settings.queue_name, 3)).ok
-    with caplog.at_level("WARNING", logger="provider_jobs.bulk"):
+    with caplog.at_level("WARNING", logger="provider_jobs.rabbitmq.bulk"):
         publisher.close()
     assert caplog.records == []
 

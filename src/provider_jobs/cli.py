@@ -17,7 +17,7 @@ import typer
 
 from .api.server import api_command
 from .demo import DEMO_JOBS, demo_registry
-from .dlq.cli import archiver, dlq_app
+from .dlq.cli.app import archiver, dlq_app
 from .errors import ProviderJobsError
 from .log_config import configure_logging
 from .providers import ProviderRegistry, load_providers
@@ -93,7 +93,7 @@ def _run_worker(
     stops: list[Callable[[], None]] = [worker.stop]
     threads: list[threading.Thread] = []
     if archiver:
-        from .dlq.consumer import DeadLetterArchiver
+        from .dlq.archiver.consumer import DeadLetterArchiver
 
         drain = DeadLetterArchiver.from_settings(settings)
         threads.append(threading.Thread(target=drain.run, name="archiver", daemon=True))
@@ -147,7 +147,7 @@ def _wait_until_idle(
     import pika.exceptions
 
     from .actors.consumer import held_retries
-    from .queues import queue_roles
+    from .rabbitmq.queues import queue_roles
 
     names = [name for name, role in queue_roles(settings) if archiver or role != "dead_letter"]
     connection = pika.BlockingConnection(pika.URLParameters(settings.broker_url))
@@ -181,7 +181,7 @@ def worker(
     Providers come from PROVIDER_JOBS_PROVIDERS and PROVIDER_JOBS_PROVIDERS_FILE.
     For several processes use the Dramatiq CLI: `dramatiq provider_jobs.actors`.
     """
-    from .connectivity import check_broker
+    from .rabbitmq.connectivity import check_broker
 
     settings = _settings()
     check_broker(settings.broker_url)
@@ -200,7 +200,7 @@ def submit(
 ) -> None:
     """Submit one job and print its id."""
     from .compat import JobQueue
-    from .connectivity import check_broker
+    from .rabbitmq.connectivity import check_broker
 
     settings = _settings()
     namespace, _, resource_type = provider.partition("/")
@@ -235,7 +235,7 @@ def demo(
     exhausted retries."""
     from .actors.provider_ops import actor_for
     from .compat import JobQueue
-    from .connectivity import check_broker
+    from .rabbitmq.connectivity import check_broker
 
     settings = _settings()
     check_broker(settings.broker_url)

@@ -23,13 +23,13 @@ import pika.exceptions
 from .actors.broker import build_broker
 from .actors.consumer import held_retries
 from .actors.provider_ops import actor_for, declare_provider_actors
-from .bulk import BulkPublisher, OutgoingMessage
-from .connectivity import redact_url
 from .errors import BrokerUnavailable, ConfigurationError, InvalidJob, PublishFailed
 from .gc_pause import paused_gc
 from .jobs import ProviderJob, parse_job
 from .middleware import Classification, ErrorClassifier
 from .providers import ProviderRegistry
+from .rabbitmq.bulk import BulkPublisher, OutgoingMessage
+from .rabbitmq.connectivity import redact_url
 from .settings import Settings
 
 if TYPE_CHECKING:

@@ -24,7 +24,7 @@ def _exposed(settings: Settings) -> set[str]:
 def _dlq_names() -> set[str]:
     from prometheus_client import REGISTRY
 
-    import provider_jobs.dlq.metrics  # noqa: F401 - registers the archiver's metrics
+    import provider_jobs.dlq.archiver.metrics  # noqa: F401 - registers the archiver's metrics
 
     return {name for name in sample_names(REGISTRY) if name.startswith("provider_jobs_dlq_")}
 

@@ -11,7 +11,7 @@ from dlq_support import dramatiq_body
 from typer.testing import CliRunner
 
 from provider_jobs.dlq import DeadLetterArchive, dead_letter_from_delivery
-from provider_jobs.dlq.cli import dlq_app
+from provider_jobs.dlq.cli.app import dlq_app
 from provider_jobs.settings import Settings
 
 from support import queue_depth

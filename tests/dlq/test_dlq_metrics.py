@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 _SET_GAUGES = """
-from provider_jobs.dlq import metrics
+from provider_jobs.dlq.archiver import metrics
 metrics.ARCHIVE_UP.set(1)
 metrics.ARCHIVE_RECORDS.set(7)
 metrics.ARCHIVE_OVER_CAP.set(2)

@@ -11,10 +11,10 @@ from typing import Any
 import pytest
 from dlq_support import TcpProxy, dramatiq_body, running_worker
 
-from provider_jobs.bulk import BulkPublisher
 from provider_jobs.dlq import DeadLetterArchive, Replayer, ReplaySource, dead_letter_from_delivery
-from provider_jobs.dlq.replay_message import outgoing
+from provider_jobs.dlq.replay.message import outgoing
 from provider_jobs.errors import InvalidJob
+from provider_jobs.rabbitmq.bulk import BulkPublisher
 from provider_jobs.settings import Settings
 
 from support import queue_depth, wait_for

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from provider_jobs.dlq.delivery import decode_message
+from provider_jobs.dlq.archive.delivery import decode_message
 from provider_jobs.json_bodies import read_json, write_json
 
 

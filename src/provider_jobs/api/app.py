@@ -9,7 +9,6 @@ from fastapi import FastAPI, Header, Request, Response, status
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from ..connectivity import check_broker
 from ..dlq import DeadLetterArchive
 from ..errors import (
     ArchiveError,
@@ -22,6 +21,7 @@ from ..errors import (
     RecordNotFound,
 )
 from ..middleware.metrics import render_metrics
+from ..rabbitmq.connectivity import check_broker
 from ..settings import Settings
 from .archive_stats import ArchiveCollector, summarise_archive
 from .auth import bearer_token_guard

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 import pika
 import pika.exceptions
 
-from ..connectivity import redact_url
 from ..errors import BrokerUnavailable
-from ..queues import queue_roles
+from ..rabbitmq.connectivity import redact_url
+from ..rabbitmq.queues import queue_roles
 from ..settings import Settings
 
 __all__ = ["QueueStat", "read_queue_stats"]

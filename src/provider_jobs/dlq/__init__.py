@@ -1,21 +1,26 @@
 """The dead-letter room: archive every dead letter, group, triage and replay them.
 
-The archiver (:mod:`.consumer`) drains ``<queue>.XQ`` into a
-:class:`DeadLetterArchive` (SQLite or PostgreSQL); operators work with it through
-the :class:`Replayer`, :func:`process_dlq` and ``provider-jobs dlq ...``
-(:data:`~provider_jobs.dlq.cli.dlq_app`). Never imports ``provider_jobs.actors``.
-Importing it opens nothing.
+Four rooms and one module, arrows pointing down:
+
+- :mod:`.archive`: the store (:class:`DeadLetterArchive`, SQLite or PostgreSQL);
+  it knows nothing of the rooms below.
+- :mod:`.archiver`: drains ``<queue>.XQ`` into the archive.
+- :mod:`.replay`: the :class:`Replayer`, which sends dead letters back.
+- :mod:`.triage`: the policy of :func:`process_dlq`.
+- :mod:`.cli`: ``provider-jobs dlq ...`` and ``provider-jobs archiver``.
+
+Never imports ``provider_jobs.actors``. Importing it opens nothing.
 """
 
 from __future__ import annotations
 
-from .archive import DEAD, DISCARDED, REPLAYED, STATUSES, DeadLetterArchive, ReplayMark
-from .claims import ReplaySource
-from .consumer import ArchiverStats, DeadLetterArchiver
-from .filters import AuditEntry, Group, RecordFilter, RetentionReport
-from .policy import DEFAULT_POLICY, DlqPolicy, PolicyRule, TriageDecision, TriageReport, process_dlq
-from .records import DeadLetter, dead_letter_from_delivery, fingerprint, normalise_error
-from .replay import Replayer, ReplayOutcome, ReplayPlan, ReplayReport, merge_patch
+from .archive.claims import ReplaySource
+from .archive.filters import AuditEntry, Group, RecordFilter, RetentionReport
+from .archive.records import DeadLetter, dead_letter_from_delivery, fingerprint, normalise_error
+from .archive.store import DEAD, DISCARDED, REPLAYED, STATUSES, DeadLetterArchive, ReplayMark
+from .archiver.consumer import ArchiverStats, DeadLetterArchiver
+from .replay.replayer import Replayer, ReplayOutcome, ReplayPlan, ReplayReport, merge_patch
+from .triage import DEFAULT_POLICY, DlqPolicy, PolicyRule, TriageDecision, TriageReport, process_dlq
 
 __all__ = [
     "DEAD",

@@ -40,14 +40,14 @@ from typing import Any
 import httpx
 
 from ..errors import PolicyError
-from .archive import DEAD, DISCARDED, DeadLetterArchive
-from .filters import RecordFilter
-from .records import DeadLetter
-from .replay import Replayer, ReplayReport
+from .archive.filters import RecordFilter
+from .archive.records import DeadLetter
+from .archive.store import DEAD, DISCARDED, DeadLetterArchive
+from .replay.replayer import Replayer, ReplayReport
 
 __all__ = ["DEFAULT_POLICY", "DlqPolicy", "PolicyRule", "TriageDecision", "TriageReport", "process_dlq"]
 
-logger = logging.getLogger("provider_jobs.dlq.policy")
+logger = logging.getLogger("provider_jobs.dlq.triage")
 
 _ACTIONS = ("replay", "discard", "escalate", "keep")
 _WHEN = ("always", "provider_registered")

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from .cli_common import _err, _session
+from .common import _err, _session
 
 __all__ = ["archiver"]
 
@@ -15,7 +15,7 @@ def _serve_metrics(port: int) -> None:
     """Serve the archiver's metrics (archived, duplicates, archive up, over cap...) on ``port``."""
     from prometheus_client import REGISTRY, start_http_server
 
-    from ..middleware.metrics import metrics_registry
+    from ...middleware.metrics import metrics_registry
 
     start_http_server(port, registry=metrics_registry(REGISTRY))
     _err.print(f"serving metrics on :{port}/metrics", highlight=False)
@@ -30,7 +30,7 @@ def archiver(
     """
     import signal
 
-    from .consumer import DeadLetterArchiver
+    from ..archiver.consumer import DeadLetterArchiver
 
     with _session() as (settings, archive):
         worker = DeadLetterArchiver.from_settings(settings, archive=archive)

@@ -11,9 +11,11 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from ..errors import InvalidJob
-from .archive import DEAD, DISCARDED
-from .cli_common import (
+from ...errors import InvalidJob
+from ..archive.store import DEAD, DISCARDED
+from ..replay.replayer import FAILED, Replayer, ReplayOutcome
+from ..triage import DEFAULT_POLICY, DlqPolicy, process_dlq
+from .common import (
     EXIT_BROKER,
     EXIT_NOT_FOUND,
     EXIT_USAGE,
@@ -34,8 +36,6 @@ from .cli_common import (
     _session,
     _who,
 )
-from .policy import DEFAULT_POLICY, DlqPolicy, process_dlq
-from .replay import FAILED, Replayer, ReplayOutcome
 
 __all__ = ["discard", "process", "purge", "replay"]
 
@@ -227,7 +227,7 @@ def process(
     as_json: JsonOpt = False,
 ) -> None:
     """Triage dead letters by policy: replay, discard, escalate (default: the built-in policy)."""
-    from ..providers import ProviderRegistry, load_providers
+    from ...providers import ProviderRegistry, load_providers
 
     with _session() as (settings, archive):
         path = policy_file or settings.dlq_policy_file

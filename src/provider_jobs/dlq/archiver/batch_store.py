@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 
 import pika
 
-from ..errors import ArchiveError, ArchiveUnavailable
+from ...errors import ArchiveError, ArchiveUnavailable
+from ..archive.records import DeadLetter, dead_letter_from_delivery, quarantined
+from ..archive.store import DeadLetterArchive
 from . import metrics
-from .archive import DeadLetterArchive
-from .records import DeadLetter, dead_letter_from_delivery, quarantined
 
 __all__ = ["ArchiverStats", "BatchStore", "Delivery", "dead_letters_of"]
 

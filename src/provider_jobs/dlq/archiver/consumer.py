@@ -13,7 +13,7 @@ RabbitMQ (prefetch bounds how much), the archiver retries with backoff and
 logs each retry. A lost broker connection drops the batch in hand (RabbitMQ
 requeues it) and reconnects with backoff.
 
-Run it with ``provider-jobs archiver`` or ``python -m provider_jobs.dlq.consumer``.
+Run it with ``provider-jobs archiver`` or ``python -m provider_jobs.dlq.archiver.consumer``.
 """
 
 from __future__ import annotations
@@ -32,14 +32,14 @@ import pika.exceptions
 from dramatiq.brokers.rabbitmq import DEAD_MESSAGE_TTL
 from dramatiq.common import xq_name
 
-from ..connectivity import redact_url
-from ..errors import ArchiveError, ArchiveUnavailable
-from ..settings import Settings
+from ...errors import ArchiveError, ArchiveUnavailable
+from ...rabbitmq.connectivity import redact_url
+from ...settings import Settings
+from ..archive.records import DeadLetter
+from ..archive.store import DeadLetterArchive
 from . import metrics
-from .archive import DeadLetterArchive
 from .batch_store import ArchiverStats, BatchStore, Delivery, dead_letters_of
 from .maintenance import DEFAULT_MAINTENANCE_INTERVAL_S, apply_retention
-from .records import DeadLetter
 
 __all__ = ["ArchiverStats", "DeadLetterArchiver", "main"]
 
@@ -301,7 +301,7 @@ class DeadLetterArchiver:
 
 def main(settings: Settings | None = None) -> None:
     """Run the archiver until SIGINT or SIGTERM; unacked messages stay in RabbitMQ."""
-    from ..log_config import configure_logging
+    from ...log_config import configure_logging
 
     settings = settings or Settings.from_env()
     configure_logging(log_format=settings.log_format, level=settings.log_level)

@@ -1,7 +1,7 @@
 """The messages of a bulk publish and what became of each: the states of :data:`OUTCOMES`.
 
 Only ``confirmed`` means RabbitMQ took responsibility for a message;
-:class:`~provider_jobs.bulk.BulkPublisher` reports every other one as a
+:class:`~provider_jobs.rabbitmq.bulk.BulkPublisher` reports every other one as a
 :class:`PublishFailure`.
 """
 

@@ -1,4 +1,4 @@
-"""The pika ``SelectConnection`` under :class:`~provider_jobs.bulk.BulkPublisher`.
+"""The pika ``SelectConnection`` under :class:`~provider_jobs.rabbitmq.bulk.BulkPublisher`.
 
 One connection with one channel in confirm mode, driven in the calling
 thread: the loop runs only while a call needs it (opening, closing, polling,
@@ -20,13 +20,13 @@ from pika.adapters.select_connection import SelectConnection
 from pika.channel import Channel
 from pika.spec import BasicProperties
 
-from .amqp_frames import publish_frames
-from .errors import BrokerUnavailable
+from ..errors import BrokerUnavailable
+from .frames import publish_frames
 
 __all__: list[str] = []
 
 # The publisher's logger: these records come from its connection.
-logger = logging.getLogger("provider_jobs.bulk")
+logger = logging.getLogger("provider_jobs.rabbitmq.bulk")
 
 
 class _CoalescingConnection(SelectConnection):  # type: ignore[misc]
@@ -55,7 +55,7 @@ class _CoalescingConnection(SelectConnection):  # type: ignore[misc]
         self, channel: Channel, routing_key: str, body: bytes, *, priority: int | None, message_id: str
     ) -> None:
         """What ``channel.basic_publish`` does for a persistent, mandatory message to the default
-        exchange, at a fraction of its cost (:func:`~provider_jobs.amqp_frames.publish_frames`).
+        exchange, at a fraction of its cost (:func:`~provider_jobs.rabbitmq.frames.publish_frames`).
 
         Raises:
             pika.exceptions.ChannelWrongStateError: The channel is closed or closing.

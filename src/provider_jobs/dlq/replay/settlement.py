@@ -7,15 +7,15 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from ..bulk import BulkResult
-from ..errors import ArchiveError
-from .archive import DeadLetterArchive, ReplayMark
-from .replay_report import PUBLISHED, ReplayOutcome, ReplayPlan, failed, record_id_of
+from ...errors import ArchiveError
+from ...rabbitmq.bulk import BulkResult
+from ..archive.store import DeadLetterArchive, ReplayMark
+from .report import PUBLISHED, ReplayOutcome, ReplayPlan, failed, record_id_of
 
 __all__ = ["settle"]
 
 #: The replay's logger: settling is the last step of :meth:`~.replay.Replayer.replay`.
-logger = logging.getLogger("provider_jobs.dlq.replay")
+logger = logging.getLogger("provider_jobs.dlq.replay.replayer")
 
 #: Tries at marking published records replayed before giving up loudly.
 _MARK_ATTEMPTS = 4

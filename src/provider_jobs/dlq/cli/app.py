@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import typer
 
-from .cli_archiver import archiver
-from .cli_change import discard, process, purge, replay
-from .cli_common import EXIT_ARCHIVE, EXIT_BROKER, EXIT_NOT_FOUND, EXIT_USAGE
-from .cli_inspect import audit, groups, list_records, show
+from .archiver import archiver
+from .change import discard, process, purge, replay
+from .common import EXIT_ARCHIVE, EXIT_BROKER, EXIT_NOT_FOUND, EXIT_USAGE
+from .inspect import audit, groups, list_records, show
 
 __all__ = ["EXIT_ARCHIVE", "EXIT_BROKER", "EXIT_NOT_FOUND", "EXIT_USAGE", "archiver", "dlq_app"]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dramatiq.common import dq_name, xq_name
 
-from .middleware.publisher import bucket_ms, delay_queue_name
-from .settings import Settings
+from ..middleware.publisher import bucket_ms, delay_queue_name
+from ..settings import Settings
 
 __all__ = ["queue_roles"]
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 
-from ..errors import ArchiveError
+from ...errors import ArchiveError
+from ..archive.store import DeadLetterArchive
 from . import metrics
-from .archive import DeadLetterArchive
 
 __all__ = ["DEFAULT_MAINTENANCE_INTERVAL_S", "apply_retention"]
 

@@ -13,7 +13,7 @@ import socket
 import pika
 import pika.exceptions
 
-from .errors import BrokerUnavailable
+from ..errors import BrokerUnavailable
 
 __all__ = ["check_broker", "redact_url"]
 

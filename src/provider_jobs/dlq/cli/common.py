@@ -1,6 +1,6 @@
 """What the ``provider-jobs dlq`` commands share: options, session, filters and output.
 
-The exit codes are listed in :mod:`provider_jobs.dlq.cli`.
+The exit codes are listed in :mod:`provider_jobs.dlq.cli.app`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 
-from ..errors import (
+from ...errors import (
     ArchiveUnavailable,
     BrokerUnavailable,
     ConfigurationError,
@@ -27,9 +27,9 @@ from ..errors import (
     ProviderJobsError,
     RecordNotFound,
 )
-from ..settings import Settings
-from .archive import DEAD, STATUSES, DeadLetterArchive
-from .filters import RecordFilter
+from ...settings import Settings
+from ..archive.filters import RecordFilter
+from ..archive.store import DEAD, STATUSES, DeadLetterArchive
 
 __all__ = [
     "EXIT_ARCHIVE",
@@ -92,7 +92,7 @@ def _when(ms: int | None) -> str:
 
 
 def _settings() -> Settings:
-    from ..log_config import configure_logging
+    from ...log_config import configure_logging
 
     settings = Settings.from_env()
     configure_logging(log_format=settings.log_format, level=settings.log_level)

@@ -22,7 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from ..errors import RecordNotFound
+from ...errors import RecordNotFound
 from .audit import ArchiveAudit
 from .claims import ArchiveClaims, ReplayMark
 from .database import json_text
@@ -35,7 +35,7 @@ from .status import DEAD, DISCARDED, REPLAYED, STATUSES, ArchiveStatus
 
 __all__ = ["DEAD", "DISCARDED", "REPLAYED", "STATUSES", "DeadLetterArchive", "ReplayMark"]
 
-logger = logging.getLogger("provider_jobs.dlq.archive")
+logger = logging.getLogger("provider_jobs.dlq.archive.store")
 
 #: Columns the archiver inserts: every field of a record but its id.
 _INSERT_COLUMNS = tuple(f.name for f in dataclasses.fields(DeadLetter) if f.name != "id")

@@ -6,7 +6,7 @@ patch, RFC 7396) applied and the job validated with
 anything is sent. Then, batch by batch: claim the batch's records in the
 archive (one conditional ``UPDATE`` under one token; a record someone else is
 replaying is skipped), publish the fresh messages persistently through a
-:class:`~provider_jobs.bulk.BulkPublisher` (publisher confirms, many in flight,
+:class:`~provider_jobs.rabbitmq.bulk.BulkPublisher` (publisher confirms, many in flight,
 unroutable ones returned), and mark the records whose message RabbitMQ
 confirmed ``replayed`` with the new message ids, audited, in one transaction
 (retried a few times: a published record left unmarked would be replayed
@@ -35,18 +35,18 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
 from typing import Any
 
-from ..bulk import NOT_SENT, BulkPublisher, BulkResult, OutgoingMessage, PublishFailure
-from ..errors import ArchiveError, BrokerUnavailable, NotReplayable, RecordNotFound
-from ..gc_pause import paused_gc
-from .archive import DEAD, DISCARDED, REPLAYED, DeadLetterArchive
-from .filters import RecordFilter
+from ...errors import ArchiveError, BrokerUnavailable, NotReplayable, RecordNotFound
+from ...gc_pause import paused_gc
+from ...rabbitmq.bulk import NOT_SENT, BulkPublisher, BulkResult, OutgoingMessage, PublishFailure
+from ..archive.filters import RecordFilter
+from ..archive.records import DeadLetter
+from ..archive.store import DEAD, DISCARDED, REPLAYED, DeadLetterArchive
+from .message import merge_patch, outgoing, prepare_message
 from .pacing import Pacer
-from .records import DeadLetter
-from .replay_message import merge_patch, outgoing, prepare_message
 
 # Re-exported: the CLI takes the outcome status it counts from here.
-from .replay_report import FAILED as FAILED  # noqa: PLC0414
-from .replay_report import (
+from .report import FAILED as FAILED  # noqa: PLC0414
+from .report import (
     RecordT,
     ReplayOutcome,
     ReplayPlan,
@@ -60,7 +60,7 @@ from .settlement import settle
 
 __all__ = ["ReplayOutcome", "ReplayPlan", "ReplayReport", "Replayer", "merge_patch"]
 
-logger = logging.getLogger("provider_jobs.dlq.replay")
+logger = logging.getLogger("provider_jobs.dlq.replay.replayer")
 
 #: Records read per archive query when planning.
 _READ_BATCH = 500

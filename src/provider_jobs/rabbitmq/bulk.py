@@ -32,8 +32,9 @@ import pika.exceptions
 from pika.channel import Channel
 from pika.spec import Basic, BasicProperties
 
-from .bulk_connection import _ConfirmConnection
-from .bulk_messages import (
+from ..gc_pause import paused_gc
+from .connection import _ConfirmConnection
+from .messages import (
     CONFIRMED,
     NACKED,
     NOT_SENT,
@@ -44,7 +45,6 @@ from .bulk_messages import (
     OutgoingMessage,
     PublishFailure,
 )
-from .gc_pause import paused_gc
 
 __all__ = [
     "CONFIRMED",
@@ -59,7 +59,7 @@ __all__ = [
     "PublishFailure",
 ]
 
-logger = logging.getLogger("provider_jobs.bulk")
+logger = logging.getLogger("provider_jobs.rabbitmq.bulk")
 
 #: Messages published before the loop gets to write them and read confirms.
 _BURST = 100

@@ -19,7 +19,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from ..errors import RecordConflict
+from ...errors import RecordConflict
 from .audit import audit_row
 from .database import ArchiveDatabase, chunks, epoch_ms, json_text, moved
 from .delivery import decode_message

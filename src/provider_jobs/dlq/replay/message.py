@@ -5,12 +5,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ..bulk import OutgoingMessage
-from ..errors import InvalidJob, NotReplayable
-from ..ids import new_uuid4
-from ..jobs import parse_job
-from ..json_bodies import write_json
-from .replay_report import PlannedRecord
+from ...errors import InvalidJob, NotReplayable
+from ...ids import new_uuid4
+from ...jobs import parse_job
+from ...json_bodies import write_json
+from ...rabbitmq.bulk import OutgoingMessage
+from .report import PlannedRecord
 
 __all__ = ["merge_patch", "outgoing", "prepare_message"]
 

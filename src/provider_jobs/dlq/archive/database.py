@@ -22,7 +22,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from ..errors import ArchiveError, ArchiveUnavailable, ConfigurationError
+from ...errors import ArchiveError, ArchiveUnavailable, ConfigurationError
 from .groups import GroupDeltas, GroupSummary
 from .schema import Tables
 

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from ..json_bodies import read_json
+from ...json_bodies import read_json
 
 __all__ = [
     "AGE_LIMIT",

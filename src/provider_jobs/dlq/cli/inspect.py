@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from .cli_common import (
+from ..archive.records import DeadLetter
+from .common import (
     EXIT_NOT_FOUND,
     CategoryOpt,
     GroupOpt,
@@ -25,7 +26,6 @@ from .cli_common import (
     _session,
     _when,
 )
-from .records import DeadLetter
 
 __all__ = ["audit", "groups", "list_records", "show"]
 

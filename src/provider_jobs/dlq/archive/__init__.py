@@ -1,0 +1,30 @@
+"""The dead-letter archive: the store of dead letters and its audit log, in SQLite or PostgreSQL.
+
+Database, schema, records, filters, groups, fingerprints, statuses, audit,
+retention and claims. Knows nothing of the archiver, replay or the CLI.
+"""
+
+from __future__ import annotations
+
+from .claims import ReplaySource
+from .filters import AuditEntry, Group, RecordFilter, RetentionReport
+from .records import DeadLetter, dead_letter_from_delivery, fingerprint, normalise_error
+from .store import DEAD, DISCARDED, REPLAYED, STATUSES, DeadLetterArchive, ReplayMark
+
+__all__ = [
+    "DEAD",
+    "DISCARDED",
+    "REPLAYED",
+    "STATUSES",
+    "AuditEntry",
+    "DeadLetter",
+    "DeadLetterArchive",
+    "Group",
+    "RecordFilter",
+    "ReplayMark",
+    "ReplaySource",
+    "RetentionReport",
+    "dead_letter_from_delivery",
+    "fingerprint",
+    "normalise_error",
+]
