@@ -65,6 +65,9 @@ class Settings:
             worker that ran the attempt (the job stays unacked in RabbitMQ) and
             run again when due, instead of going through a delay queue. 0 never
             holds. Default 1000.
+        max_deliveries: Deliveries of one job without an outcome (its worker
+            process died running it) before it is dead-lettered as
+            ``crash_loop`` instead of being run again. Default 5.
         unknown_errors_retryable: Retry errors no rule recognises. Default ``True``.
         worker_id: Name of this worker in logs and attempt records. Default ``host-pid``.
         worker_threads: Worker threads per process. Default 8.
@@ -114,6 +117,7 @@ class Settings:
     max_retry_after_s: float = 300.0
     consumer_timeout_s: float = 1800.0
     hold_retries_up_to_ms: int = 1000
+    max_deliveries: int = 5
     unknown_errors_retryable: bool = True
     worker_id: str | None = None
     worker_threads: int = 8
@@ -158,6 +162,8 @@ class Settings:
             refuse("operation_delays_s", limit)
         if not 0 <= self.hold_retries_up_to_ms <= 60_000:
             refuse("hold_retries_up_to_ms", "expected 0 to 60000 ms")
+        if not 1 <= self.max_deliveries <= 1000:
+            refuse("max_deliveries", "expected 1 to 1000 deliveries")
         if self.worker_threads < 1:
             refuse("worker_threads", "expected 1 or more threads")
         if not 10 <= self.worker_timeout_ms <= 60_000:
@@ -217,6 +223,7 @@ class Settings:
             "max_retry_after_s": float,
             "consumer_timeout_s": float,
             "hold_retries_up_to_ms": int,
+            "max_deliveries": int,
             "unknown_errors_retryable": _parse_bool,
             "worker_id": str,
             "worker_threads": int,
