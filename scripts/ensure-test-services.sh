@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # What `make test` needs beyond Python packages: RabbitMQ (for its private test
-# node), PostgreSQL on 127.0.0.1:5432 with a database `test`, and promtool.
+# node), PostgreSQL on 127.0.0.1:5432 with a database `test`, promtool, and
+# helm (scripts/ensure-helm.sh).
 set -euo pipefail
 here="$(dirname "$0")"
 
@@ -16,6 +17,8 @@ if ! command -v promtool >/dev/null 2>&1; then
     echo "ensure-test-services: installing the Debian package prometheus (for promtool)" >&2
     apt_install prometheus
 fi
+
+bash "$here/ensure-helm.sh"
 
 if ! command -v pg_ctlcluster >/dev/null 2>&1; then
     echo "ensure-test-services: installing the Debian package postgresql" >&2

@@ -1,17 +1,22 @@
-"""External command-line tools the deploy and metrics tests call (promtool, docker compose).
+"""External command-line tools the deploy and metrics tests call (promtool, docker compose, helm).
 
 Locally a missing tool skips the test; in CI (``CI=true``) it fails it, so
-that a green CI run means the tool ran.
+that a green CI run means the tool ran. ``scripts/ensure-test-services.sh``
+installs them; helm goes to :data:`TOOLS_DIR`, which is searched after PATH.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 
 import pika
 import pika.exceptions
 import pytest
+
+#: Where ``scripts/ensure-helm.sh`` installs helm and kubectl (``TEST_TOOLS_DIR`` overrides).
+TOOLS_DIR = Path(os.environ.get("TEST_TOOLS_DIR", "/opt/provider-jobs-tools"))
 
 
 def in_ci() -> bool:
@@ -20,8 +25,11 @@ def in_ci() -> bool:
 
 
 def require_tool(name: str, install_hint: str) -> str:
-    """The path of executable ``name``; skips the test locally, fails it in CI, when it is missing."""
-    path = shutil.which(name)
+    """The path of executable ``name`` on PATH or in :data:`TOOLS_DIR`.
+
+    Skips the test locally, fails it in CI, when it is missing.
+    """
+    path = shutil.which(name) or shutil.which(name, path=str(TOOLS_DIR))
     if path is None:
         message = f"{name} is not installed ({install_hint})"
         if in_ci():

@@ -1,6 +1,6 @@
-"""The Helm chart, tested without helm: values against the schema, value keys, worker wiring.
+"""The Helm chart's sources: values against the schema, value keys, worker wiring.
 
-No helm binary can be installed here, so ``helm template`` is not run.
+``test_helm_template.py`` renders the chart with a real helm.
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ def test_the_schema_refuses_a_bad_value(path: tuple[str, str], bad: Any) -> None
         jsonschema.validate(values, _schema(), cls=jsonschema.Draft7Validator)
 
 
-def test_the_seed_worker_keys_are_in_the_values() -> None:
+def test_the_documented_worker_keys_are_in_the_values() -> None:
     workers = _values()["workers"]
 
     assert {"enabled", "replicaCount", "maxRetries", "retryDelaySeconds"} <= set(workers)

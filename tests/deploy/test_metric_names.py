@@ -44,7 +44,7 @@ def test_every_metric_on_the_dashboard_is_exposed(settings: Settings, amqp: Any)
     assert used <= _exposed(settings), used - _exposed(settings)
 
 
-def test_the_dashboard_shows_the_seed_counters() -> None:
+def test_the_dashboard_shows_the_documented_counters() -> None:
     used = set().union(*(metric_names_in(expr) for expr in _dashboard_exprs()))
 
     assert {"worker_jobs_processed_total", "worker_job_retries_by_category_total",

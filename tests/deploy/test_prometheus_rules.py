@@ -27,7 +27,7 @@ def test_promtool_unit_tests_of_the_alerts_pass() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_the_seed_alert_and_the_stalled_archiver_alert_are_defined() -> None:
+def test_the_documented_alert_and_the_stalled_archiver_alert_are_defined() -> None:
     alerts = {
         rule["alert"] for group in yaml.safe_load(RULES.read_text())["groups"] for rule in group["rules"]
     }
