@@ -231,7 +231,7 @@ def demo(
     ] = False,
 ) -> None:
     """Run the system in one process (worker with demo providers, archiver, API) and
-    submit one job per seed flow: success, success after retries, permanent failure,
+    submit one job per flow: success, success after retries, permanent failure,
     exhausted retries."""
     from .actors.provider_ops import actor_for
     from .compat import JobQueue

@@ -1,6 +1,6 @@
-"""The seed's documented API: ``ProviderWorker`` and ``JobQueue``.
+"""The ProviderWorker API: ``ProviderWorker`` and ``JobQueue``.
 
-``ProviderWorker(max_retries=3)`` follows the seed's flow, where
+In ``ProviderWorker(max_retries=3)``,
 ``max_retries`` counts attempts in total: 3 means at most 3 attempts and 1
 means a single attempt. Dramatiq's own ``max_retries`` actor option keeps
 Dramatiq's meaning (retries *after* the first attempt).
@@ -176,7 +176,7 @@ class JobQueue:
             self._archive.close()
 
     async def get_dlq_messages(self, limit: int = 10) -> list[dict[str, Any]]:
-        """Archived dead letters still ``dead``, oldest first, as the seed's dicts:
+        """Archived dead letters still ``dead``, oldest first, as plain dicts:
         ``provider_namespace``, ``resource_type``, ``operation``, ``request``,
         ``priority``, ``error``, ``job_id``, ``category``, ``attempts``, ``archive_id``.
 
@@ -210,7 +210,7 @@ class JobQueue:
 
 
 class ProviderWorker:
-    """Runs provider jobs in this process, with the seed's retry semantics.
+    """Runs provider jobs in this process; ``max_retries`` counts attempts in total.
 
     Subclasses may override ``_is_retryable_error(exception) -> bool`` and call
     ``super()._is_retryable_error(exception)`` for the cases they do not decide.
@@ -219,7 +219,7 @@ class ProviderWorker:
         worker_id: Name used in logs and attempt records.
         provider_registry: Where providers are looked up.
         job_queue: The queue whose settings (broker URL, queue name) to use.
-        max_retries: Attempts in total, the first included (seed meaning). Default 3.
+        max_retries: Attempts in total, the first included. Default 3.
         retry_delay: Seconds between attempts. Default 5.0.
         worker_threads: Threads running jobs. Default: the settings' ``worker_threads``.
 

@@ -77,7 +77,7 @@ def demo_registry() -> ProviderRegistry:
     return registry
 
 
-#: The jobs the demo submits: one per seed flow.
+#: The jobs the demo submits: one per flow (success, success after retries, permanent, exhausted).
 DEMO_JOBS: tuple[dict[str, Any], ...] = (
     {
         "provider_namespace": "ITL.Core",

@@ -50,8 +50,8 @@ class Settings:
     Args:
         broker_url: RabbitMQ URL. Default ``amqp://guest:guest@127.0.0.1:5672/%2F``.
         queue_name: Queue the provider-operation actors use. Default ``provider.jobs``.
-        max_attempts: Attempts per job in total, the first included (the seed's
-            ``max_retries``). Default 3.
+        max_attempts: Attempts per job in total, the first included
+            (``ProviderWorker``'s ``max_retries``). Default 3.
         retry_delay_s: Delay before each retry in seconds. Default 5.0.
         retry_backoff: Grow the delay exponentially (with jitter) instead of
             keeping it fixed. Default ``False``.

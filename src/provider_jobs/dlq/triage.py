@@ -21,7 +21,7 @@ A policy file is TOML or JSON with a ``rules`` list, for example::
     when = "provider_registered"
     wait_s = 3600
 
-:data:`DEFAULT_POLICY` is the seed's daily process: provider-not-found dead
+:data:`DEFAULT_POLICY` is the daily dead-letter process: provider-not-found dead
 letters are replayed once the provider is back (or after an hour), validation
 failures are discarded with a warning, everything else is escalated.
 """
@@ -157,7 +157,7 @@ class DlqPolicy:
         return next((rule for rule in self.rules if rule.matches(record)), None)
 
 
-#: The seed's daily triage.
+#: The daily triage: replay provider-not-found, discard validation failures, escalate the rest.
 DEFAULT_POLICY = DlqPolicy(
     (
         PolicyRule(

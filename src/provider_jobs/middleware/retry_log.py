@@ -1,4 +1,4 @@
-"""The seed's log lines for retries and dead letters, with structured fields.
+"""The log lines of retries and dead letters, with structured fields.
 
 Logged through stdlib ``logging`` (logger ``provider_jobs.retries``) with
 ``extra`` fields, so that any application's logging shows them and our
@@ -32,7 +32,7 @@ class DropWorkerFailureLogs(logging.Filter):
 
 
 def seconds(delay_ms: int) -> str:
-    """``5000`` as ``5.0``, ``5300`` as ``5.3``, ``20`` as ``0.02``: the seed's format, never rounded to 0."""
+    """``5000`` as ``5.0``, ``5300`` as ``5.3``, ``20`` as ``0.02``: as logged, never rounded to 0."""
     return f"{delay_ms / 1000:.1f}" if delay_ms % 100 == 0 else f"{delay_ms / 1000:.3g}"
 
 
@@ -101,7 +101,7 @@ class RetryLog:
         exception: BaseException,
         classification: Classification,
     ) -> None:
-        """ERROR: the seed's non-retryable and exhausted lines, or why else the job is not retried."""
+        """ERROR: the non-retryable and exhausted lines, or why else the job is not retried."""
         context["reason"] = reason
         # A traceback helps only where nobody anticipated the failure.
         exc_info = exception if classification.matched_by == "default" else None
