@@ -52,6 +52,8 @@ class _ProviderBroker(RabbitmqBroker):
     holds_retries = True
     #: Its consumers publish the dead letters ``ClassifiedRetries`` hands them, then ack.
     publishes_dead_letters = True
+    #: Deliveries without an outcome before its consumers dead-letter a job as ``crash_loop``.
+    max_deliveries = 5
 
     @property
     def consumer_class(self) -> type[WorkerConsumer]:
@@ -120,7 +122,7 @@ def build_broker(
         worker_id=settings.worker_id,
         hold_retries_up_to_ms=settings.hold_retries_up_to_ms,
     )
-    return _ProviderBroker(
+    broker = _ProviderBroker(
         url=settings.broker_url,
         confirm_delivery=True,
         max_priority=MAX_PRIORITY,
@@ -137,3 +139,5 @@ def build_broker(
             retries,
         ],
     )
+    broker.max_deliveries = settings.max_deliveries
+    return broker

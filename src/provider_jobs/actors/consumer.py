@@ -5,25 +5,35 @@ from __future__ import annotations
 import collections
 import heapq
 import itertools
+import os
+import socket
 import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
+import dramatiq
 import pika
 import pika.exceptions
 from dramatiq.brokers.rabbitmq import _RabbitmqConsumer, _RabbitmqMessage
+from dramatiq.common import xq_name
 from dramatiq.errors import ConnectionClosed
 
 from ..middleware.dead_letters import DeadLetter, take_dead_letter
 from ..middleware.delays import take_hold
 
-__all__ = ["WorkerConsumer", "held_retries"]
+__all__ = ["CRASH_LOOP", "DELIVERIES_HEADER", "WorkerConsumer", "held_retries"]
 
 _Delivery = tuple[Any, Any, Any]
 _NOTHING: _Delivery = (None, None, None)
 #: How long closing waits for the confirms of dead letters still in flight.
 _CLOSE_WAIT_S = 5.0
+#: AMQP header of a job's copy: how many of its deliveries ended without an outcome, plus one.
+DELIVERIES_HEADER = "x-provider-jobs-deliveries"
+#: Category and reason of a job dead-lettered because its worker kept dying while running it.
+CRASH_LOOP = "crash_loop"
+#: The attribute on a message proxy naming the consumer (so the channel) that delivered it.
+_DELIVERED_BY = "_provider_jobs_delivered_by"
 
 
 class WorkerConsumer(_RabbitmqConsumer):
@@ -57,6 +67,24 @@ class WorkerConsumer(_RabbitmqConsumer):
     thread does not wait for the confirm. Closing waits up to 5 s for the
     confirms in flight; a connection lost before them leaves the originals
     unacked, and RabbitMQ redelivers them.
+
+    **Settles only its own deliveries.** After a connection drop Dramatiq keeps
+    running the messages of the old channel and settles them on the *new*
+    consumer, whose channel numbers its delivery tags from 1 again: acking
+    such a tag would ack a different, live message. Each message carries the
+    consumer that delivered it; an ack, nack, hold or dead letter for another
+    consumer's message is dropped, and logged: RabbitMQ redelivers that
+    message, since its channel closed with it unacked.
+
+    **Counts deliveries.** A classic queue says only that a delivery is
+    ``redelivered``, and a job whose worker process dies running it (an
+    ``os._exit``, the OOM killer, a segfault) would be redelivered forever.
+    A redelivered message is not run: a copy carrying the count of its
+    deliveries in :data:`DELIVERIES_HEADER` is published to the queue with
+    confirms, and the original acked once RabbitMQ confirms the copy. Once
+    ``max_deliveries`` deliveries ended without an outcome, the job is
+    dead-lettered as :data:`CRASH_LOOP` instead, never run again. A message
+    redelivered after a connection drop or a worker restart counts too.
     """
 
     def __init__(self, broker: Any, queue_name: str, prefetch: int, timeout: int) -> None:
@@ -74,6 +102,7 @@ class WorkerConsumer(_RabbitmqConsumer):
         self._held: list[tuple[float, int, Any]] = []
         self._sequence = itertools.count()
         self._cancelled = False
+        self._max_deliveries: int | None = getattr(broker, "max_deliveries", None)
         self.iterator = self._deliveries(queue_name, timeout / 1000)
         self._letters = self._open_letters_channel()
 
@@ -97,10 +126,13 @@ class WorkerConsumer(_RabbitmqConsumer):
 
     def ack(self, message: Any) -> None:
         hold_ms = take_hold(message)
+        letter = take_dead_letter(message)
+        settlement = "dead letter" if letter is not None else "held retry" if hold_ms is not None else "ack"
+        if not self._delivered_here(message, settlement):
+            return
         if hold_ms is not None:
             self._hold(message, hold_ms)
             return
-        letter = take_dead_letter(message)
         try:
             self.known_tags.remove(message._tag)
         except KeyError:
@@ -112,6 +144,23 @@ class WorkerConsumer(_RabbitmqConsumer):
                 return  # the first ack of this batch has already woken the connection's thread
         self._wake(self._settle)
 
+    def nack(self, message: Any) -> None:
+        if self._delivered_here(message, "nack"):
+            super().nack(message)  # type: ignore[no-untyped-call]
+
+    def _delivered_here(self, message: Any, settlement: str) -> bool:
+        """Whether this consumer delivered ``message``; if not, the settlement is dropped and logged."""
+        if message.__dict__.get(_DELIVERED_BY) is self:
+            return True
+        log = self.logger.warning if settlement == "dead letter" else self.logger.info
+        log(
+            "Dropped the %s of message %s: it came on a channel that is gone, so RabbitMQ redelivers it "
+            "and it runs again",
+            settlement,
+            message.message_id,
+        )
+        return False
+
     def _settle(self) -> None:
         """Write every pending ack and dead letter, then flush once (runs on the connection's thread)."""
         with self._lock:
@@ -121,10 +170,8 @@ class WorkerConsumer(_RabbitmqConsumer):
             if letter is None:
                 channel.basic_ack(delivery_tag=tag)
                 continue
-            self._letters_published += 1
-            self._awaiting[self._letters_published] = (tag, letter.message_id)
-            self._letters._impl.basic_publish(
-                "",
+            self._publish_then_settle(
+                tag,
                 letter.routing_key,
                 letter.body,
                 pika.BasicProperties(
@@ -133,9 +180,15 @@ class WorkerConsumer(_RabbitmqConsumer):
                     headers=letter.headers,
                     message_id=letter.message_id,
                 ),
-                mandatory=True,
             )
         self.channel._flush_output()
+
+    def _publish_then_settle(self, tag: int, routing_key: str, body: bytes, properties: Any) -> None:
+        """Publish on the confirm channel; the delivery ``tag`` is acked once RabbitMQ confirms it
+        (nacked if RabbitMQ refuses it). Runs on the connection's thread."""
+        self._letters_published += 1
+        self._awaiting[self._letters_published] = (tag, properties.message_id)
+        self._letters._impl.basic_publish("", routing_key, body, properties, mandatory=True)
 
     def _on_letter_return(self, _channel: Any, _method: Any, properties: Any, _body: bytes) -> None:
         # A return comes before the confirm of the same message.
@@ -226,10 +279,57 @@ class WorkerConsumer(_RabbitmqConsumer):
             return min(idle_s, max(0.0, self._held[0][0] - time.monotonic()))
 
     def __next__(self) -> Any:
-        due = self._take_due()
-        if due is not None:
-            return due
-        return super().__next__()  # type: ignore[no-untyped-call]
+        message = self._take_due()
+        if message is None:
+            message = super().__next__()  # type: ignore[no-untyped-call]
+        if message is not None:
+            message.__dict__[_DELIVERED_BY] = self
+        return message
+
+    # -- delivery counting --------------------------------------------------------
+
+    def _recount(self, method: Any, properties: Any, body: bytes) -> None:
+        """Requeue a redelivered message as a copy that counts its deliveries, or dead-letter it as
+        :data:`CRASH_LOOP` once ``max_deliveries`` of them ended without an outcome."""
+        assert self._max_deliveries is not None
+        headers = dict(properties.headers or {})
+        ended = _count(headers.get(DELIVERIES_HEADER))
+        message_id = properties.message_id if isinstance(properties.message_id, str) else None
+        if ended < self._max_deliveries:
+            headers[DELIVERIES_HEADER] = ended + 1
+            self.logger.warning(
+                "Message %s was redelivered without an outcome (%d of at most %d deliveries); "
+                "requeued with its delivery count",
+                message_id,
+                ended,
+                self._max_deliveries,
+            )
+            routing_key, out = self.queue_name, body
+        else:
+            headers[DELIVERIES_HEADER] = ended
+            headers["x-provider-jobs-dead-letter"] = CRASH_LOOP
+            routing_key, out = xq_name(self.queue_name), _crash_loop_body(body, ended)
+            self.logger.error(
+                "Message %s dead-lettered as %s: %d deliveries ended without an outcome (its worker "
+                "process died running it); it is not run again",
+                message_id,
+                CRASH_LOOP,
+                ended,
+            )
+        self._publish_then_settle(
+            method.delivery_tag,
+            routing_key,
+            out,
+            pika.BasicProperties(
+                delivery_mode=2,
+                priority=properties.priority if isinstance(properties.priority, int) else None,
+                headers=headers,
+                message_id=message_id,
+                content_type=properties.content_type,
+                content_encoding=properties.content_encoding,
+            ),
+        )
+        self.channel._flush_output()
 
     def _deliveries(self, queue_name: str, idle_s: float) -> Iterator[_Delivery]:
         """Deliveries as pika's ``consume()`` yields them, with ``(None, None, None)`` on every
@@ -246,7 +346,12 @@ class WorkerConsumer(_RabbitmqConsumer):
         self.channel.basic_consume(queue_name, on_message)
         while True:
             if arrived:
-                yield arrived.popleft()
+                method, properties, body = delivery = arrived.popleft()
+                if method.redelivered and self._max_deliveries is not None:
+                    self._recount(method, properties, body)
+                    yield _NOTHING
+                    continue
+                yield delivery
                 continue
             if self._cancelled:
                 # RabbitMQ cancelled the consumer (its queue was deleted): Dramatiq reconnects.
@@ -263,6 +368,45 @@ def held_retries(worker: Any) -> int:
     queue's message count leaves them out: a worker with held retries is not idle)."""
     threads = list(getattr(worker, "consumers", {}).values())
     return sum(getattr(getattr(thread, "consumer", None), "held_count", 0) for thread in threads)
+
+
+def _count(value: Any) -> int:
+    """The deliveries a :data:`DELIVERIES_HEADER` value says ended without an outcome: at least 1,
+    since the message is redelivered; whatever a hand-made header holds."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 1:
+        return min(value, 1_000_000)
+    return 1
+
+
+def _crash_loop_body(body: bytes, deliveries: int) -> bytes:
+    """The message with a :data:`CRASH_LOOP` dead letter's details in its options (the body as it
+    was when it is not a Dramatiq message: the archive keeps it byte for byte)."""
+    try:
+        message = dramatiq.Message.decode(body)
+        if not isinstance(message.options, dict):
+            return body
+    except Exception:
+        return body
+    retries = message.options.get("retries")
+    error = (
+        f"The worker process died while running this job, {deliveries} times "
+        f"(deliveries without an outcome); it was not run again"
+    )
+    message.options["dead_letter"] = {
+        "reason": CRASH_LOOP,
+        "category": CRASH_LOOP,
+        "retryable": False,
+        "error_type": "WorkerCrashLoop",
+        "error": error,
+        "traceback": None,
+        "attempts": (retries if isinstance(retries, int) else 0) + 1,
+        "max_retries": message.options.get("max_retries"),
+        "deliveries": deliveries,
+        "worker_id": f"{socket.gethostname()}-{os.getpid()}",
+        "queue_name": message.queue_name,
+        "dead_lettered_at_ms": int(time.time() * 1000),
+    }
+    return bytes(message.encode())
 
 
 def _recompute_wait() -> None:

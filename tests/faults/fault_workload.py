@@ -1,0 +1,210 @@
+"""The crash-fault workload: jobs that succeed, fail once, fail for good, exhaust, run slowly or kill
+their worker process, and an exact count of what became of each.
+
+A job succeeds by appending its id to a file of ``FAULT_OUTCOMES_DIR`` (one
+file per process, so that workers killed mid-write lose nothing of others'),
+and is archived when its dead letter reaches ``<queue>.XQ``. ``python
+fault_workload.py`` runs one worker process on it (``PROVIDER_JOBS_*``
+settings), for the tests that kill worker processes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dramatiq
+import pika
+from dramatiq.common import dq_name, xq_name
+from dramatiq.middleware import CurrentMessage
+
+from provider_jobs.actors.broker import build_broker
+from provider_jobs.actors.provider_ops import declare_provider_actors
+from provider_jobs.errors import ProviderTimeout, ValidationFailed
+from provider_jobs.jobs import ProviderJob
+from provider_jobs.providers import FunctionProvider, ProviderRegistry
+from provider_jobs.settings import Settings
+
+NAMESPACE = "Test.Faults"
+RESOURCE_TYPE = "Workload"
+#: Behaviours that end in the archive; the others succeed.
+ARCHIVED = frozenset({"permanent", "exhaust", "crash"})
+
+
+def _record(job: ProviderJob) -> None:
+    directory = os.environ.get("FAULT_OUTCOMES_DIR")
+    if directory:
+        with open(Path(directory) / f"succeeded-{os.getpid()}", "a") as out:
+            out.write(job.job_id + "\n")
+
+
+def _handle(job: ProviderJob) -> Any:
+    behaviour = job.request["behaviour"]
+    if behaviour == "crash":
+        os._exit(17)  # what an OOM kill or a segfault looks like from RabbitMQ's side
+    if behaviour == "permanent":
+        raise ValidationFailed("Validation error: the workload says no")
+    if behaviour == "exhaust":
+        raise ProviderTimeout("Connection timeout")
+    if behaviour == "flaky":
+        message = CurrentMessage.get_current_message()
+        if message is not None and message.options.get("retries", 0) < 1:
+            raise ProviderTimeout("Connection timeout")
+    if behaviour == "slow":
+        time.sleep(0.1)
+    _record(job)
+    return {"ok": True}
+
+
+def fault_registry() -> ProviderRegistry:
+    """A registry whose one provider behaves as each job's ``request["behaviour"]`` says."""
+    registry = ProviderRegistry()
+    registry.register(NAMESPACE, RESOURCE_TYPE, FunctionProvider({"create": _handle}))
+    return registry
+
+
+@dataclass(frozen=True)
+class Sent:
+    """The jobs a test sent: job id -> behaviour."""
+
+    behaviours: dict[str, str] = field(default_factory=dict)
+
+
+def send(settings: Settings, mix: dict[str, int]) -> Sent:
+    """Publish ``mix`` (behaviour -> count) with confirms, interleaved; the ids and behaviours sent."""
+    broker = build_broker(settings)
+    actors = declare_provider_actors(broker, None, settings)
+    sent = Sent()
+    remaining = dict(mix)
+    n = 0
+    try:
+        while any(remaining.values()):
+            for behaviour, count in remaining.items():
+                if not count:
+                    continue
+                remaining[behaviour] = count - 1
+                job_id = f"{behaviour}-{n}"
+                n += 1
+                actors["create_resource"].send(
+                    provider_namespace=NAMESPACE,
+                    resource_type=RESOURCE_TYPE,
+                    operation="create",
+                    request={"behaviour": behaviour},
+                    job_id=job_id,
+                )
+                sent.behaviours[job_id] = behaviour
+    finally:
+        broker.close()
+    return sent
+
+
+@dataclass
+class Tally:
+    """What became of the jobs sent: succeeded (with how often), archived (with category)."""
+
+    succeeded: Counter[str] = field(default_factory=Counter)
+    archived: dict[str, str] = field(default_factory=dict)
+    dead_letters: dict[str, dict[str, Any]] = field(default_factory=dict)
+    archived_twice: int = 0
+
+    def read_outcomes(self, directory: Path) -> None:
+        self.succeeded = Counter(
+            line for path in directory.glob("succeeded-*") for line in path.read_text().split("\n") if line
+        )
+
+    def take_dead_letters(self, url: str, queue_name: str) -> None:
+        """Take every message now in ``<queue>.XQ`` into :attr:`archived`."""
+        connection = pika.BlockingConnection(pika.URLParameters(url))
+        try:
+            channel = connection.channel()
+            while True:
+                method, _properties, body = channel.basic_get(xq_name(queue_name), auto_ack=True)
+                if method is None:
+                    return
+                message = json.loads(body)
+                job_id = message["options"]["job_id"]
+                dead = message["options"].get("dead_letter") or {}
+                if job_id in self.archived:
+                    self.archived_twice += 1
+                self.archived[job_id] = str(dead.get("category", "raw"))
+                self.dead_letters[job_id] = dead
+        finally:
+            connection.close()
+
+    def lost(self, sent: Sent) -> set[str]:
+        return set(sent.behaviours) - set(self.succeeded) - set(self.archived)
+
+    def both(self) -> set[str]:
+        return set(self.succeeded) & set(self.archived)
+
+    def run_twice(self) -> int:
+        return sum(count - 1 for count in self.succeeded.values())
+
+    def wrong_outcome(self, sent: Sent) -> set[str]:
+        """Jobs that ended other than their behaviour says (a success archived, or the reverse)."""
+        return {
+            job_id
+            for job_id, behaviour in sent.behaviours.items()
+            if (behaviour in ARCHIVED) != (job_id in self.archived)
+        }
+
+    def summary(self, sent: Sent) -> str:
+        return (
+            f"sent {len(sent.behaviours)}, succeeded {len(self.succeeded)}, archived {len(self.archived)}, "
+            f"lost {len(self.lost(sent))}, run twice {self.run_twice()}, "
+            f"archived twice {self.archived_twice}, both {len(self.both())}"
+        )
+
+
+def settled(tally: Tally, sent: Sent, directory: Path, url: str, queue_name: str) -> bool:
+    """Collect outcomes so far; whether every job sent has one."""
+    tally.read_outcomes(directory)
+    tally.take_dead_letters(url, queue_name)
+    return not tally.lost(sent)
+
+
+def delete_queues(settings: Settings) -> None:
+    """Delete the test's queues (its own connection: a bounced broker closed the others)."""
+    connection = pika.BlockingConnection(pika.URLParameters(settings.broker_url))
+    try:
+        channel = connection.channel()
+        for name in (settings.queue_name, dq_name(settings.queue_name), xq_name(settings.queue_name)):
+            channel.queue_delete(name)
+        for bucket_ms in (50, 1000, 5000):
+            channel.queue_delete(f"{settings.queue_name}.retry.{bucket_ms}")
+    finally:
+        connection.close()
+
+
+def behaviours_of(ids: Iterable[str], sent: Sent) -> Counter[str]:
+    return Counter(sent.behaviours[i] for i in ids)
+
+
+def main() -> None:
+    """One worker process on the workload, until SIGTERM (or until a job kills it)."""
+    settings = Settings.from_env()
+    broker = build_broker(settings)
+    dramatiq.set_broker(broker)
+    declare_provider_actors(broker, fault_registry(), settings)
+    worker = dramatiq.Worker(broker, worker_threads=settings.worker_threads, worker_timeout=20)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    worker.start()
+    print("worker started", flush=True)
+    stop.wait()
+    worker.stop()
+    broker.close()
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

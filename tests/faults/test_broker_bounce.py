@@ -1,0 +1,83 @@
+"""The broker bounced every few seconds under load: every job succeeds or is archived, none lost.
+
+After a connection drop Dramatiq settles the old channel's messages on the new
+consumer, whose delivery tags start from 1 again; a tag number alone would ack
+a different, live message (and its dead letter would be dropped later).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import dramatiq
+import pytest
+from pytest_rabbitmq.factories.executor import RabbitMqExecutor
+
+from provider_jobs.actors.broker import build_broker
+from provider_jobs.actors.provider_ops import declare_provider_actors
+from provider_jobs.settings import Settings
+
+from fault_workload import Tally, delete_queues, fault_registry, send, settled
+
+#: Bounces: the node's app stopped this long, then running this long, this many times.
+DOWN_S, UP_S, BOUNCES = 1.0, 2.5, 6
+
+
+def _bounce(rabbitmq_proc: RabbitMqExecutor, stop: threading.Event, count: list[int]) -> None:
+    for _ in range(BOUNCES):
+        if stop.wait(UP_S):
+            return
+        rabbitmq_proc.rabbitctl_output("stop_app")
+        time.sleep(DOWN_S)
+        rabbitmq_proc.rabbitctl_output("start_app")
+        count[0] += 1
+
+
+@pytest.mark.fault
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("hold_ms", [1000, 0], ids=["held-retries", "no-held-retries"])
+def test_no_job_is_lost_when_the_broker_bounces_under_load(
+    settings: Settings,
+    rabbitmq_proc: RabbitMqExecutor,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    hold_ms: int,
+) -> None:
+    monkeypatch.setenv("FAULT_OUTCOMES_DIR", str(tmp_path))
+    settings = replace(settings, hold_retries_up_to_ms=hold_ms, retry_delay_s=0.05)
+    sent = send(settings, {"ok": 1000, "slow": 2000, "flaky": 400, "permanent": 300, "exhaust": 300})
+    stop, bounced = threading.Event(), [0]
+    bouncer = threading.Thread(target=_bounce, args=(rabbitmq_proc, stop, bounced))
+    workers = []
+    tally = Tally()
+    try:
+        for _ in range(2):  # two worker processes' worth: each its own broker and connections
+            broker = build_broker(settings)
+            declare_provider_actors(broker, fault_registry(), settings)
+            worker = dramatiq.Worker(broker, worker_threads=8, worker_timeout=20)
+            worker.start()
+            workers.append((worker, broker))
+        bouncer.start()
+        deadline = time.monotonic() + 120
+        while not (
+            not bouncer.is_alive()
+            and settled(tally, sent, tmp_path, settings.broker_url, settings.queue_name)
+        ):
+            assert time.monotonic() < deadline, f"{tally.summary(sent)} after {bounced[0]} bounces"
+            time.sleep(0.5)
+    finally:
+        stop.set()
+        bouncer.join()
+        for worker, broker in workers:
+            worker.stop()
+            broker.close()
+        delete_queues(settings)
+    print(f"{tally.summary(sent)} after {bounced[0]} bounces ({os.environ.get('PYTEST_CURRENT_TEST')})")
+    assert bounced[0] == BOUNCES
+    assert not tally.lost(sent)
+    assert not tally.wrong_outcome(sent), tally.summary(sent)
+    assert not tally.both(), tally.summary(sent)
