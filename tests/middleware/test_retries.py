@@ -312,16 +312,53 @@ def test_without_a_fixed_delay_the_default_is_dramatiqs_backoff() -> None:
     assert 10 <= delays[0] <= 20 and 12 <= delays[1] <= 25
 
 
-def test_a_delay_at_or_above_the_consumer_timeout_is_refused_at_start() -> None:
+def test_a_delay_the_delay_queue_would_hold_past_the_consumer_timeout_is_refused_at_declaration(
+    rabbitmq_url: str,
+) -> None:
+    def broker_with(retries: ClassifiedRetries) -> RabbitmqBroker:
+        return RabbitmqBroker(url=rabbitmq_url, middleware=[retries])
+
+    held = broker_with(ClassifiedRetries(native_delays=False, max_backoff=2_000_000))
     with pytest.raises(
-        RetryConfigurationError, match=r"retry_delay_ms=1800000 ms is at or above RabbitMQ's consumer_timeout"
+        RetryConfigurationError,
+        match=r"^ClassifiedRetries: max_backoff=2000000 ms is at or above RabbitMQ's consumer_timeout "
+        r"\(1800000 ms\), and with native_delays=False a retry waits in q\.DQ, held unacked",
     ):
-        ClassifiedRetries(retry_delay_ms=1_800_000)
-    with pytest.raises(RetryConfigurationError, match="max_backoff"):
-        ClassifiedRetries(max_backoff=2_000_000)
+        dramatiq.actor(lambda: None, actor_name="slow", queue_name="q", broker=held)
+    held = broker_with(ClassifiedRetries(native_delays=False))
+    with pytest.raises(RetryConfigurationError, match=r"^actor 'too_slow': retry_delay_ms=3600000 ms"):
+        dramatiq.actor(lambda: None, actor_name="too_slow", broker=held, retry_delay_ms=3_600_000)
+    # Backed off, a fixed delay is only the factor: max_backoff (27 min by default here) caps it.
+    dramatiq.actor(
+        lambda: None, actor_name="capped", broker=held, retry_delay_ms=3_600_000, retry_backoff=True
+    )
+
+
+def test_long_delays_are_accepted_where_retries_wait_in_ttl_queues(rabbitmq_url: str) -> None:
+    broker = RabbitmqBroker(url=rabbitmq_url, middleware=[ClassifiedRetries(retry_delay_ms=3_600_000)])
+    dramatiq.actor(lambda: None, actor_name="hourly", broker=broker, max_backoff=7 * 86_400_000)
+    # Other brokers' consumers are not RabbitMQ's: consumer_timeout does not apply.
+    stub = StubBroker(middleware=[ClassifiedRetries(native_delays=False, max_backoff=7 * 86_400_000)])
+    dramatiq.actor(lambda: None, actor_name="weekly", broker=stub)
+
+
+def test_a_hold_limit_at_or_above_the_consumer_timeout_is_refused_at_start() -> None:
+    with pytest.raises(
+        RetryConfigurationError,
+        match=r"^ClassifiedRetries: hold_retries_up_to_ms=1800000 ms is at or above .* "
+        r"a retry due within it waits in the worker's consumer, held unacked",
+    ):
+        ClassifiedRetries(hold_retries_up_to_ms=1_800_000)
+
+
+def test_a_delay_that_is_not_whole_ms_is_refused_wherever_retries_wait() -> None:
+    with pytest.raises(
+        RetryConfigurationError, match=r"^ClassifiedRetries: retry_delay_ms=1.5 is not allowed"
+    ):
+        ClassifiedRetries(retry_delay_ms=1.5)  # type: ignore[arg-type]
     broker = StubBroker(middleware=[ClassifiedRetries()])
-    with pytest.raises(RetryConfigurationError, match="actor 'too_slow'"):
-        dramatiq.actor(lambda: None, actor_name="too_slow", broker=broker, retry_delay_ms=3_600_000)
+    with pytest.raises(RetryConfigurationError, match=r"^actor 'negative': max_backoff=-1 is not allowed"):
+        dramatiq.actor(lambda: None, actor_name="negative", broker=broker, max_backoff=-1)
 
 
 def test_a_custom_classifier_decides_what_is_retried() -> None:

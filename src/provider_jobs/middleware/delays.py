@@ -2,10 +2,12 @@
 
 A delay comes, in order of precedence, from a :class:`dramatiq.Retry`'s own
 ``delay``, a provider's ``Retry-After`` (capped at ``max_retry_after_ms``), a
-fixed ``retry_delay_ms`` or exponential backoff with jitter. Every delay stays
-below RabbitMQ's ``consumer_timeout``: configured ones are refused at start,
-per-message ones are clamped. On RabbitMQ a retry waits in a TTL queue (see
-:mod:`.publisher`), else in Dramatiq's ``<queue>.DQ``.
+fixed ``retry_delay_ms`` or exponential backoff with jitter. On RabbitMQ a
+retry waits in a TTL queue (see :mod:`.publisher`), held by nobody, so it may
+wait as long as ``Retries`` allows; else in Dramatiq's ``<queue>.DQ``. Only a
+delay that a RabbitMQ consumer holds unacked (``<queue>.DQ`` on RabbitMQ, a
+held retry) must stay below ``consumer_timeout``: configured ones are refused
+when the actor is declared, per-message ones are clamped.
 """
 
 from __future__ import annotations
@@ -19,11 +21,12 @@ from dramatiq.middleware import MiddlewareError
 
 from ..errors import ConfigurationError
 from .classifier import Classification
-from .publisher import ConfirmPublisher
+from .publisher import ConfirmPublisher, amqp_priority
 from .retry_log import logger
 
 __all__ = [
     "DEFAULT_CONSUMER_TIMEOUT_MS",
+    "DEFAULT_MAX_BACKOFF_MS",
     "DEFAULT_MAX_RETRY_AFTER_MS",
     "DEFAULT_MIN_BACKOFF_MS",
     "DelayPolicy",
@@ -35,6 +38,9 @@ __all__ = [
 
 #: Dramatiq's own default backoff factor, kept so that swapping ``Retries`` changes nothing.
 DEFAULT_MIN_BACKOFF_MS = 15_000
+#: Dramatiq's own default ``max_backoff``, 7 days, which is also the ceiling ``Retries``
+#: puts on any ``max_backoff``.
+DEFAULT_MAX_BACKOFF_MS = 7 * 86_400_000
 #: RabbitMQ's default ``consumer_timeout``. Dramatiq's ``.DQ`` path (our fallback)
 #: holds a delayed message unacked until its eta, and RabbitMQ closes consumers
 #: that hold one longer; delays in our TTL buckets are not affected.
@@ -58,15 +64,18 @@ class DelayPolicy(Protocol):
     retry_delay_ms: int | None
     retry_backoff: bool
     max_retry_after_ms: int
-    consumer_timeout_ms: int
 
 
-def check_delays(owner: str, consumer_timeout_ms: int, **delays_ms: int | None) -> None:
-    """Refuse delays that are not whole ms >= 0 or that reach ``consumer_timeout_ms``.
+def check_delays(
+    owner: str, consumer_timeout_ms: int | None, *, held_by: str = "", **delays_ms: int | None
+) -> None:
+    """Refuse delays that are not whole ms >= 0, or that reach ``consumer_timeout_ms`` when given.
 
     Args:
         owner: Named in the error, such as ``"actor 'sync'"``.
-        consumer_timeout_ms: RabbitMQ's ``consumer_timeout``, in ms.
+        consumer_timeout_ms: RabbitMQ's ``consumer_timeout``, in ms, when these delays are held
+            unacked by a consumer; ``None`` when nothing holds them.
+        held_by: Says in the error what holds them, such as ``"a retry waits in <queue>.DQ"``.
         delays_ms: The delays to check, by setting name; ``None`` is not set.
 
     Raises:
@@ -77,11 +86,12 @@ def check_delays(owner: str, consumer_timeout_ms: int, **delays_ms: int | None) 
             continue
         if not isinstance(value, int) or value < 0:
             raise RetryConfigurationError(f"{owner}: {name}={value!r} is not allowed; use whole ms >= 0")
-        if value >= consumer_timeout_ms:
+        if consumer_timeout_ms is not None and value >= consumer_timeout_ms:
             raise RetryConfigurationError(
                 f"{owner}: {name}={value} ms is at or above RabbitMQ's consumer_timeout "
-                f"({consumer_timeout_ms} ms); delayed messages are held unacked until due, "
-                f"so use a delay below it or raise consumer_timeout on the broker"
+                f"({consumer_timeout_ms} ms), and {held_by}, held unacked by the worker until due; "
+                f"RabbitMQ closes a consumer that holds a message that long. Use a delay below it "
+                f"or raise consumer_timeout on the broker"
             )
 
 
@@ -108,7 +118,7 @@ def retry_delay_ms(
     def option(name: str, default: Any) -> Any:
         return message.options.get(name, actor.options.get(name, default))
 
-    max_backoff = min(option("max_backoff", policy.max_backoff), policy.max_backoff)
+    max_backoff = min(option("max_backoff", policy.max_backoff), DEFAULT_MAX_BACKOFF_MS)
     if isinstance(exception, dramatiq.Retry) and exception.delay is not None:
         delay = int(exception.delay)
     elif classification.suggested_delay_s is not None:
@@ -120,8 +130,7 @@ def retry_delay_ms(
         else:
             factor = fixed if fixed is not None else option("min_backoff", policy.min_backoff)
             _, delay = compute_backoff(retries, factor=factor, max_backoff=max_backoff)
-    # Per-message options cannot be checked at start; clamp them below the timeout.
-    return max(0, min(delay, int(policy.consumer_timeout_ms * 0.9)))
+    return max(0, delay)
 
 
 #: Set on a message's proxy by :func:`hold_retry`: the worker's consumer, asked to ack the
@@ -157,6 +166,7 @@ def enqueue_retry(
     *,
     native: bool,
     boost: int,
+    max_held_ms: int | None = None,
 ) -> None:
     """Publish the retry, confirmed, to be delivered after ``delay_ms``.
 
@@ -167,12 +177,14 @@ def enqueue_retry(
         delay_ms: Delay before delivery, in ms.
         native: Use RabbitMQ's TTL queues; when they fail, or otherwise, ``<queue>.DQ``.
         boost: Added to the message's priority, capped at the broker's ``max_priority``.
+        max_held_ms: On RabbitMQ, the longest delay ``<queue>.DQ`` may hold a retry for; a
+            longer one is shortened to it there. ``None`` (the default) keeps every delay.
 
     Raises:
         Exception: Whatever the broker raised; the message was not re-enqueued.
     """
+    priority = amqp_priority(message.options.get("broker_priority"))
     if isinstance(broker, RabbitmqBroker) and native:
-        priority = message.options.get("broker_priority")
         if boost and broker.max_priority:
             priority = min((priority or 0) + boost, broker.max_priority)
         try:
@@ -188,4 +200,10 @@ def enqueue_retry(
                 exc,
                 message.queue_name,
             )
-    broker.enqueue(message._message, delay=delay_ms)
+    if max_held_ms is not None and isinstance(broker, RabbitmqBroker):
+        delay_ms = min(delay_ms, max_held_ms)
+    retry = message._message
+    if priority != retry.options.get("broker_priority"):
+        # Dramatiq's enqueue puts broker_priority into the AMQP properties as it is.
+        retry = retry.copy(options={"broker_priority": priority})
+    broker.enqueue(retry, delay=delay_ms)

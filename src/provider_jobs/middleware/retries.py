@@ -40,6 +40,7 @@ from .classifier import RETRY_REQUESTED, Classification, ErrorClassifier
 from .dead_letters import MAX_ATTEMPT_HISTORY  # noqa: F401 - importable here, as before the split
 from .delays import (
     DEFAULT_CONSUMER_TIMEOUT_MS,
+    DEFAULT_MAX_BACKOFF_MS,
     DEFAULT_MAX_RETRY_AFTER_MS,
     DEFAULT_MIN_BACKOFF_MS,
     RetryConfigurationError,
@@ -69,7 +70,8 @@ class ClassifiedRetries(Middleware):
         max_retries: Retries after the first attempt (Dramatiq's meaning:
             ``max_retries=2`` is at most 3 attempts). Defaults to 20, as ``Retries``.
         min_backoff: Exponential backoff factor in ms. Defaults to 15 000.
-        max_backoff: Backoff cap in ms. Defaults to 90 % of ``consumer_timeout_ms``.
+        max_backoff: Backoff cap in ms. Defaults to 7 days, as ``Retries``; with
+            ``native_delays=False``, to 90 % of ``consumer_timeout_ms``.
         retry_when: ``(retries, exception) -> bool``; when set it decides
             alone, over ``max_retries`` and the classification, as in ``Retries``.
         retry_delay_ms: Fixed delay between attempts in ms; ``None`` (the
@@ -78,8 +80,10 @@ class ClassifiedRetries(Middleware):
             (with jitter, capped at ``max_backoff``) instead of keeping it fixed.
             Defaults to ``False``.
         max_retry_after_ms: Cap on a provider's ``Retry-After``. Defaults to 300 000.
-        consumer_timeout_ms: RabbitMQ's ``consumer_timeout``; delays at or
-            above it are refused. Defaults to 1 800 000 (30 min).
+        consumer_timeout_ms: RabbitMQ's ``consumer_timeout``. A delay that a
+            consumer would hold unacked (``<queue>.DQ`` on RabbitMQ with
+            ``native_delays=False``, ``hold_retries_up_to_ms``) must stay below it;
+            TTL delay queues hold nothing. Defaults to 1 800 000 (30 min).
         worker_id: Recorded in each attempt and log line. Defaults to ``host-pid``.
         log_success: Log ``Job X completed successfully on attempt N`` at INFO.
             Defaults to ``True``.
@@ -97,7 +101,9 @@ class ClassifiedRetries(Middleware):
             to 0 (never held).
 
     Raises:
-        RetryConfigurationError: A delay is at or above ``consumer_timeout_ms``.
+        RetryConfigurationError: A delay is not whole ms >= 0 (here or when an
+            actor is declared), or, when an actor is declared on a broker that
+            would hold it unacked, at or above ``consumer_timeout_ms``.
     """
 
     def __init__(
@@ -121,8 +127,10 @@ class ClassifiedRetries(Middleware):
         self.classifier: Classifier = classifier or ErrorClassifier()
         self.max_retries = max_retries
         self.consumer_timeout_ms = consumer_timeout_ms
+        #: The longest a RabbitMQ consumer may hold a delayed message, with a margin.
+        self._max_held_ms = int(consumer_timeout_ms * 0.9)
         self.min_backoff = min_backoff or DEFAULT_MIN_BACKOFF_MS
-        self.max_backoff = max_backoff or int(consumer_timeout_ms * 0.9)
+        self.max_backoff = max_backoff or (DEFAULT_MAX_BACKOFF_MS if native_delays else self._max_held_ms)
         self.retry_when = retry_when
         self.retry_delay_ms = retry_delay_ms
         self.retry_backoff = retry_backoff
@@ -134,12 +142,20 @@ class ClassifiedRetries(Middleware):
         self.retry_priority_boost = retry_priority_boost
         self.hold_retries_up_to_ms = hold_retries_up_to_ms
         self._publisher = ConfirmPublisher()
-        self._check_delays(
+        delays.check_delays(
             "ClassifiedRetries",
+            None,
             retry_delay_ms=retry_delay_ms,
             min_backoff=self.min_backoff,
             max_backoff=self.max_backoff,
             max_retry_after_ms=max_retry_after_ms,
+            hold_retries_up_to_ms=hold_retries_up_to_ms,
+        )
+        delays.check_delays(
+            "ClassifiedRetries",
+            consumer_timeout_ms,
+            held_by="a retry due within it waits in the worker's consumer",
+            hold_retries_up_to_ms=hold_retries_up_to_ms,
         )
 
     @property
@@ -155,22 +171,43 @@ class ClassifiedRetries(Middleware):
             "retry_backoff",
         }
 
-    def _check_delays(self, owner: str, **delays_ms: int | None) -> None:
-        delays.check_delays(owner, self.consumer_timeout_ms, **delays_ms)
-
     def before_declare_actor(self, broker: dramatiq.Broker, actor: dramatiq.Actor[Any, Any]) -> None:
-        self._check_delays(
-            f"actor {actor.actor_name!r}",
-            retry_delay_ms=actor.options.get("retry_delay_ms"),
-            min_backoff=actor.options.get("min_backoff"),
-            max_backoff=actor.options.get("max_backoff"),
+        owner = f"actor {actor.actor_name!r}"
+        options = actor.options
+        delays.check_delays(
+            owner,
+            None,
+            retry_delay_ms=options.get("retry_delay_ms"),
+            min_backoff=options.get("min_backoff"),
+            max_backoff=options.get("max_backoff"),
+        )
+        if not self._held_on_delay_queue(broker):
+            return
+        # On this path a retry's delay keeps a delivery unacked: refuse what would outlast
+        # consumer_timeout. The backoff factor is not a delay: max_backoff caps what it grows to.
+        held_by = f"with native_delays=False a retry waits in {actor.queue_name}.DQ"
+        grows = options.get("retry_backoff", self.retry_backoff)
+        delays.check_delays(
+            "ClassifiedRetries",
+            self.consumer_timeout_ms,
+            held_by=held_by,
+            max_backoff=self.max_backoff,
+            max_retry_after_ms=self.max_retry_after_ms,
+        )
+        delays.check_delays(
+            owner,
+            self.consumer_timeout_ms,
+            held_by=held_by,
+            max_backoff=options.get("max_backoff"),
+            retry_delay_ms=None if grows else options.get("retry_delay_ms", self.retry_delay_ms),
         )
 
     def before_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         worker_logger = logging.getLogger("dramatiq.worker.WorkerThread")
         if not any(isinstance(f, DropWorkerFailureLogs) for f in worker_logger.filters):
             worker_logger.addFilter(DropWorkerFailureLogs())
-        if not getattr(broker, "confirm_delivery", True):
+        if self._held_on_delay_queue(broker) and not getattr(broker, "confirm_delivery", True):
+            # Retries and dead letters on TTL delay queues go through our own confirmed channel.
             logger.warning(
                 "The broker publishes without confirms: a retry it loses cannot be detected. "
                 "Build it with confirm_delivery=True."
@@ -225,8 +262,7 @@ class ClassifiedRetries(Middleware):
             classification = self.classifier(exception)
         context["category"] = classification.category.name
         error = f"{exception}" or type(exception).__name__
-        options["retries"] = retries + 1
-        options["requeue_timestamp"] = int(time.time() * 1000)
+        requested = isinstance(exception, dramatiq.Retry)
 
         throws = options.get("throws") or actor.options.get("throws")
         retry_when = actor.options.get("retry_when", self.retry_when)
@@ -240,10 +276,17 @@ class ClassifiedRetries(Middleware):
             reason = "exhausted"
         else:
             reason = "retry"
+        if reason != "throws":
+            # As Retries: an expected exception fails the message before a retry is counted.
+            options["retries"] = retries + 1
+            options["requeue_timestamp"] = int(time.time() * 1000)
 
         delay_ms = (
             self._delay_ms(message, actor, exception, classification, retries) if reason == "retry" else None
         )
+        if delay_ms is not None and self._held_on_delay_queue(broker):
+            # Per-message options cannot be checked at declaration: clamp them below the timeout.
+            delay_ms = min(delay_ms, self._max_held_ms)
         hold = (
             delay_ms is not None
             and delay_ms <= self.hold_retries_up_to_ms
@@ -256,7 +299,10 @@ class ClassifiedRetries(Middleware):
         )
 
         if delay_ms is not None:
-            self._log.retry(context, error, delay_ms)
+            if requested:
+                self._log.retry_requested(context, delay_ms)
+            else:
+                self._log.retry(context, error, delay_ms)
             if hold:
                 delays.hold_retry(message, delay_ms)
                 return
@@ -268,11 +314,16 @@ class ClassifiedRetries(Middleware):
                     delay_ms,
                     native=self._native(broker),
                     boost=self.retry_priority_boost,
+                    max_held_ms=self._max_held_ms,
                 )
                 return
             except Exception as exc:
                 self._log.retry_unpublished(context, exc)
                 reason = "retry_publish_failed"
+        elif reason == "throws":
+            self._log.aborted(context)
+        elif requested:
+            self._log.retries_exceeded(reason, context)
         else:
             self._log.dead_letter(reason, context, error, exception, classification)
 
@@ -289,6 +340,10 @@ class ClassifiedRetries(Middleware):
 
     def _native(self, broker: dramatiq.Broker) -> bool:
         return self.native_delays and isinstance(broker, RabbitmqBroker)
+
+    def _held_on_delay_queue(self, broker: dramatiq.Broker) -> bool:
+        """Whether ``broker``'s retries wait in ``<queue>.DQ``, held unacked by a RabbitMQ consumer."""
+        return isinstance(broker, RabbitmqBroker) and not self.native_delays
 
     def _delay_ms(
         self,

@@ -5,6 +5,12 @@ Logged through stdlib ``logging`` (logger ``provider_jobs.retries``) with
 structlog configuration renders the fields: ``job_id``, ``message_id``,
 ``actor``, ``worker_id``, ``attempt``, ``max_attempts``, ``provider``,
 ``operation``, and ``category`` / ``delay_s`` / ``reason`` where they apply.
+
+Classified failures get the product's lines (retryable at WARNING, permanent
+and exhausted at ERROR). The two outcomes ``Retries`` has its own words for
+keep its lines and levels, so that swapping the middleware changes no log: a
+:class:`dramatiq.Retry` is retried at INFO and gives up at WARNING, and an
+exception the actor ``throws`` is aborted at INFO.
 """
 
 from __future__ import annotations
@@ -82,6 +88,24 @@ class RetryLog:
             context["max_attempts"],
             extra=context,
         )
+
+    def retry_requested(self, context: dict[str, Any], delay_ms: int) -> None:
+        """INFO ``Retrying message 'id' in 50 milliseconds.``: Retries' line for a :class:`dramatiq.Retry`,
+        which asks for another attempt and is not a failure."""
+        context["delay_s"] = delay_ms / 1000
+        logger.info("Retrying message %r in %d milliseconds.", context["message_id"], delay_ms, extra=context)
+
+    def retries_exceeded(self, reason: str, context: dict[str, Any]) -> None:
+        """WARNING ``Retries exceeded for message 'id'.``: Retries' line for a :class:`dramatiq.Retry` past
+        the limit; ``Retry`` exists so that asking for attempts logs no error."""
+        context["reason"] = reason
+        logger.warning("Retries exceeded for message %r.", context["message_id"], extra=context)
+
+    def aborted(self, context: dict[str, Any]) -> None:
+        """INFO ``Aborting message 'id'.``: Retries' line for an exception the actor ``throws``, one it
+        expects; the worker has logged it at INFO too."""
+        context["reason"] = "throws"
+        logger.info("Aborting message %r.", context["message_id"], extra=context)
 
     def retry_unpublished(self, context: dict[str, Any], exc: BaseException) -> None:
         """ERROR: the retry could not be published, so the job is dead-lettered instead."""
