@@ -24,8 +24,9 @@ import dramatiq
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.common import xq_name
 
+from ..envelope import shortstr_or_none
 from .classifier import Classification
-from .publisher import ConfirmPublisher
+from .publisher import ConfirmPublisher, amqp_priority
 from .retry_log import logger
 
 __all__ = [
@@ -171,26 +172,28 @@ class DeadLetter:
     Args:
         routing_key: ``<queue>.XQ``.
         body: The enriched message, encoded.
-        priority: Its RabbitMQ priority.
+        priority: Its RabbitMQ priority, 0-255.
         headers: AMQP headers.
-        message_id: The Dramatiq message id, as AMQP ``message_id``.
+        message_id: The Dramatiq message id, as AMQP ``message_id``; ``None`` when it cannot be
+            one (not a string of at most 255 UTF-8 bytes): the body still holds it.
     """
 
     routing_key: str
     body: bytes
     priority: int | None
     headers: dict[str, Any]
-    message_id: str
+    message_id: str | None
 
 
 def dead_letter_of(message: dramatiq.MessageProxy) -> DeadLetter:
-    """The dead letter of a message :func:`stamp_dead_letter` has enriched."""
+    """The dead letter of a message :func:`stamp_dead_letter` has enriched, with AMQP properties
+    that are valid whatever the message says (a refused property fails the publish)."""
     return DeadLetter(
         routing_key=xq_name(message.queue_name),
         body=message._message.encode(),
-        priority=message.options.get("broker_priority"),
-        headers={"x-provider-jobs-dead-letter": message.options["dead_letter"]["reason"]},
-        message_id=message.message_id,
+        priority=amqp_priority(message.options.get("broker_priority")),
+        headers={"x-provider-jobs-dead-letter": str(message.options["dead_letter"]["reason"])},
+        message_id=shortstr_or_none(message.message_id),
     )
 
 

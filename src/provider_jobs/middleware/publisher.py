@@ -22,7 +22,10 @@ import pika.exceptions
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.common import q_name
 
-__all__ = ["ConfirmPublisher", "bucket_ms", "delay_queue_name"]
+__all__ = ["ConfirmPublisher", "amqp_priority", "bucket_ms", "delay_queue_name"]
+
+#: The highest AMQP priority (an octet); a queue's ``x-max-priority`` caps it lower.
+_MAX_AMQP_PRIORITY = 255
 
 #: Errors that mean the thread's connection is gone, not that RabbitMQ refused the message.
 _DEAD_CONNECTION = (
@@ -31,6 +34,15 @@ _DEAD_CONNECTION = (
     pika.exceptions.ChannelWrongStateError,
     pika.exceptions.StreamLostError,
 )
+
+
+def amqp_priority(value: Any) -> int | None:
+    """A message's ``broker_priority`` as a valid AMQP priority: an integer clamped to 0-255, or
+    ``None`` for anything else. A hand-made message may say anything, and pika refuses to publish
+    a priority that is not an octet."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        return None
+    return min(max(value, 0), _MAX_AMQP_PRIORITY)
 
 
 def bucket_ms(delay_ms: int) -> int:
@@ -82,7 +94,7 @@ class ConfirmPublisher:
         A connection found dead (the broker restarted since this thread last
         published) is reopened once before giving up.
         """
-        properties = pika.BasicProperties(delivery_mode=2, priority=priority, headers=headers)
+        properties = pika.BasicProperties(delivery_mode=2, priority=amqp_priority(priority), headers=headers)
         for attempt in (1, 2):
             try:
                 self._channel(broker).basic_publish(
