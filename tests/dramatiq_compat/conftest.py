@@ -1,8 +1,5 @@
-"""Brokers as Dramatiq's own tests build them, with ``Retries`` swapped for ``ClassifiedRetries``.
-
-Dramatiq's default middleware list, in its order, with the retry middleware
-last; nothing else of provider-jobs is used.
-"""
+"""Brokers and workers as Dramatiq's own tests build them, with ``Retries`` swapped for
+``ClassifiedRetries`` (see :mod:`swapped`); nothing else of provider-jobs is used."""
 
 from __future__ import annotations
 
@@ -12,21 +9,8 @@ import dramatiq
 import pytest
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.brokers.stub import StubBroker
-from dramatiq.middleware import AgeLimit, Callbacks, Middleware, Pipelines, ShutdownNotifications, TimeLimit
 
-from provider_jobs.middleware import ClassifiedRetries, ErrorClassifier
-
-
-def swapped_middleware() -> list[Middleware]:
-    """``dramatiq.middleware.default_middleware``, instantiated, ``Retries`` replaced."""
-    return [
-        AgeLimit(),
-        TimeLimit(),
-        ShutdownNotifications(),
-        Callbacks(),
-        Pipelines(),
-        ClassifiedRetries(classifier=ErrorClassifier()),
-    ]
+from dramatiq_compat.swapped import swapped_middleware
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ another Dramatiq service reusing it gets.
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import threading
 import time
@@ -24,6 +25,7 @@ from pytest_rabbitmq.factories.executor import RabbitMqExecutor
 
 from provider_jobs.middleware import ClassifiedRetries, ErrorClassifier, RetryConfigurationError
 from provider_jobs.middleware.publisher import bucket_ms
+from provider_jobs.middleware.retry_log import seconds
 
 from support import depth_or_zero, queue_depth, running_worker, take_dead_letters, wait_for
 
@@ -450,6 +452,90 @@ def test_with_native_delays_off_retries_go_through_dramatiqs_delay_queue(
         amqp.queue_declare(f"{queue_name}.retry.50", passive=True)
 
 
+def decide(broker: dramatiq.Broker, actor: dramatiq.Actor, exception: BaseException) -> dramatiq.MessageProxy:
+    """Let the broker's ClassifiedRetries decide about ``actor``'s message that raised ``exception``."""
+    [retries] = [m for m in broker.middleware if isinstance(m, ClassifiedRetries)]
+    message = dramatiq.MessageProxy(actor.message())
+    retries.after_process_message(broker, message, exception=exception)
+    return message
+
+
+def delay_queue_eta_ms(channel, queue_name: str) -> int:
+    """The eta of the one message waiting in ``<queue>.DQ``, taken off it."""
+    method, _, body = channel.basic_get(dq_name(queue_name), auto_ack=True)
+    assert method is not None
+    eta: int = json.loads(body)["options"]["eta"]
+    return eta
+
+
+def test_a_long_retry_waits_in_its_ttl_queue_without_being_shortened(
+    rabbitmq_url: str, queue_name: str, amqp
+) -> None:
+    broker = plain_broker(rabbitmq_url, ClassifiedRetries())
+
+    @dramatiq.actor(broker=broker, queue_name=queue_name)
+    def later() -> None:
+        pass
+
+    bucket = f"{queue_name}.retry.3600000"
+    try:
+        message = decide(broker, later, dramatiq.Retry(delay=3_600_000))
+        assert message.options["attempt_history"][-1]["delay_ms"] == 3_600_000
+        assert depth_or_zero(rabbitmq_url, bucket) == 1
+    finally:
+        amqp.queue_delete(bucket)
+        broker.close()
+
+
+def test_with_native_delays_off_a_long_retry_is_shortened_below_the_consumer_timeout(
+    rabbitmq_url: str, queue_name: str, amqp
+) -> None:
+    broker = plain_broker(
+        rabbitmq_url,
+        ClassifiedRetries(native_delays=False, consumer_timeout_ms=100_000, max_retry_after_ms=50_000),
+    )
+
+    @dramatiq.actor(broker=broker, queue_name=queue_name)
+    def later() -> None:
+        pass
+
+    sent_ms = int(time.time() * 1000)
+    try:
+        message = decide(broker, later, dramatiq.Retry(delay=3_600_000))
+    finally:
+        broker.close()
+    assert message.options["attempt_history"][-1]["delay_ms"] == 90_000
+    assert 90_000 <= delay_queue_eta_ms(amqp, queue_name) - sent_ms < 95_000
+
+
+def test_a_retry_that_falls_back_to_the_delay_queue_is_shortened_below_the_consumer_timeout(
+    rabbitmq_url: str,
+    queue_name: str,
+    amqp,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    retries = ClassifiedRetries(consumer_timeout_ms=100_000)
+    broker = plain_broker(rabbitmq_url, retries)
+
+    def refuse(*args, **kwargs) -> int:
+        raise pika.exceptions.ChannelClosedByBroker(406, "PRECONDITION_FAILED")
+
+    monkeypatch.setattr(retries._publisher, "publish_delayed", refuse)
+
+    @dramatiq.actor(broker=broker, queue_name=queue_name)
+    def later() -> None:
+        pass
+
+    sent_ms = int(time.time() * 1000)
+    try:
+        decide(broker, later, dramatiq.Retry(delay=3_600_000))
+    finally:
+        broker.close()
+    assert 90_000 <= delay_queue_eta_ms(amqp, queue_name) - sent_ms < 95_000
+    assert any("using " + dq_name(queue_name) in m for m in caplog.messages)
+
+
 def test_a_due_retry_runs_before_the_backlog_of_its_priority(
     rabbitmq_url: str, queue_name: str, amqp
 ) -> None:
@@ -481,6 +567,25 @@ def test_a_due_retry_runs_before_the_backlog_of_its_priority(
 )
 def test_delays_round_up_to_two_significant_digits(delay: int, bucket: int) -> None:
     assert bucket_ms(delay) == bucket
+
+
+@pytest.mark.parametrize(
+    ("delay_ms", "logged"),
+    [
+        (20, "0.02"),
+        (5000, "5.0"),
+        (5300, "5.3"),
+        (17_234, "17.2"),
+        (99_999, "100"),
+        (172_345, "172"),
+        (999_999, "1000"),
+        (1_234_567, "1235"),
+    ],
+)
+def test_a_retry_delay_is_logged_in_seconds_without_exponents_above_1000_s(
+    delay_ms: int, logged: str
+) -> None:
+    assert seconds(delay_ms) == logged
 
 
 # -- nothing is lost when our own decision fails ---------------------------------------------

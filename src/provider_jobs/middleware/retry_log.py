@@ -38,8 +38,12 @@ class DropWorkerFailureLogs(logging.Filter):
 
 
 def seconds(delay_ms: int) -> str:
-    """``5000`` as ``5.0``, ``5300`` as ``5.3``, ``20`` as ``0.02``: as logged, never rounded to 0."""
-    return f"{delay_ms / 1000:.1f}" if delay_ms % 100 == 0 else f"{delay_ms / 1000:.3g}"
+    """``5000`` as ``5.0``, ``5300`` as ``5.3``, ``20`` as ``0.02``, ``1234567`` as ``1235``: as
+    logged, never rounded to 0 and never in exponent notation."""
+    if delay_ms % 100 == 0:
+        return f"{delay_ms / 1000:.1f}"
+    # Three significant digits would write 999.999 s as 1e+03: from 100 s on, whole seconds.
+    return f"{delay_ms / 1000:.3g}" if delay_ms < 100_000 else f"{delay_ms / 1000:.0f}"
 
 
 class RetryLog:
