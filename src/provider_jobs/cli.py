@@ -7,9 +7,10 @@ import json
 import logging
 import os
 import socket
+import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any, ParamSpec, TypeVar
 
 import dramatiq
@@ -21,6 +22,7 @@ from .dlq.cli.app import archiver, dlq_app
 from .errors import ProviderJobsError
 from .log_config import configure_logging
 from .providers import ProviderRegistry, load_providers
+from .redaction import mask_url_password
 from .settings import Settings
 
 __all__ = ["app", "main", "one_line_errors"]
@@ -58,7 +60,9 @@ def _settings() -> Settings:
     # The actors package builds Dramatiq's global broker when imported (it is
     # Dramatiq's entry point), so commands import it only when they need it.
     settings = Settings.from_env()
-    configure_logging(log_format=settings.log_format, level=settings.log_level)
+    configure_logging(
+        log_format=settings.log_format, level=settings.log_level, redact_keys=settings.redact_keys
+    )
     return settings
 
 
@@ -258,7 +262,7 @@ def demo(
         logger.info(
             "Demo jobs done. Dead letters are archived in %s: try `provider-jobs dlq groups`, "
             "`curl http://%s:%d/queue-stats`%s",
-            settings.archive_url,
+            mask_url_password(settings.archive_url),
             settings.api_host,
             settings.api_port,
             "" if exit_when_done else ". Ctrl-C stops.",
@@ -267,6 +271,23 @@ def demo(
     _run_worker(settings, demo_registry(), until_idle=exit_when_done, archiver=True, api=True, on_idle=done)
 
 
-def main() -> None:
-    """Console entry point."""
-    app()
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console entry point: usage errors are one line on stderr, with click's exit code (2).
+
+    Args:
+        argv: The arguments; default ``sys.argv[1:]``.
+    """
+    try:
+        code = app(args=None if argv is None else list(argv), standalone_mode=False)
+    except typer.TyperException as exc:
+        # Typer's (vendored click's) usage errors derive from TyperException.
+        if type(exc).__name__ == "NoArgsIsHelpError":
+            typer.echo(exc.format_message(), err=True)
+        else:
+            # Bad usage: one line naming the problem, not a framed panel and a usage block.
+            typer.echo(f"provider-jobs: {' '.join(exc.format_message().split())}", err=True)
+        code = exc.exit_code
+    except typer.Abort:
+        typer.echo("provider-jobs: aborted", err=True)
+        code = 1
+    sys.exit(code if isinstance(code, int) else 0)

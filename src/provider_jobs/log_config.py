@@ -4,21 +4,33 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Iterable
 from typing import Any
 
 import structlog
 
+from .redaction import DEFAULT_REDACT_KEYS, Redactor
+
 __all__ = ["configure_logging"]
 
 
-def configure_logging(*, log_format: str = "auto", level: str = "INFO") -> None:
+def configure_logging(
+    *, log_format: str = "auto", level: str = "INFO", redact_keys: Iterable[str] = DEFAULT_REDACT_KEYS
+) -> None:
     """Route structlog and stdlib logging through one renderer on stderr.
+
+    Every line is masked on its way out: values of secret keys, URL passwords
+    and secret ``key=value`` pairs in messages and tracebacks (see
+    :class:`~provider_jobs.redaction.Redactor`).
 
     Args:
         log_format: ``console`` (coloured key=value), ``json`` (one object a
             line), or ``auto``: console in a terminal, JSON otherwise.
         level: Root log level name. Default ``INFO``.
+        redact_keys: Key names whose values are masked. Default
+            :data:`~provider_jobs.redaction.DEFAULT_REDACT_KEYS`.
     """
+    redactor = Redactor(keys=redact_keys)
     if log_format == "auto":
         log_format = "console" if sys.stderr.isatty() else "json"
     shared: list[Any] = [
@@ -30,12 +42,15 @@ def configure_logging(*, log_format: str = "auto", level: str = "INFO") -> None:
     ]
     renderer: list[Any]
     if log_format == "json":
-        renderer = [structlog.processors.dict_tracebacks, structlog.processors.JSONRenderer()]
+        renderer = [structlog.processors.dict_tracebacks, redactor, structlog.processors.JSONRenderer()]
     else:
+        # The traceback is rendered to text before the redactor, so that it is masked too.
         renderer = [
+            structlog.processors.format_exc_info,
+            redactor,
             structlog.dev.ConsoleRenderer(
                 colors=sys.stderr.isatty(), exception_formatter=structlog.dev.plain_traceback
-            )
+            ),
         ]
     structlog.configure(
         processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import math
 import os
+import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from types import MappingProxyType
 from typing import Any, TypeVar
 
 from .errors import ConfigurationError
+from .redaction import DEFAULT_REDACT_KEYS, Redactor, mask_url_password
 
 __all__ = ["ENV_PREFIX", "Settings"]
 
@@ -26,6 +29,26 @@ def _parse_delays(text: str) -> Mapping[str, float]:
             raise ValueError(f"{item!r} is not operation=seconds")
         delays[name.strip()] = float(value)
     return MappingProxyType(delays)
+
+
+def _shown(value: object) -> str:
+    """``value``'s repr for an error line: URL passwords masked, at most 80 characters."""
+    text = mask_url_password(repr(value))
+    return text if len(text) <= 80 else f"{text[:77]}..."
+
+
+def _parse_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError("expected a finite number")
+    return value
+
+
+def _parse_int(text: str) -> int:
+    # int() reads thousands of digits; no setting needs more than a few.
+    if len(text.strip()) > 18:
+        raise ValueError("expected an integer of at most 18 digits")
+    return int(text)
 
 
 def _parse_names(text: str) -> tuple[str, ...]:
@@ -81,7 +104,14 @@ class Settings:
         api_host: Address ``provider-jobs api`` binds. Default ``127.0.0.1``.
         api_port: Port of ``provider-jobs api``. Default 8001.
         api_token: Bearer token the API's mutating endpoints require; with
-            none set they are refused (403). Default none.
+            none set they are refused (403). With it set, the read endpoints
+            under ``/dlq`` need it (or ``api_read_token``) too. Default none.
+        api_read_token: A bearer token for the API's read endpoints only. Default none.
+        api_max_body_bytes: Largest request body the API reads; larger ones are
+            refused with 413 before they are read. Default 1 MiB.
+        redact_keys: Key names whose values every view masks (CLI, API, logs,
+            webhooks), comma-separated; matched case-insensitively at any depth,
+            as a part of the key's name. Default :data:`~.redaction.DEFAULT_REDACT_KEYS`.
         metrics_port: Port a worker serves ``/metrics`` on. Default none (not served).
         archive_url: Dead-letter archive database: ``sqlite:///path`` (relative
             to the working directory; the directory is created when the archive
@@ -129,6 +159,9 @@ class Settings:
     api_host: str = "127.0.0.1"
     api_port: int = 8001
     api_token: str | None = field(default=None, repr=False)
+    api_read_token: str | None = field(default=None, repr=False)
+    api_max_body_bytes: int = 1_048_576
+    redact_keys: tuple[str, ...] = DEFAULT_REDACT_KEYS
     metrics_port: int | None = None
     archive_url: str = "sqlite:///var/provider-jobs/archive.sqlite3"
     archive_retention_days: float = 30.0
@@ -143,9 +176,13 @@ class Settings:
     def __post_init__(self) -> None:
         def refuse(name: str, allowed: str) -> None:
             raise ConfigurationError(
-                f"{ENV_PREFIX}{name.upper()}={getattr(self, name)!r} is not allowed: {allowed}"
+                f"{ENV_PREFIX}{name.upper()}={_shown(getattr(self, name))} is not allowed: {allowed}"
             )
 
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                refuse(item.name, "expected a finite number")
         if not self.broker_url.startswith(("amqp://", "amqps://")):
             refuse("broker_url", "expected an amqp:// or amqps:// URL")
         if not self.queue_name or any(c.isspace() for c in self.queue_name):
@@ -164,8 +201,8 @@ class Settings:
             refuse("hold_retries_up_to_ms", "expected 0 to 60000 ms")
         if not 1 <= self.max_deliveries <= 1000:
             refuse("max_deliveries", "expected 1 to 1000 deliveries")
-        if self.worker_threads < 1:
-            refuse("worker_threads", "expected 1 or more threads")
+        if not 1 <= self.worker_threads <= 1024:
+            refuse("worker_threads", "expected 1 to 1024 threads")
         if not 10 <= self.worker_timeout_ms <= 60_000:
             refuse("worker_timeout_ms", "expected 10 to 60000 ms")
         if self.log_format not in {"auto", "console", "json"}:
@@ -177,10 +214,11 @@ class Settings:
                 refuse(name, "expected a TCP port, 1 to 65535")
         if not self.archive_url.startswith(("sqlite://", "postgresql://", "postgresql+psycopg://")):
             refuse("archive_url", "expected a sqlite:///path or postgresql+psycopg://... URL")
-        if self.archive_retention_days <= 0:
-            refuse("archive_retention_days", "expected days > 0")
-        if self.archive_max_records < 1:
-            refuse("archive_max_records", "expected 1 or more records")
+        if not 0 < self.archive_retention_days <= 36_500:
+            refuse("archive_retention_days", "expected days > 0 and at most 36500")
+        if not 1 <= self.archive_max_records <= 1_000_000_000:
+            refuse("archive_max_records", "expected 1 to 1000000000 records")
+        self._check_api_and_views(refuse)
         if not 1 <= self.archiver_batch_size <= 10_000:
             refuse("archiver_batch_size", "expected 1 to 10000 messages")
         if not 1 <= self.archiver_flush_ms <= 60_000:
@@ -189,6 +227,19 @@ class Settings:
             refuse("archiver_queues", "expected comma-separated queue names without spaces")
         if not 0 < self.archiver_max_backoff_s <= 3600:
             refuse("archiver_max_backoff_s", "expected seconds > 0 and at most 3600")
+
+    def _check_api_and_views(self, refuse: Callable[[str, str], None]) -> None:
+        """The API's and the views' settings (split out of ``__post_init__`` for size)."""
+        if not 1024 <= self.api_max_body_bytes <= 1 << 30:
+            refuse("api_max_body_bytes", "expected 1024 to 1073741824 bytes")
+        if any(not re.fullmatch(r"[A-Za-z0-9_.\-]+", key) for key in self.redact_keys):
+            refuse("redact_keys", "expected comma-separated key names (letters, digits, _ . -)")
+        for name in ("api_token", "api_read_token"):
+            token = getattr(self, name)
+            if token is not None and (not token.isprintable() or any(c.isspace() for c in token)):
+                raise ConfigurationError(
+                    f"{ENV_PREFIX}{name.upper()} is not allowed: expected printable characters without spaces"
+                )
 
     @property
     def max_retries(self) -> int:
@@ -199,6 +250,10 @@ class Settings:
     def archived_queues(self) -> tuple[str, ...]:
         """Queues whose ``<queue>.XQ`` the archiver drains: ``queue_name`` first, then ``archiver_queues``."""
         return tuple(dict.fromkeys((self.queue_name, *self.archiver_queues)))
+
+    def redactor(self) -> Redactor:
+        """The :class:`~.redaction.Redactor` every view uses: ``redact_keys`` masked."""
+        return Redactor(keys=self.redact_keys)
 
     def delay_s_for(self, operation: str) -> float:
         """The retry delay for ``operation``: its own, or ``retry_delay_s``."""
@@ -215,34 +270,37 @@ class Settings:
         parsers: dict[str, Callable[[str], Any]] = {
             "broker_url": str,
             "queue_name": str,
-            "max_attempts": int,
-            "retry_delay_s": float,
+            "max_attempts": _parse_int,
+            "retry_delay_s": _parse_float,
             "retry_backoff": _parse_bool,
-            "max_retry_delay_s": float,
+            "max_retry_delay_s": _parse_float,
             "operation_delays_s": _parse_delays,
-            "max_retry_after_s": float,
-            "consumer_timeout_s": float,
-            "hold_retries_up_to_ms": int,
-            "max_deliveries": int,
+            "max_retry_after_s": _parse_float,
+            "consumer_timeout_s": _parse_float,
+            "hold_retries_up_to_ms": _parse_int,
+            "max_deliveries": _parse_int,
             "unknown_errors_retryable": _parse_bool,
             "worker_id": str,
-            "worker_threads": int,
-            "worker_timeout_ms": int,
+            "worker_threads": _parse_int,
+            "worker_timeout_ms": _parse_int,
             "providers": str,
             "providers_file": str,
             "log_format": str,
             "log_level": str,
             "api_host": str,
-            "api_port": int,
+            "api_port": _parse_int,
             "api_token": str,
-            "metrics_port": int,
+            "api_read_token": str,
+            "api_max_body_bytes": _parse_int,
+            "redact_keys": _parse_names,
+            "metrics_port": _parse_int,
             "archive_url": str,
-            "archive_retention_days": float,
-            "archive_max_records": int,
-            "archiver_batch_size": int,
-            "archiver_flush_ms": int,
+            "archive_retention_days": _parse_float,
+            "archive_max_records": _parse_int,
+            "archiver_batch_size": _parse_int,
+            "archiver_flush_ms": _parse_int,
             "archiver_queues": _parse_names,
-            "archiver_max_backoff_s": float,
+            "archiver_max_backoff_s": _parse_float,
             "dlq_policy_file": str,
             "operator": str,
         }
@@ -255,7 +313,7 @@ class Settings:
                 values[name] = parse(raw)
             except ValueError as exc:
                 raise ConfigurationError(
-                    f"{ENV_PREFIX}{name.upper()}={raw!r} is not allowed: {exc}"
+                    f"{ENV_PREFIX}{name.upper()}={_shown(raw)} is not allowed: {mask_url_password(str(exc))}"
                 ) from None
         values.update(overrides)
         return cls(**values)

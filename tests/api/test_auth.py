@@ -1,7 +1,9 @@
-"""Every mutating endpoint needs the bearer token; with none configured, mutations are refused."""
+"""Every mutating endpoint needs the bearer token; with none configured, mutations are refused.
+With a token configured, reads need it (or the read-only token) too."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -81,7 +83,44 @@ def test_a_mutation_with_the_right_token_goes_through(
         assert response.status_code == 200, (path, response.text)
 
 
-def test_reads_need_no_token(token_client: TestClient, archived: list[int]) -> None:
-    assert token_client.get("/dlq/records").status_code == 200
-    assert token_client.get("/dlq/groups").status_code == 200
-    assert token_client.get(f"/dlq/records/{archived[0]}").status_code == 200
+def test_reads_are_open_when_no_token_is_configured(client: TestClient, archived: list[int]) -> None:
+    assert client.get("/dlq/records").status_code == 200
+    assert client.get("/dlq/groups").status_code == 200
+    assert client.get(f"/dlq/records/{archived[0]}").status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/dlq/records", "/dlq/groups", "/dlq/records/1"])
+def test_with_a_token_configured_reads_need_it_too(token_client: TestClient, path: str) -> None:
+    response = token_client.get(path)
+
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"].startswith("Bearer")
+    assert token_client.get(path, headers={"Authorization": "Bearer wrong"}).status_code == 401
+
+
+def test_reads_take_the_token_or_the_read_only_one(
+    token_settings: Settings, archive: DeadLetterArchive, archived: list[int]
+) -> None:
+    settings = dataclasses.replace(token_settings, api_read_token="reader")
+    with TestClient(create_app(settings, archive=archive)) as client:
+        for token in (TOKEN, "reader"):
+            headers = {"Authorization": f"Bearer {token}"}
+            assert client.get("/dlq/records", headers=headers).status_code == 200
+            assert client.get(f"/dlq/records/{archived[0]}", headers=headers).status_code == 200
+        refused = client.post(
+            "/dlq/discard",
+            json={"ids": archived[:1], "reason": "x"},
+            headers={"Authorization": "Bearer reader"},
+        )
+
+    assert refused.status_code == 403 and "read-only" in refused.json()["detail"]
+    assert archive.get(archived[0]).status == "dead"
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/metrics"])
+def test_health_and_metrics_stay_open_with_a_token(token_client: TestClient, path: str) -> None:
+    assert token_client.get(path).status_code == 200
+
+
+def test_queue_stats_stays_open_with_a_token(token_client: TestClient, amqp: Any) -> None:
+    assert token_client.get("/queue-stats").status_code == 200

@@ -61,7 +61,9 @@ def test_groups_count_dead_letters_by_cause(client: TestClient, archived: list[i
 def test_replay_sends_a_group_back_to_the_work_queue_once(
     token_client: TestClient, archived: list[int], archive: DeadLetterArchive, settings: Settings, amqp: Any
 ) -> None:
-    group = next(g for g in token_client.get("/dlq/groups").json() if g["category"] == "timeout")
+    group = next(
+        g for g in token_client.get("/dlq/groups", headers=AUTH).json() if g["category"] == "timeout"
+    )
 
     body = {"group": group["fingerprint"], "reason": "fixed"}
     first = token_client.post("/dlq/replay", json=body, headers=AUTH)
@@ -120,7 +122,9 @@ def test_metrics_show_dead_letters_awaiting_action_by_category(
 def test_discard_leaves_records_already_replayed_alone(
     token_client: TestClient, archived: list[int], archive: DeadLetterArchive
 ) -> None:
-    group = next(g for g in token_client.get("/dlq/groups").json() if g["category"] == "timeout")
+    group = next(
+        g for g in token_client.get("/dlq/groups", headers=AUTH).json() if g["category"] == "timeout"
+    )
     replayed = token_client.post("/dlq/replay", json={"group": group["fingerprint"]}, headers=AUTH).json()
 
     response = token_client.post(

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import FastAPI, Header, Request, Response, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
@@ -22,11 +23,13 @@ from ..errors import (
 )
 from ..middleware.metrics import render_metrics
 from ..rabbitmq.connectivity import check_broker
+from ..redaction import Redactor
 from ..settings import Settings
 from .archive_stats import ArchiveCollector, summarise_archive
-from .auth import bearer_token_guard
+from .auth import bearer_token_guard, check_token, read_token_guard
 from .dlq import dlq_router
 from .exposition import api_registry
+from .gate import RequestGate
 from .queue_stats import read_queue_stats
 
 __all__ = ["create_app"]
@@ -93,9 +96,28 @@ _ERROR_STATUS: tuple[tuple[type[ProviderJobsError], int], ...] = (
 )
 
 
-def _error_response(request: Request, exc: Exception) -> JSONResponse:
-    code = next((code for kind, code in _ERROR_STATUS if isinstance(exc, kind)), 500)
-    return JSONResponse({"detail": str(exc)}, status_code=code)
+def _error_handlers(redactor: Redactor) -> tuple[Any, Any]:
+    """Handlers answering our errors, and invalid requests, with masked texts."""
+
+    def error_response(request: Request, exc: Exception) -> JSONResponse:
+        code = next((code for kind, code in _ERROR_STATUS if isinstance(exc, kind)), 500)
+        return JSONResponse({"detail": redactor.view(str(exc))}, status_code=code)
+
+    def invalid_request(request: Request, exc: Exception) -> JSONResponse:
+        # The field and the problem, never the value sent: it may be a secret (the
+        # whole body, for an error about the body as a whole).
+        assert isinstance(exc, RequestValidationError)
+        problems = [
+            {
+                "loc": list(error.get("loc", ())),
+                "msg": redactor.view(error.get("msg", "")),
+                "type": error.get("type"),
+            }
+            for error in exc.errors()
+        ]
+        return JSONResponse({"detail": problems}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+    return error_response, invalid_request
 
 
 def create_app(settings: Settings, *, archive: DeadLetterArchive | None = None) -> FastAPI:
@@ -113,9 +135,33 @@ def create_app(settings: Settings, *, archive: DeadLetterArchive | None = None) 
     )
     archive = archive if archive is not None else DeadLetterArchive(settings.archive_url)
     registry = api_registry(settings, ArchiveCollector(archive))
+    redactor = settings.redactor()
+    error_response, invalid_request = _error_handlers(redactor)
     for kind, _ in _ERROR_STATUS:
-        app.add_exception_handler(kind, _error_response)
-    app.include_router(dlq_router(settings, archive, bearer_token_guard(settings.api_token)))
+        app.add_exception_handler(kind, error_response)
+    app.add_exception_handler(RequestValidationError, invalid_request)
+    app.include_router(
+        dlq_router(
+            settings,
+            archive,
+            bearer_token_guard(settings.api_token, read_token=settings.api_read_token),
+            # With no token configured reads are open, and the schema says so.
+            read_guard=read_token_guard(settings.api_token, settings.api_read_token)
+            if settings.api_token or settings.api_read_token
+            else None,
+            redactor=redactor,
+        )
+    )
+    # Outermost: a mutation's token and a body's size are checked before the body is read.
+    app.add_middleware(
+        RequestGate,
+        max_body_bytes=settings.api_max_body_bytes,
+        authorize=lambda authorization, path: (
+            check_token(authorization, accepted=[settings.api_token], read_only=settings.api_read_token)
+            if path.startswith("/dlq/")
+            else None
+        ),
+    )
 
     @app.get(
         "/healthz",
@@ -137,12 +183,12 @@ def create_app(settings: Settings, *, archive: DeadLetterArchive | None = None) 
             check_broker(settings.broker_url, timeout_s=2.0)
             checks["broker"] = "ok"
         except BrokerUnavailable as exc:
-            checks["broker"] = str(exc)
+            checks["broker"] = redactor.text(str(exc))
         try:
             archive.check()
             checks["archive"] = "ok"
         except ArchiveError as exc:
-            checks["archive"] = str(exc)
+            checks["archive"] = redactor.text(str(exc))
         ready = all(value == "ok" for value in checks.values())
         body = ReadinessModel(status="ready" if ready else "unavailable", checks=checks)
         return JSONResponse(
@@ -160,12 +206,14 @@ def create_app(settings: Settings, *, archive: DeadLetterArchive | None = None) 
         try:
             stats = read_queue_stats(settings)
         except BrokerUnavailable as exc:
-            return JSONResponse({"detail": str(exc)}, status_code=status.HTTP_503_SERVICE_UNAVAILABLE)
+            return JSONResponse(
+                {"detail": redactor.text(str(exc))}, status_code=status.HTTP_503_SERVICE_UNAVAILABLE
+            )
         queues = [QueueStatModel(**vars(stat)) for stat in stats]
         try:
             summary = summarise_archive(archive)
         except ArchiveError as exc:
-            return QueueStatsModel(queues=queues, archive=None, archive_error=str(exc))
+            return QueueStatsModel(queues=queues, archive=None, archive_error=redactor.text(str(exc)))
         oldest_ms = summary.oldest_awaiting_ms
         return QueueStatsModel(
             queues=queues,

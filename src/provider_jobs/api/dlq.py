@@ -5,11 +5,22 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Path, Query
-from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema, model_validator
+from fastapi import APIRouter, Depends, Path, Query, Request
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    model_validator,
+)
 
 from ..dlq import DEAD, DISCARDED, DeadLetterArchive, Group, RecordFilter, Replayer, ReplayOutcome
+from ..dlq.replay.message import unstorable
+from ..redaction import Redactor
 from ..settings import Settings
+from .auth import check_token
 
 __all__ = ["dlq_router"]
 
@@ -18,6 +29,27 @@ Status = Literal["dead", "replayed", "discarded"]
 #: and above 2**63 they overflow the database driver.
 MAX_ID = 2**53
 RecordId = Annotated[int, Path(ge=1, le=MAX_ID)]
+
+
+def _no_nul(value: Any) -> Any:
+    """Refuse text no archive can store or search (NUL, lone surrogates), at any depth."""
+    problem = unstorable(value)
+    if problem is not None:
+        raise ValueError(f"must not contain {problem}")
+    return value
+
+
+def _integral(value: Any) -> Any:
+    """``2.0`` as ``2`` (JSON Schema counts it an integer); ``true`` and ``"2"`` stay, to be refused."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+#: JSON Schema's word for "no NUL character".
+_NO_NUL: dict[str, Any] = {"pattern": "^[^\u0000]*$"}
+#: A filter's text: no NUL, at most 1000 characters.
+FilterText = Annotated[str | None, Query(max_length=1000, json_schema_extra=_NO_NUL), AfterValidator(_no_nul)]
 
 
 class RecordModel(BaseModel):
@@ -58,7 +90,7 @@ class _Selection(BaseModel):
     )
 
     ids: Annotated[
-        list[Annotated[int, Field(ge=1, le=MAX_ID)]] | None,
+        list[Annotated[int, BeforeValidator(_integral), Field(strict=True, ge=1, le=MAX_ID)]] | None,
         WithJsonSchema(
             {"type": "array", "items": {"type": "integer", "minimum": 1, "maximum": MAX_ID}, "minItems": 1,
              "maxItems": 10_000}
@@ -66,11 +98,22 @@ class _Selection(BaseModel):
     ] = Field(default=None, min_length=1, max_length=10_000)  # fmt: skip
     group: Annotated[
         str | None,
-        WithJsonSchema({"type": "string", "minLength": 1, "description": "A group's fingerprint."}),
-    ] = Field(default=None, min_length=1)
-    category: Annotated[str | None, WithJsonSchema({"type": "string", "minLength": 1})] = Field(
-        default=None, min_length=1
-    )
+        AfterValidator(_no_nul),
+        WithJsonSchema(
+            {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": 1000,
+                "description": "A group's fingerprint.",
+                **_NO_NUL,
+            }
+        ),
+    ] = Field(default=None, min_length=1, max_length=1000, strict=True)
+    category: Annotated[
+        str | None,
+        AfterValidator(_no_nul),
+        WithJsonSchema({"type": "string", "minLength": 1, "maxLength": 1000, **_NO_NUL}),
+    ] = Field(default=None, min_length=1, max_length=1000, strict=True)
 
     @model_validator(mode="after")
     def _selects_something(self) -> _Selection:
@@ -85,9 +128,14 @@ class _Selection(BaseModel):
 class ReplayRequest(_Selection):
     """Which records to replay and how; each is sent once with a fresh attempt budget."""
 
-    reason: str | None = Field(default=None, max_length=1000)
-    force: bool = Field(default=False, description="Also replay records already replayed or discarded.")
-    dry_run: bool = False
+    reason: Annotated[str | None, AfterValidator(_no_nul)] = Field(
+        default=None, max_length=1000, strict=True, json_schema_extra=_NO_NUL
+    )
+    force: bool = Field(
+        default=False, strict=True, description="Also replay records already replayed or discarded."
+    )
+    dry_run: bool = Field(default=False, strict=True)
+    # JSON columns store a NUL (escaped) and lone surrogates; only text columns cannot.
     request_patch: dict[str, Any] | None = Field(
         default=None, description="JSON merge patch for each request."
     )
@@ -105,7 +153,13 @@ class ReplayResponse(BaseModel):
 class DiscardRequest(_Selection):
     """Which records to discard, and why (kept in the audit log)."""
 
-    reason: str = Field(min_length=1, max_length=1000, pattern=r"\S")
+    reason: Annotated[str, AfterValidator(_no_nul)] = Field(
+        min_length=1,
+        max_length=1000,
+        pattern=r"\S",
+        strict=True,
+        json_schema_extra={"not": {"pattern": "\u0000"}},
+    )
 
 
 class DiscardResponse(BaseModel):
@@ -114,27 +168,73 @@ class DiscardResponse(BaseModel):
     discarded: list[int]
 
 
-def dlq_router(settings: Settings, archive: DeadLetterArchive, guard: Callable[..., None]) -> APIRouter:
-    """The ``/dlq`` routes on ``archive``; mutations pass ``guard`` first.
+def dlq_router(
+    settings: Settings,
+    archive: DeadLetterArchive,
+    guard: Callable[..., None],
+    *,
+    read_guard: Callable[..., None] | None = None,
+    redactor: Redactor | None = None,
+) -> APIRouter:
+    """The ``/dlq`` routes on ``archive``; mutations pass ``guard`` first, reads ``read_guard``.
+
+    Every record, group and audit entry is shown through ``redactor``: secret
+    values masked, size capped. ``GET /dlq/records/{id}?reveal=true`` shows the
+    secrets to a caller with the mutation token, and writes the reveal to the audit log.
 
     Args:
-        settings: Broker URL (replays publish there) and operator name for the audit log.
+        settings: Broker URL (replays publish there), operator name for the audit log, tokens.
         archive: The dead-letter archive.
-        guard: A FastAPI dependency that refuses unauthorised requests.
+        guard: A FastAPI dependency that refuses unauthorised mutations.
+        read_guard: A FastAPI dependency that refuses unauthorised reads. Default: reads are open.
+        redactor: How views are masked and capped. Default: ``settings.redactor()``.
     """
+    reads = [Depends(read_guard)] if read_guard is not None else []
     router = APIRouter(prefix="/dlq", tags=["dlq"])
     who = settings.operator or "api"
+    redactor = redactor if redactor is not None else settings.redactor()
 
-    @router.get("/records", response_model=RecordPage, summary="Archived dead letters, newest first")
+    def record_view(record: Any, *, with_body: bool = False, reveal: bool = False) -> dict[str, Any]:
+        data: dict[str, Any] = redactor.view(record, reveal=reveal, omit=() if with_body else ("body",))
+        data["provider"] = record.provider
+        return data
+
+    read_responses: dict[int | str, dict[str, Any]] = {
+        401: {"description": "A token is configured and the request has none of them"}
+    }
+
+    @router.get(
+        "/records",
+        response_model=RecordPage,
+        dependencies=reads,
+        responses=read_responses,
+        summary="Archived dead letters, newest first",
+    )
     def list_records(
         *,
         status: Status | None = None,
-        category: str | None = None,
-        provider: Annotated[str | None, Query(description="Namespace or Namespace/ResourceType")] = None,
-        operation: str | None = None,
-        group: Annotated[str | None, Query(description="A group's fingerprint")] = None,
+        category: FilterText = None,
+        provider: Annotated[
+            str | None,
+            Query(
+                description="Namespace or Namespace/ResourceType", max_length=1000, json_schema_extra=_NO_NUL
+            ),
+            AfterValidator(_no_nul),
+        ] = None,
+        operation: FilterText = None,
+        group: Annotated[
+            str | None,
+            Query(description="A group's fingerprint", max_length=1000, json_schema_extra=_NO_NUL),
+            AfterValidator(_no_nul),
+        ] = None,
         search: Annotated[
-            str | None, Query(description="Substring of the error, job id or message id")
+            str | None,
+            Query(
+                description="Substring of the error, job id or message id",
+                max_length=1000,
+                json_schema_extra=_NO_NUL,
+            ),
+            AfterValidator(_no_nul),
         ] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 50,
         offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
@@ -150,30 +250,69 @@ def dlq_router(settings: Settings, archive: DeadLetterArchive, guard: Callable[.
         records = archive.find(record_filter, limit=limit, offset=offset)
         return RecordPage(
             total=archive.count(record_filter),
-            records=[RecordModel.model_validate(r.to_dict()) for r in records],
+            records=[RecordModel.model_validate(record_view(r)) for r in records],
         )
 
     @router.get(
         "/records/{record_id}",
         response_model=RecordModel,
-        responses={404: {"description": "No such record"}},
+        dependencies=reads,
+        responses={
+            **read_responses,
+            403: {"description": "reveal=true without the mutation token"},
+            404: {"description": "No such record"},
+        },
         summary="One dead letter's whole failure story and audit log",
     )
-    def show_record(record_id: RecordId) -> RecordModel:
+    def show_record(
+        record_id: RecordId,
+        request: Request,
+        reveal: Annotated[
+            bool,
+            Query(
+                description="Show secret values unmasked; needs the mutation token, "
+                "and is written to the audit log."
+            ),
+        ] = False,
+    ) -> RecordModel:
+        if reveal:
+            refused = check_token(
+                request.headers.get("authorization"),
+                accepted=[settings.api_token],
+                read_only=settings.api_read_token,
+            )
+            if refused is not None:
+                raise refused.exception()
         record = archive.get(record_id)
-        audit = [vars(entry) for entry in archive.audit(record_id=record_id)]
-        return RecordModel.model_validate({**record.to_dict(with_body=True), "audit": audit})
+        if reveal:
+            archive.write_audit(who=who, action="reveal", record_id=record_id, details={"via": "api"})
+        audit = [redactor.view(entry) for entry in archive.audit(record_id=record_id)]
+        return RecordModel.model_validate(
+            {**record_view(record, with_body=True, reveal=reveal), "audit": audit}
+        )
 
-    @router.get("/groups", response_model=list[Group], summary="Dead letters grouped by cause")
+    @router.get(
+        "/groups",
+        response_model=list[Group],
+        dependencies=reads,
+        responses=read_responses,
+        summary="Dead letters grouped by cause",
+    )
     def groups(
         status: Status = "dead",
-        category: str | None = None,
-        provider: Annotated[str | None, Query(description="Namespace or Namespace/ResourceType")] = None,
+        category: FilterText = None,
+        provider: Annotated[
+            str | None,
+            Query(
+                description="Namespace or Namespace/ResourceType", max_length=1000, json_schema_extra=_NO_NUL
+            ),
+            AfterValidator(_no_nul),
+        ] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> list[Group]:
         record_filter = RecordFilter.for_provider(provider, statuses=[status], category=category)
         # The archive's own dataclass is the response model: one definition of a group.
-        return archive.groups(record_filter, limit=limit)
+        return [Group(**redactor.view(group)) for group in archive.groups(record_filter, limit=limit)]
 
     @router.post(
         "/replay",
@@ -202,7 +341,7 @@ def dlq_router(settings: Settings, archive: DeadLetterArchive, guard: Callable[.
         return ReplayResponse(
             published=report.published,
             failed=report.failed,
-            outcomes=report.outcomes,
+            outcomes=[ReplayOutcome(**redactor.view(outcome)) for outcome in report.outcomes],
         )
 
     @router.post(

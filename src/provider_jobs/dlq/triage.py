@@ -40,6 +40,7 @@ from typing import Any
 import httpx
 
 from ..errors import PolicyError
+from ..redaction import Redactor
 from .archive.filters import RecordFilter
 from .archive.records import DeadLetter
 from .archive.store import DEAD, DISCARDED, DeadLetterArchive
@@ -221,6 +222,7 @@ def process_dlq(
     who: str = "dlq-process",
     limit: int = 10_000,
     now_ms: int | None = None,
+    redactor: Redactor | None = None,
 ) -> TriageReport:
     """Triage dead records by ``policy``.
 
@@ -234,6 +236,9 @@ def process_dlq(
         who: Name written to the audit log.
         limit: Most records looked at in one run (oldest first).
         now_ms: The time decisions are made at. Default now.
+        redactor: Masks the records a webhook is sent (secret values, URL
+            passwords) and caps their size. Default: a :class:`~provider_jobs.redaction.Redactor`
+            with the default keys.
 
     Raises:
         PolicyError: A record should be replayed but no ``replayer`` was given.
@@ -298,7 +303,7 @@ def process_dlq(
                 record.category,
                 record.error,
             )
-        if webhook_url and not _post_webhook(webhook_url, escalated):
+        if webhook_url and not _post_webhook(webhook_url, escalated, redactor or Redactor()):
             continue
         archive.mark_escalated(
             [r.id for r in escalated if r.id is not None],
@@ -313,24 +318,16 @@ def process_dlq(
     return report
 
 
-def _post_webhook(url: str, records: Sequence[DeadLetter]) -> bool:
-    payload = {
-        "escalated": [
-            {
-                k: v
-                for k, v in r.to_dict().items()
-                if k not in {"traceback", "attempt_history", "headers", "x_death"}
-            }
-            for r in records
-        ]
-    }
+def _post_webhook(url: str, records: Sequence[DeadLetter], redactor: Redactor) -> bool:
+    left_out = ("traceback", "attempt_history", "headers", "x_death", "body")
+    payload = {"escalated": [{**redactor.view(r, omit=left_out), "provider": r.provider} for r in records]}
     try:
         response = httpx.post(url, json=payload, timeout=10.0)
         response.raise_for_status()
     except httpx.HTTPError as exc:
         logger.error(
             "Escalation webhook %s failed (%s: %s); the records will be escalated again next run",
-            url,
+            redactor.text(url),
             type(exc).__name__,
             exc,
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import threading
 import time
 from collections import Counter
@@ -75,6 +76,23 @@ def _engine_url(url: str) -> sa.URL:
     return parsed
 
 
+def _create_private_file(path: Path) -> None:
+    """Create the SQLite file 0600 (and its directory 0700) if missing: the archive holds
+    requests with their credentials. SQLite gives its ``-wal`` and ``-shm`` files the
+    database file's mode. Existing files and directories are left as they are.
+
+    Raises:
+        ArchiveUnavailable: The directory or the file cannot be created.
+    """
+    try:
+        if not path.parent.exists():
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if not path.exists():
+            os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+    except OSError as exc:
+        raise ArchiveUnavailable(f"Cannot create the archive file {path}: {exc}") from exc
+
+
 class ArchiveDatabase:
     """The connection under :class:`~.archive.DeadLetterArchive`, which documents the arguments.
 
@@ -110,12 +128,7 @@ class ArchiveDatabase:
             return sa.create_engine(self.url, pool_pre_ping=True, connect_args={"connect_timeout": 5})
         database = self.url.database
         if database and database != ":memory:" and not database.startswith("file:"):
-            try:
-                Path(database).parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise ArchiveUnavailable(
-                    f"Cannot create the archive's directory for {database}: {exc}"
-                ) from exc
+            _create_private_file(Path(database))
         engine = sa.create_engine(self.url, connect_args={"timeout": self._busy_timeout_ms / 1000})
         busy_ms = self._busy_timeout_ms
 

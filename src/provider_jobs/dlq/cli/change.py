@@ -10,8 +10,10 @@ from typing import Annotated, Any
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
+from rich.text import Text
 
 from ...errors import InvalidJob
+from ...redaction import Redactor
 from ..archive.store import DEAD, DISCARDED
 from ..replay.replayer import FAILED, Replayer, ReplayOutcome
 from ..triage import DEFAULT_POLICY, DlqPolicy, process_dlq
@@ -19,6 +21,7 @@ from .common import (
     EXIT_BROKER,
     EXIT_NOT_FOUND,
     EXIT_USAGE,
+    MAX_RECORD_ID,
     CategoryOpt,
     GroupOpt,
     JsonOpt,
@@ -29,6 +32,7 @@ from .common import (
     SinceOpt,
     StatusOpt,
     UntilOpt,
+    _check_text,
     _err,
     _filter,
     _out,
@@ -54,8 +58,15 @@ def _json_patch(text: str | None, name: str) -> dict[str, Any] | None:
     return patch
 
 
+#: Archive ids as arguments; an id named twice counts once.
+IdsArg = Annotated[
+    list[int] | None,
+    typer.Argument(min=1, max=MAX_RECORD_ID, help="Archive ids; or select with the options."),
+]
+
+
 def replay(
-    ids: Annotated[list[int] | None, typer.Argument(help="Archive ids; or select with the options.")] = None,
+    ids: IdsArg = None,
     *,
     group: GroupOpt = None,
     status: StatusOpt = None,
@@ -80,6 +91,8 @@ def replay(
     selecting = any(v is not None for v in (group, category, provider, operation, since, until, search))
     if not ids and not selecting and not all_matching:
         raise typer.BadParameter("name ids, a --group, filters, or --all")
+    _check_text(reason, "--reason")
+    ids = list(dict.fromkeys(ids)) if ids else ids
     with _session() as (settings, archive):
         request_patch, job_patch = _json_patch(edit, "--edit"), _json_patch(edit_job, "--edit-job")
         default_status = None if force else DEAD
@@ -111,8 +124,10 @@ def replay(
                 reason=reason,
                 on_outcome=advance,
             )
+    redactor = settings.redactor()
+    outcomes = [redactor.view(o) for o in report.outcomes]
     if as_json:
-        _print_json({"elapsed_s": report.elapsed_s, "outcomes": [vars(o) for o in report.outcomes]})
+        _print_json({"elapsed_s": report.elapsed_s, "outcomes": outcomes})
     else:
         table = Table(
             title=f"{'dry run: ' if dry_run else ''}{len(report.outcomes)} record(s) in "
@@ -121,13 +136,13 @@ def replay(
         )
         for name in ("id", "outcome", "job", "queue", "new message id / detail"):
             table.add_column(name, overflow="fold")
-        for o in report.outcomes:
+        for o in outcomes:
             table.add_row(
-                str(o.record_id),
-                o.status,
-                (o.job_id or "-")[:12],
-                o.queue_name or "-",
-                o.message_id or o.detail or "",
+                str(o["record_id"]),
+                o["status"],
+                Text((o["job_id"] or "-")[:12]),
+                Text(o["queue_name"] or "-"),
+                Text(o["message_id"] or o["detail"] or ""),
             )
         _out.print(table)
     if report.failed:
@@ -148,13 +163,14 @@ def _progress(total: int, *, enabled: bool) -> Iterator[Any]:
         def advance(outcome: ReplayOutcome) -> None:
             progress.advance(task)
             if outcome.status == FAILED:
-                progress.console.print(f"record {outcome.record_id}: {outcome.detail}", markup=False)
+                detail = Redactor().text(outcome.detail or "")
+                progress.console.print(f"record {outcome.record_id}: {detail}", markup=False)
 
         yield advance
 
 
 def discard(
-    ids: Annotated[list[int] | None, typer.Argument(help="Archive ids; or select with the options.")] = None,
+    ids: IdsArg = None,
     *,
     reason: Annotated[str, typer.Option(help="Why (required, kept in the audit log).")] = "",
     group: GroupOpt = None,
@@ -169,6 +185,8 @@ def discard(
     """Mark dead letters discarded (kept in the archive, never replayed by triage)."""
     if not reason.strip():
         raise typer.BadParameter("say why", param_hint="--reason")
+    _check_text(reason, "--reason")
+    ids = list(dict.fromkeys(ids)) if ids else ids
     if not ids and all(v is None for v in (group, category, provider, operation, since, until, search)):
         raise typer.BadParameter("name ids, a --group or filters")
     with _session() as (settings, archive):
@@ -204,6 +222,7 @@ def purge(
     as_json: JsonOpt = False,
 ) -> None:
     """Delete records matching the filters from the archive (default: discarded ones)."""
+    _check_text(reason, "--reason")
     record_filter = _filter(
         status, category, provider, operation, group, since, until, search, default_status=DISCARDED
     )
@@ -242,13 +261,15 @@ def process(
             providers=set(registry.keys()),
             dry_run=dry_run,
             who=_who(settings),
+            redactor=settings.redactor(),
         )
+    redactor = settings.redactor()
     if as_json:
         _print_json(
             {
                 "dry_run": dry_run,
-                "decisions": [vars(d) for d in report.decisions],
-                "replay": [vars(o) for o in report.replay.outcomes] if report.replay else [],
+                "decisions": [redactor.view(d) for d in report.decisions],
+                "replay": [redactor.view(o) for o in report.replay.outcomes] if report.replay else [],
             }
         )
     else:
@@ -260,7 +281,12 @@ def process(
             table.add_column(name, overflow="fold")
         for d in report.decisions:
             table.add_row(
-                str(d.record_id), (d.job_id or "-")[:12], d.category or "-", d.rule or "-", d.action, d.detail
+                str(d.record_id),
+                Text((d.job_id or "-")[:12]),
+                Text(d.category or "-"),
+                Text(d.rule or "-"),
+                d.action,
+                Text(redactor.view(d.detail)),
             )
         _out.print(table)
     if report.replay is not None and report.replay.failed:

@@ -27,6 +27,7 @@ from ...errors import (
     ProviderJobsError,
     RecordNotFound,
 )
+from ...redaction import Redactor
 from ...settings import Settings
 from ..archive.filters import RecordFilter
 from ..archive.store import DEAD, STATUSES, DeadLetterArchive
@@ -36,12 +37,14 @@ __all__ = [
     "EXIT_BROKER",
     "EXIT_NOT_FOUND",
     "EXIT_USAGE",
+    "MAX_RECORD_ID",
     "CategoryOpt",
     "GroupOpt",
     "JsonOpt",
     "OperationOpt",
     "ProviderOpt",
     "ReasonOpt",
+    "RecordIdArg",
     "SearchOpt",
     "SinceOpt",
     "StatusOpt",
@@ -49,6 +52,10 @@ __all__ = [
 ]
 
 EXIT_NOT_FOUND, EXIT_USAGE, EXIT_ARCHIVE, EXIT_BROKER = 1, 2, 3, 4
+#: Largest archive id accepted, as the API's: above 2**63 the database driver overflows.
+MAX_RECORD_ID = 2**53
+#: Longest text a filter option takes.
+_MAX_FILTER_CHARS = 1000
 
 #: Wide enough for the tables when piped (Rich assumes 80 columns without a terminal).
 _PIPE_WIDTH = 180
@@ -67,6 +74,7 @@ SinceOpt = Annotated[str | None, typer.Option(help="Dead-lettered since: ISO tim
 UntilOpt = Annotated[str | None, typer.Option(help="Dead-lettered before: ISO time or age.")]
 SearchOpt = Annotated[str | None, typer.Option("--search", help="Text in the error, job id or message id.")]
 ReasonOpt = Annotated[str | None, typer.Option(help="Why, for the audit log.")]
+RecordIdArg = Annotated[int, typer.Argument(min=1, max=MAX_RECORD_ID, help="Archive id.")]
 
 _AGE = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -77,7 +85,8 @@ def _ms(value: str | None, name: str) -> int | None:
         return None
     match = _AGE.match(value.strip())
     if match:
-        return int((time.time() - float(match[1]) * _UNIT_S[match[2]]) * 1000)
+        # An age older than the epoch is the epoch: the archive's times are not negative.
+        return max(int((time.time() - min(float(match[1]) * _UNIT_S[match[2]], time.time())) * 1000), 0)
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:
@@ -88,14 +97,22 @@ def _ms(value: str | None, name: str) -> int | None:
 
 
 def _when(ms: int | None) -> str:
-    return "-" if ms is None else datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    if ms is None:
+        return "-"
+    try:
+        return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    except (OverflowError, ValueError, OSError):
+        # A time no calendar holds (a producer's bogus timestamp) is shown as it is stored.
+        return f"{ms} ms"
 
 
 def _settings() -> Settings:
     from ...log_config import configure_logging
 
     settings = Settings.from_env()
-    configure_logging(log_format=settings.log_format, level=settings.log_level)
+    configure_logging(
+        log_format=settings.log_format, level=settings.log_level, redact_keys=settings.redact_keys
+    )
     return settings
 
 
@@ -127,8 +144,20 @@ def _session() -> Iterator[tuple[Settings, DeadLetterArchive]]:
 
 
 def _fail(exc: Exception, code: int) -> None:
-    _err.print(f"provider-jobs dlq: {exc}", markup=False, highlight=False)
+    # One line, whatever the error says: its text may quote stored data.
+    line = " ".join(Redactor().text(str(exc)).split())
+    _err.print(f"provider-jobs dlq: {line}", markup=False, highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+def _check_text(value: str | None, name: str) -> None:
+    """Refuse option text that no archive can be asked about (PostgreSQL refuses NUL)."""
+    if value is None:
+        return
+    if "\x00" in value:
+        raise typer.BadParameter("must not contain a NUL character", param_hint=name)
+    if len(value) > _MAX_FILTER_CHARS:
+        raise typer.BadParameter(f"longer than {_MAX_FILTER_CHARS} characters", param_hint=name)
 
 
 def _filter(  # noqa: PLR0917 - mirrors the commands' shared filter options
@@ -143,6 +172,17 @@ def _filter(  # noqa: PLR0917 - mirrors the commands' shared filter options
     ids: list[int] | None = None,
     default_status: str | None = DEAD,
 ) -> RecordFilter:
+    for value, name in (
+        (status, "--status"),
+        (category, "--category"),
+        (provider, "--provider"),
+        (operation, "--operation"),
+        (group, "--group"),
+        (since, "--since"),
+        (until, "--until"),
+        (search, "--search"),
+    ):
+        _check_text(value, name)
     status = status or default_status
     if status not in (None, "all", *STATUSES):
         raise typer.BadParameter(

@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
+from ...redaction import Redactor
 from ..archive.records import DeadLetter
 from .common import (
     EXIT_NOT_FOUND,
+    MAX_RECORD_ID,
     CategoryOpt,
     GroupOpt,
     JsonOpt,
     OperationOpt,
     ProviderOpt,
+    RecordIdArg,
     SearchOpt,
     SinceOpt,
     StatusOpt,
@@ -25,12 +29,13 @@ from .common import (
     _print_json,
     _session,
     _when,
+    _who,
 )
 
 __all__ = ["audit", "groups", "list_records", "show"]
 
 
-def _records_table(records: list[DeadLetter], title: str) -> Table:
+def _records_table(records: list[DeadLetter], title: str, redactor: Redactor) -> Table:
     table = Table(title=title, title_justify="left")
     for name in ("id", "dead-lettered (UTC)", "status", "job", "provider", "op", "category", "att.", "error"):
         table.add_column(
@@ -40,18 +45,25 @@ def _records_table(records: list[DeadLetter], title: str) -> Table:
             max_width=60 if name == "error" else None,
         )
     for r in records:
+        # Stored text is shown as text (Text cells), never read as Rich markup.
         table.add_row(
             str(r.id),
             _when(r.dead_lettered_ms),
             r.status,
-            (r.job_id or "-")[:12],
-            r.provider or "-",
-            r.operation or "-",
-            r.category,
+            Text((r.job_id or "-")[:12]),
+            Text(r.provider or "-"),
+            Text(r.operation or "-"),
+            Text(r.category),
             str(r.attempts),
-            r.error,
+            Text(redactor.view(r.error)),
         )
     return table
+
+
+def _record_json(record: DeadLetter, redactor: Redactor, *, with_body: bool, reveal: bool = False) -> Any:
+    data = redactor.view(record, reveal=reveal, omit=() if with_body else ("body",))
+    data["provider"] = record.provider
+    return data
 
 
 def list_records(
@@ -65,80 +77,112 @@ def list_records(
     until: UntilOpt = None,
     search: SearchOpt = None,
     limit: Annotated[int, typer.Option(min=1, max=10_000, help="Records per page.")] = 50,
-    page: Annotated[int, typer.Option(min=1, help="Page number, newest first.")] = 1,
+    page: Annotated[int, typer.Option(min=1, max=1_000_000, help="Page number, newest first.")] = 1,
     as_json: JsonOpt = False,
 ) -> None:
     """List archived dead letters, newest first."""
     record_filter = _filter(status, category, provider, operation, group, since, until, search)
-    with _session() as (_, archive):
+    with _session() as (settings, archive):
         records = archive.find(record_filter, limit=limit, offset=(page - 1) * limit)
         total = archive.count(record_filter)
+    redactor = settings.redactor()
     if as_json:
-        _print_json({"total": total, "page": page, "records": [r.to_dict() for r in records]})
+        _print_json(
+            {
+                "total": total,
+                "page": page,
+                "records": [_record_json(r, redactor, with_body=False) for r in records],
+            }
+        )
     else:
-        _out.print(_records_table(records, f"{total} dead letter(s), page {page}"))
+        _out.print(_records_table(records, f"{total} dead letter(s), page {page}", redactor))
     if not records:
         raise typer.Exit(EXIT_NOT_FOUND)
 
 
-def show(record_id: Annotated[int, typer.Argument(help="Archive id.")], as_json: JsonOpt = False) -> None:
-    """The whole failure story of one dead letter, every attempt."""
-    with _session() as (_, archive):
+def show(
+    record_id: RecordIdArg,
+    as_json: JsonOpt = False,
+    reveal: Annotated[
+        bool,
+        typer.Option(help="Show secret values unmasked (written to the audit log)."),
+    ] = False,
+) -> None:
+    """The whole failure story of one dead letter, every attempt.
+
+    Secret values (PROVIDER_JOBS_REDACT_KEYS, URL passwords) are masked unless --reveal.
+    """
+    with _session() as (settings, archive):
         record = archive.get(record_id)
+        if reveal:
+            archive.write_audit(
+                who=_who(settings), action="reveal", record_id=record_id, details={"via": "cli"}
+            )
         audit = archive.audit(record_id=record_id)
+    redactor = settings.redactor()
+    data = _record_json(record, redactor, with_body=True, reveal=reveal)
+    entries = [redactor.view(a) for a in audit]
     if as_json:
-        _print_json({**record.to_dict(with_body=True), "audit": [vars(a) for a in audit]})
+        _print_json({**data, "audit": entries})
         return
     fields = Table.grid(padding=(0, 2))
     for name, value in (
         ("id", record.id),
-        ("status", record.status + (f" ({record.status_reason})" if record.status_reason else "")),
-        ("job id", record.job_id),
-        ("message id", record.message_id),
-        ("queue", record.queue_name),
-        ("actor", record.actor_name),
-        ("provider", record.provider),
-        ("operation", record.operation),
+        ("status", data["status"] + (f" ({data['status_reason']})" if data["status_reason"] else "")),
+        ("job id", data["job_id"]),
+        ("message id", data["message_id"]),
+        ("queue", data["queue_name"]),
+        ("actor", data["actor_name"]),
+        ("provider", data["provider"]),
+        ("operation", data["operation"]),
         ("priority", record.priority),
-        ("request", json.dumps(record.request)),
-        ("category", f"{record.category} (retryable: {record.retryable})"),
-        ("reason", record.reason),
-        ("error", f"{record.error_type or ''}{': ' if record.error_type else ''}{record.error}"),
+        ("request", json.dumps(data["request"])),
+        ("category", f"{data['category']} (retryable: {record.retryable})"),
+        ("reason", data["reason"]),
+        ("error", f"{data['error_type'] or ''}{': ' if data['error_type'] else ''}{data['error']}"),
         ("attempts", f"{record.attempts} (max retries {record.max_retries})"),
         ("first enqueued", _when(record.first_enqueued_ms)),
         ("dead-lettered", _when(record.dead_lettered_ms)),
         ("archived", _when(record.archived_ms)),
-        ("fingerprint", record.fingerprint),
-        ("replays", f"{record.replay_count} {record.replay_message_ids or ''}"),
+        ("fingerprint", data["fingerprint"]),
+        ("replays", f"{record.replay_count} {data['replay_message_ids'] or ''}"),
     ):
-        fields.add_row(f"[bold]{name}[/]", str(value if value is not None else "-"))
+        fields.add_row(Text(name, style="bold"), Text(str(value if value is not None else "-")))
     _out.print(fields)
-    if record.attempt_history:
+    history = data["attempt_history"]
+    if isinstance(history, list) and history:
         attempts = Table(title="attempts", title_justify="left")
         for name in ("#", "at (UTC)", "worker", "category", "retryable", "error", "next delay"):
             attempts.add_column(name)
-        for a in record.attempt_history:
+        for a in history:
+            if not isinstance(a, dict):
+                attempts.add_row(Text(str(a)))
+                continue
             delay = a.get("delay_ms")
+            at_ms = a.get("at_ms")
             attempts.add_row(
-                str(a.get("attempt")),
-                _when(a.get("at_ms")),
-                str(a.get("worker_id")),
-                str(a.get("category")),
-                str(a.get("retryable")),
-                f"{a.get('error_type')}: {a.get('error')}",
-                "-" if delay is None else f"{delay} ms",
+                Text(str(a.get("attempt"))),
+                _when(at_ms if isinstance(at_ms, int) else None),
+                Text(str(a.get("worker_id"))),
+                Text(str(a.get("category"))),
+                Text(str(a.get("retryable"))),
+                Text(f"{a.get('error_type')}: {a.get('error')}"),
+                Text("-" if delay is None else f"{delay} ms"),
             )
         _out.print(attempts)
-    if record.x_death:
-        _out.print(f"[bold]x-death[/] {json.dumps(record.x_death)}", highlight=False)
-    if record.traceback:
-        _out.print("[bold]traceback[/]")
-        _out.print(record.traceback, markup=False, highlight=False)
+    if data["x_death"]:
+        _out.print(Text.assemble(("x-death", "bold"), " ", json.dumps(data["x_death"])), highlight=False)
+    if data["traceback"]:
+        _out.print(Text("traceback", style="bold"))
+        _out.print(Text(data["traceback"]), highlight=False)
     if record.category == "undecodable":
-        _out.print(f"[bold]raw body[/] {record.body!r}", markup=False, highlight=False)
-    for entry in audit:
+        _out.print(Text.assemble(("raw body", "bold"), " ", data["body"]), highlight=False)
+    for entry in entries:
         _out.print(
-            f"[bold]audit[/] {_when(entry.at_ms)} {entry.who} {entry.action} {entry.reason or ''}",
+            Text.assemble(
+                ("audit", "bold"),
+                f" {_when(entry['at_ms'])} {entry['who']} {entry['action']} {entry['reason'] or ''}",
+            ),
             highlight=False,
         )
 
@@ -151,15 +195,16 @@ def groups(
     operation: OperationOpt = None,
     since: SinceOpt = None,
     until: UntilOpt = None,
-    limit: Annotated[int, typer.Option(min=1, help="Most groups shown.")] = 50,
+    limit: Annotated[int, typer.Option(min=1, max=10_000, help="Most groups shown.")] = 50,
     as_json: JsonOpt = False,
 ) -> None:
     """Dead letters grouped by cause (fingerprint), largest group first."""
     record_filter = _filter(status, category, provider, operation, None, since, until, None)
-    with _session() as (_, archive):
+    with _session() as (settings, archive):
         found = archive.groups(record_filter, limit=limit)
+    redactor = settings.redactor()
     if as_json:
-        _print_json([vars(g) for g in found])
+        _print_json([redactor.view(g) for g in found])
     else:
         table = Table(title=f"{len(found)} group(s)", title_justify="left")
         for name in (
@@ -176,14 +221,14 @@ def groups(
         for g in found:
             provider_key = f"{g.provider_namespace}/{g.resource_type}" if g.provider_namespace else "-"
             table.add_row(
-                g.fingerprint,
+                Text(g.fingerprint),
                 str(g.count),
                 _when(g.first_seen_ms),
                 _when(g.last_seen_ms),
-                g.category,
-                provider_key,
-                g.operation or "-",
-                g.sample_error,
+                Text(g.category),
+                Text(provider_key),
+                Text(g.operation or "-"),
+                Text(redactor.view(g.sample_error)),
             )
         _out.print(table)
     if not found:
@@ -191,15 +236,18 @@ def groups(
 
 
 def audit(
-    record: Annotated[int | None, typer.Option(help="Only entries about this archive id.")] = None,
-    limit: Annotated[int, typer.Option(min=1, help="Most entries shown.")] = 100,
+    record: Annotated[
+        int | None, typer.Option(min=1, max=MAX_RECORD_ID, help="Only entries about this archive id.")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, max=10_000, help="Most entries shown.")] = 100,
     as_json: JsonOpt = False,
 ) -> None:
     """Who replayed, discarded, edited or purged what, when and why; newest first."""
-    with _session() as (_, archive):
-        entries = archive.audit(limit=limit, record_id=record)
+    with _session() as (settings, archive):
+        found = archive.audit(limit=limit, record_id=record)
+    entries = [settings.redactor().view(e) for e in found]
     if as_json:
-        _print_json([vars(e) for e in entries])
+        _print_json(entries)
         return
     table = Table(
         title=f"{len(entries)} audit entr{'y' if len(entries) == 1 else 'ies'}", title_justify="left"
@@ -208,6 +256,11 @@ def audit(
         table.add_column(name, overflow="fold")
     for e in entries:
         table.add_row(
-            _when(e.at_ms), e.who, e.action, str(e.record_id or "-"), e.reason or "-", json.dumps(e.details)
+            _when(e["at_ms"]),
+            Text(e["who"]),
+            Text(e["action"]),
+            str(e["record_id"] or "-"),
+            Text(e["reason"] or "-"),
+            Text(json.dumps(e["details"])),
         )
     _out.print(table)

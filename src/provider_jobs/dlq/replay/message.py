@@ -7,12 +7,12 @@ from typing import Any
 
 from ...errors import InvalidJob, NotReplayable
 from ...ids import new_uuid4
-from ...jobs import parse_job
+from ...jobs import STANDARD_OPERATIONS, parse_job
 from ...json_bodies import write_json
 from ...rabbitmq.bulk import OutgoingMessage
 from .report import PlannedRecord
 
-__all__ = ["merge_patch", "outgoing", "prepare_message"]
+__all__ = ["merge_patch", "outgoing", "prepare_message", "unstorable"]
 
 #: Options of the dead message that a replay must not carry.
 _DROPPED_OPTIONS = frozenset({"attempt_history", "dead_letter", "traceback", "requeue_timestamp", "eta"})
@@ -29,6 +29,36 @@ def merge_patch(target: Any, patch: Any) -> Any:
         else:
             result[key] = merge_patch(result.get(key), value)
     return result
+
+
+def unstorable(value: Any) -> str | None:
+    """What in ``value`` (text, or JSON at any depth) no archive can store, or ``None``.
+
+    PostgreSQL refuses a NUL character in text and JSON; a lone surrogate is not
+    UTF-8 at all. Checked before a replay sends anything, so that a message is
+    never published for a record its reason or edit then fails to mark.
+    """
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return "a NUL character"
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return "a lone surrogate (not UTF-8)"
+        elif isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+    return None
+
+
+def _actor_kind(operation: Any) -> Any:
+    """Operations that one actor runs share a kind: each standard one its own, every action one."""
+    return operation if operation in STANDARD_OPERATIONS else None
 
 
 def prepare_message(
@@ -48,7 +78,15 @@ def prepare_message(
     kwargs = dict(message["kwargs"])
     job_data = kwargs.get("job")
     if isinstance(job_data, dict):
+        operation = job_data.get("operation")
         job_data = merge_patch(job_data, job_patch) if job_patch is not None else job_data
+        edited_operation = job_data.get("operation") if isinstance(job_data, dict) else operation
+        if _actor_kind(edited_operation) != _actor_kind(operation):
+            # The message goes to the actor it names; another operation's actor would refuse it.
+            raise InvalidJob(
+                f"Record {record.id}: an edit cannot change the operation from {operation!r} to "
+                f"{edited_operation!r} (another actor runs it); submit a new job instead; nothing was sent"
+            )
         if request_patch is not None and isinstance(job_data, dict):
             job_data = {**job_data, "request": merge_patch(job_data.get("request"), request_patch)}
         try:

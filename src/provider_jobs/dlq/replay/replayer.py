@@ -35,13 +35,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
 from typing import Any
 
-from ...errors import ArchiveError, BrokerUnavailable, NotReplayable, RecordNotFound
+from ...errors import ArchiveError, BrokerUnavailable, InvalidJob, NotReplayable, RecordNotFound
 from ...gc_pause import paused_gc
 from ...rabbitmq.bulk import NOT_SENT, BulkPublisher, BulkResult, OutgoingMessage, PublishFailure
 from ..archive.filters import RecordFilter
 from ..archive.records import DeadLetter
 from ..archive.store import DEAD, DISCARDED, REPLAYED, DeadLetterArchive
-from .message import merge_patch, outgoing, prepare_message
+from .message import merge_patch, outgoing, prepare_message, unstorable
 from .pacing import Pacer
 
 # Re-exported: the CLI takes the outcome status it counts from here.
@@ -119,6 +119,7 @@ class Replayer:
             InvalidJob: An edit makes a job invalid (the message names the record and fields).
             NotReplayable: An edit was asked for a record that holds no provider job.
         """
+        ids = list(dict.fromkeys(ids))
         return self._plan(ids, self._read(ids), request_patch=request_patch, job_patch=job_patch, force=force)
 
     def _plan(
@@ -209,12 +210,19 @@ class Replayer:
                 is settled, which may be while a later batch publishes (progress bars).
 
         Raises:
-            RecordNotFound, InvalidJob, NotReplayable: From planning; nothing was sent.
+            RecordNotFound, InvalidJob, NotReplayable: From planning, or a ``reason`` no archive
+                can store (a NUL character); nothing was sent.
             BrokerUnavailable: RabbitMQ cannot be reached before the first publish.
             ValueError: ``rate_per_s`` is not positive.
         """
         if rate_per_s is not None and rate_per_s <= 0:
             raise ValueError(f"rate_per_s={rate_per_s!r} is not allowed: expected messages per second > 0")
+        # The reason goes to text columns, which cannot hold every text (the edits go to JSON ones).
+        problem = unstorable(reason)
+        if problem is not None:
+            raise InvalidJob(f"The replay's reason holds {problem}; nothing was sent")
+        # An id named twice is replayed once.
+        ids = list(dict.fromkeys(ids))
         # A paced replay may last hours: the collector is held off only for one as fast as it goes.
         with paused_gc() if rate_per_s is None else contextlib.nullcontext():
             return self._replay(
