@@ -2,8 +2,10 @@
 
 A drop-in replacement for :class:`dramatiq.middleware.Retries`: the same actor
 and message options (``max_retries``, ``min_backoff``, ``max_backoff``,
-``retry_when``, ``throws``, ``on_retry_exhausted``) with the same meanings, and
-:class:`dramatiq.Retry` still asks for another attempt. On top of that:
+``retry_when``, ``throws``, ``on_retry_exhausted``) with the same meanings and
+defaults, and :class:`dramatiq.Retry` still asks for another attempt; a
+``throws`` exception and a ``Retry`` log what ``Retries`` logs, at its levels.
+``tests/dramatiq_compat`` checks it against Dramatiq's own retry tests. On top of that:
 
 - every failure is classified; permanent ones are dead-lettered at once;
 - a fixed delay (``retry_delay_ms``) or exponential backoff with jitter, per
@@ -256,13 +258,13 @@ class ClassifiedRetries(Middleware):
     ) -> None:
         options = message.options
         context = self._log.context(message, retries + 1, max_retries)
-        if isinstance(exception, dramatiq.Retry):
+        requested = isinstance(exception, dramatiq.Retry)
+        if requested:
             classification = Classification(RETRY_REQUESTED, True, None, "type")
         else:
             classification = self.classifier(exception)
         context["category"] = classification.category.name
         error = f"{exception}" or type(exception).__name__
-        requested = isinstance(exception, dramatiq.Retry)
 
         throws = options.get("throws") or actor.options.get("throws")
         retry_when = actor.options.get("retry_when", self.retry_when)
