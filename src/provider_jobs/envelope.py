@@ -18,6 +18,9 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from .json_bodies import read_json
 
 __all__ = [
+    "MAX_TIMESTAMP_MS",
+    "QUEUE_NAME_PATTERN",
+    "SHORTSTR_MAX_BYTES",
     "MessageEnvelope",
     "MessageOptions",
     "envelope_problem",

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -24,7 +25,7 @@ from dlq_support import (
 from dramatiq.common import xq_name
 
 from provider_jobs.demo import ResourceGroupProvider
-from provider_jobs.dlq import DeadLetterArchive, DeadLetterArchiver, RecordFilter
+from provider_jobs.dlq import DeadLetterArchive, DeadLetterArchiver, RecordFilter, dead_letter_from_delivery
 from provider_jobs.providers import ProviderRegistry
 from provider_jobs.settings import Settings
 
@@ -358,3 +359,75 @@ def test_raw_bodies_redelivered_after_their_commit_are_not_archived_twice(
     stats = _archiver(settings, archive, after_commit=lose_the_connection_once).run(until_idle=True)
     assert (stats.reconnects, stats.duplicates) == (1, 2)
     assert archive.count() == 2
+
+
+def test_a_body_nested_100k_levels_deep_is_archived_as_undecodable_and_the_archiver_goes_on(
+    settings: Settings, amqp: Any, archive: DeadLetterArchive
+) -> None:
+    xq = declare_xq(amqp, settings.queue_name)
+    deep = b"[" * 100_000 + b"]" * 100_000
+    publish(amqp, xq, deep)
+    publish(amqp, xq, dramatiq_body(settings.queue_name))
+    with archiver_thread(_archiver(settings, archive)):
+        wait_for(lambda: archive.count() == 2, timeout_s=10)
+    [record] = archive.find(RecordFilter(category="undecodable"))
+    assert (record.body, record.error) == (deep, "body is JSON nested too deeply to read")
+
+
+def test_a_delivery_that_fails_to_be_read_is_quarantined_raw_and_the_archiver_goes_on(
+    settings: Settings, amqp: Any, archive: DeadLetterArchive, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from provider_jobs.dlq.archiver import batch_store
+
+    read = batch_store.dead_letter_from_delivery
+
+    def read_or_fail(body: bytes, *args: Any, **kwargs: Any) -> Any:
+        if b"poison" in body:  # stands for any bug in reading a delivery
+            raise RuntimeError("a bug in reading")
+        return read(body, *args, **kwargs)
+
+    monkeypatch.setattr(batch_store, "dead_letter_from_delivery", read_or_fail)
+    xq = declare_xq(amqp, settings.queue_name)
+    publish(amqp, xq, dramatiq_body(settings.queue_name, request={"name": "poison"}))
+    publish(amqp, xq, dramatiq_body(settings.queue_name))
+    with archiver_thread(_archiver(settings, archive)):
+        wait_for(lambda: archive.count() == 2, timeout_s=10)
+    [record] = archive.find(RecordFilter(category="unarchivable"))
+    assert b"poison" in record.body
+    assert record.error == "could not read the dead letter: RuntimeError: a bug in reading"
+    assert queue_depth(amqp, xq) == 0
+
+
+def test_a_record_the_database_driver_refuses_outright_is_quarantined(archive: DeadLetterArchive) -> None:
+    from provider_jobs.dlq.archiver.batch_store import ArchiverStats, BatchStore
+
+    good = dead_letter_from_delivery(dramatiq_body("provider.jobs"), None, source_queue="provider.jobs.XQ")
+    # A lone surrogate, which no driver can encode (the reader escapes it; a bug might not).
+    bad = dataclasses.replace(
+        dead_letter_from_delivery(dramatiq_body("provider.jobs"), None, source_queue="provider.jobs.XQ"),
+        job_id="\ud800",
+    )
+    stats = ArchiverStats()
+    keys = BatchStore(archive=archive, stats=stats).store([good, bad])
+    assert sorted(keys) == sorted([good.dedupe_key, bad.dedupe_key])
+    assert stats.quarantined == 1
+    [quarantined] = archive.find(RecordFilter(category="unarchivable"))
+    assert quarantined.job_id == "\\ud800" and "UnicodeEncodeError" in quarantined.error
+
+
+def test_an_empty_x_death_is_sql_null_on_the_batch_insert_and_its_row_by_row_fallback(
+    archive: DeadLetterArchive,
+) -> None:
+    def record() -> Any:
+        return dead_letter_from_delivery(
+            dramatiq_body("provider.jobs"), None, source_queue="provider.jobs.XQ"
+        )
+
+    batch = record()
+    assert batch.x_death is None
+    archive.store([batch])
+    fallback = record()
+    archive.store([batch, fallback])  # holds an archived record: stored again row by row
+    with archive._engine_ready().connect() as conn:
+        rows = conn.exec_driver_sql("SELECT dedupe_key, x_death IS NULL FROM dead_letters").all()
+    assert sorted(rows) == sorted([(batch.dedupe_key, True), (fallback.dedupe_key, True)])

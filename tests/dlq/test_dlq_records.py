@@ -3,6 +3,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import pytest
 from dlq_support import dramatiq_body
 
 from provider_jobs.dlq import DeadLetter, dead_letter_from_delivery, fingerprint, normalise_error
@@ -146,3 +147,81 @@ def test_json_the_strict_decoder_refuses_is_read_as_the_stdlib_reads_it() -> Non
     assert record.category != "undecodable"
     message = record.decoded_body()
     assert message is not None and message["kwargs"]["big"] == 2**70
+
+
+REJECTED_ON = [{"count": 1, "reason": "rejected", "queue": "provider.jobs", "time": 1_700_000_001}]
+
+
+def test_a_message_with_an_extra_top_level_field_is_undecodable_and_says_which() -> None:
+    body = json.loads(dramatiq_body("provider.jobs"))
+    body["priority_hint"] = "urgent"
+    record = dead_letter_from_delivery(
+        json.dumps(body).encode(), {"x-death": REJECTED_ON}, source_queue="provider.jobs.XQ"
+    )
+    assert record.category == "undecodable"
+    assert record.error == "body is not a Dramatiq message: unexpected field 'priority_hint'"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "error"),
+    [
+        ("options", [], "options must be an object, not an array"),
+        ("args", {}, "args must be an array, not an object"),
+        ("message_id", 12345, "message_id should be a valid string (found an integer)"),
+        ("message_timestamp", "yesterday", "message_timestamp should be a valid integer (found a string)"),
+    ],
+)
+def test_a_message_whose_envelope_has_a_wrong_type_is_undecodable_and_says_why(field, value, error) -> None:
+    body = json.loads(dramatiq_body("provider.jobs"))
+    body[field] = value
+    record = dead_letter_from_delivery(
+        json.dumps(body).encode(), {"x-death": REJECTED_ON}, source_queue="provider.jobs.XQ"
+    )
+    assert (record.category, record.error) == ("undecodable", f"body is not a Dramatiq message: {error}")
+
+
+def test_a_body_nested_too_deeply_to_read_is_undecodable() -> None:
+    record = dead_letter_from_delivery(b"[" * 100_000 + b"]" * 100_000, None, source_queue="q.XQ")
+    assert (record.category, record.error) == ("undecodable", "body is JSON nested too deeply to read")
+
+
+def test_a_message_rejected_on_a_queue_it_does_not_name_is_undecodable_and_says_so() -> None:
+    body = dramatiq_body("other.queue")
+    record = dead_letter_from_delivery(body, {"x-death": REJECTED_ON}, source_queue="provider.jobs.XQ")
+    assert record.category == "undecodable"
+    assert "queue_name 'other.queue' is not the queue it was delivered from ('provider.jobs')" in record.error
+
+
+def test_a_valid_message_rejected_without_a_failure_names_its_actor_as_the_possible_cause() -> None:
+    record = dead_letter_from_delivery(
+        dramatiq_body("provider.jobs"), {"x-death": REJECTED_ON}, source_queue="provider.jobs.XQ"
+    )
+    assert (record.category, record.reason) == ("rejected", "rejected")
+    assert record.error.startswith(
+        "rejected in provider.jobs without a recorded failure: the worker knows no actor"
+    )
+
+
+def test_a_valid_message_published_straight_to_the_xq_says_so() -> None:
+    record = dead_letter_from_delivery(dramatiq_body("provider.jobs"), None, source_queue="provider.jobs.XQ")
+    assert (record.reason, record.error) == (
+        "direct",
+        "published straight to the dead-letter queue, without a recorded failure",
+    )
+
+
+def test_job_fields_of_any_json_type_are_kept_as_text_or_left_out() -> None:
+    body = json.loads(dramatiq_body("provider.jobs", job_id={"a": 1}, operation=["create"]))
+    body["kwargs"]["job"]["resource_type"] = 7
+    body["kwargs"]["job"]["provider_namespace"] = "ITL.\ud800"
+    record = dead_letter_from_delivery(json.dumps(body).encode(), None, source_queue="provider.jobs.XQ")
+    assert (record.job_id, record.operation, record.resource_type) == (None, None, None)
+    assert record.provider_namespace == "ITL.\\ud800"  # a lone surrogate no database takes, escaped
+
+
+def test_a_death_time_beyond_any_date_is_not_taken_as_the_dead_letter_time() -> None:
+    x_death = [{"count": 1, "reason": "rejected", "queue": "provider.jobs", "time": 2**62}]
+    record = dead_letter_from_delivery(
+        b"not json", {"x-death": x_death}, source_queue="provider.jobs.XQ", now_ms=1_700_000_000_000
+    )
+    assert record.dead_lettered_ms == 1_700_000_000_000

@@ -1,12 +1,14 @@
-"""OrjsonEncoder: Dramatiq's JSON message encoding, through orjson."""
+"""OrjsonEncoder: Dramatiq's JSON message encoding, through orjson, refusing what is not a message."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from dramatiq.encoder import JSONEncoder
+from dramatiq.errors import DecodeError
 
-from ..json_bodies import read_json, write_json
+from ..envelope import read_message
+from ..json_bodies import write_json
 
 __all__ = ["OrjsonEncoder"]
 
@@ -25,13 +27,22 @@ class OrjsonEncoder(JSONEncoder):
     by the stdlib, so every body Dramatiq's encoder wrote reads as before; a
     message holding a NaN or an infinity, which orjson would write as ``null``,
     is written by the stdlib too.
+
+    It is a *message* encoder: :meth:`decode` raises ``DecodeError``, naming
+    what is wrong, for a body that is not a
+    :class:`~provider_jobs.envelope.MessageEnvelope` (Dramatiq's worker trusts
+    every field's type). Dramatiq's consumer nacks that delivery, RabbitMQ
+    moves it to ``<queue>.XQ``, and the archiver, reading it the same way,
+    archives it as ``undecodable`` with the same reason. A result backend
+    needs an encoder of its own (``dramatiq.JSONEncoder()``).
     """
 
     def encode(self, data: Any) -> bytes:
         return write_json(data)
 
     def decode(self, data: bytes) -> Any:
-        try:
-            return read_json(data)
-        except ValueError:  # UnicodeDecodeError included: Dramatiq's encoder words the DecodeError
-            return super().decode(data)
+        message, problem = read_message(data)
+        if problem is not None:
+            # The reason only, never the body: Dramatiq logs this, and a body may be megabytes.
+            raise DecodeError(problem, data, ValueError(problem))  # type: ignore[no-untyped-call]
+        return message

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, NamedTuple
 
-from ...json_bodies import read_json
+from ...envelope import MAX_TIMESTAMP_MS, misdelivery, read_message
 
 __all__ = [
     "AGE_LIMIT",
@@ -20,10 +20,12 @@ __all__ = [
     "REJECTED",
     "Failure",
     "decode_message",
+    "delivery_problem",
     "final_failure",
     "int_or_none",
     "jsonable",
     "last_death",
+    "ms_or_none",
 ]
 
 #: Category of a message ``AgeLimit`` refused because it was too old.
@@ -34,8 +36,6 @@ REJECTED = "rejected"
 DEAD_LETTER_HEADER = "x-provider-jobs-dead-letter"
 #: Header values that are JSON-safe as they are.
 _PLAIN = (str, int, float, bool)
-#: Keys a JSON body needs to be taken as a Dramatiq message.
-_MESSAGE_KEYS = frozenset({"queue_name", "actor_name", "args", "kwargs", "options", "message_id"})
 
 
 def jsonable(value: Any) -> Any:
@@ -58,21 +58,22 @@ def jsonable(value: Any) -> Any:
 
 
 def decode_message(body: bytes) -> tuple[dict[str, Any] | None, str | None]:
-    """``body`` as a Dramatiq message dict, or ``None`` and why it is not one."""
-    try:
-        data = read_json(body)
-    except UnicodeDecodeError as exc:
-        return None, f"body is not UTF-8 text: {exc}"
-    except ValueError as exc:
-        return None, f"body is not JSON: {exc}"
-    if not isinstance(data, dict):
-        return None, f"body is JSON but not an object ({type(data).__name__})"
-    missing = _MESSAGE_KEYS - data.keys()
-    if missing:
-        return None, f"body is not a Dramatiq message: missing {', '.join(sorted(missing))}"
-    if not isinstance(data["options"], dict) or not isinstance(data["kwargs"], dict):
-        return None, "body is not a Dramatiq message: options and kwargs must be objects"
-    return data, None
+    """``body`` as a Dramatiq message dict, or ``None`` and why it is not one: what the worker's
+    encoder accepts (:func:`~provider_jobs.envelope.read_message`), for the reason it refused it."""
+    return read_message(body)
+
+
+def delivery_problem(message: dict[str, Any], last_death: dict[str, Any]) -> str | None:
+    """Why the worker refused ``message``, a valid envelope, when its last death says so, or ``None``.
+
+    A message rejected on a queue other than the one it names was refused by
+    the worker for that (:func:`~provider_jobs.envelope.misdelivery`).
+    """
+    queue = last_death.get("queue")
+    if last_death.get("reason") != "rejected" or not isinstance(queue, str):
+        return None
+    problem = misdelivery(message["queue_name"], queue)
+    return None if problem is None else f"body is not a Dramatiq message for its queue: {problem}"
 
 
 def _last_traceback_line(traceback: str | None) -> str | None:
@@ -85,6 +86,13 @@ def _last_traceback_line(traceback: str | None) -> str | None:
 def int_or_none(value: Any) -> int | None:
     """``value`` if it is an int (and not a bool), else ``None``."""
     return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def ms_or_none(value: Any) -> int | None:
+    """``value`` if it is a time in ms since the epoch up to the end of year 9999, else ``None``:
+    a hand-made header or option may hold any number, and the archive's columns hold 64 bits."""
+    ms = int_or_none(value)
+    return ms if ms is not None and 0 <= ms <= MAX_TIMESTAMP_MS else None
 
 
 class Failure(NamedTuple):
@@ -125,7 +133,7 @@ def final_failure(
             traceback=dead.get("traceback"),
             retryable=dead.get("retryable"),
             attempts=int_or_none(dead.get("attempts")) or len(history),
-            dead_lettered_ms=int_or_none(dead.get("dead_lettered_at_ms")) or death_ms,
+            dead_lettered_ms=ms_or_none(dead.get("dead_lettered_at_ms")) or death_ms,
         )
     reason = str(last_death.get("reason") or "direct")
     attempts = max(int_or_none(options.get("retries")) or 0, len(history))
@@ -150,8 +158,28 @@ def final_failure(
     if isinstance(traceback, str) and traceback:
         error = _last_traceback_line(traceback) or "unknown error"
         return Failure("unknown", reason, error, None, traceback, None, attempts, death_ms)
-    error = f"{reason} without a recorded failure (unknown actor {message['actor_name']!r}, or a nack)"
+    error = _unrecorded(reason, message["actor_name"], last_death.get("queue"))
     return Failure(REJECTED, reason, error, None, None, None, attempts, death_ms)
+
+
+def _unrecorded(reason: str, actor_name: str, queue: Any) -> str:
+    """What a dead letter without a recorded failure went through, from its last death's ``reason``.
+
+    Refusals by the worker that its body explains (not a message, a wrong
+    queue) are told apart before; what is left of a rejection is an actor the
+    worker does not know or a plain nack.
+    """
+    where = f" in {queue}" if isinstance(queue, str) else ""
+    if reason == "rejected":
+        return (
+            f"rejected{where} without a recorded failure: the worker knows no actor {actor_name!r}, "
+            "or middleware or another client rejected it"
+        )
+    if reason == "expired":
+        return f"expired{where} before a worker took it (a message or queue TTL), without a recorded failure"
+    if reason == "direct":
+        return "published straight to the dead-letter queue, without a recorded failure"
+    return f"dead-lettered{where} by RabbitMQ ({reason}) without a recorded failure"
 
 
 def last_death(headers: dict[str, Any]) -> tuple[list[dict[str, Any]] | None, dict[str, Any], int | None]:
@@ -169,4 +197,4 @@ def last_death(headers: dict[str, Any]) -> tuple[list[dict[str, Any]] | None, di
     death_ms = int_or_none(latest.get("time"))
     if death_ms is not None and death_ms < 10**11:
         death_ms *= 1000  # pika may hand the AMQP timestamp over in seconds
-    return x_death, latest, death_ms
+    return x_death, latest, ms_or_none(death_ms)

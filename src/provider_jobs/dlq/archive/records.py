@@ -24,7 +24,15 @@ from dramatiq.common import q_name
 from .delivery import AGE_LIMIT as AGE_LIMIT  # noqa: PLC0414
 from .delivery import DEAD_LETTER_HEADER as DEAD_LETTER_HEADER  # noqa: PLC0414
 from .delivery import REJECTED as REJECTED  # noqa: PLC0414
-from .delivery import decode_message, final_failure, int_or_none, jsonable, last_death
+from .delivery import (
+    decode_message,
+    delivery_problem,
+    final_failure,
+    int_or_none,
+    jsonable,
+    last_death,
+    ms_or_none,
+)
 from .fingerprint import fingerprint, normalise_error
 
 __all__ = [
@@ -37,6 +45,7 @@ __all__ = [
     "fingerprint",
     "normalise_error",
     "quarantined",
+    "unreadable",
 ]
 
 #: Category of a body that is not JSON or not a Dramatiq message.
@@ -161,6 +170,9 @@ def dead_letter_from_delivery(
     plain_headers: dict[str, Any] = jsonable(dict(headers or {}))
     x_death, latest_death, death_ms = last_death(plain_headers)
     message, decode_error = decode_message(body)
+    if message is not None:
+        decode_error = delivery_problem(message, latest_death)
+        message = message if decode_error is None else None
 
     if message is None:
         distinct = f"{death_ms}:{amqp_message_id}:{amqp_timestamp_s}"
@@ -169,9 +181,9 @@ def dead_letter_from_delivery(
             UNDECODABLE,
             error,
             dedupe_key="raw:" + hashlib.sha256(body + distinct.encode()).hexdigest(),
-            message_id=amqp_message_id,
+            message_id=_text(amqp_message_id),
             job_id=None,
-            queue_name=latest_death.get("queue") or q_name(source_queue),
+            queue_name=_text(latest_death.get("queue")) or q_name(source_queue),
             source_queue=source_queue,
             actor_name=None,
             x_death=x_death,
@@ -187,14 +199,14 @@ def dead_letter_from_delivery(
     kwargs: dict[str, Any] = message["kwargs"]
     job = kwargs.get("job") if isinstance(kwargs.get("job"), dict) else None
     job = job or (message["args"][0] if message["args"] and isinstance(message["args"][0], dict) else None)
-    namespace = job.get("provider_namespace") if job else None
-    resource_type = job.get("resource_type") if job else None
-    if (not namespace or not resource_type) and isinstance(options.get("provider"), str):
-        namespace, _, resource_type = options["provider"].partition("/")
+    namespace = _text(job.get("provider_namespace")) if job else None
+    resource_type = _text(job.get("resource_type")) if job else None
+    provider = _text(options.get("provider"))
+    if (not namespace or not resource_type) and provider is not None:
+        namespace, _, resource_type = provider.partition("/")
     history = [h for h in options.get("attempt_history") or [] if isinstance(h, dict)]
-    dead = options.get("dead_letter") if isinstance(options.get("dead_letter"), dict) else None
-    message_timestamp = int_or_none(message.get("message_timestamp"))
-
+    dead = options.get("dead_letter")
+    message_timestamp = message["message_timestamp"]
     failure = final_failure(
         message,
         history=history,
@@ -203,28 +215,30 @@ def dead_letter_from_delivery(
         last_death=latest_death,
         death_ms=death_ms or now_ms,
     )
-    category, reason, error = failure.category, failure.reason, failure.error
+    category = _text(failure.category) or "unknown"
+    reason = _text(failure.reason) or "unknown"
+    error = _text(failure.error) or ""
     request = job.get("request") if job and isinstance(job.get("request"), dict) else None
-    operation = (job.get("operation") if job else None) or options.get("operation")
+    operation = _text((job.get("operation") if job else None) or options.get("operation"))
     priority = int_or_none(job.get("priority")) if job else None
     return _new_record(
         dedupe_key=f"msg:{message['message_id']}",
-        message_id=str(message["message_id"]),
-        job_id=(job.get("job_id") if job else None) or options.get("job_id"),
-        queue_name=q_name(str(message["queue_name"])),
+        message_id=message["message_id"],
+        job_id=_text((job.get("job_id") if job else None) or options.get("job_id")),
+        queue_name=q_name(message["queue_name"]),
         source_queue=source_queue,
-        actor_name=str(message["actor_name"]),
-        provider_namespace=namespace or None,
-        resource_type=resource_type or None,
+        actor_name=message["actor_name"],
+        provider_namespace=_text(namespace),
+        resource_type=_text(resource_type),
         operation=operation,
         request=request,
         priority=priority if priority is not None else int_or_none(options.get("broker_priority")),
         category=category,
         retryable=failure.retryable if isinstance(failure.retryable, bool) else None,
         reason=reason,
-        error_type=failure.error_type if isinstance(failure.error_type, str) else None,
+        error_type=_text(failure.error_type),
         error=error,
-        traceback=failure.traceback if isinstance(failure.traceback, str) else None,
+        traceback=_text(failure.traceback),
         attempts=failure.attempts,
         max_retries=int_or_none((dead or {}).get("max_retries")),
         attempt_history=history,
@@ -235,8 +249,8 @@ def dead_letter_from_delivery(
         archived_ms=now_ms,
         fingerprint=fingerprint(
             category=category,
-            provider_namespace=namespace or None,
-            resource_type=resource_type or None,
+            provider_namespace=_text(namespace),
+            resource_type=_text(resource_type),
             operation=operation,
             error=error,
         ),
@@ -247,28 +261,78 @@ def dead_letter_from_delivery(
 def quarantined(record: DeadLetter, storage_error: str) -> DeadLetter:
     """A minimal record of ``record`` for when the archive refused it as parsed.
 
-    Only what any database accepts is kept: the ids, the source queue, the raw
-    body byte for byte and the storage error, with category ``unarchivable``,
-    so that one bad dead letter is kept (and visible) instead of blocking
-    every one behind it.
+    Only what any database accepts is kept: the ids (as text any database
+    takes), the source queue, the raw body byte for byte and the storage error,
+    with category ``unarchivable``, so that one bad dead letter is kept (and
+    visible) instead of blocking every one behind it.
     """
-    error = f"archive refused the record: {storage_error}"
+    error = _text(f"archive refused the record: {storage_error}") or "archive refused the record"
     return _raw_record(
         UNARCHIVABLE,
         error,
-        dedupe_key=record.dedupe_key,
-        message_id=record.message_id,
-        job_id=record.job_id,
-        queue_name=record.queue_name,
+        dedupe_key=_text(record.dedupe_key) or record.dedupe_key,
+        message_id=_text(record.message_id),
+        job_id=_text(record.job_id),
+        queue_name=_text(record.queue_name),
         source_queue=record.source_queue,
-        actor_name=record.actor_name,
+        actor_name=_text(record.actor_name),
         x_death=None,
         headers={},
-        dead_lettered_ms=record.dead_lettered_ms,
+        dead_lettered_ms=ms_or_none(record.dead_lettered_ms) or record.archived_ms,
         archived_ms=record.archived_ms,
         fingerprint_error=error,
         body=record.body,
     )
+
+
+def unreadable(
+    body: bytes,
+    error: BaseException,
+    *,
+    source_queue: str,
+    amqp_message_id: Any = None,
+    amqp_timestamp_s: Any = None,
+    now_ms: int | None = None,
+) -> DeadLetter:
+    """A minimal record of a delivery that :func:`dead_letter_from_delivery` failed to read.
+
+    Category ``unarchivable``, the raw body byte for byte and what went wrong;
+    nothing else of the delivery (not even its headers) is trusted.
+    """
+    now_ms = now_ms if now_ms is not None else int(time.time() * 1000)
+    message_id = _text(amqp_message_id)
+    distinct = f"unreadable:{message_id}:{amqp_timestamp_s!s:.40}"
+    text = _text(f"could not read the dead letter: {type(error).__name__}: {error}"[:2000]) or ""
+    return _raw_record(
+        UNARCHIVABLE,
+        text,
+        dedupe_key="raw:" + hashlib.sha256(body + distinct.encode()).hexdigest(),
+        message_id=message_id,
+        job_id=None,
+        queue_name=None,
+        source_queue=source_queue,
+        actor_name=None,
+        x_death=None,
+        headers={},
+        dead_lettered_ms=now_ms,
+        archived_ms=now_ms,
+        fingerprint_error=f"could not read the dead letter: {type(error).__name__}",
+        body=body,
+    )
+
+
+def _text(value: Any) -> str | None:
+    """A non-empty string as text every database takes (a lone surrogate, which a JSON body can
+    carry as ``\\ud800``, escaped); ``None`` for anything else. A job's fields may hold any JSON."""
+    if not isinstance(value, str) or not value:
+        return None
+    if value.isascii():
+        return value
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", errors="backslashreplace").decode("utf-8")
+    return value
 
 
 def _raw_record(

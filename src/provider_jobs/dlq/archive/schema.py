@@ -41,7 +41,8 @@ class Tables:
             sa.Column("provider_namespace", sa.Text),
             sa.Column("resource_type", sa.Text),
             sa.Column("operation", sa.Text),
-            sa.Column("request", sa.JSON),
+            # None is SQL NULL on every path: the fast insert writes NULL, and so must SQLAlchemy's.
+            sa.Column("request", sa.JSON(none_as_null=True)),
             sa.Column("priority", sa.Integer),
             sa.Column("category", sa.Text, nullable=False),
             sa.Column("retryable", sa.Boolean),
@@ -52,7 +53,7 @@ class Tables:
             sa.Column("attempts", sa.Integer, nullable=False),
             sa.Column("max_retries", sa.Integer),
             sa.Column("attempt_history", sa.JSON, nullable=False),
-            sa.Column("x_death", sa.JSON),
+            sa.Column("x_death", sa.JSON(none_as_null=True)),
             sa.Column("headers", sa.JSON, nullable=False),
             sa.Column("first_enqueued_ms", sa.BigInteger),
             sa.Column("dead_lettered_ms", sa.BigInteger, nullable=False),

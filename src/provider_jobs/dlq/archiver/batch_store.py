@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import pika
 
 from ...errors import ArchiveError, ArchiveUnavailable
-from ..archive.records import DeadLetter, dead_letter_from_delivery, quarantined
+from ..archive.records import DeadLetter, dead_letter_from_delivery, quarantined, unreadable
 from ..archive.store import DeadLetterArchive
 from . import metrics
 
@@ -54,17 +54,38 @@ class Delivery:
 
 
 def dead_letters_of(batch: Sequence[Delivery]) -> list[DeadLetter]:
-    """The records of ``batch``, in order, archived now."""
-    return [
-        dead_letter_from_delivery(
-            d.body,
-            d.properties.headers,
-            source_queue=d.queue,
-            amqp_message_id=d.properties.message_id,
-            amqp_timestamp_s=d.properties.timestamp,
-        )
-        for d in batch
-    ]
+    """The records of ``batch``, in order, archived now.
+
+    A delivery that cannot be read (any exception: a bug, a header nested too
+    deeply) becomes an ``unarchivable`` record of its raw body and what went
+    wrong, so that it never stops the archiver.
+    """
+    records = []
+    for d in batch:
+        try:
+            record = dead_letter_from_delivery(
+                d.body,
+                d.properties.headers,
+                source_queue=d.queue,
+                amqp_message_id=d.properties.message_id,
+                amqp_timestamp_s=d.properties.timestamp,
+            )
+        except Exception as exc:
+            logger.exception(
+                "Could not read dead letter %s from %s; archived it as category unarchivable with its "
+                "raw body",
+                d.properties.message_id,
+                d.queue,
+            )
+            record = unreadable(
+                d.body,
+                exc,
+                source_queue=d.queue,
+                amqp_message_id=d.properties.message_id,
+                amqp_timestamp_s=d.properties.timestamp,
+            )
+        records.append(record)
+    return records
 
 
 class BatchStore:
@@ -170,15 +191,15 @@ class BatchStore:
             return self.archive.store(records)
         except ArchiveUnavailable:
             raise
-        except ArchiveError as exc:
-            logger.warning("%s; storing the batch of %d record by record", exc, len(records))
+        except Exception as exc:  # ArchiveError, or what a driver raised on a value (not wrapped)
+            logger.warning("%s; storing the batch of %d record by record", _why(exc), len(records))
         new_keys: list[str] = []
         for record in records:
             try:
                 new_keys += self.archive.store([record])
             except ArchiveUnavailable:
                 raise
-            except ArchiveError as exc:
+            except Exception as exc:
                 self.stats.quarantined += 1
                 metrics.QUARANTINED.labels(record.source_queue).inc()
                 logger.error(
@@ -186,7 +207,20 @@ class BatchStore:
                     "with its raw body",
                     record.message_id or record.dedupe_key,
                     record.source_queue,
-                    exc,
+                    _why(exc),
                 )
-                new_keys += self.archive.store([quarantined(record, str(exc))])
+                new_keys += self._store_quarantined(quarantined(record, _why(exc)))
         return new_keys
+
+    def _store_quarantined(self, record: DeadLetter) -> list[str]:
+        try:
+            return self.archive.store([record])
+        except ArchiveError:
+            raise
+        except Exception as exc:
+            raise ArchiveError(f"Archive refused the quarantined record {record.dedupe_key}: {exc}") from exc
+
+
+def _why(exc: Exception) -> str:
+    """``exc`` as a log line: an archive error words itself; anything else is named by its type."""
+    return str(exc) if isinstance(exc, ArchiveError) else f"{type(exc).__name__}: {exc}"
