@@ -24,6 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from ...errors import ArchiveError, ArchiveUnavailable, ConfigurationError
+from ...json_bodies import read_json
 from .groups import GroupDeltas, GroupSummary
 from .schema import Tables
 
@@ -76,6 +77,27 @@ def _engine_url(url: str) -> sa.URL:
     return parsed
 
 
+#: What a JSON column too deeply nested to read is read as.
+TOO_DEEP = "… nested too deeply to read"
+
+
+def _read_json_column(text: str | bytes) -> Any:
+    """A JSON column's value: orjson reads up to 1024 levels without using the call
+    stack (the stdlib's reader recurses, and fails some hundred levels deep inside a
+    deep caller such as a CLI command). Reading stored data never fails: a value
+    nested deeper than Python's stack allows is read as :data:`TOO_DEEP`."""
+    try:
+        if isinstance(text, bytes):
+            return read_json(text)
+        try:
+            data = text.encode("utf-8")
+        except UnicodeEncodeError:
+            return json.loads(text)
+        return read_json(data)
+    except RecursionError:
+        return TOO_DEEP
+
+
 def _create_private_file(path: Path) -> None:
     """Create the SQLite file 0600 (and its directory 0700) if missing: the archive holds
     requests with their credentials. SQLite gives its ``-wal`` and ``-shm`` files the
@@ -125,11 +147,20 @@ class ArchiveDatabase:
 
     def _make_engine(self) -> Engine:
         if not self.is_sqlite:
-            return sa.create_engine(self.url, pool_pre_ping=True, connect_args={"connect_timeout": 5})
+            return sa.create_engine(
+                self.url,
+                pool_pre_ping=True,
+                connect_args={"connect_timeout": 5},
+                json_deserializer=_read_json_column,
+            )
         database = self.url.database
         if database and database != ":memory:" and not database.startswith("file:"):
             _create_private_file(Path(database))
-        engine = sa.create_engine(self.url, connect_args={"timeout": self._busy_timeout_ms / 1000})
+        engine = sa.create_engine(
+            self.url,
+            connect_args={"timeout": self._busy_timeout_ms / 1000},
+            json_deserializer=_read_json_column,
+        )
         busy_ms = self._busy_timeout_ms
 
         @sa.event.listens_for(engine, "connect")
