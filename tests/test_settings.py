@@ -52,3 +52,46 @@ def test_bad_values_fail_with_one_line_naming_the_variable(env: dict[str, str], 
     with pytest.raises(ConfigurationError, match=message.replace("(", r"\(").replace("?", r"\?")) as caught:
         Settings.from_env(env)
     assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"PROVIDER_JOBS_API_PORT": "abc"}, "PROVIDER_JOBS_API_PORT='abc' is not allowed"),
+        ({"PROVIDER_JOBS_API_PORT": "99999"}, "API_PORT=99999 is not allowed: expected a TCP port"),
+        ({"PROVIDER_JOBS_ARCHIVE_RETENTION_DAYS": "nan"}, "expected a finite number"),
+        ({"PROVIDER_JOBS_ARCHIVE_RETENTION_DAYS": "inf"}, "expected a finite number"),
+        ({"PROVIDER_JOBS_ARCHIVE_RETENTION_DAYS": "1e300"}, "expected days > 0 and at most 36500"),
+        ({"PROVIDER_JOBS_CONSUMER_TIMEOUT_S": "inf"}, "expected a finite number"),
+        ({"PROVIDER_JOBS_MAX_ATTEMPTS": "9" * 5000}, "at most 18 digits"),
+        ({"PROVIDER_JOBS_ARCHIVE_MAX_RECORDS": "99999999999"}, "expected 1 to 1000000000 records"),
+        ({"PROVIDER_JOBS_WORKER_THREADS": "100000"}, "expected 1 to 1024 threads"),
+        ({"PROVIDER_JOBS_API_MAX_BODY_BYTES": "10"}, "expected 1024 to 1073741824 bytes"),
+        ({"PROVIDER_JOBS_REDACT_KEYS": "password,bad key"}, "REDACT_KEYS"),
+        ({"PROVIDER_JOBS_API_TOKEN": "has space"}, "API_TOKEN is not allowed"),
+    ],
+)
+def test_numbers_at_their_limits_and_odd_text_fail_with_one_line(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigurationError, match=message.replace("(", r"\(")) as caught:
+        Settings.from_env(env)
+    assert "\n" not in str(caught.value) and len(str(caught.value)) < 300
+
+
+def test_a_bad_url_setting_never_shows_its_password() -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        Settings.from_env({"PROVIDER_JOBS_BROKER_URL": "redis://user:pw-secret@host/0"})
+    assert "pw-secret" not in str(caught.value) and "redis://user:***@host/0" in str(caught.value)
+
+
+def test_the_api_and_redaction_settings_are_read() -> None:
+    settings = Settings.from_env(
+        {
+            "PROVIDER_JOBS_API_READ_TOKEN": "reader",
+            "PROVIDER_JOBS_API_MAX_BODY_BYTES": "2048",
+            "PROVIDER_JOBS_REDACT_KEYS": "ssn, password",
+        }
+    )
+    assert (settings.api_read_token, settings.api_max_body_bytes) == ("reader", 2048)
+    assert settings.redact_keys == ("ssn", "password")
+    assert settings.redactor().view({"SSN": "1"}) == {"SSN": "***"}
+    assert "reader" not in repr(settings)

@@ -161,3 +161,32 @@ def test_a_bad_policy_file_fails_with_one_clear_line(tmp_path: Path) -> None:
     with pytest.raises(PolicyError, match="unknown key"):
         DlqPolicy.load(path)
     assert DEFAULT_POLICY.rules[-1].action == "escalate"
+
+
+def test_an_escalation_webhook_is_sent_the_records_with_their_secrets_masked(
+    settings: Settings, archive: DeadLetterArchive
+) -> None:
+    server = HTTPServer(("127.0.0.1", 0), _Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    policy = DlqPolicy.from_dict(
+        {"rules": [{"action": "escalate", "webhook_url": f"http://127.0.0.1:{server.server_port}/hook"}]}
+    )
+    paged = _store(
+        archive,
+        settings,
+        "forbidden",
+        "Forbidden: postgresql://app:url-pw@db/app said token=tb-1",
+        request={"name": "rg-1", "client_secret": "cs-1"},
+    )
+    _Hook.received.clear()
+    try:
+        process_dlq(archive, policy=policy)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+    [hook] = _Hook.received
+    [record] = hook["escalated"]
+    assert record["id"] == paged and record["request"] == {"name": "rg-1", "client_secret": "***"}
+    assert record["error"] == "Forbidden: postgresql://app:***@db/app said token=***"
+    assert record["provider"] == "ITL.Core/ResourceGroup"
