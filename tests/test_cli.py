@@ -97,3 +97,71 @@ def test_the_demo_shows_every_seed_log_line_and_archives_its_dead_letters(
     finally:
         archive.close()
     assert sorted(r.category for r in archived) == ["service_unavailable", "validation"]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_the_demo_logs_the_archive_url_without_its_password(settings: Settings, amqp, tmp_path: Path) -> None:
+    import uuid
+
+    import psycopg
+
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect("postgresql://postgres@127.0.0.1:5432/test", autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+    try:
+        result = run_cli(
+            "demo",
+            "--exit-when-done",
+            env={
+                "PROVIDER_JOBS_BROKER_URL": settings.broker_url,
+                "PROVIDER_JOBS_QUEUE_NAME": settings.queue_name,
+                "PROVIDER_JOBS_RETRY_DELAY_S": "0.05",
+                "PROVIDER_JOBS_LOG_FORMAT": "json",
+                # Trust authentication ignores the password; the log must not show it.
+                "PROVIDER_JOBS_ARCHIVE_URL": "postgresql+psycopg://postgres:demo-pw-123@127.0.0.1:5432/test"
+                f"?options=-csearch_path%3D{schema}",
+                "PROVIDER_JOBS_API_PORT": str(_free_port()),
+            },
+        )
+    finally:
+        with psycopg.connect("postgresql://postgres@127.0.0.1:5432/test", autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+    assert result.returncode == 0, result.stderr
+    assert "Demo jobs done. Dead letters are archived in postgresql+psycopg://postgres:***@" in result.stderr
+    assert "demo-pw-123" not in result.stderr
+
+
+def test_the_api_with_a_bad_setting_is_one_line_and_exit_2() -> None:
+    for env in ({"PROVIDER_JOBS_API_PORT": "abc"}, {"PROVIDER_JOBS_API_PORT": "99999"}):
+        result = run_cli("api", env=env)
+
+        assert result.returncode == 2, result.stderr
+        [line] = result.stderr.strip().splitlines()
+        assert line.startswith("provider-jobs api: PROVIDER_JOBS_API_PORT=")
+
+
+def test_the_api_on_a_port_in_use_is_one_line_and_exit_5() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli("api", "--port", str(port), env={"PROVIDER_JOBS_LOG_FORMAT": "json"})
+
+    assert result.returncode == 5, result.stderr
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"provider-jobs api: cannot listen on 127.0.0.1:{port}: ")
+
+
+def test_an_archive_id_beyond_the_database_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    result = run_cli(
+        "dlq", "show", "99999999999999999999", env={"PROVIDER_JOBS_ARCHIVE_URL": f"sqlite:///{tmp_path}/a.db"}
+    )
+
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("provider-jobs: Invalid value for 'record_id'")
