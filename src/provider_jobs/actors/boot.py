@@ -35,7 +35,11 @@ class ProcessBoot(Middleware):
         self.refuse = refuse
 
     def after_process_boot(self, broker: dramatiq.Broker) -> None:
-        configure_logging(log_format=self.settings.log_format, level=self.settings.log_level)
+        configure_logging(
+            log_format=self.settings.log_format,
+            level=self.settings.log_level,
+            redact_keys=self.settings.redact_keys,
+        )
         try:
             if self.refuse is not None:
                 raise self.refuse

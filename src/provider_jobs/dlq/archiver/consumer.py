@@ -304,7 +304,9 @@ def main(settings: Settings | None = None) -> None:
     from ...log_config import configure_logging
 
     settings = settings or Settings.from_env()
-    configure_logging(log_format=settings.log_format, level=settings.log_level)
+    configure_logging(
+        log_format=settings.log_format, level=settings.log_level, redact_keys=settings.redact_keys
+    )
     archiver = DeadLetterArchiver.from_settings(settings)
 
     def handle(signum: int, frame: FrameType | None) -> None:
