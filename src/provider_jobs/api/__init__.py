@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from .app import create_app
 from .archive_stats import ArchiveCollector, ArchiveSummary, summarise_archive
-from .auth import bearer_token_guard
+from .auth import bearer_token_guard, read_token_guard
 from .dlq import dlq_router
 from .exposition import QueueCollector, api_registry
+from .gate import RequestGate
 from .queue_stats import QueueStat, read_queue_stats
 from .server import api_command, serve
 
@@ -15,12 +16,14 @@ __all__ = [
     "ArchiveSummary",
     "QueueCollector",
     "QueueStat",
+    "RequestGate",
     "api_command",
     "api_registry",
     "bearer_token_guard",
     "create_app",
     "dlq_router",
     "read_queue_stats",
+    "read_token_guard",
     "serve",
     "summarise_archive",
 ]
