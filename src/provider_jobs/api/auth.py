@@ -8,6 +8,7 @@ the mutation token; with none configured they are refused (403), never open.
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 from collections.abc import Callable, Sequence
 from typing import Annotated
@@ -32,13 +33,13 @@ READ_TOKEN_VARIABLE = "PROVIDER_JOBS_API_READ_TOKEN"  # noqa: S105 - a variable 
 _bearer = HTTPBearer(auto_error=False, description=f"The token set in {TOKEN_VARIABLE}.")
 
 
+@dataclasses.dataclass(frozen=True)
 class TokenCheck:
     """Why a request was refused: the HTTP status, the detail and its headers."""
 
-    def __init__(self, status_code: int, detail: str, headers: dict[str, str] | None = None) -> None:
-        self.status_code = status_code
-        self.detail = detail
-        self.headers = headers or {}
+    status_code: int
+    detail: str
+    headers: dict[str, str] = dataclasses.field(default_factory=dict)
 
     def exception(self) -> HTTPException:
         """As FastAPI's exception."""
