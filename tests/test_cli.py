@@ -165,3 +165,29 @@ def test_an_archive_id_beyond_the_database_is_one_line_and_exit_2(tmp_path: Path
     assert result.returncode == 2
     [line] = result.stderr.strip().splitlines()
     assert line.startswith("provider-jobs: Invalid value for 'record_id'")
+
+
+def test_the_worker_stops_on_sigterm_as_on_ctrl_c_and_exits_0(settings: Settings, amqp) -> None:
+    import signal
+
+    from external_tools import consumer_count
+
+    from support import wait_for
+
+    env = {
+        **os.environ,
+        "PROVIDER_JOBS_BROKER_URL": settings.broker_url,
+        "PROVIDER_JOBS_QUEUE_NAME": settings.queue_name,
+        "PROVIDER_JOBS_LOG_FORMAT": "json",
+    }
+    worker = subprocess.Popen([*CLI, "worker"], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: consumer_count(settings.broker_url, settings.queue_name) == 1, timeout_s=30)
+        worker.send_signal(signal.SIGTERM)
+        _, stderr = worker.communicate(timeout=30)
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+    assert worker.returncode == 0, stderr[-2000:]
+    assert "Interrupted; stopping" in stderr

@@ -6,6 +6,7 @@ import functools
 import json
 import logging
 import os
+import signal
 import socket
 import sys
 import threading
@@ -114,6 +115,9 @@ def _run_worker(
         )
         threads.append(threading.Thread(target=server.run, name="api", daemon=True))
         stops.append(lambda: setattr(server, "should_exit", True))
+    if threading.current_thread() is threading.main_thread():
+        # Kubernetes stops a pod with SIGTERM: the same orderly stop as Ctrl-C (this is our own process).
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
     worker.start()
     for thread in threads:
         thread.start()
@@ -133,7 +137,7 @@ def _run_worker(
         while not until_idle:
             time.sleep(3600)
     except KeyboardInterrupt:
-        logger.info("Interrupted; stopping")
+        logger.info("Interrupted; stopping: running jobs finish, unstarted ones go back to RabbitMQ")
     finally:
         for stop in reversed(stops):
             stop()
@@ -151,10 +155,11 @@ def _wait_until_idle(
     import pika.exceptions
 
     from .actors.consumer import held_retries
+    from .rabbitmq.connectivity import broker_parameters
     from .rabbitmq.queues import queue_roles
 
     names = [name for name, role in queue_roles(settings) if archiver or role != "dead_letter"]
-    connection = pika.BlockingConnection(pika.URLParameters(settings.broker_url))
+    connection = pika.BlockingConnection(broker_parameters(settings.broker_url))
     try:
         in_a_row = 0
         while in_a_row < successes:

@@ -161,7 +161,8 @@ class Tally:
         return (
             f"sent {len(sent.behaviours)}, succeeded {len(self.succeeded)}, archived {len(self.archived)}, "
             f"lost {len(self.lost(sent))}, run twice {self.run_twice()}, "
-            f"archived twice {self.archived_twice}, both {len(self.both())}"
+            f"archived twice {self.archived_twice}, both {len(self.both())}; "
+            f"lost: {sorted(self.lost(sent))[:10]}, wrong outcome: {sorted(self.wrong_outcome(sent))[:10]}"
         )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import heapq
 import itertools
+import json
 import os
 import socket
 import threading
@@ -32,6 +33,10 @@ _CLOSE_WAIT_S = 5.0
 DELIVERIES_HEADER = "x-provider-jobs-deliveries"
 #: Category and reason of a job dead-lettered because its worker kept dying while running it.
 CRASH_LOOP = "crash_loop"
+#: A job whose deliveries ended without an outcome this often is a suspect: it runs alone.
+_SUSPECT_AFTER = 2
+#: How often the consumer checks whether a suspect can run alone, or has finished.
+_ISOLATION_POLL_S = 0.01
 #: The attribute on a message proxy naming the consumer (so the channel) that delivered it.
 _DELIVERED_BY = "_provider_jobs_delivered_by"
 
@@ -85,6 +90,17 @@ class WorkerConsumer(_RabbitmqConsumer):
     ``max_deliveries`` deliveries ended without an outcome, the job is
     dead-lettered as :data:`CRASH_LOOP` instead, never run again. A message
     redelivered after a connection drop or a worker restart counts too.
+
+    A job that shared a crash with the culprit (it was running or prefetched
+    in the process that died) is redelivered as well, so counting alone would
+    dead-letter the culprit's neighbours with it. Hence a job whose count
+    says two deliveries ended without an outcome is a *suspect*, and runs
+    alone: the consumer lowers its prefetch to 1, lets everything else on its
+    channel finish, then hands out the suspect and nothing else until it has
+    an outcome. If it kills the process then, it alone is redelivered and
+    counted; a neighbour proves itself by succeeding. The culprit thus runs
+    ``max_deliveries`` times (two with neighbours, the rest alone), with 3 or
+    more; a limit below 3 counts neighbours too.
     """
 
     def __init__(self, broker: Any, queue_name: str, prefetch: int, timeout: int) -> None:
@@ -294,7 +310,7 @@ class WorkerConsumer(_RabbitmqConsumer):
         assert self._max_deliveries is not None
         headers = dict(properties.headers or {})
         ended = _count(headers.get(DELIVERIES_HEADER))
-        message_id = properties.message_id if isinstance(properties.message_id, str) else None
+        message_id = _message_id(properties, body)
         if ended < self._max_deliveries:
             headers[DELIVERIES_HEADER] = ended + 1
             self.logger.warning(
@@ -316,15 +332,21 @@ class WorkerConsumer(_RabbitmqConsumer):
                 CRASH_LOOP,
                 ended,
             )
+        self._move(method, properties, routing_key, out, headers)
+
+    def _move(
+        self, method: Any, properties: Any, routing_key: str, body: bytes, headers: dict[str, Any]
+    ) -> None:
+        """Publish a copy of a delivery with ``headers``, then ack the delivery once it is confirmed."""
         self._publish_then_settle(
             method.delivery_tag,
             routing_key,
-            out,
+            body,
             pika.BasicProperties(
                 delivery_mode=2,
                 priority=properties.priority if isinstance(properties.priority, int) else None,
                 headers=headers,
-                message_id=message_id,
+                message_id=properties.message_id if isinstance(properties.message_id, str) else None,
                 content_type=properties.content_type,
                 content_encoding=properties.content_encoding,
             ),
@@ -344,23 +366,57 @@ class WorkerConsumer(_RabbitmqConsumer):
 
         self.channel.add_on_cancel_callback(on_cancel)
         self.channel.basic_consume(queue_name, on_message)
+        suspect: _Delivery | None = None
+        isolating = False
         while True:
+            if isolating and not self._unsettled():
+                # The suspect ran alone and has an outcome: back to the full prefetch.
+                isolating = False
+                self.channel.basic_qos(prefetch_count=0, global_qos=True)
             if arrived:
                 method, properties, body = delivery = arrived.popleft()
                 if method.redelivered and self._max_deliveries is not None:
                     self._recount(method, properties, body)
                     yield _NOTHING
+                elif self._max_deliveries is not None and _is_suspect(properties):
+                    if suspect is None and not isolating:
+                        # RabbitMQ delivers nothing more on this channel while one message is unacked:
+                        # the suspect. (A consumer's own prefetch applies only to later consumers.)
+                        self.channel.basic_qos(prefetch_count=1, global_qos=True)
+                        suspect = delivery
+                    else:
+                        # One suspect at a time: another one waiting here would share its crash.
+                        self._move(method, properties, queue_name, body, dict(properties.headers))
+                    yield _NOTHING
+                else:
+                    yield delivery
+                continue
+            if suspect is not None and not self._unsettled():
+                # Deliveries RabbitMQ sent before the lower prefetch took effect come first, and the
+                # acks of confirmed copies go on the wire.
+                self.connection.process_data_events(time_limit=0)
+                if arrived or self._unsettled():
+                    yield _NOTHING
                     continue
+                # Nothing else is unacked on this channel: if the suspect kills the process now,
+                # it alone is redelivered, and it alone counts a delivery without an outcome.
+                isolating, delivery, suspect = True, suspect, None
                 yield delivery
                 continue
             if self._cancelled:
                 # RabbitMQ cancelled the consumer (its queue was deleted): Dramatiq reconnects.
                 raise pika.exceptions.ConsumerCancelled(f"RabbitMQ cancelled the consumer of {queue_name}")
             wait_s = self._wait_s(idle_s)
+            if suspect is not None or isolating:
+                wait_s = min(wait_s, _ISOLATION_POLL_S)
             if wait_s > 0:
                 self.connection.process_data_events(time_limit=wait_s)
             if not arrived:
                 yield _NOTHING
+
+    def _unsettled(self) -> bool:
+        """Whether any delivery of this channel is unacked: running, held, or awaiting a confirm."""
+        return bool(self.known_tags or self._pending or self._awaiting)
 
 
 def held_retries(worker: Any) -> int:
@@ -368,6 +424,24 @@ def held_retries(worker: Any) -> int:
     queue's message count leaves them out: a worker with held retries is not idle)."""
     threads = list(getattr(worker, "consumers", {}).values())
     return sum(getattr(getattr(thread, "consumer", None), "held_count", 0) for thread in threads)
+
+
+def _message_id(properties: Any, body: bytes) -> str:
+    """A delivery's message id for a log line: its AMQP ``message_id``, or the Dramatiq one."""
+    if isinstance(properties.message_id, str):
+        return properties.message_id
+    try:
+        message_id = json.loads(body).get("message_id")
+    except Exception:
+        return "(unreadable)"
+    return message_id if isinstance(message_id, str) else "(none)"
+
+
+def _is_suspect(properties: Any) -> bool:
+    """Whether a (fresh) delivery's count says :data:`_SUSPECT_AFTER` of its deliveries ended
+    without an outcome."""
+    headers = properties.headers or {}
+    return DELIVERIES_HEADER in headers and _count(headers[DELIVERIES_HEADER]) > _SUSPECT_AFTER
 
 
 def _count(value: Any) -> int:

@@ -1,0 +1,62 @@
+"""A job that kills its worker process ends in the archive as crash_loop; no other job is lost or stuck."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from provider_jobs.settings import Settings
+
+from fault_workload import Tally, send, settled
+
+HERE = Path(__file__).parent
+
+
+@pytest.mark.fault
+def test_a_job_that_kills_its_worker_is_dead_lettered_as_crash_loop_after_max_deliveries(
+    settings: Settings, amqp, tmp_path: Path
+) -> None:
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(HERE), str(HERE.parent)]),
+        "PROVIDER_JOBS_BROKER_URL": settings.broker_url,
+        "PROVIDER_JOBS_QUEUE_NAME": settings.queue_name,
+        "PROVIDER_JOBS_RETRY_DELAY_S": "0.02",
+        "PROVIDER_JOBS_MAX_DELIVERIES": "3",
+        "PROVIDER_JOBS_WORKER_THREADS": "2",
+        "PROVIDER_JOBS_LOG_FORMAT": "json",
+        "FAULT_OUTCOMES_DIR": str(tmp_path),
+    }
+    sent = send(settings, {"ok": 40, "flaky": 10, "permanent": 5, "crash": 1})
+    tally, deaths, process = Tally(), 0, None
+    deadline = time.monotonic() + 60
+    log = (tmp_path / "worker.log").open("ab")
+    try:
+        while not settled(tally, sent, tmp_path, settings.broker_url, settings.queue_name):
+            assert time.monotonic() < deadline, tally.summary(sent)
+            if process is not None and process.poll() is not None:
+                assert process.returncode == 17, (tmp_path / "worker.log").read_text()[-3000:]
+                deaths += 1
+                process = None
+            if process is None:  # a supervisor (Kubernetes, the Dramatiq CLI's parent) starts it again
+                process = subprocess.Popen(
+                    [sys.executable, str(HERE / "fault_workload.py")], env=env, stdout=log, stderr=log
+                )
+            time.sleep(0.05)
+    finally:
+        if process is not None and process.poll() is None:
+            process.terminate()
+            process.wait(timeout=30)
+        log.close()
+    [crash] = [job_id for job_id, behaviour in sent.behaviours.items() if behaviour == "crash"]
+    assert tally.archived[crash] == "crash_loop"
+    assert tally.dead_letters[crash]["deliveries"] == 3
+    assert "3 times" in tally.dead_letters[crash]["error"]
+    assert deaths == 3  # three deliveries ran it; the fourth dead-lettered it without running it
+    assert not tally.wrong_outcome(sent), tally.summary(sent)
+    assert not tally.both(), tally.summary(sent)
