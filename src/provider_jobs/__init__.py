@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from . import _lean_imports  # noqa: F401  (first: see its docstring)
 from .errors import (
     ArchiveError,
     ArchiveUnavailable,

@@ -9,6 +9,7 @@ Dramatiq's meaning (retries *after* the first attempt).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import signal
 import threading
@@ -88,7 +89,9 @@ class JobQueue:
         """The awaitable form of :meth:`submit`; same arguments, same errors."""
         return await asyncio.to_thread(lambda: self.submit(**fields))
 
-    def submit_many(self, jobs: Iterable[ProviderJob | Mapping[str, Any]]) -> list[str]:
+    def submit_many(
+        self, jobs: Iterable[ProviderJob | Mapping[str, Any]], *, pause_gc: bool = False
+    ) -> list[str]:
         """Publish many jobs, many confirms in flight, and return their ids in order.
 
         Each job is a :class:`ProviderJob` or a mapping of :meth:`submit`'s
@@ -98,6 +101,9 @@ class JobQueue:
 
         Args:
             jobs: The jobs, in the order to publish them.
+            pause_gc: Hold Python's cyclic garbage collector off, process-wide, while the call
+                runs: about a third less CPU for a large submit, whose objects all live until
+                it returns. Off by default: the collector is the host application's.
 
         Raises:
             InvalidJob: A job is not valid; the message names its index. Nothing was sent.
@@ -105,7 +111,7 @@ class JobQueue:
             PublishFailed: Some jobs were not confirmed; ``not_confirmed`` maps
                 their ids to what happened, ``confirmed`` lists the others.
         """
-        with paused_gc():
+        with paused_gc() if pause_gc else contextlib.nullcontext():
             return self._submit_many(jobs)
 
     def _submit_many(self, jobs: Iterable[ProviderJob | Mapping[str, Any]]) -> list[str]:

@@ -370,7 +370,7 @@ def test_replayed_messages_get_distinct_version_4_uuids() -> None:
     assert {uuid.UUID(i).version for i in ids} == {4}
 
 
-def test_only_an_unpaced_replay_holds_the_garbage_collector_off(
+def test_only_an_unpaced_replay_that_asks_holds_the_garbage_collector_off(
     settings: Settings, amqp: Any, archive: DeadLetterArchive
 ) -> None:
     import gc
@@ -379,7 +379,10 @@ def test_only_an_unpaced_replay_holds_the_garbage_collector_off(
     ids = _store(archive, settings, count=4)
     replayer = Replayer(archive=archive, broker_url=settings.broker_url, who="a")
     seen: list[bool] = []
-    replayer.replay(ids[:2], rate_per_s=1000, on_outcome=lambda _: seen.append(gc.isenabled()))
-    replayer.replay(ids[2:], on_outcome=lambda _: seen.append(gc.isenabled()))
+    replayer.replay(ids[:1], on_outcome=lambda _: seen.append(gc.isenabled()))
+    replayer.replay(
+        ids[1:2], rate_per_s=1000, pause_gc=True, on_outcome=lambda _: seen.append(gc.isenabled())
+    )
+    replayer.replay(ids[2:], pause_gc=True, on_outcome=lambda _: seen.append(gc.isenabled()))
     assert seen == [True, True, False, False]
     assert gc.isenabled()

@@ -21,7 +21,6 @@ reached the queue; ``not_sent`` never left this process.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
 from collections.abc import Iterable, Iterator
@@ -32,7 +31,6 @@ import pika.exceptions
 from pika.channel import Channel
 from pika.spec import Basic, BasicProperties
 
-from ..gc_pause import paused_gc
 from .connection import _ConfirmConnection
 from .messages import (
     CONFIRMED,
@@ -163,8 +161,7 @@ class BulkPublisher(_ConfirmConnection):
         """
         if rate_per_s is not None and rate_per_s <= 0:
             raise ValueError(f"rate_per_s={rate_per_s!r} is not allowed: expected messages per second > 0")
-        # A paced call may last hours: the collector is held off only for one as fast as it goes.
-        with self._lock, paused_gc() if rate_per_s is None else contextlib.nullcontext():
+        with self._lock:
             started = time.monotonic()
             self._ensure_open()
             run = self._run = _Run(iter(items), rate_per_s)

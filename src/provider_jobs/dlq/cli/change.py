@@ -123,6 +123,7 @@ def replay(
                 force=force,
                 reason=reason,
                 on_outcome=advance,
+                pause_gc=True,  # this process is ours, and its objects live until the call returns
             )
     redactor = settings.redactor()
     outcomes = [redactor.view(o) for o in report.outcomes]

@@ -188,6 +188,7 @@ class Replayer:
         force: bool = False,
         reason: str | None = None,
         on_outcome: Callable[[ReplayOutcome], None] | None = None,
+        pause_gc: bool = False,
     ) -> ReplayReport:
         """Replay the records ``ids``, in order.
 
@@ -208,6 +209,9 @@ class Replayer:
             reason: Why, for the audit log.
             on_outcome: Called for each record, in order, on the calling thread, once its batch
                 is settled, which may be while a later batch publishes (progress bars).
+            pause_gc: Hold Python's cyclic garbage collector off, process-wide, during an unpaced
+                replay (a paced one may last hours). Off by default: the collector is the
+                host application's; ``provider-jobs dlq replay`` turns it on.
 
         Raises:
             RecordNotFound, InvalidJob, NotReplayable: From planning, or a ``reason`` no archive
@@ -224,7 +228,7 @@ class Replayer:
         # An id named twice is replayed once.
         ids = list(dict.fromkeys(ids))
         # A paced replay may last hours: the collector is held off only for one as fast as it goes.
-        with paused_gc() if rate_per_s is None else contextlib.nullcontext():
+        with paused_gc() if pause_gc and rate_per_s is None else contextlib.nullcontext():
             return self._replay(
                 ids,
                 request_patch=request_patch,
