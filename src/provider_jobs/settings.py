@@ -71,7 +71,11 @@ class Settings:
     Every field is read from ``PROVIDER_JOBS_<FIELD>`` by :meth:`from_env`.
 
     Args:
-        broker_url: RabbitMQ URL. Default ``amqp://guest:guest@127.0.0.1:5672/%2F``.
+        broker_url: RabbitMQ URL, or several separated by commas (the nodes of a
+            cluster): connections try them in order and fail over to the next.
+            Default ``amqp://guest:guest@127.0.0.1:5672/%2F``.
+        queue_type: ``classic`` or ``quorum`` (replicated over a cluster's nodes;
+            see :mod:`.rabbitmq.queue_types`). Default ``classic``.
         queue_name: Queue the provider-operation actors use. Default ``provider.jobs``.
         max_attempts: Attempts per job in total, the first included
             (``ProviderWorker``'s ``max_retries``). Default 3.
@@ -138,6 +142,7 @@ class Settings:
     """
 
     broker_url: str = "amqp://guest:guest@127.0.0.1:5672/%2F"
+    queue_type: str = "classic"
     queue_name: str = "provider.jobs"
     max_attempts: int = 3
     retry_delay_s: float = 5.0
@@ -183,8 +188,10 @@ class Settings:
             value = getattr(self, item.name)
             if isinstance(value, float) and not math.isfinite(value):
                 refuse(item.name, "expected a finite number")
-        if not self.broker_url.startswith(("amqp://", "amqps://")):
-            refuse("broker_url", "expected an amqp:// or amqps:// URL")
+        if not self.broker_urls or not all(u.startswith(("amqp://", "amqps://")) for u in self.broker_urls):
+            refuse("broker_url", "expected an amqp:// or amqps:// URL, or several separated by commas")
+        if self.queue_type not in {"classic", "quorum"}:
+            refuse("queue_type", "expected classic or quorum")
         if not self.queue_name or any(c.isspace() for c in self.queue_name):
             refuse("queue_name", "expected a non-empty name without spaces")
         if self.max_attempts < 1:
@@ -242,6 +249,11 @@ class Settings:
                 )
 
     @property
+    def broker_urls(self) -> tuple[str, ...]:
+        """``broker_url`` split at its commas: the URLs connections try, in order."""
+        return tuple(filter(None, (part.strip() for part in self.broker_url.split(","))))
+
+    @property
     def max_retries(self) -> int:
         """Dramatiq's ``max_retries``: retries after the first attempt."""
         return self.max_attempts - 1
@@ -269,6 +281,7 @@ class Settings:
         env = os.environ if environ is None else environ
         parsers: dict[str, Callable[[str], Any]] = {
             "broker_url": str,
+            "queue_type": str,
             "queue_name": str,
             "max_attempts": _parse_int,
             "retry_delay_s": _parse_float,

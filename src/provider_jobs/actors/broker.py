@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import dramatiq
-from dramatiq.brokers.rabbitmq import RabbitmqBroker
+from dramatiq.brokers.rabbitmq import DEAD_MESSAGE_TTL, RabbitmqBroker
+from dramatiq.common import dq_name, xq_name
 from dramatiq.middleware import (
     AgeLimit,
     Callbacks,
@@ -19,6 +21,7 @@ from dramatiq.middleware import (
 )
 
 from ..middleware import ClassifiedRetries, Classifier, ErrorClassifier, LogContext, Metrics
+from ..rabbitmq.queue_types import dead_letter_queue_arguments, queue_arguments, queue_type_error
 from ..settings import Settings
 from .consumer import WorkerConsumer
 from .encoder import OrjsonEncoder
@@ -29,6 +32,8 @@ __all__ = ["MAX_PRIORITY", "build_broker"]
 #: RabbitMQ refuses (406) to change it on an existing queue.
 MAX_PRIORITY = 10
 
+
+logger = logging.getLogger(__name__)
 
 _Hooks = tuple[tuple[Middleware, Callable[..., Any]], ...]
 
@@ -52,8 +57,47 @@ class _ProviderBroker(RabbitmqBroker):
     holds_retries = True
     #: Its consumers publish the dead letters ``ClassifiedRetries`` hands them, then ack.
     publishes_dead_letters = True
-    #: Deliveries without an outcome before its consumers dead-letter a job as ``crash_loop``.
-    max_deliveries = 5
+    #: Deliveries without an outcome before its consumers dead-letter a job as ``crash_loop``;
+    #: ``None`` when RabbitMQ counts them (quorum queues' ``x-delivery-limit``).
+    max_deliveries: int | None = 5
+    #: ``classic`` or ``quorum``: the type of every queue it declares.
+    queue_type = "classic"
+    #: On quorum queues, the work queue's ``x-delivery-limit``.
+    delivery_limit: int | None = None
+
+    @property
+    def delay_queue_arguments(self) -> dict[str, Any]:
+        """Type arguments ``ConfirmPublisher`` adds to the retry delay queues it declares."""
+        return queue_arguments(self.queue_type)
+
+    def _build_queue_arguments(self, queue_name: str) -> dict[str, Any]:
+        arguments: dict[str, Any] = super()._build_queue_arguments(queue_name)  # type: ignore[no-untyped-call]
+        limit = self.delivery_limit if queue_name == self._work_queue_of(queue_name) else None
+        return {**arguments, **queue_arguments(self.queue_type, delivery_limit=limit)}
+
+    @staticmethod
+    def _work_queue_of(queue_name: str) -> str:
+        return queue_name[: -len(".DQ")] if queue_name.endswith(".DQ") else queue_name
+
+    def _declared(self, name: str, arguments: dict[str, Any]) -> Any:
+        try:
+            return self.channel.queue_declare(queue=name, durable=True, arguments=arguments)
+        except Exception as exc:
+            error = queue_type_error(exc, name, self.queue_type)
+            if error is not None:
+                raise error from None
+            raise
+
+    def _declare_queue(self, queue_name: str) -> Any:
+        return self._declared(queue_name, self._build_queue_arguments(queue_name))
+
+    def _declare_dq_queue(self, queue_name: str) -> Any:
+        arguments = self._build_queue_arguments(dq_name(queue_name))
+        return self._declared(dq_name(queue_name), arguments)
+
+    def _declare_xq_queue(self, queue_name: str) -> Any:
+        arguments = dead_letter_queue_arguments(self.queue_type, message_ttl_ms=DEAD_MESSAGE_TTL)
+        return self._declared(xq_name(queue_name), arguments)
 
     @property
     def consumer_class(self) -> type[WorkerConsumer]:
@@ -122,10 +166,13 @@ def build_broker(
         worker_id=settings.worker_id,
         hold_retries_up_to_ms=settings.hold_retries_up_to_ms,
     )
+    quorum = settings.queue_type == "quorum"
+    urls = settings.broker_urls
     broker = _ProviderBroker(
-        url=settings.broker_url,
+        url=list(urls) if len(urls) > 1 else urls[0],
         confirm_delivery=True,
-        max_priority=MAX_PRIORITY,
+        # Quorum queues refuse x-max-priority; RabbitMQ 4 gives them two priority bands of its own.
+        max_priority=None if quorum else MAX_PRIORITY,
         middleware=[
             AgeLimit(),
             TimeLimit(),
@@ -139,5 +186,16 @@ def build_broker(
             retries,
         ],
     )
-    broker.max_deliveries = settings.max_deliveries
+    broker.queue_type = settings.queue_type
+    if quorum:
+        # RabbitMQ counts deliveries of quorum queues: a delivery limit of n dead-letters at the
+        # (n+1)th return, so max_deliveries - 1 keeps the consumer's meaning of the setting.
+        broker.delivery_limit = settings.max_deliveries - 1
+        broker.max_deliveries = None
+        logger.warning(
+            "PROVIDER_JOBS_QUEUE_TYPE=quorum: quorum queues have no x-max-priority; job priorities "
+            "are accepted, RabbitMQ 3.x ignores them and RabbitMQ 4 runs priorities 5-9 before 0-4"
+        )
+    else:
+        broker.max_deliveries = settings.max_deliveries
     return broker

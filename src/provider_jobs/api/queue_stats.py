@@ -8,7 +8,7 @@ import pika
 import pika.exceptions
 
 from ..errors import BrokerUnavailable
-from ..rabbitmq.connectivity import redact_url
+from ..rabbitmq.connectivity import broker_parameters, redact_url
 from ..rabbitmq.queues import queue_roles
 from ..settings import Settings
 
@@ -46,10 +46,11 @@ def read_queue_stats(settings: Settings, *, timeout_s: float = 3.0) -> list[Queu
     Raises:
         BrokerUnavailable: RabbitMQ cannot be reached or closed the connection.
     """
-    parameters = pika.URLParameters(settings.broker_url)
-    parameters.connection_attempts = 1
-    parameters.socket_timeout = timeout_s
-    parameters.blocked_connection_timeout = timeout_s
+    parameters = broker_parameters(settings.broker_url)
+    for each in parameters:
+        each.connection_attempts = 1
+        each.socket_timeout = timeout_s
+        each.blocked_connection_timeout = timeout_s
     try:
         connection = pika.BlockingConnection(parameters)
     except (pika.exceptions.AMQPError, OSError) as exc:

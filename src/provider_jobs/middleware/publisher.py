@@ -7,7 +7,9 @@ with Dramatiq's ``<queue>.DQ`` (a consumer holds the message unacked until its
 eta, then publishes it again), a retry costs one confirmed publish, nothing is
 held in worker memory, ``consumer_timeout`` does not apply, and the message
 arrives within milliseconds of its due time rather than on the next wake-up of
-an idle consumer. One bucket per delay keeps every queue FIFO in expiry order;
+an idle consumer. A broker with a ``delay_queue_arguments`` attribute (a dict,
+such as ``{"x-queue-type": "quorum"}``) has them added to each bucket's
+arguments. One bucket per delay keeps every queue FIFO in expiry order;
 delays are rounded up to two significant digits so that backoff with jitter
 does not create a queue per value.
 """
@@ -133,6 +135,8 @@ class ConfirmPublisher:
                     name,
                     durable=True,
                     arguments={
+                        # A broker's own queue type (quorum queues), as its other queues have.
+                        **(getattr(broker, "delay_queue_arguments", None) or {}),
                         "x-message-ttl": delay,
                         "x-dead-letter-exchange": "",
                         "x-dead-letter-routing-key": str(q_name(queue_name)),

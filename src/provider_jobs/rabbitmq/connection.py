@@ -25,6 +25,10 @@ from .frames import publish_frames
 
 __all__: list[str] = []
 
+#: Whether this pika has ``_adapter_emit_data``, the hook between a connection and its transport
+#: that the frame writer writes through (checked with pika 1.3.2 and 1.4.4).
+_WRITES_FRAMES = hasattr(SelectConnection, "_adapter_emit_data")
+
 # The publisher's logger: these records come from its connection.
 logger = logging.getLogger("provider_jobs.rabbitmq.bulk")
 
@@ -63,17 +67,28 @@ class _CoalescingConnection(SelectConnection):  # type: ignore[misc]
         """
         if not channel.is_open:
             raise pika.exceptions.ChannelWrongStateError("Channel is closed.")
+        body_max = getattr(self, "_body_max_length", None)
+        if not _WRITES_FRAMES or not isinstance(body_max, int):
+            # A pika without the private attributes the frame writer needs: its own publish.
+            channel.basic_publish(
+                "",
+                routing_key,
+                body,
+                BasicProperties(delivery_mode=2, priority=priority, message_id=message_id),
+                mandatory=True,
+            )
+            return
         frames = publish_frames(
             channel.channel_number,
             routing_key,
             body,
             priority=priority,
             message_id=message_id,
-            body_max=self._body_max_length,
+            body_max=body_max,
         )
         # pika's counters, kept as its own publish keeps them.
-        self.bytes_sent += sum(map(len, frames))
-        self.frames_sent += len(frames)
+        self.bytes_sent = getattr(self, "bytes_sent", 0) + sum(map(len, frames))
+        self.frames_sent = getattr(self, "frames_sent", 0) + len(frames)
         if self._held is None:
             for data in frames:
                 super()._adapter_emit_data(data)
@@ -91,7 +106,8 @@ class _ConfirmConnection:
     """A connection and a channel in confirm mode, opened on demand, its loop run in this thread.
 
     Args:
-        url: RabbitMQ URL (``amqp://user:pw@host:port/vhost``).
+        url: RabbitMQ URL (``amqp://user:pw@host:port/vhost``), or several separated
+            by commas: each connect tries them in turn, from the last that worked.
         connect_timeout_s: Socket and handshake timeout when connecting, and
             the longest wait for a close to be answered.
     """
@@ -106,6 +122,8 @@ class _ConfirmConnection:
         self._open_error: str | None = None
         self._looping = False
         self._stale = False
+        #: Index in the URL list of the node to try first: the last one that worked.
+        self._preferred = 0
 
     # -- hooks of the publisher ---------------------------------------------------
 
@@ -123,8 +141,8 @@ class _ConfirmConnection:
 
     # -- connection ---------------------------------------------------------------
 
-    def _parameters(self) -> pika.URLParameters:
-        params = pika.URLParameters(self.url)
+    def _parameters(self, url: str) -> pika.URLParameters:
+        params = pika.URLParameters(url)
         params.connection_attempts = 1
         params.socket_timeout = self.connect_timeout_s
         params.stack_timeout = self.connect_timeout_s
@@ -147,9 +165,21 @@ class _ConfirmConnection:
             self._poll()
             if self._channel is not None and self._channel.is_open:
                 return
+        urls = [url.strip() for url in self.url.split(",") if url.strip()]
+        order = [*range(self._preferred, len(urls)), *range(self._preferred)]
+        for position, index in enumerate(order):
+            try:
+                self._open(self._parameters(urls[index]))
+            except BrokerUnavailable:
+                if position == len(order) - 1:
+                    raise
+                continue
+            self._preferred = index
+            return
+
+    def _open(self, params: pika.URLParameters) -> None:
         self._discard()
         self._open_error = None
-        params = self._parameters()
         try:
             connection = _CoalescingConnection(
                 params,

@@ -16,7 +16,9 @@ from ...envelope import MAX_TIMESTAMP_MS, misdelivery, read_message
 
 __all__ = [
     "AGE_LIMIT",
+    "CRASH_LOOP",
     "DEAD_LETTER_HEADER",
+    "DELIVERY_LIMIT",
     "REJECTED",
     "Failure",
     "decode_message",
@@ -30,6 +32,10 @@ __all__ = [
 
 #: Category of a message ``AgeLimit`` refused because it was too old.
 AGE_LIMIT = "age_limit"
+#: Category of a job whose deliveries kept ending without an outcome (its worker process died).
+CRASH_LOOP = "crash_loop"
+#: x-death reason of a quorum queue's dead letter at its ``x-delivery-limit``.
+DELIVERY_LIMIT = "delivery_limit"
 #: Category of a message nacked with no failure recorded (unknown actor, plain ``fail()``).
 REJECTED = "rejected"
 #: AMQP header ``ClassifiedRetries`` puts on enriched dead letters.
@@ -138,6 +144,8 @@ def final_failure(
     reason = str(last_death.get("reason") or "direct")
     attempts = max(int_or_none(options.get("retries")) or 0, len(history))
     traceback = options.get("traceback")
+    if reason == DELIVERY_LIMIT:
+        return _delivery_limit_failure(last_death, traceback, attempts, death_ms)
     max_age = int_or_none(options.get("max_age"))
     timestamp = int_or_none(message.get("message_timestamp"))
     if max_age is not None and timestamp is not None and death_ms - timestamp >= max_age:
@@ -160,6 +168,21 @@ def final_failure(
         return Failure("unknown", reason, error, None, traceback, None, attempts, death_ms)
     error = _unrecorded(reason, message["actor_name"], last_death.get("queue"))
     return Failure(REJECTED, reason, error, None, None, None, attempts, death_ms)
+
+
+def _delivery_limit_failure(
+    last_death: dict[str, Any], traceback: Any, attempts: int, death_ms: int
+) -> Failure:
+    """A quorum queue's ``x-delivery-limit`` dead letter: as the worker's own :data:`CRASH_LOOP`."""
+    queue = last_death.get("queue")
+    where = f" from {queue}" if isinstance(queue, str) else ""
+    count = int_or_none(last_death.get("count")) or 1
+    error = (
+        f"RabbitMQ dead-lettered it{where} at the queue's delivery limit (x-delivery-limit), "
+        f"{count} time(s): every delivery ended without an outcome (the worker process died "
+        "running it); it was not run again"
+    )
+    return Failure(CRASH_LOOP, DELIVERY_LIMIT, error, "WorkerCrashLoop", traceback, False, attempts, death_ms)
 
 
 def _unrecorded(reason: str, actor_name: str, queue: Any) -> str:

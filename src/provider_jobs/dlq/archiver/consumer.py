@@ -33,7 +33,8 @@ from dramatiq.brokers.rabbitmq import DEAD_MESSAGE_TTL
 from dramatiq.common import xq_name
 
 from ...errors import ArchiveError, ArchiveUnavailable
-from ...rabbitmq.connectivity import redact_url
+from ...rabbitmq.connectivity import broker_parameters, redact_url
+from ...rabbitmq.queue_types import dead_letter_queue_arguments, queue_type_error
 from ...settings import Settings
 from ..archive.records import DeadLetter
 from ..archive.store import DeadLetterArchive
@@ -57,7 +58,8 @@ class DeadLetterArchiver:
 
     Args:
         archive: Where records go.
-        broker_url: RabbitMQ URL.
+        broker_url: RabbitMQ URL, or several separated by commas (tried in order on each connect).
+        queue_type: ``classic`` or ``quorum``: how a missing ``<queue>.XQ`` is declared. Default ``classic``.
         queues: Work queues whose ``<queue>.XQ`` to drain.
         batch_size: Messages per transaction. Default 200.
         flush_ms: Longest a partial batch waits. Default 200.
@@ -74,6 +76,7 @@ class DeadLetterArchiver:
         archive: DeadLetterArchive,
         broker_url: str,
         queues: Sequence[str],
+        queue_type: str = "classic",
         batch_size: int = 200,
         flush_ms: int = 200,
         max_backoff_s: float = 30.0,
@@ -84,6 +87,7 @@ class DeadLetterArchiver:
     ) -> None:
         self.archive = archive
         self.broker_url = broker_url
+        self.queue_type = queue_type
         self.dead_letter_queues = [xq_name(q) for q in queues]
         self.batch_size = batch_size
         self.flush_s = flush_ms / 1000
@@ -110,6 +114,7 @@ class DeadLetterArchiver:
             "archive": DeadLetterArchive(settings.archive_url),
             "broker_url": settings.broker_url,
             "queues": settings.archived_queues,
+            "queue_type": settings.queue_type,
             "batch_size": settings.archiver_batch_size,
             "flush_ms": settings.archiver_flush_ms,
             "max_backoff_s": settings.archiver_max_backoff_s,
@@ -167,9 +172,10 @@ class DeadLetterArchiver:
         return self.stats
 
     def _connect(self) -> None:
-        params = pika.URLParameters(self.broker_url)
-        params.connection_attempts = 1
-        params.socket_timeout = 5
+        params = broker_parameters(self.broker_url)
+        for each in params:
+            each.connection_attempts = 1
+            each.socket_timeout = 5
         self._unacked = set()
         self._connection = pika.BlockingConnection(params)
         for queue in self.dead_letter_queues:
@@ -191,7 +197,15 @@ class DeadLetterArchiver:
             if exc.reply_code != 404:
                 raise
             channel = self._connection.channel()
-            channel.queue_declare(queue, durable=True, arguments={"x-message-ttl": DEAD_MESSAGE_TTL})
+            arguments = dead_letter_queue_arguments(self.queue_type, message_ttl_ms=DEAD_MESSAGE_TTL)
+            try:
+                channel.queue_declare(queue, durable=True, arguments=arguments)
+            except pika.exceptions.ChannelClosedByBroker as declare_exc:
+                # A worker declared it meanwhile, of the other type: one line, not a reconnect loop.
+                error = queue_type_error(declare_exc, queue, self.queue_type)
+                if error is not None:
+                    raise error from None
+                raise
         if channel.is_open:
             channel.close()
 
