@@ -261,3 +261,19 @@ def test_a_publish_leaves_the_garbage_collector_as_it_was(settings: Settings, am
         assert publisher.publish_many(messages()).ok
     assert seen == [True] * 6
     assert gc.isenabled()
+
+
+def test_a_pika_without_the_frame_writers_private_hook_publishes_with_basic_publish(
+    settings: Settings, amqp: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from provider_jobs.rabbitmq import connection
+
+    monkeypatch.setattr(connection, "_WRITES_FRAMES", False)
+    _declare(amqp, settings.queue_name)
+    sent = list(_messages(settings.queue_name, 5))
+    with BulkPublisher(settings.broker_url) as publisher:
+        assert publisher.publish_many(sent).ok
+    got = [amqp.basic_get(settings.queue_name, auto_ack=True) for _ in sent]
+    assert {(p.delivery_mode, p.priority, p.message_id, body) for _, p, body in got} == {
+        (2, m.priority, m.message_id, m.body) for m in sent
+    }
