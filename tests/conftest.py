@@ -70,6 +70,7 @@ def amqp(rabbitmq_url: str, queue_name: str) -> Iterator[pika.adapters.blocking_
             connection.close()
         connection = pika.BlockingConnection(pika.URLParameters(rabbitmq_url))
         channel = connection.channel()
-    for name in (queue_name, dq_name(queue_name), xq_name(queue_name)):
+    # <queue>.health: the health stream a worker built by build_broker writes.
+    for name in (queue_name, dq_name(queue_name), xq_name(queue_name), f"{queue_name}.health"):
         channel.queue_delete(name)
     connection.close()

@@ -135,6 +135,20 @@ class Settings:
         dlq_policy_file: TOML or JSON triage policy for ``dlq process``;
             default: the built-in policy.
         operator: Name written to the DLQ audit log. Default ``user@host``.
+        breaker_threshold: Health failures in a row (provider not available,
+            connection, timeout, service unavailable, busy) within
+            ``breaker_window_s`` that open a provider's circuit breaker; 0 turns
+            breakers off. Default 5.
+        breaker_window_s: The window those failures are counted in. Default 60.
+        breaker_probe_interval_s: Seconds between probes of an open breaker. Default 5.
+        breaker_max_wait_s: Longest a job waits for an open breaker before it is
+            dead-lettered as ``provider_down``. Default 1800.
+        breaker_categories: Error categories that count against a breaker,
+            comma-separated. Default the five above.
+        providers_announce_s: How often a worker announces its providers and
+            breakers to other processes. Default 15.
+        recovery_replay_rate: Dead letters replayed per second when a provider
+            recovers; 0 turns recovery replay off. Default 20.
 
     Raises:
         ConfigurationError: A value is not allowed; the message names the
@@ -177,6 +191,19 @@ class Settings:
     archiver_max_backoff_s: float = 30.0
     dlq_policy_file: str | None = None
     operator: str | None = None
+    breaker_threshold: int = 5
+    breaker_window_s: float = 60.0
+    breaker_probe_interval_s: float = 5.0
+    breaker_max_wait_s: float = 1800.0
+    breaker_categories: tuple[str, ...] = (
+        "provider_not_available",
+        "connection_error",
+        "timeout",
+        "service_unavailable",
+        "busy",
+    )
+    providers_announce_s: float = 15.0
+    recovery_replay_rate: float = 20.0
 
     def __post_init__(self) -> None:
         def refuse(name: str, allowed: str) -> None:
@@ -234,6 +261,21 @@ class Settings:
             refuse("archiver_queues", "expected comma-separated queue names without spaces")
         if not 0 < self.archiver_max_backoff_s <= 3600:
             refuse("archiver_max_backoff_s", "expected seconds > 0 and at most 3600")
+        self._check_health(refuse)
+
+    def _check_health(self, refuse: Callable[[str, str], None]) -> None:
+        """The circuit breakers' and the recovery's settings (split out of ``__post_init__`` for size)."""
+        if not 0 <= self.breaker_threshold <= 1_000_000:
+            refuse("breaker_threshold", "expected 0 (off) to 1000000 failures")
+        for name in ("breaker_window_s", "breaker_probe_interval_s", "providers_announce_s"):
+            if not 0 < getattr(self, name) <= 86_400:
+                refuse(name, "expected seconds > 0 and at most 86400")
+        if not 0 < self.breaker_max_wait_s <= 7 * 86_400:
+            refuse("breaker_max_wait_s", "expected seconds > 0 and at most 604800 (7 days)")
+        if any(not re.fullmatch(r"[a-z0-9_]+", name) for name in self.breaker_categories):
+            refuse("breaker_categories", "expected comma-separated category names (a-z, 0-9, _)")
+        if not 0 <= self.recovery_replay_rate <= 100_000:
+            refuse("recovery_replay_rate", "expected 0 (off) to 100000 jobs per second")
 
     def _check_api_and_views(self, refuse: Callable[[str, str], None]) -> None:
         """The API's and the views' settings (split out of ``__post_init__`` for size)."""
@@ -316,6 +358,13 @@ class Settings:
             "archiver_max_backoff_s": _parse_float,
             "dlq_policy_file": str,
             "operator": str,
+            "breaker_threshold": _parse_int,
+            "breaker_window_s": _parse_float,
+            "breaker_probe_interval_s": _parse_float,
+            "breaker_max_wait_s": _parse_float,
+            "breaker_categories": _parse_names,
+            "providers_announce_s": _parse_float,
+            "recovery_replay_rate": _parse_float,
         }
         values: dict[str, Any] = {}
         for name, parse in parsers.items():

@@ -20,7 +20,9 @@ from dramatiq.middleware import (
     TimeLimit,
 )
 
+from ..health import HealthSync
 from ..middleware import ClassifiedRetries, Classifier, ErrorClassifier, LogContext, Metrics
+from ..middleware.breaker import ProviderBreakers
 from ..rabbitmq.queue_types import dead_letter_queue_arguments, queue_arguments, queue_type_error
 from ..settings import Settings
 from .consumer import WorkerConsumer
@@ -155,6 +157,18 @@ def build_broker(
         middleware: Extra middleware, placed before ``ClassifiedRetries``.
     """
     dramatiq.set_encoder(OrjsonEncoder())
+    metrics = Metrics(worker_id=settings.worker_id, http_port=settings.metrics_port)
+    breakers = None
+    if settings.breaker_threshold:
+        breakers = ProviderBreakers(
+            threshold=settings.breaker_threshold,
+            window_s=settings.breaker_window_s,
+            probe_interval_s=settings.breaker_probe_interval_s,
+            max_wait_s=settings.breaker_max_wait_s,
+            categories=settings.breaker_categories,
+            worker_id=metrics.worker_id,
+            registry=metrics.registry,
+        )
     retries = ClassifiedRetries(
         classifier=classifier or ErrorClassifier(unknown_retryable=settings.unknown_errors_retryable),
         max_retries=settings.max_retries,
@@ -165,6 +179,7 @@ def build_broker(
         consumer_timeout_ms=int(settings.consumer_timeout_s * 1000),
         worker_id=settings.worker_id,
         hold_retries_up_to_ms=settings.hold_retries_up_to_ms,
+        breakers=breakers,
     )
     quorum = settings.queue_type == "quorum"
     urls = settings.broker_urls
@@ -181,7 +196,8 @@ def build_broker(
             Pipelines(),
             CurrentMessage(),
             LogContext(),
-            Metrics(worker_id=settings.worker_id, http_port=settings.metrics_port),
+            metrics,
+            *([HealthSync(settings, breakers)] if breakers is not None else []),
             *middleware,
             retries,
         ],

@@ -9,6 +9,7 @@ from typing import Any
 import dramatiq
 
 from ..errors import InvalidJob
+from ..health import HealthSync
 from ..ids import new_uuid4
 from ..jobs import STANDARD_OPERATIONS, ProviderJob, parse_job
 from ..providers import ProviderRegistry
@@ -115,6 +116,10 @@ def declare_provider_actors(
         ``update_resource``, ``delete_resource`` and ``run_provider_action``.
     """
     providers = registry if registry is not None else ProviderRegistry()
+    for middleware in broker.middleware:
+        if isinstance(middleware, HealthSync) and middleware.registry is None:
+            # The worker announces the providers its actors look up.
+            middleware.registry = providers
 
     def declare(name: str, operation: str | None) -> ProviderActor:
         def run(*args: Any, **kwargs: Any) -> None:

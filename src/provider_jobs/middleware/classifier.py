@@ -32,6 +32,7 @@ __all__ = [
     "CONNECTION_ERROR",
     "FORBIDDEN",
     "INVALID_INPUT",
+    "PROVIDER_DOWN",
     "PROVIDER_NOT_AVAILABLE",
     "PROVIDER_NOT_FOUND",
     "RETRY_REQUESTED",
@@ -77,6 +78,8 @@ UNSUPPORTED = ErrorCategory("unsupported", retryable=False)
 INVALID_INPUT = ErrorCategory("invalid_input", retryable=False)
 #: An actor raised :class:`dramatiq.Retry` to ask for another attempt.
 RETRY_REQUESTED = ErrorCategory("retry_requested", retryable=True)
+#: A job waited for its provider's open circuit breaker longer than the breaker's maximum wait.
+PROVIDER_DOWN = ErrorCategory("provider_down", retryable=True)
 #: Nothing matched; retryable by default (see ``ErrorClassifier(unknown_retryable=...)``).
 UNKNOWN = ErrorCategory("unknown", retryable=True)
 
@@ -97,6 +100,7 @@ CATEGORIES: Mapping[str, ErrorCategory] = {
         UNSUPPORTED,
         INVALID_INPUT,
         RETRY_REQUESTED,
+        PROVIDER_DOWN,
         UNKNOWN,
     )
 }

@@ -18,7 +18,11 @@ defaults, and :class:`dramatiq.Retry` still asks for another attempt; a
 - each attempt is recorded in the message, and a dead letter carries the final
   attempt's error, published to ``<queue>.XQ`` with confirms before the
   original is acked (see :mod:`.dead_letters`);
-- a retry whose publish fails is dead-lettered, never acked and lost.
+- a retry whose publish fails is dead-lettered, never acked and lost;
+- with ``breakers``, a job for a provider whose breaker is open (or whose
+  ``Retry-After`` runs) is not run: it waits in a delay queue until the next
+  probe, without spending an attempt, and is dead-lettered as ``provider_down``
+  after the breaker's ``max_wait_s`` (see :mod:`.breaker`).
 
 Like ``Retries`` it must be the last middleware in the broker's list, so that
 its ``after_process_message`` runs first.
@@ -35,10 +39,11 @@ from typing import Any
 
 import dramatiq
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
-from dramatiq.middleware import Middleware
+from dramatiq.middleware import Middleware, SkipMessage
 
 from . import dead_letters, delays
-from .classifier import RETRY_REQUESTED, Classification, ErrorClassifier
+from .breaker import ProviderBreakers, ProviderDown
+from .classifier import PROVIDER_DOWN, RETRY_REQUESTED, Classification, ErrorClassifier
 from .dead_letters import MAX_ATTEMPT_HISTORY  # noqa: F401 - importable here, as before the split
 from .delays import (
     DEFAULT_CONSUMER_TIMEOUT_MS,
@@ -48,12 +53,17 @@ from .delays import (
     RetryConfigurationError,
 )
 from .publisher import ConfirmPublisher, bucket_ms
-from .retry_log import DropWorkerFailureLogs, RetryLog, logger
+from .retry_log import BREAKER_WAIT_ATTRIBUTE, DropWorkerFailureLogs, RetryLog, logger
 
 __all__ = ["ClassifiedRetries", "RetryConfigurationError"]
 
 #: Dramatiq's own default, kept so that swapping ``Retries`` changes nothing.
 DEFAULT_MAX_RETRIES = 20
+
+#: Message options of a job waiting for its provider's breaker: when the wait began (epoch ms),
+#: and how many times it was put back to wait.
+WAITING_SINCE_OPTION = "breaker_waiting_since_ms"
+WAITS_OPTION = "breaker_waits"
 
 #: Classifies an exception; an :class:`ErrorClassifier` is one.
 Classifier = Callable[[BaseException], Classification]
@@ -101,6 +111,9 @@ class ClassifiedRetries(Middleware):
             consumers can hold (``holds_retries``, as ``build_broker``'s);
             elsewhere, and for longer delays, retries are published. Defaults
             to 0 (never held).
+        breakers: Circuit breakers per provider: a job whose breaker is open waits for
+            its next probe in a delay queue, without spending an attempt. Default ``None``:
+            no breaker.
 
     Raises:
         RetryConfigurationError: A delay is not whole ms >= 0 (here or when an
@@ -125,6 +138,7 @@ class ClassifiedRetries(Middleware):
         native_delays: bool = True,
         retry_priority_boost: int = 1,
         hold_retries_up_to_ms: int = 0,
+        breakers: ProviderBreakers | None = None,
     ) -> None:
         self.classifier: Classifier = classifier or ErrorClassifier()
         self.max_retries = max_retries
@@ -143,6 +157,7 @@ class ClassifiedRetries(Middleware):
         self.native_delays = native_delays
         self.retry_priority_boost = retry_priority_boost
         self.hold_retries_up_to_ms = hold_retries_up_to_ms
+        self.breakers = breakers
         self._publisher = ConfirmPublisher()
         delays.check_delays(
             "ClassifiedRetries",
@@ -215,6 +230,91 @@ class ClassifiedRetries(Middleware):
                 "Build it with confirm_delivery=True."
             )
 
+    # -- the breaker ----------------------------------------------------------------
+
+    def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
+        if self.breakers is None or message.failed:
+            return
+        key = self.breakers.key(message)
+        if key is None:
+            return
+        gate = self.breakers.gate(key)
+        if gate.admit:
+            if not gate.probe:
+                # The wait is over; a later one is measured from its own start. A probe that
+                # fails waits on: its maximum wait counts from when it began to wait.
+                message.options.pop(WAITING_SINCE_OPTION, None)
+            return
+        self._wait_for_breaker(broker, message, key, gate.wait_s, gate.reason)
+        # Not run: the worker acks it (its copy waits in a delay queue) or nacks a failed one.
+        setattr(message, BREAKER_WAIT_ATTRIBUTE, True)
+        raise SkipMessage(f"provider {key} is not taking jobs ({gate.reason})")
+
+    def _wait_for_breaker(
+        self, broker: dramatiq.Broker, message: dramatiq.MessageProxy, key: str, wait_s: float, reason: str
+    ) -> None:
+        """Put ``message`` back in a delay queue until its breaker's next probe, its attempts
+        untouched; dead-letter it as ``provider_down`` once it has waited ``max_wait_s``."""
+        assert self.breakers is not None
+        options = message.options
+        now_ms = int(time.time() * 1000)
+        since = options.setdefault(WAITING_SINCE_OPTION, now_ms)
+        waited_s = (now_ms - since) / 1000 if isinstance(since, int) else 0.0
+        left_s = self.breakers.max_wait_s - waited_s
+        if left_s <= 0:
+            actor = broker.get_actor(message.actor_name)
+            retries: int = options.get("retries", 0)
+            max_retries = options.get("max_retries", actor.options.get("max_retries", self.max_retries))
+            state = self.breakers.state(key)
+            exception = ProviderDown(key, state, waited_s=waited_s)
+            options["breaker"] = state.as_dict()
+            classification = Classification(PROVIDER_DOWN, False, None, "breaker")
+            context = self._log.context(message, retries + 1, max_retries)
+            context["category"] = PROVIDER_DOWN.name
+            self._log.dead_letter("provider_down", context, str(exception), exception, classification)
+            self._dead_letter(
+                broker,
+                message,
+                actor=actor,
+                classification=classification,
+                exception=exception,
+                reason="provider_down",
+                retries=retries,
+                max_retries=max_retries,
+            )
+            return
+        options[WAITS_OPTION] = int(options.get(WAITS_OPTION, 0) or 0) + 1
+        delay_ms = max(1, int(min(wait_s, left_s) * 1000) + 1)
+        if self._native(broker):
+            delay_ms = bucket_ms(delay_ms)
+        try:
+            delays.enqueue_retry(
+                self._publisher,
+                broker,
+                message,
+                delay_ms,
+                native=self._native(broker),
+                boost=0,
+                max_held_ms=self._max_held_ms,
+            )
+        except Exception as exc:
+            logger.warning(
+                "Job %s: could not put it back to wait for provider %s (%s: %s); nacking it",
+                options.get("job_id") or message.message_id,
+                key,
+                type(exc).__name__,
+                exc,
+            )
+            message.fail()
+            return
+        logger.debug(
+            "Job %s waits %s s for provider %s (%s)",
+            options.get("job_id") or message.message_id,
+            f"{delay_ms / 1000:g}",
+            key,
+            reason,
+        )
+
     # -- the decision -------------------------------------------------------------
 
     def after_process_message(
@@ -231,8 +331,11 @@ class ClassifiedRetries(Middleware):
         max_retries = options.get("max_retries", actor.options.get("max_retries", self.max_retries))
         if exception is None:
             # A message failed before it ran (AgeLimit, a before-hook) did not succeed.
-            if self.log_success and not message.failed:
-                self._log.success(message, retries + 1, max_retries)
+            if not message.failed:
+                if self.breakers is not None and (key := self.breakers.key(message)) is not None:
+                    self.breakers.record_success(key)
+                if self.log_success:
+                    self._log.success(message, retries + 1, max_retries)
             return
 
         try:
@@ -259,10 +362,9 @@ class ClassifiedRetries(Middleware):
         options = message.options
         context = self._log.context(message, retries + 1, max_retries)
         requested = isinstance(exception, dramatiq.Retry)
-        if requested:
-            classification = Classification(RETRY_REQUESTED, True, None, "type")
-        else:
-            classification = self.classifier(exception)
+        classification = (
+            Classification(RETRY_REQUESTED, True, None, "type") if requested else self.classifier(exception)
+        )
         context["category"] = classification.category.name
         error = f"{exception}" or type(exception).__name__
 
@@ -278,6 +380,10 @@ class ClassifiedRetries(Middleware):
             reason = "exhausted"
         else:
             reason = "retry"
+        if not requested and self._breaker_absorbs(
+            broker, message, exception, classification, context, retryable=reason in ("retry", "exhausted")
+        ):
+            return
         if reason != "throws":
             # As Retries: an expected exception fails the message before a retry is counted.
             options["retries"] = retries + 1
@@ -339,6 +445,34 @@ class ClassifiedRetries(Middleware):
             retries=retries,
             max_retries=max_retries,
         )
+
+    def _breaker_absorbs(
+        self,
+        broker: dramatiq.Broker,
+        message: dramatiq.MessageProxy,
+        exception: BaseException,
+        classification: Classification,
+        context: dict[str, Any],
+        *,
+        retryable: bool,
+    ) -> bool:
+        """Feed a failure to its provider's breaker. When the breaker is open and the failure is
+        of its kind, the attempt was the provider's failure, not the job's: the job waits for the
+        next probe, its attempt not counted, and this returns ``True``."""
+        if self.breakers is None or (key := self.breakers.key(message)) is None:
+            return False
+        category = classification.category.name
+        is_open = self.breakers.record_failure(key, category, retry_after_s=classification.suggested_delay_s)
+        if not (retryable and is_open and self.breakers.is_health_failure(category)):
+            return False
+        wait_s = self.breakers.wait_s(key)
+        attempt = message.options.get("retries", 0) + 1
+        dead_letters.record_attempt(
+            message, exception, classification, attempt, int(wait_s * 1000), worker_id=self.worker_id
+        )
+        self._log.breaker_wait(context, f"{exception}" or type(exception).__name__, key)
+        self._wait_for_breaker(broker, message, key, wait_s, "open")
+        return True
 
     def _native(self, broker: dramatiq.Broker) -> bool:
         return self.native_delays and isinstance(broker, RabbitmqBroker)

@@ -22,18 +22,25 @@ import dramatiq
 
 from .classifier import Classification
 
-__all__ = ["DropWorkerFailureLogs", "RetryLog", "seconds"]
+__all__ = ["BREAKER_WAIT_ATTRIBUTE", "DropWorkerFailureLogs", "RetryLog", "seconds"]
 
 logger = logging.getLogger("provider_jobs.retries")
 
 #: The line Dramatiq's worker logs, with a traceback, for every failed attempt.
 _WORKER_FAILURE_LOG = "Failed to process message %s with unhandled exception."
+#: The WARNING Dramatiq's worker logs for every skipped message.
+_WORKER_SKIP_LOG = "Message %s was skipped."
+#: Set on a message's proxy that waits for its provider's breaker: its skip is not a warning.
+BREAKER_WAIT_ATTRIBUTE = "provider_jobs_breaker_wait"
 
 
 class DropWorkerFailureLogs(logging.Filter):
-    """Drops the worker's own ERROR-with-traceback line: we log each failure once."""
+    """Drops the worker's own ERROR-with-traceback line (we log each failure once) and its
+    warning for a job that waits for its provider's breaker (the breaker logs its own lines)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg == _WORKER_SKIP_LOG and isinstance(record.args, tuple) and record.args:
+            return not getattr(record.args[0], BREAKER_WAIT_ATTRIBUTE, False)
         return record.msg != _WORKER_FAILURE_LOG
 
 
@@ -88,6 +95,19 @@ class RetryLog:
             context["job_id"],
             error,
             seconds(delay_ms),
+            context["attempt"],
+            context["max_attempts"],
+            extra=context,
+        )
+
+    def breaker_wait(self, context: dict[str, Any], error: str, key: str) -> None:
+        """WARNING ``Job abc123 failed with retryable error: ... Provider X's breaker is open: ...``."""
+        logger.warning(
+            "Job %s failed with retryable error: %s. Provider %s's breaker is open: the job waits for "
+            "its next probe, and this attempt is not counted (attempt %d/%s)",
+            context["job_id"],
+            error,
+            key,
             context["attempt"],
             context["max_attempts"],
             extra=context,
