@@ -220,6 +220,16 @@ CASES = [
         "queue-name-a-number", body(queue_name=7), *[undecodable(wrong_type("queue_name", "an integer"))] * 2
     ),
     Case(
+        "queue-name-another-queue",
+        body(queue_name="another.queue"),
+        Archived(
+            "undecodable",
+            "body is not a Dramatiq message for its queue: queue_name 'another.queue' is not the queue "
+            "it was delivered from",
+        ),
+        DIRECT,
+    ),
+    Case(
         "queue-name-not-a-queue-name",
         body(queue_name="no such queue!"),
         *[undecodable("queue_name should match pattern")] * 2,

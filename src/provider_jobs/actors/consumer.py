@@ -20,6 +20,7 @@ from dramatiq.brokers.rabbitmq import _RabbitmqConsumer, _RabbitmqMessage
 from dramatiq.common import xq_name
 from dramatiq.errors import ConnectionClosed
 
+from ..envelope import misdelivery
 from ..middleware.dead_letters import DeadLetter, take_dead_letter
 from ..middleware.delays import take_hold
 
@@ -298,6 +299,12 @@ class WorkerConsumer(_RabbitmqConsumer):
         message = self._take_due()
         if message is None:
             message = super().__next__()  # type: ignore[no-untyped-call]
+            if message is not None and (problem := misdelivery(message.queue_name, self.queue_name)):
+                # Dramatiq would settle it with another queue's consumer, or kill the worker thread.
+                self.logger.error("Message %s refused, moved to the XQ: %s", message.message_id, problem)
+                self.known_tags.discard(message._tag)
+                self.channel.basic_nack(message._tag, requeue=False)
+                return None
         if message is not None:
             message.__dict__[_DELIVERED_BY] = self
         return message
