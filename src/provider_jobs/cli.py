@@ -21,6 +21,7 @@ from .api.server import api_command
 from .demo import DEMO_JOBS, demo_registry
 from .dlq.cli.app import archiver, dlq_app
 from .errors import ProviderJobsError
+from .health.cli import providers_command
 from .log_config import configure_logging
 from .providers import ProviderRegistry, load_providers
 from .redaction import mask_url_password
@@ -55,6 +56,9 @@ def one_line_errors(command: Callable[_P, _R]) -> Callable[_P, _R]:
             raise typer.Exit(2) from None
 
     return wrapper
+
+
+app.command("providers")(one_line_errors(providers_command))
 
 
 def _settings() -> Settings:

@@ -36,6 +36,7 @@ def breakers(clock: Clock, events: list[tuple[str, str]]) -> ProviderBreakers:
         probe_interval_s=5,
         clock=clock,
         worker_id="w1",
+        probe_spread=0,
         on_change=lambda state, event: events.append((state.key, event)),
     )
 
@@ -131,7 +132,9 @@ def test_a_state_survives_its_json_form(breakers, clock) -> None:
 
 def test_state_and_transitions_are_exported_as_metrics(clock) -> None:
     registry = CollectorRegistry()
-    breakers = ProviderBreakers(threshold=1, probe_interval_s=5, clock=clock, registry=registry)
+    breakers = ProviderBreakers(
+        threshold=1, probe_interval_s=5, probe_spread=0, clock=clock, registry=registry
+    )
     breakers.record_failure(P, "timeout")
     assert registry.get_sample_value("provider_jobs_breaker_state", {"provider": P}) == 2
     clock.now += 5

@@ -23,6 +23,7 @@ Each carries ``sender`` (unique per process and component), ``worker``
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import threading
@@ -191,6 +192,8 @@ class HealthFollower:
         self.tick = tick
         self.sender = sender or uuid.uuid4().hex
         self._outbox: deque[dict[str, Any]] = deque()
+        self._connection: Any = None
+        self._channel: Any = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         #: Set once the follower has read up to the time it started.
@@ -206,8 +209,20 @@ class HealthFollower:
             self._thread.join(timeout_s)
 
     def send(self, event: dict[str, Any]) -> None:
-        """Queue ``event`` to be written (from any thread), stamped with this sender."""
+        """Queue ``event`` to be written (from any thread), stamped with this sender; the
+        follower's thread is woken to write it at once."""
         self._outbox.append({**event, "sender": self.sender})
+        connection = self._connection
+        if connection is not None:
+            # Closed meanwhile: the next connection writes it.
+            with contextlib.suppress(Exception):
+                connection.add_callback_threadsafe(self._flush)
+
+    def _flush(self) -> None:
+        channel = self._channel
+        while self._outbox and channel is not None:
+            self.stream.publish(channel, self._outbox[0])
+            self._outbox.popleft()
 
     def _handle(self, event: dict[str, Any]) -> None:
         if event.get("type") == "marker":
@@ -244,16 +259,16 @@ class HealthFollower:
             self.stream.declare(channel)
             self.stream.consume(channel, since, self._handle)
             self.stream.publish(channel, {"type": "marker", "id": self.sender, "at": time.time()})
+            self._connection, self._channel = connection, channel
             while True:
                 stopping = self._stop.is_set()
-                while self._outbox:
-                    self.stream.publish(channel, self._outbox[0])
-                    self._outbox.popleft()
+                self._flush()
                 if stopping:
                     return
                 connection.process_data_events(time_limit=0.05)
                 if self.tick is not None:
                     self.tick()
         finally:
+            self._connection = self._channel = None
             if connection.is_open:
                 connection.close()
