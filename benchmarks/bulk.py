@@ -154,13 +154,13 @@ def all_confirms_in_flight(n: int, queue: str, *, alongside: Callable[[], None] 
     return n / (times[1] - times[0])
 
 
-def submit_many(n: int, queue: str, job_queue: JobQueue) -> float:
-    """Jobs per second through ``JobQueue.submit_many``."""
+def submit_many(n: int, queue: str, job_queue: JobQueue, *, pause_gc: bool = False) -> float:
+    """Jobs per second through ``JobQueue.submit_many`` (the collector held off with ``pause_gc``)."""
     channel = _channel()
     _declare(channel, queue)
     jobs = [_job(i) for i in range(n)]
     started = time.perf_counter()
-    ids = job_queue.submit_many(jobs)
+    ids = job_queue.submit_many(jobs, pause_gc=pause_gc)
     rate = n / (time.perf_counter() - started)
     assert len(ids) == n
     channel.queue_purge(queue)
@@ -168,15 +168,16 @@ def submit_many(n: int, queue: str, job_queue: JobQueue) -> float:
     return rate
 
 
-def replay(n: int, queue: str) -> float:
-    """Records per second through ``Replayer.replay`` from a fresh SQLite archive."""
+def replay(n: int, queue: str, *, pause_gc: bool = False) -> float:
+    """Records per second through ``Replayer.replay`` from a fresh SQLite archive (the collector
+    held off with ``pause_gc``, as ``provider-jobs dlq replay`` does)."""
     channel = _channel()
     _declare(channel, queue)
     with tempfile.TemporaryDirectory() as tmp:
         archive, ids = _archive_of(n, queue, tmp)
         replayer = Replayer(archive=archive, broker_url=URL, who="bench")
         started = time.perf_counter()
-        report = replayer.replay(ids)
+        report = replayer.replay(ids, pause_gc=pause_gc)
         rate = n / (time.perf_counter() - started)
         archive.close()
     assert report.published == n, (report.published, report.failed)
@@ -225,6 +226,10 @@ def workload(rounds: int, n: int) -> list[Result]:
                 [
                     Variant("pika, one confirm in flight", lambda: one_confirm_in_flight(n, queue)),
                     Variant("JobQueue.submit_many", lambda: submit_many(n, queue, job_queue)),
+                    Variant(
+                        "JobQueue.submit_many(pause_gc=True)",
+                        lambda: submit_many(n, queue, job_queue, pause_gc=True),
+                    ),
                     Variant("ceiling: raw pika, all in flight", lambda: all_confirms_in_flight(n, queue)),
                 ],
                 rounds=rounds,
@@ -236,6 +241,10 @@ def workload(rounds: int, n: int) -> list[Result]:
                 [
                     Variant("pika, one confirm in flight", lambda: one_confirm_in_flight(n, queue)),
                     Variant("Replayer.replay", lambda: replay(n, queue)),
+                    Variant(
+                        "Replayer.replay(pause_gc=True), as dlq replay",
+                        lambda: replay(n, queue, pause_gc=True),
+                    ),
                     Variant("ceiling: raw pika, all in flight", lambda: all_confirms_in_flight(n, queue)),
                     Variant(
                         "floor: the ceiling + the replay's claims and marks alongside",
