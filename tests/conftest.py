@@ -47,7 +47,8 @@ def queue_name() -> str:
 
 @pytest.fixture
 def settings(rabbitmq_url: str, queue_name: str) -> Settings:
-    """Settings for a test: private node, own queue, 20 ms retry delays."""
+    """Settings for a test: private node, own queue, 20 ms retry delays, no circuit breakers
+    (tests of retries and dead letters fail one provider on purpose; breaker tests turn them on)."""
     return Settings(
         broker_url=rabbitmq_url,
         queue_name=queue_name,
@@ -55,6 +56,7 @@ def settings(rabbitmq_url: str, queue_name: str) -> Settings:
         worker_threads=2,
         worker_timeout_ms=20,
         worker_id="test-worker",
+        breaker_threshold=0,
     )
 
 

@@ -19,6 +19,7 @@ OPERATIONS = {
     "GET /healthz",
     "GET /readyz",
     "GET /queue-stats",
+    "GET /providers",
     "GET /metrics",
     "GET /dlq/records",
     "GET /dlq/records/{record_id}",

@@ -30,6 +30,7 @@ from .auth import bearer_token_guard, check_token, read_token_guard
 from .dlq import dlq_router
 from .exposition import api_registry
 from .gate import RequestGate
+from .providers import ProviderModel, providers_router, read_providers
 from .queue_stats import read_queue_stats
 
 __all__ = ["create_app"]
@@ -63,6 +64,8 @@ class QueueStatsModel(BaseModel):
     queues: list[QueueStatModel]
     archive: ArchiveStatsModel | None
     archive_error: str | None = None
+    #: Each provider's circuit breaker, as ``GET /providers`` shows it; null when unreadable.
+    providers: list[ProviderModel] | None = None
 
 
 class ProblemModel(BaseModel):
@@ -152,6 +155,7 @@ def create_app(settings: Settings, *, archive: DeadLetterArchive | None = None) 
             redactor=redactor,
         )
     )
+    app.include_router(providers_router(settings))
     # Outermost: a mutation's token and a body's size are checked before the body is read.
     app.add_middleware(
         RequestGate,
@@ -211,12 +215,19 @@ def create_app(settings: Settings, *, archive: DeadLetterArchive | None = None) 
             )
         queues = [QueueStatModel(**vars(stat)) for stat in stats]
         try:
+            providers: list[ProviderModel] | None = read_providers(settings).providers
+        except BrokerUnavailable:
+            providers = None
+        try:
             summary = summarise_archive(archive)
         except ArchiveError as exc:
-            return QueueStatsModel(queues=queues, archive=None, archive_error=redactor.text(str(exc)))
+            return QueueStatsModel(
+                queues=queues, archive=None, archive_error=redactor.text(str(exc)), providers=providers
+            )
         oldest_ms = summary.oldest_awaiting_ms
         return QueueStatsModel(
             queues=queues,
+            providers=providers,
             archive=ArchiveStatsModel(
                 by_status=summary.by_status,
                 awaiting_by_category=summary.awaiting_by_category,

@@ -37,6 +37,8 @@ import orjson
 import pika
 import pika.exceptions
 
+from ..rabbitmq.connectivity import broker_parameters
+
 __all__ = ["HealthFollower", "HealthStream", "stream_name"]
 
 logger = logging.getLogger("provider_jobs.health")
@@ -55,11 +57,6 @@ EventHandler = Callable[[dict[str, Any]], None]
 def stream_name(queue_name: str) -> str:
     """The health stream beside ``queue_name``."""
     return f"{queue_name}.health"
-
-
-def _parameters(broker_url: str) -> list[pika.URLParameters]:
-    # Several URLs separated by commas are the nodes of a cluster, tried in order.
-    return [pika.URLParameters(u.strip()) for u in broker_url.split(",") if u.strip()]
 
 
 class HealthStream:
@@ -87,7 +84,7 @@ class HealthStream:
 
     def connect(self) -> pika.BlockingConnection:
         """A new connection to RabbitMQ."""
-        return pika.BlockingConnection(_parameters(self.broker_url))
+        return pika.BlockingConnection(broker_parameters(self.broker_url))
 
     def declare(self, channel: Any) -> None:
         """Declare the stream (durable, with its retention); idempotent."""
