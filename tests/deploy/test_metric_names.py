@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry
 from provider_jobs.api import ArchiveCollector, QueueCollector
 from provider_jobs.dlq import DeadLetterArchive
 from provider_jobs.middleware import Metrics
+from provider_jobs.middleware.breaker import ProviderBreakers
 from provider_jobs.settings import Settings
 
 
@@ -18,7 +19,9 @@ def _exposed(settings: Settings) -> set[str]:
     api = CollectorRegistry()
     api.register(QueueCollector(settings))
     api.register(ArchiveCollector(DeadLetterArchive("sqlite://")))
-    return sample_names(Metrics().registry, api) | _dlq_names()
+    breakers = CollectorRegistry()
+    ProviderBreakers(registry=breakers)
+    return sample_names(Metrics().registry, api, breakers) | _dlq_names()
 
 
 def _dlq_names() -> set[str]:

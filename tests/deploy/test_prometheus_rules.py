@@ -50,3 +50,14 @@ def test_the_rules_name_our_metrics() -> None:
         "provider_jobs_queue_messages_ready",
         "provider_jobs_dlq_awaiting_action",
     }
+
+
+def test_the_provider_down_alert_is_unit_tested_firing_and_silent() -> None:
+    tests = yaml.safe_load(RULE_TESTS.read_text())["tests"]
+    cases = [
+        case for test in tests for case in test["alert_rule_test"] if case["alertname"] == "ProviderDown"
+    ]
+
+    assert any(case["exp_alerts"] for case in cases)
+    assert any(not case["exp_alerts"] for case in cases)
+    assert "provider_jobs_breaker_state" in metric_names_in(RULES.read_text())
