@@ -21,6 +21,10 @@ A policy file is TOML or JSON with a ``rules`` list, for example::
     when = "provider_registered"
     wait_s = 3600
 
+A top-level ``recovery_categories`` list names the categories replayed when
+their provider is available again (default ``["provider_not_found"]``; see
+:mod:`.recovery`).
+
 :data:`DEFAULT_POLICY` is the daily dead-letter process: provider-not-found dead
 letters are replayed once the provider is back (or after an hour), validation
 failures are discarded with a warning, everything else is escalated.
@@ -46,7 +50,15 @@ from .archive.records import DeadLetter
 from .archive.store import DEAD, DISCARDED, DeadLetterArchive
 from .replay.replayer import Replayer, ReplayReport
 
-__all__ = ["DEFAULT_POLICY", "DlqPolicy", "PolicyRule", "TriageDecision", "TriageReport", "process_dlq"]
+__all__ = [
+    "DEFAULT_POLICY",
+    "DEFAULT_RECOVERY_CATEGORIES",
+    "DlqPolicy",
+    "PolicyRule",
+    "TriageDecision",
+    "TriageReport",
+    "process_dlq",
+]
 
 logger = logging.getLogger("provider_jobs.dlq.triage")
 
@@ -107,11 +119,21 @@ class PolicyRule:
         )
 
 
+#: Dead-letter categories a provider's recovery replays unless the policy says otherwise.
+DEFAULT_RECOVERY_CATEGORIES = ("provider_not_found",)
+
+
 @dataclasses.dataclass(frozen=True)
 class DlqPolicy:
-    """An ordered list of rules; the first match decides, no match keeps the record."""
+    """An ordered list of rules; the first match decides, no match keeps the record.
+
+    ``recovery_categories`` are the dead-letter categories replayed automatically when their
+    provider is available again (see :mod:`.recovery`); a policy file sets them with a
+    top-level ``recovery_categories`` list.
+    """
 
     rules: tuple[PolicyRule, ...]
+    recovery_categories: tuple[str, ...] = DEFAULT_RECOVERY_CATEGORIES
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, source: str = "policy") -> DlqPolicy:
@@ -137,7 +159,12 @@ class DlqPolicy:
                 built.append(PolicyRule(**{"name": f"rule-{index}", **rule}))
             except TypeError as exc:
                 raise PolicyError(f"{source}: rule {index}: {exc}") from None
-        return cls(tuple(built))
+        recovery = data.get("recovery_categories", DEFAULT_RECOVERY_CATEGORIES)
+        if not isinstance(recovery, list | tuple) or not all(
+            isinstance(c, str) and c.isidentifier() for c in recovery
+        ):
+            raise PolicyError(f"{source}: recovery_categories must be a list of category names")
+        return cls(tuple(built), tuple(recovery))
 
     @classmethod
     def load(cls, path: str | Path) -> DlqPolicy:

@@ -26,11 +26,14 @@ def archiver(
 ) -> None:
     """Drain <queue>.XQ (and PROVIDER_JOBS_ARCHIVER_QUEUES) into the archive until stopped.
 
-    With PROVIDER_JOBS_METRICS_PORT set, serves its metrics on that port.
+    With PROVIDER_JOBS_METRICS_PORT set, serves its metrics on that port. Unless
+    --until-idle, also replays a provider's health dead letters when it is available
+    again (PROVIDER_JOBS_RECOVERY_REPLAY_RATE; 0 turns it off).
     """
     import signal
 
     from ..archiver.consumer import DeadLetterArchiver
+    from ..recovery import start_recovery
 
     with _session() as (settings, archive):
         worker = DeadLetterArchiver.from_settings(settings, archive=archive)
@@ -38,5 +41,11 @@ def archiver(
             _serve_metrics(settings.metrics_port)
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda signum, frame: worker.stop())
-        stats = worker.run(until_idle=until_idle)
+        # A provider available again gets its health dead letters back (PROVIDER_JOBS_RECOVERY_REPLAY_RATE).
+        recovery = None if until_idle else start_recovery(settings, archive)
+        try:
+            stats = worker.run(until_idle=until_idle)
+        finally:
+            if recovery is not None:
+                recovery.stop()
     _err.print(f"archived {stats.archived}, duplicates skipped {stats.duplicates}", highlight=False)
