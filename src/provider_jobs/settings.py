@@ -113,6 +113,9 @@ class Settings:
         api_read_token: A bearer token for the API's read endpoints only. Default none.
         api_max_body_bytes: Largest request body the API reads; larger ones are
             refused with 413 before they are read. Default 1 MiB.
+        console_user_header: A request header a reverse proxy sets to the signed-in
+            user's name (``X-Forwarded-User``); the console's audit name is taken from
+            it instead of being asked at login. Default none.
         redact_keys: Key names whose values every view masks (CLI, API, logs,
             webhooks), comma-separated; matched case-insensitively at any depth,
             as a part of the key's name. Default :data:`~.redaction.DEFAULT_REDACT_KEYS`.
@@ -180,6 +183,7 @@ class Settings:
     api_token: str | None = field(default=None, repr=False)
     api_read_token: str | None = field(default=None, repr=False)
     api_max_body_bytes: int = 1_048_576
+    console_user_header: str | None = None
     redact_keys: tuple[str, ...] = DEFAULT_REDACT_KEYS
     metrics_port: int | None = None
     archive_url: str = "sqlite:///var/provider-jobs/archive.sqlite3"
@@ -283,6 +287,10 @@ class Settings:
             refuse("api_max_body_bytes", "expected 1024 to 1073741824 bytes")
         if any(not re.fullmatch(r"[A-Za-z0-9_.\-]+", key) for key in self.redact_keys):
             refuse("redact_keys", "expected comma-separated key names (letters, digits, _ . -)")
+        if self.console_user_header is not None and not re.fullmatch(
+            r"[A-Za-z0-9\-]{1,100}", self.console_user_header
+        ):
+            refuse("console_user_header", "expected an HTTP header name (letters, digits, -)")
         for name in ("api_token", "api_read_token"):
             token = getattr(self, name)
             if token is not None and (not token.isprintable() or any(c.isspace() for c in token)):
@@ -347,6 +355,7 @@ class Settings:
             "api_token": str,
             "api_read_token": str,
             "api_max_body_bytes": _parse_int,
+            "console_user_header": str,
             "redact_keys": _parse_names,
             "metrics_port": _parse_int,
             "archive_url": str,

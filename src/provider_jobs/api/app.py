@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
+from ..console import install_console
 from ..dlq import DeadLetterArchive
 from ..errors import (
     ArchiveError,
@@ -156,6 +157,7 @@ def create_app(settings: Settings, *, archive: DeadLetterArchive | None = None) 
         )
     )
     app.include_router(providers_router(settings))
+    install_console(app, settings, archive, redactor)
     # Outermost: a mutation's token and a body's size are checked before the body is read.
     app.add_middleware(
         RequestGate,

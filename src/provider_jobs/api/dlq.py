@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
@@ -16,13 +17,22 @@ from pydantic import (
     model_validator,
 )
 
-from ..dlq import DEAD, DISCARDED, DeadLetterArchive, Group, RecordFilter, Replayer, ReplayOutcome
+from ..dlq import (
+    DEAD,
+    DISCARDED,
+    DeadLetterArchive,
+    Group,
+    RecordFilter,
+    Replayer,
+    ReplayOutcome,
+    ReplayReport,
+)
 from ..dlq.replay.message import unstorable
 from ..redaction import Redactor
 from ..settings import Settings
 from .auth import check_token
 
-__all__ = ["dlq_router"]
+__all__ = ["discard_records", "dlq_router", "replay_records"]
 
 Status = Literal["dead", "replayed", "discarded"]
 #: Largest archive id accepted: integers above 2**53 do not survive JSON as numbers,
@@ -123,6 +133,77 @@ class _Selection(BaseModel):
 
     def record_filter(self, *, statuses: list[str] | None) -> RecordFilter:
         return RecordFilter(ids=self.ids, statuses=statuses, fingerprint=self.group, category=self.category)
+
+
+def replay_records(
+    archive: DeadLetterArchive,
+    *,
+    broker_url: str,
+    who: str,
+    ids: list[int] | None = None,
+    record_filter: RecordFilter | None = None,
+    request_patch: dict[str, Any] | None = None,
+    dry_run: bool = False,
+    force: bool = False,
+    reason: str | None = None,
+    rate_per_s: float | None = None,
+    on_outcome: Callable[[ReplayOutcome], None] | None = None,
+) -> ReplayReport:
+    """Replay the records ``ids``, or those of ``record_filter``: what ``POST /dlq/replay``
+    and the console's replays do.
+
+    Args:
+        archive: The dead-letter archive.
+        broker_url: RabbitMQ URL to publish to.
+        who: Name written to the audit log.
+        ids: Archive ids; when ``None``, every record ``record_filter`` selects, oldest first.
+        record_filter: Which records, when ``ids`` is ``None``.
+        request_patch: JSON merge patch for each request.
+        dry_run: Plan and report; send and change nothing.
+        force: Also replay records already replayed or discarded.
+        reason: Why, for the audit log.
+        rate_per_s: Messages per second at most. Default: as fast as confirms allow.
+        on_outcome: Called with each record's outcome as it is settled (progress).
+
+    Raises:
+        RecordNotFound, InvalidJob, NotReplayable, BrokerUnavailable: As :meth:`Replayer.replay`.
+    """
+    chosen = ids if ids is not None else archive.ids(record_filter or RecordFilter(statuses=[DEAD]))
+    replayer = Replayer(archive=archive, broker_url=broker_url, who=who)
+    return replayer.replay(
+        chosen,
+        request_patch=request_patch,
+        dry_run=dry_run,
+        force=force,
+        reason=reason,
+        rate_per_s=rate_per_s,
+        on_outcome=on_outcome,
+    )
+
+
+def discard_records(
+    archive: DeadLetterArchive, record_filter: RecordFilter, *, who: str, reason: str
+) -> list[int]:
+    """Mark the dead letters awaiting action that ``record_filter`` selects discarded, audited:
+    what ``POST /dlq/discard`` and the console's discards do.
+
+    Records already replayed or discarded stay as they are, as the CLI leaves them.
+
+    Returns:
+        The ids discarded.
+
+    Raises:
+        RecordNotFound: One of the filter's ``ids`` is not in the archive.
+    """
+    for record_id in record_filter.ids if record_filter.ids is not None else ():
+        archive.get(record_id)
+    return archive.set_status(
+        dataclasses.replace(record_filter, statuses=[DEAD]),
+        DISCARDED,
+        who=who,
+        reason=reason,
+        action="discard",
+    )
 
 
 class ReplayRequest(_Selection):
@@ -329,10 +410,12 @@ def dlq_router(
     def replay(body: ReplayRequest) -> ReplayResponse:
         statuses = None if body.force else [DEAD]
         ids = body.ids if body.group is None and body.category is None else None
-        chosen = ids or archive.ids(body.record_filter(statuses=statuses))
-        replayer = Replayer(archive=archive, broker_url=settings.broker_url, who=who)
-        report = replayer.replay(
-            chosen,
+        report = replay_records(
+            archive,
+            broker_url=settings.broker_url,
+            who=who,
+            ids=ids,
+            record_filter=body.record_filter(statuses=statuses),
             request_patch=body.request_patch,
             dry_run=body.dry_run,
             force=body.force,
@@ -356,16 +439,7 @@ def dlq_router(
         summary="Mark dead letters discarded: kept, never replayed by triage",
     )
     def discard(body: DiscardRequest) -> DiscardResponse:
-        for record_id in body.ids if body.ids is not None else ():
-            archive.get(record_id)
-        changed = archive.set_status(
-            # Only dead letters awaiting action, as the CLI does: replayed records stay replayed.
-            body.record_filter(statuses=[DEAD]),
-            DISCARDED,
-            who=who,
-            reason=body.reason,
-            action="discard",
-        )
+        changed = discard_records(archive, body.record_filter(statuses=[DEAD]), who=who, reason=body.reason)
         return DiscardResponse(discarded=changed)
 
     return router

@@ -59,11 +59,22 @@ class ArchiveAudit(ArchiveDatabase):
             rows = conn.execute(sa.select(a.c.action, sa.func.count()).group_by(a.c.action)).all()
         return {str(action): int(count) for action, count in rows}
 
-    def audit(self, *, limit: int = 100, record_id: int | None = None) -> list[AuditEntry]:
-        """Audit entries, newest first."""
+    def audit(
+        self,
+        *,
+        limit: int = 100,
+        record_id: int | None = None,
+        who: str | None = None,
+        action: str | None = None,
+    ) -> list[AuditEntry]:
+        """Audit entries, newest first; ``record_id``, ``who`` and ``action`` filter them."""
         a = self.audit_log
         query = sa.select(a).order_by(a.c.at_ms.desc(), a.c.id.desc()).limit(limit)
         if record_id is not None:
             query = query.where(a.c.record_id == record_id)
+        if who is not None:
+            query = query.where(a.c.who == who)
+        if action is not None:
+            query = query.where(a.c.action == action)
         with self._read("reading the audit log") as conn:
             return [AuditEntry(**r._asdict()) for r in conn.execute(query)]

@@ -47,6 +47,8 @@ _TEXT_POSITIONS = tuple(
     i for i, name in enumerate(_INSERT_COLUMNS) if name not in JSON_COLUMNS and name != "body"
 )
 _ARCHIVED_POSITION = _INSERT_COLUMNS.index("archived_ms")
+#: Milliseconds in an hour: the buckets of :meth:`DeadLetterArchive.counts_by_hour`.
+_HOUR_MS = 3_600_000
 
 
 def _insert_row(record: DeadLetter) -> tuple[Any, ...]:
@@ -187,15 +189,36 @@ class DeadLetterArchive(ArchiveClaims, ArchiveStatus, ArchiveRetention, ArchiveA
         limit: int = 50,
         offset: int = 0,
         oldest_first: bool = False,
+        before: tuple[int, int] | None = None,
     ) -> list[DeadLetter]:
-        """Records matching ``record_filter``, newest first (by dead-letter time), paged."""
+        """Records matching ``record_filter``, newest first (by dead-letter time), paged.
+
+        Args:
+            record_filter: Which records. Default all.
+            limit: Records returned at most. Default 50.
+            offset: Records skipped first. Default 0.
+            oldest_first: Oldest first instead.
+            before: Keyset paging, newest first: only records older than this
+                ``(dead_lettered_ms, id)``, the last record of the previous page.
+                Each page then reads only its own index entries, however deep it is.
+        """
         table = self.records
         order = (
             (table.c.dead_lettered_ms, table.c.id)
             if oldest_first
             else (table.c.dead_lettered_ms.desc(), table.c.id.desc())
         )
-        query = sa.select(table).where(*(record_filter or RecordFilter()).clauses(table)).order_by(*order)
+        where = (record_filter or RecordFilter()).clauses(table)
+        if before is not None:
+            before_ms, before_id = before
+            # Spelled out rather than a row value: both databases use the page index for it.
+            where.append(
+                sa.or_(
+                    table.c.dead_lettered_ms < before_ms,
+                    sa.and_(table.c.dead_lettered_ms == before_ms, table.c.id < before_id),
+                )
+            )
+        query = sa.select(table).where(*where).order_by(*order)
         with self._read("listing records") as conn:
             rows = conn.execute(query.limit(limit).offset(offset)).all()
         return [self._record(r) for r in rows]
@@ -224,6 +247,21 @@ class DeadLetterArchive(ArchiveClaims, ArchiveStatus, ArchiveRetention, ArchiveA
                     .where(*(record_filter or RecordFilter()).clauses(table))
                 ).scalar_one()
             )
+
+    def counts_by_hour(self, *, since_ms: int) -> list[tuple[int, str, int]]:
+        """Dead letters per hour and category since ``since_ms``: ``(hour_start_ms, category, count)``,
+        oldest hour first; hours without any are left out."""
+        t = self.records
+        hour = (t.c.dead_lettered_ms // _HOUR_MS).label("hour")
+        query = (
+            sa.select(hour, t.c.category, sa.func.count())
+            .where(t.c.dead_lettered_ms >= since_ms)
+            .group_by(hour, t.c.category)
+            .order_by(hour)
+        )
+        with self._read("counting dead letters per hour") as conn:
+            rows = conn.execute(query).all()
+        return [(int(h) * _HOUR_MS, str(category), int(count)) for h, category, count in rows]
 
     def groups(self, record_filter: RecordFilter | None = None, *, limit: int = 100) -> list[Group]:
         """Counts per fingerprint, largest first, with first and last seen and a sample error.

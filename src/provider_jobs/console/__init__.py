@@ -1,0 +1,60 @@
+"""The DLQ console: the archive, its groups and records, and the audit log, in a browser at ``/ui/``.
+
+Rendered on the server (Jinja2) by the API's process, with one small script
+(the overview's refresh) and one stylesheet shipped in the package. Every
+action calls what the API's endpoints call; every text is masked by the
+settings' redactor and escaped.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.responses import RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from ..dlq import DeadLetterArchive
+from ..redaction import Redactor
+from ..settings import Settings
+from .actions import action_router
+from .context import ConsoleContext, LoginRequired, Refused, login_url
+from .pages import page_router
+from .render import SECURITY_HEADERS
+
+__all__ = ["ConsoleContext", "install_console"]
+
+#: The package's stylesheet and script.
+_STATIC = Path(__file__).parent / "static"
+
+
+def install_console(app: FastAPI, settings: Settings, archive: DeadLetterArchive, redactor: Redactor) -> None:
+    """Serve the console on ``app`` under ``/ui/``.
+
+    Args:
+        app: The API application.
+        settings: Broker URL, queue, tokens and the reverse proxy's user header.
+        archive: The archive the API serves.
+        redactor: How every view is masked.
+    """
+    console = ConsoleContext(settings, archive, redactor)
+
+    async def login_required(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, LoginRequired)
+        return RedirectResponse(login_url(exc.next_url), status_code=303, headers=SECURITY_HEADERS)
+
+    async def refused(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, Refused)
+        return console.pages.render(
+            request, "refused.html", None, status_code=exc.status_code, reason=exc.reason
+        )
+
+    app.add_exception_handler(LoginRequired, login_required)
+    app.add_exception_handler(Refused, refused)
+    app.include_router(page_router(console))
+    app.include_router(action_router(console))
+    app.mount("/ui/static", StaticFiles(directory=_STATIC), name="console-static")
+
+    @app.get("/ui", include_in_schema=False)
+    def console_root() -> Response:
+        return RedirectResponse("/ui/", status_code=308)

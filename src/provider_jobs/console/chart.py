@@ -1,0 +1,109 @@
+"""The overview's chart: dead letters per hour, stacked by category, drawn as SVG on the server."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+__all__ = ["WINDOWS", "Bar", "Chart", "hourly_chart"]
+
+#: The chart's windows: name to hours.
+WINDOWS = {"24h": 24, "7d": 168}
+_HOUR_MS = 3_600_000
+#: Colour classes in the stylesheet, given to categories in order of size.
+_PALETTE = 8
+_WIDTH, _HEIGHT, _LEFT, _BOTTOM, _TOP = 720, 200, 40, 20, 8
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Bar:
+    """One category's part of one hour's bar."""
+
+    x: float
+    y: float
+    width: float
+    height: float
+    colour: int
+    title: str
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Chart:
+    """What the template draws: bars, axis labels, the legend and a text summary."""
+
+    width: int
+    height: int
+    bars: list[Bar]
+    y_ticks: list[tuple[float, int]]
+    x_ticks: list[tuple[float, str]]
+    legend: list[tuple[int, str, int]]
+    total: int
+    summary: str
+
+
+def hourly_chart(rows: Sequence[tuple[int, str, int]], *, hours: int, now_ms: int) -> Chart:
+    """Stack ``(hour_start_ms, category, count)`` rows into bars for the last ``hours`` hours."""
+    last_hour = now_ms // _HOUR_MS * _HOUR_MS
+    first_hour = last_hour - (hours - 1) * _HOUR_MS
+    per_hour: dict[int, dict[str, int]] = defaultdict(dict)
+    totals: dict[str, int] = defaultdict(int)
+    for hour_ms, category, count in rows:
+        if first_hour <= hour_ms <= last_hour:
+            per_hour[hour_ms][category] = per_hour[hour_ms].get(category, 0) + count
+            totals[category] += count
+    order = sorted(totals, key=lambda c: (-totals[c], c))
+    colour = {category: i % _PALETTE for i, category in enumerate(order)}
+    peak = max((sum(counts.values()) for counts in per_hour.values()), default=0)
+    scale_top = max(peak, 1)
+    plot_w, plot_h = _WIDTH - _LEFT, _HEIGHT - _BOTTOM - _TOP
+    slot = plot_w / hours
+    bars: list[Bar] = []
+    for hour_ms, counts in sorted(per_hour.items()):
+        x = _LEFT + (hour_ms - first_hour) / _HOUR_MS * slot
+        base = float(_HEIGHT - _BOTTOM)
+        label = datetime.fromtimestamp(hour_ms / 1000, UTC).strftime("%Y-%m-%d %H:00")
+        for category in order:
+            count = counts.get(category, 0)
+            if not count:
+                continue
+            height = count / scale_top * plot_h
+            base -= height
+            bars.append(
+                Bar(
+                    x=round(x + slot * 0.1, 2),
+                    y=round(base, 2),
+                    width=round(max(slot * 0.8, 1.0), 2),
+                    height=round(height, 2),
+                    colour=colour[category],
+                    title=f"{label} UTC: {count} {category}",
+                )
+            )
+    y_ticks = [(round(_HEIGHT - _BOTTOM - plot_h * f, 2), round(scale_top * f)) for f in (0, 0.5, 1)]
+    step = 6 if hours <= 24 else 24
+    x_ticks = [
+        (
+            round(_LEFT + i * slot, 2),
+            datetime.fromtimestamp((first_hour + i * _HOUR_MS) / 1000, UTC).strftime(
+                "%H:00" if hours <= 24 else "%m-%d"
+            ),
+        )
+        for i in range(0, hours, step)
+    ]
+    total = sum(totals.values())
+    summary = (
+        f"{total} dead letters in the last {hours} hours"
+        + (": " + ", ".join(f"{totals[c]} {c}" for c in order) if order else "")
+        + (f"; the busiest hour had {peak}" if peak else "")
+    )
+    return Chart(
+        width=_WIDTH,
+        height=_HEIGHT,
+        bars=bars,
+        y_ticks=y_ticks,
+        x_ticks=x_ticks,
+        legend=[(colour[c], c, totals[c]) for c in order],
+        total=total,
+        summary=summary,
+    )
