@@ -108,6 +108,8 @@ def _ours(queue: str, handler: Callable[[str], None], *, delay_s: float = 5.0) -
         worker_threads=THREADS,
         worker_timeout_ms=WORKER_TIMEOUT_MS,
         max_attempts=3,
+        # Workload 2 fails every job once on purpose: each job's own failure, not an outage.
+        breaker_threshold=0,
     )
     broker = build_broker(settings)
 

@@ -107,6 +107,12 @@ def _run_worker(
         drain = DeadLetterArchiver.from_settings(settings)
         threads.append(threading.Thread(target=drain.run, name="archiver", daemon=True))
         stops.append(drain.stop)
+        if not until_idle:
+            from .dlq.recovery import start_recovery
+
+            recovery = start_recovery(settings, drain.archive)
+            if recovery is not None:
+                stops.append(recovery.stop)
     if api:
         import uvicorn
 
