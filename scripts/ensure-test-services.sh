@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # What `make test` needs beyond Python packages: RabbitMQ (for its private test
-# node), PostgreSQL on 127.0.0.1:5432 with a database `test`, promtool, and
-# helm (scripts/ensure-helm.sh).
+# node), PostgreSQL on 127.0.0.1:5432 with a database `test`, promtool,
+# helm (scripts/ensure-helm.sh), and for the console's browser tests Debian's
+# chromium and axe-core (the npm package, unpacked into the tools directory).
 set -euo pipefail
 here="$(dirname "$0")"
 
@@ -19,6 +20,23 @@ if ! command -v promtool >/dev/null 2>&1; then
 fi
 
 bash "$here/ensure-helm.sh"
+
+if [ ! -x /usr/bin/chromium ]; then
+    echo "ensure-test-services: installing the Debian package chromium (console browser tests)" >&2
+    apt_install chromium
+fi
+tools_dir="${TEST_TOOLS_DIR:-/opt/provider-jobs-tools}"
+axe_version="4.14.1"
+if ! grep -qs "axe v$axe_version" "$tools_dir/axe-core/axe.min.js"; then
+    echo "ensure-test-services: installing axe-core $axe_version from npm into $tools_dir/axe-core" >&2
+    command -v npm >/dev/null 2>&1 || apt_install npm
+    axe_work="$(mktemp -d)"
+    (cd "$axe_work" && npm pack --silent "axe-core@$axe_version" >/dev/null)
+    tar -xzf "$axe_work"/axe-core-*.tgz -C "$axe_work" package/axe.min.js
+    mkdir -p "$tools_dir/axe-core"
+    install -m 0644 "$axe_work/package/axe.min.js" "$tools_dir/axe-core/axe.min.js"
+    rm -rf "$axe_work"
+fi
 
 if ! command -v pg_ctlcluster >/dev/null 2>&1; then
     echo "ensure-test-services: installing the Debian package postgresql" >&2

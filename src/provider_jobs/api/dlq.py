@@ -143,6 +143,7 @@ def replay_records(
     ids: list[int] | None = None,
     record_filter: RecordFilter | None = None,
     request_patch: dict[str, Any] | None = None,
+    job_patch: dict[str, Any] | None = None,
     dry_run: bool = False,
     force: bool = False,
     reason: str | None = None,
@@ -159,6 +160,7 @@ def replay_records(
         ids: Archive ids; when ``None``, every record ``record_filter`` selects, oldest first.
         record_filter: Which records, when ``ids`` is ``None``.
         request_patch: JSON merge patch for each request.
+        job_patch: JSON merge patch for each job (``{"priority": 9}``).
         dry_run: Plan and report; send and change nothing.
         force: Also replay records already replayed or discarded.
         reason: Why, for the audit log.
@@ -173,6 +175,7 @@ def replay_records(
     return replayer.replay(
         chosen,
         request_patch=request_patch,
+        job_patch=job_patch,
         dry_run=dry_run,
         force=force,
         reason=reason,

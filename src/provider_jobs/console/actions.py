@@ -40,6 +40,19 @@ def _reason(form: dict[str, str], *, required: bool) -> str | None:
     return reason or None
 
 
+def _parse_patch(text: str) -> tuple[str | None, dict[str, Any] | None]:
+    """A merge patch typed in a form: ``(problem, None)`` or ``(None, patch)``; empty is no patch."""
+    if not text:
+        return None, None
+    try:
+        parsed = json.loads(text)
+    except ValueError as exc:
+        return f"Not JSON: {exc}", None
+    if not isinstance(parsed, dict):
+        return _NOT_AN_OBJECT, None
+    return None, parsed
+
+
 def _safe_next(target: str) -> str:
     """Only a console path is a place to go back to after login (never another site)."""
     return target if target.startswith("/ui/") and not target.startswith("//") else "/ui/"
@@ -126,36 +139,33 @@ def action_router(console: ConsoleContext) -> APIRouter:  # noqa: PLR0915 - one 
     @router.post("/records/{record_id}/replay", response_class=HTMLResponse)
     def replay_record(request: Request, record_id: int, form: Form) -> Response:
         operator, who = console.writer(request, form)
-        patch_text = form.get("patch", "").strip()
         reason = _reason(form, required=False)
-        patch: dict[str, Any] | None = None
-        if patch_text:
-            try:
-                parsed = json.loads(patch_text)
-            except ValueError as exc:
-                return record_error(request, operator, record_id, 422, patch=patch_text, reason=reason or "",
-                                    patch_error=f"Not JSON: {exc}")  # fmt: skip
-            if not isinstance(parsed, dict):
-                return record_error(request, operator, record_id, 422, patch=patch_text, reason=reason or "",
-                                    patch_error=_NOT_AN_OBJECT)  # fmt: skip
-            patch = parsed
+        texts = {field: form.get(field, "").strip() for field in ("patch", "job_patch")}
+        kept = {**texts, "reason": reason or ""}
+        patches: dict[str, dict[str, Any] | None] = {}
+        for field, text in texts.items():
+            problem, patches[field] = _parse_patch(text)
+            if problem is not None:
+                return record_error(request, operator, record_id, 422, errors={field: problem}, **kept)
         try:
             report = replay_records(
                 archive, broker_url=settings.broker_url, who=who, ids=[record_id],
-                request_patch=patch, reason=reason,
+                request_patch=patches["patch"], job_patch=patches["job_patch"], reason=reason,
             )  # fmt: skip
         except RecordNotFound as exc:
             raise Refused(404, str(exc)) from None
         except (InvalidJob, NotReplayable) as exc:
-            return record_error(request, operator, record_id, 422, patch=patch_text, reason=reason or "",
-                                patch_error=redactor.text(str(exc)))  # fmt: skip
+            # Shown beside the job's edit when there is one (its fields are the schema's), else the request's.
+            field = "job_patch" if patches["job_patch"] is not None else "patch"
+            return record_error(
+                request, operator, record_id, 422, errors={field: redactor.text(str(exc))}, **kept
+            )
         except (BrokerUnavailable, ArchiveError) as exc:
-            return record_error(request, operator, record_id, 503, patch=patch_text, reason=reason or "",
-                                notice=redactor.text(str(exc)))  # fmt: skip
+            return record_error(request, operator, record_id, 503, notice=redactor.text(str(exc)), **kept)
         outcome = report.outcomes[0] if report.outcomes else None
         if outcome is None or outcome.status != "published":
             detail = redactor.text(outcome.detail or outcome.status) if outcome else "nothing was sent"
-            return record_error(request, operator, record_id, 409, notice=f"Not replayed: {detail}")
+            return record_error(request, operator, record_id, 409, notice=f"Not replayed: {detail}", **kept)
         return RedirectResponse(f"/ui/records/{record_id}?done=replayed", status_code=303)
 
     @router.post("/records/{record_id}/discard", response_class=HTMLResponse)

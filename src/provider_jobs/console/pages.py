@@ -27,8 +27,8 @@ PAGE_SIZE = 50
 MAX_GROUPS = 1000
 #: Audit entries per page.
 AUDIT_LIMIT = 200
-#: How often the overview refreshes itself, in ms.
-REFRESH_MS = 5000
+#: How often the overview refreshes itself by default, in seconds (``?every=`` changes it).
+REFRESH_S = 5
 #: Columns the groups table sorts by, and how.
 _GROUP_SORTS: dict[str, Any] = {
     "count": lambda g: g.count,
@@ -95,7 +95,7 @@ def render_record(
         raise Refused(404, str(exc)) from None
     view = redactor.view(found)
     audit = [redactor.view(entry) for entry in archive.audit(record_id=record_id)]
-    context: dict[str, Any] = {"patch": "", "patch_error": None, "reason": "", "notice": None}
+    context: dict[str, Any] = {"patch": "", "job_patch": "", "errors": {}, "reason": "", "notice": None}
     context.update(extra)
     return console.pages.render(
         request,
@@ -142,9 +142,14 @@ def page_router(console: ConsoleContext) -> APIRouter:  # noqa: PLR0915 - one cl
         return data
 
     @router.get("/", response_class=HTMLResponse)
-    def overview(request: Request, operator: Operator = current, window: str = "24h") -> HTMLResponse:
+    def overview(
+        request: Request,
+        operator: Operator = current,
+        window: str = "24h",
+        every: Annotated[int, Query(ge=1, le=300, description="Seconds between refreshes")] = REFRESH_S,
+    ) -> HTMLResponse:
         return pages.render(
-            request, "overview.html", operator, refresh_ms=REFRESH_MS, **overview_data(window)
+            request, "overview.html", operator, refresh_ms=every * 1000, **overview_data(window)
         )
 
     @router.get("/overview/live", response_class=HTMLResponse)
