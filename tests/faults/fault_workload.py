@@ -29,7 +29,7 @@ from dramatiq.middleware import CurrentMessage
 
 from provider_jobs.actors.broker import build_broker
 from provider_jobs.actors.provider_ops import declare_provider_actors
-from provider_jobs.errors import ProviderTimeout, ValidationFailed
+from provider_jobs.errors import ValidationFailed
 from provider_jobs.jobs import ProviderJob
 from provider_jobs.providers import FunctionProvider, ProviderRegistry
 from provider_jobs.settings import Settings
@@ -53,12 +53,14 @@ def _handle(job: ProviderJob) -> Any:
         os._exit(17)  # what an OOM kill or a segfault looks like from RabbitMQ's side
     if behaviour == "permanent":
         raise ValidationFailed("Validation error: the workload says no")
+    # Transient failures no breaker counts (a timeout would open the provider's breaker, and the
+    # jobs would wait for its probes instead of exhausting their attempts).
     if behaviour == "exhaust":
-        raise ProviderTimeout("Connection timeout")
+        raise RuntimeError("the workload's transient failure, every time")
     if behaviour == "flaky":
         message = CurrentMessage.get_current_message()
         if message is not None and message.options.get("retries", 0) < 1:
-            raise ProviderTimeout("Connection timeout")
+            raise RuntimeError("the workload's transient failure, once")
     if behaviour == "slow":
         time.sleep(0.1)
     _record(job)
@@ -140,6 +142,18 @@ class Tally:
         finally:
             connection.close()
 
+    def read_archive(self, archive_url: str) -> None:
+        """Take every record of the archive at ``archive_url`` into :attr:`archived`."""
+        from provider_jobs.dlq import DeadLetterArchive
+
+        archive = DeadLetterArchive(archive_url)
+        try:
+            for record in archive.find(limit=1_000_000):
+                if record.job_id is not None:
+                    self.archived[record.job_id] = record.category
+        finally:
+            archive.close()
+
     def lost(self, sent: Sent) -> set[str]:
         return set(sent.behaviours) - set(self.succeeded) - set(self.archived)
 
@@ -171,6 +185,24 @@ def settled(tally: Tally, sent: Sent, directory: Path, url: str, queue_name: str
     tally.read_outcomes(directory)
     tally.take_dead_letters(url, queue_name)
     return not tally.lost(sent)
+
+
+def worker_env(settings: Settings, outcomes: Path, **extra: str) -> dict[str, str]:
+    """The environment of a worker process on ``settings`` (``python fault_workload.py``)."""
+    here = Path(__file__).parent
+    return {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(here), str(here.parent)]),
+        "PROVIDER_JOBS_BROKER_URL": settings.broker_url,
+        "PROVIDER_JOBS_QUEUE_NAME": settings.queue_name,
+        "PROVIDER_JOBS_QUEUE_TYPE": settings.queue_type,
+        "PROVIDER_JOBS_RETRY_DELAY_S": str(settings.retry_delay_s),
+        "PROVIDER_JOBS_HOLD_RETRIES_UP_TO_MS": str(settings.hold_retries_up_to_ms),
+        "PROVIDER_JOBS_WORKER_THREADS": str(settings.worker_threads),
+        "PROVIDER_JOBS_LOG_FORMAT": "json",
+        "FAULT_OUTCOMES_DIR": str(outcomes),
+        **extra,
+    }
 
 
 def delete_queues(settings: Settings) -> None:

@@ -23,35 +23,48 @@ from provider_jobs.settings import Settings
 
 from fault_workload import Tally, delete_queues, fault_registry, send, settled
 
-#: Bounces: the node's app stopped this long, then running this long, this many times.
-DOWN_S, UP_S, BOUNCES = 1.0, 2.5, 6
+#: (queue type, held retries up to ms, seconds down, seconds up between, outages)
+SCENARIOS = {
+    "bounced-classic-held-retries": ("classic", 1000, 1.0, 2.5, 6),
+    "bounced-classic-no-held-retries": ("classic", 0, 1.0, 2.5, 6),
+    "bounced-quorum": ("quorum", 1000, 1.0, 2.5, 6),
+    "stopped-5s-classic": ("classic", 1000, 5.0, 3.0, 1),
+}
 
 
-def _bounce(rabbitmq_proc: RabbitMqExecutor, stop: threading.Event, count: list[int]) -> None:
-    for _ in range(BOUNCES):
-        if stop.wait(UP_S):
+def _bounce(
+    rabbitmq_proc: RabbitMqExecutor,
+    stop: threading.Event,
+    count: list[int],
+    down_s: float,
+    up_s: float,
+    n: int,
+) -> None:
+    for _ in range(n):
+        if stop.wait(up_s):
             return
         rabbitmq_proc.rabbitctl_output("stop_app")
-        time.sleep(DOWN_S)
+        time.sleep(down_s)
         rabbitmq_proc.rabbitctl_output("start_app")
         count[0] += 1
 
 
 @pytest.mark.fault
 @pytest.mark.timeout(180)
-@pytest.mark.parametrize("hold_ms", [1000, 0], ids=["held-retries", "no-held-retries"])
+@pytest.mark.parametrize("scenario", list(SCENARIOS))
 def test_no_job_is_lost_when_the_broker_bounces_under_load(
     settings: Settings,
     rabbitmq_proc: RabbitMqExecutor,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-    hold_ms: int,
+    scenario: str,
 ) -> None:
+    queue_type, hold_ms, down_s, up_s, outages = SCENARIOS[scenario]
     monkeypatch.setenv("FAULT_OUTCOMES_DIR", str(tmp_path))
-    settings = replace(settings, hold_retries_up_to_ms=hold_ms, retry_delay_s=0.05)
-    sent = send(settings, {"ok": 1000, "slow": 2000, "flaky": 400, "permanent": 300, "exhaust": 300})
+    settings = replace(settings, queue_type=queue_type, hold_retries_up_to_ms=hold_ms, retry_delay_s=0.05)
+    sent = send(settings, {"ok": 800, "slow": 1600, "flaky": 300, "permanent": 200, "exhaust": 200})
     stop, bounced = threading.Event(), [0]
-    bouncer = threading.Thread(target=_bounce, args=(rabbitmq_proc, stop, bounced))
+    bouncer = threading.Thread(target=_bounce, args=(rabbitmq_proc, stop, bounced, down_s, up_s, outages))
     workers = []
     tally = Tally()
     try:
@@ -77,7 +90,7 @@ def test_no_job_is_lost_when_the_broker_bounces_under_load(
             broker.close()
         delete_queues(settings)
     print(f"{tally.summary(sent)} after {bounced[0]} bounces ({os.environ.get('PYTEST_CURRENT_TEST')})")
-    assert bounced[0] == BOUNCES
+    assert bounced[0] == outages
     assert not tally.lost(sent)
     assert not tally.wrong_outcome(sent), tally.summary(sent)
     assert not tally.both(), tally.summary(sent)
