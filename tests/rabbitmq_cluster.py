@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -88,7 +89,10 @@ class Node:
     def start(self) -> None:
         """Start the node's Erlang VM and RabbitMQ (returns once it is booting)."""
         if _port_open(self.port):
-            raise RuntimeError(f"port {self.port} is taken: is another cluster test running?")
+            raise RuntimeError(
+                f"port {self.port} is taken: another cluster test, or a node left behind "
+                f"(`{_BIN}/rabbitmqctl -n {self.name} shutdown` stops it)"
+            )
         self.process = subprocess.Popen(
             [f"{_BIN}/rabbitmq-server"],
             env=self.env,
@@ -170,6 +174,25 @@ class Cluster:
             node.shutdown()
         shutil.rmtree(self.base, ignore_errors=True)
 
+    def queues(self) -> str:
+        """Every queue with its messages (ready, unacked) and leader, as one node lists them."""
+        for node in self.nodes:
+            try:
+                return node.ctl(
+                    "list_queues",
+                    "-q",
+                    "--no-table-headers",
+                    "name",
+                    "messages_ready",
+                    "messages_unacknowledged",
+                    "leader",
+                    "online",
+                    timeout_s=20,
+                )
+            except (RuntimeError, subprocess.TimeoutExpired) as exc:
+                error = str(exc)
+        return error
+
     def leader_of(self, queue: str) -> str:
         """The node that leads quorum queue ``queue`` now (``rabbitmqctl list_queues leader``)."""
         for node in self.nodes:
@@ -185,6 +208,7 @@ class Cluster:
 
 
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # `timeout` and kill clean up too
     started = time.monotonic()
     cluster = Cluster()
     try:

@@ -23,7 +23,7 @@ from dramatiq.middleware import (
 from ..health import HealthSync
 from ..middleware import ClassifiedRetries, Classifier, ErrorClassifier, LogContext, Metrics
 from ..middleware.breaker import ProviderBreakers
-from ..rabbitmq.queue_types import dead_letter_queue_arguments, queue_arguments, queue_type_error
+from ..rabbitmq.queue_types import dead_letter_queue_arguments, declare_queue, queue_arguments
 from ..settings import Settings
 from .consumer import WorkerConsumer
 from .encoder import OrjsonEncoder
@@ -82,13 +82,11 @@ class _ProviderBroker(RabbitmqBroker):
         return queue_name[: -len(".DQ")] if queue_name.endswith(".DQ") else queue_name
 
     def _declared(self, name: str, arguments: dict[str, Any]) -> Any:
-        try:
-            return self.channel.queue_declare(queue=name, durable=True, arguments=arguments)
-        except Exception as exc:
-            error = queue_type_error(exc, name, self.queue_type)
-            if error is not None:
-                raise error from None
-            raise
+        return declare_queue(self.connection, self.channel, name, arguments)
+
+    def declare_durable_queue(self, channel: Any, name: str, arguments: dict[str, Any]) -> Any:
+        """Declare a queue for ``ConfirmPublisher`` (the retry delay queues) as this broker's own are."""
+        return declare_queue(channel.connection, channel, name, arguments)
 
     def _declare_queue(self, queue_name: str) -> Any:
         return self._declared(queue_name, self._build_queue_arguments(queue_name))

@@ -9,7 +9,8 @@ held in worker memory, ``consumer_timeout`` does not apply, and the message
 arrives within milliseconds of its due time rather than on the next wake-up of
 an idle consumer. A broker with a ``delay_queue_arguments`` attribute (a dict,
 such as ``{"x-queue-type": "quorum"}``) has them added to each bucket's
-arguments. One bucket per delay keeps every queue FIFO in expiry order;
+arguments, and one with a ``declare_durable_queue(channel, name, arguments)``
+method declares the buckets itself. One bucket per delay keeps every queue FIFO in expiry order;
 delays are rounded up to two significant digits so that backoff with jitter
 does not create a queue per value.
 """
@@ -130,18 +131,20 @@ class ConfirmPublisher:
         delay = bucket_ms(delay_ms)
         name = delay_queue_name(queue_name, delay)
         if name not in self._declared:
+            arguments = {
+                # A broker's own queue type (quorum queues), as its other queues have.
+                **(getattr(broker, "delay_queue_arguments", None) or {}),
+                "x-message-ttl": delay,
+                "x-dead-letter-exchange": "",
+                "x-dead-letter-routing-key": str(q_name(queue_name)),
+            }
             try:
-                self._channel(broker).queue_declare(
-                    name,
-                    durable=True,
-                    arguments={
-                        # A broker's own queue type (quorum queues), as its other queues have.
-                        **(getattr(broker, "delay_queue_arguments", None) or {}),
-                        "x-message-ttl": delay,
-                        "x-dead-letter-exchange": "",
-                        "x-dead-letter-routing-key": str(q_name(queue_name)),
-                    },
-                )
+                channel = self._channel(broker)
+                declare = getattr(broker, "declare_durable_queue", None)
+                if declare is not None:
+                    declare(channel, name, arguments)
+                else:
+                    channel.queue_declare(name, durable=True, arguments=arguments)
             except Exception:
                 self._local.channel = None
                 raise

@@ -11,6 +11,14 @@ work queue's ``x-delivery-limit`` dead-letters a job whose deliveries keep
 ending without an outcome (its worker process dies running it); the archiver
 records those as ``crash_loop``.
 
+RabbitMQ 3.10 may create two Raft clusters for one quorum queue that two
+connections declare at the same moment (workers starting together, two workers
+retrying for the first time): one of them then never expires its messages or
+delivers what the other holds. :func:`declare_queue` therefore creates quorum
+queues one at a time, under a lock that is an exclusive queue
+(``provider-jobs.declare-lock``): a name only one connection in the cluster can
+hold, released when it is deleted or its connection closes.
+
 RabbitMQ refuses (406) to declare a queue with other arguments than it has, so
 a classic queue is never silently turned into a quorum one:
 :func:`queue_type_error` turns that refusal into one line saying how to migrate.
@@ -18,16 +26,29 @@ a classic queue is never silently turned into a quorum one:
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pika.exceptions
 
 from ..errors import ConfigurationError
 
-__all__ = ["QUEUE_TYPES", "dead_letter_queue_arguments", "queue_arguments", "queue_type_error"]
+__all__ = [
+    "DECLARE_LOCK_QUEUE",
+    "QUEUE_TYPES",
+    "dead_letter_queue_arguments",
+    "declare_queue",
+    "queue_arguments",
+    "queue_type_error",
+]
 
 #: The values of ``PROVIDER_JOBS_QUEUE_TYPE``.
 QUEUE_TYPES = ("classic", "quorum")
+
+#: The exclusive queue that serializes the creation of quorum queues over a cluster.
+DECLARE_LOCK_QUEUE = "provider-jobs.declare-lock"
+#: Longest wait for that lock before declaring without it.
+_LOCK_WAIT_S = 30.0
 
 #: Arguments every quorum queue of ours gets: at-least-once dead-lettering and what it requires.
 _QUORUM = {
@@ -76,3 +97,48 @@ def queue_type_error(exc: BaseException, queue: str, queue_type: str) -> Configu
         f"({exc.reply_text}); queues are not redeclared: move its messages with "
         f"`provider-jobs queues migrate --to {queue_type}`, or set PROVIDER_JOBS_QUEUE_TYPE to match"
     )
+
+
+def declare_queue(connection: Any, channel: Any, name: str, arguments: dict[str, Any]) -> Any:
+    """Declare durable queue ``name`` on ``channel`` (of pika ``connection``), and return
+    RabbitMQ's answer; a quorum queue under the cluster-wide declare lock.
+
+    Raises:
+        ConfigurationError: ``name`` exists with other arguments (see :func:`queue_type_error`).
+        pika.exceptions.AMQPError: Whatever else RabbitMQ or pika raised.
+    """
+    lock = _acquire(connection) if arguments.get("x-queue-type") == "quorum" else None
+    try:
+        return channel.queue_declare(name, durable=True, arguments=arguments)
+    except pika.exceptions.ChannelClosedByBroker as exc:
+        error = queue_type_error(exc, name, str(arguments.get("x-queue-type", "classic")))
+        if error is not None:
+            raise error from None
+        raise
+    finally:
+        if lock is not None:
+            _release(lock)
+
+
+def _acquire(connection: Any) -> Any:
+    """A channel holding :data:`DECLARE_LOCK_QUEUE`, or ``None`` after :data:`_LOCK_WAIT_S`."""
+    deadline = time.monotonic() + _LOCK_WAIT_S
+    while True:
+        lock = connection.channel()
+        try:
+            lock.queue_declare(DECLARE_LOCK_QUEUE, exclusive=True)
+            return lock
+        except pika.exceptions.ChannelClosedByBroker as exc:
+            # 405 RESOURCE_LOCKED: another connection holds it.
+            if exc.reply_code != 405 or time.monotonic() > deadline:
+                return None
+            time.sleep(0.01)
+
+
+def _release(lock: Any) -> None:
+    """Delete the lock queue; if the channel or connection is gone, RabbitMQ deleted it already."""
+    try:
+        lock.queue_delete(DECLARE_LOCK_QUEUE)
+        lock.close()
+    except pika.exceptions.AMQPError:
+        pass

@@ -34,7 +34,7 @@ from dramatiq.common import xq_name
 
 from ...errors import ArchiveError, ArchiveUnavailable
 from ...rabbitmq.connectivity import broker_parameters, redact_url
-from ...rabbitmq.queue_types import dead_letter_queue_arguments, queue_type_error
+from ...rabbitmq.queue_types import dead_letter_queue_arguments, declare_queue
 from ...settings import Settings
 from ..archive.records import DeadLetter
 from ..archive.store import DeadLetterArchive
@@ -198,14 +198,8 @@ class DeadLetterArchiver:
                 raise
             channel = self._connection.channel()
             arguments = dead_letter_queue_arguments(self.queue_type, message_ttl_ms=DEAD_MESSAGE_TTL)
-            try:
-                channel.queue_declare(queue, durable=True, arguments=arguments)
-            except pika.exceptions.ChannelClosedByBroker as declare_exc:
-                # A worker declared it meanwhile, of the other type: one line, not a reconnect loop.
-                error = queue_type_error(declare_exc, queue, self.queue_type)
-                if error is not None:
-                    raise error from None
-                raise
+            # A worker may declare it meanwhile, of the other type: one line, not a reconnect loop.
+            declare_queue(self._connection, channel, queue, arguments)
         if channel.is_open:
             channel.close()
 
