@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: install run test check format bench clean
+.PHONY: install run test check format bench clean screenshots
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,11 @@ run: install
 test: install
 	bash scripts/ensure-test-services.sh
 	$(BIN)/pytest
+
+## The console's screenshots in the README (docs/console/*.png), taken by its browser tests.
+screenshots: install
+	bash scripts/ensure-test-services.sh
+	PROVIDER_JOBS_CONSOLE_SCREENSHOTS=docs/console $(BIN)/pytest tests/console -k screenshots
 
 check: install
 	$(BIN)/ruff check src tests benchmarks

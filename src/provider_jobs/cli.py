@@ -125,6 +125,7 @@ def _run_worker(
         )
         threads.append(threading.Thread(target=server.run, name="api", daemon=True))
         stops.append(lambda: setattr(server, "should_exit", True))
+        logger.info("DLQ console: http://%s:%d/ui/", settings.api_host, settings.api_port)
     if threading.current_thread() is threading.main_thread():
         # Kubernetes stops a pod with SIGTERM: the same orderly stop as Ctrl-C (this is our own process).
         signal.signal(signal.SIGTERM, signal.default_int_handler)
@@ -275,9 +276,11 @@ def demo(
 
     def done() -> None:
         logger.info(
-            "Demo jobs done. Dead letters are archived in %s: try `provider-jobs dlq groups`, "
-            "`curl http://%s:%d/queue-stats`%s",
+            "Demo jobs done. Dead letters are archived in %s: open the console at http://%s:%d/ui/, "
+            "try `provider-jobs dlq groups`, `curl http://%s:%d/queue-stats`%s",
             mask_url_password(settings.archive_url),
+            settings.api_host,
+            settings.api_port,
             settings.api_host,
             settings.api_port,
             "" if exit_when_done else ". Ctrl-C stops.",

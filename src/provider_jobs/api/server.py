@@ -66,6 +66,7 @@ def serve(settings: Settings) -> None:
     if not settings.api_token:
         logger.warning("No API token is set (PROVIDER_JOBS_API_TOKEN): mutating endpoints answer 403")
     sock = _bind(settings.api_host, settings.api_port)
+    logger.info("DLQ console: http://%s:%d/ui/", settings.api_host, settings.api_port)
     try:
         server = uvicorn.Server(uvicorn.Config(create_app(settings), log_config=None))
         server.run(sockets=[sock])

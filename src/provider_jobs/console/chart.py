@@ -56,7 +56,8 @@ def hourly_chart(rows: Sequence[tuple[int, str, int]], *, hours: int, now_ms: in
     order = sorted(totals, key=lambda c: (-totals[c], c))
     colour = {category: i % _PALETTE for i, category in enumerate(order)}
     peak = max((sum(counts.values()) for counts in per_hour.values()), default=0)
-    scale_top = max(peak, 1)
+    # An even top, so that the middle grid line falls on a whole number.
+    scale_top = max(peak + peak % 2, 1) if peak > 1 else 1
     plot_w, plot_h = _WIDTH - _LEFT, _HEIGHT - _BOTTOM - _TOP
     slot = plot_w / hours
     bars: list[Bar] = []
@@ -80,7 +81,8 @@ def hourly_chart(rows: Sequence[tuple[int, str, int]], *, hours: int, now_ms: in
                     title=f"{label} UTC: {count} {category}",
                 )
             )
-    y_ticks = [(round(_HEIGHT - _BOTTOM - plot_h * f, 2), round(scale_top * f)) for f in (0, 0.5, 1)]
+    fractions = (0, 0.5, 1) if scale_top > 1 else (0, 1)
+    y_ticks = [(round(_HEIGHT - _BOTTOM - plot_h * f, 2), round(scale_top * f)) for f in fractions]
     step = 6 if hours <= 24 else 24
     x_ticks = [
         (
