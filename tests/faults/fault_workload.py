@@ -124,21 +124,27 @@ class Tally:
         )
 
     def take_dead_letters(self, url: str, queue_name: str) -> None:
-        """Take every message now in ``<queue>.XQ`` into :attr:`archived`."""
+        """Take every message now in ``<queue>.XQ`` into :attr:`archived`, read as the archiver
+        reads it (a raw dead letter of RabbitMQ's, such as a quorum queue's delivery limit, too)."""
+        from provider_jobs.dlq import dead_letter_from_delivery
+
         connection = pika.BlockingConnection(pika.URLParameters(url))
         try:
             channel = connection.channel()
             while True:
-                method, _properties, body = channel.basic_get(xq_name(queue_name), auto_ack=True)
+                method, properties, body = channel.basic_get(xq_name(queue_name), auto_ack=True)
                 if method is None:
                     return
+                record = dead_letter_from_delivery(body, properties.headers, source_queue=xq_name(queue_name))
                 message = json.loads(body)
                 job_id = message["options"]["job_id"]
-                dead = message["options"].get("dead_letter") or {}
                 if job_id in self.archived:
                     self.archived_twice += 1
-                self.archived[job_id] = str(dead.get("category", "raw"))
-                self.dead_letters[job_id] = dead
+                self.archived[job_id] = record.category
+                self.dead_letters[job_id] = message["options"].get("dead_letter") or {
+                    "error": record.error,
+                    "reason": record.reason,
+                }
         finally:
             connection.close()
 

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -18,14 +19,17 @@ HERE = Path(__file__).parent
 
 
 @pytest.mark.fault
+@pytest.mark.parametrize("queue_type", ["classic", "quorum"])
 def test_a_job_that_kills_its_worker_is_dead_lettered_as_crash_loop_after_max_deliveries(
-    settings: Settings, amqp, tmp_path: Path
+    settings: Settings, amqp, tmp_path: Path, queue_type: str
 ) -> None:
+    settings = replace(settings, queue_type=queue_type, max_deliveries=3)
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join([str(HERE), str(HERE.parent)]),
         "PROVIDER_JOBS_BROKER_URL": settings.broker_url,
         "PROVIDER_JOBS_QUEUE_NAME": settings.queue_name,
+        "PROVIDER_JOBS_QUEUE_TYPE": queue_type,
         "PROVIDER_JOBS_RETRY_DELAY_S": "0.02",
         "PROVIDER_JOBS_MAX_DELIVERIES": "3",
         "PROVIDER_JOBS_WORKER_THREADS": "2",
@@ -55,8 +59,19 @@ def test_a_job_that_kills_its_worker_is_dead_lettered_as_crash_loop_after_max_de
         log.close()
     [crash] = [job_id for job_id, behaviour in sent.behaviours.items() if behaviour == "crash"]
     assert tally.archived[crash] == "crash_loop"
-    assert tally.dead_letters[crash]["deliveries"] == 3
-    assert "3 times" in tally.dead_letters[crash]["error"]
+    if queue_type == "classic":  # the worker counted
+        assert tally.dead_letters[crash]["deliveries"] == 3
+        assert "3 times" in tally.dead_letters[crash]["error"]
+    else:  # RabbitMQ counted (x-delivery-limit)
+        assert tally.dead_letters[crash]["reason"] == "delivery_limit"
     assert deaths == 3  # three deliveries ran it; the fourth dead-lettered it without running it
-    assert not tally.wrong_outcome(sent), tally.summary(sent)
-    assert not tally.both(), tally.summary(sent)
+    assert not tally.lost(sent), tally.summary(sent)
+    if queue_type == "classic":
+        # The culprit ran alone once it was a suspect: no neighbour was counted with it.
+        assert not tally.wrong_outcome(sent), tally.summary(sent)
+        assert not tally.both(), tally.summary(sent)
+    else:
+        # RabbitMQ's x-delivery-limit counts every return, so a job that shared each crash (this
+        # queue is nearly empty: the same few jobs are prefetched with the culprit every time) is
+        # dead-lettered with it: archived as crash_loop, replayable, never lost. (README, quorum mode.)
+        assert {tally.archived[j] for j in tally.wrong_outcome(sent)} <= {"crash_loop"}, tally.summary(sent)
