@@ -10,10 +10,11 @@ from typing import Any
 
 import dramatiq
 import pytest
+from api_support import DEAD_LETTERS, TOKEN
 from dramatiq.common import xq_name
 from fastapi.testclient import TestClient
 
-from metrics_workload import Workload, send_jobs, workload_registry
+from metrics_workload import send_jobs, workload_registry
 from provider_jobs.actors.broker import build_broker
 from provider_jobs.actors.provider_ops import declare_provider_actors
 from provider_jobs.api import create_app
@@ -21,11 +22,6 @@ from provider_jobs.dlq import DeadLetterArchive, DeadLetterArchiver
 from provider_jobs.settings import Settings
 
 from support import queue_depth, wait_for
-
-#: Dead letters the ``archived`` fixture makes: 3 validation errors, 2 exhausted timeouts.
-DEAD_LETTERS = Workload(succeed=0, flaky=0, permanent=3, down=2)
-#: The token of ``token_settings``.
-TOKEN = "t0ken-for-tests"
 
 
 @pytest.fixture

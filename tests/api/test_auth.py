@@ -7,9 +7,9 @@ import dataclasses
 from typing import Any
 
 import pytest
+from api_support import TOKEN
 from fastapi.testclient import TestClient
 
-from conftest import TOKEN
 from provider_jobs.api import create_app
 from provider_jobs.dlq import DeadLetterArchive
 from provider_jobs.settings import Settings

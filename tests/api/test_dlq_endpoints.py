@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from api_support import DEAD_LETTERS, TOKEN
 from fastapi.testclient import TestClient
 
-from conftest import DEAD_LETTERS, TOKEN
 from provider_jobs.dlq import DeadLetterArchive
 from provider_jobs.settings import Settings
 

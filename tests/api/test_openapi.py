@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 import schemathesis
+from api_support import TOKEN
 from fastapi import FastAPI
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 
-from conftest import TOKEN
 from provider_jobs.api import create_app
 from provider_jobs.dlq import DeadLetterArchive
 from provider_jobs.settings import Settings

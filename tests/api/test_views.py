@@ -12,9 +12,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from api_support import TOKEN
 from fastapi.testclient import TestClient
 
-from conftest import TOKEN
 from provider_jobs.api import create_app
 from provider_jobs.api.gate import RequestGate
 from provider_jobs.dlq import DeadLetterArchive, dead_letter_from_delivery
