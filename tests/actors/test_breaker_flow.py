@@ -15,7 +15,7 @@ from provider_jobs.actors.broker import build_broker
 from provider_jobs.actors.provider_ops import ProviderActor, declare_provider_actors
 from provider_jobs.errors import ProviderBusy, ProviderNotAvailable
 from provider_jobs.jobs import ProviderJob
-from provider_jobs.middleware import ClassifiedRetries
+from provider_jobs.middleware import ClassifiedRetries, Metrics
 from provider_jobs.providers import ProviderRegistry
 from provider_jobs.settings import Settings
 
@@ -140,6 +140,9 @@ def test_a_job_that_waits_past_the_maximum_is_dead_lettered_as_provider_down_wit
         actors["delete_resource"].send({**RG, "request": {"n": i}})
     with running_worker(broker, threads=1):
         dead = take_dead_letters(amqp, queue_name, 3, timeout_s=10)
+    metrics = next(m for m in broker.middleware if isinstance(m, Metrics))
+    labels = {"worker_id": "test-worker", "category": "provider_down", "reason": "provider_down"}
+    assert metrics.registry.get_sample_value("worker_jobs_failed_by_category_total", labels) == 3
     for _, body in dead:
         letter = body["options"]["dead_letter"]
         assert (letter["category"], letter["reason"]) == ("provider_down", "provider_down")

@@ -260,8 +260,18 @@ class Metrics(Middleware):
             child.observe(time.perf_counter() - attempt.started)
 
     def after_skip_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
-        self._finish(message)
-        if message.failed:
+        attempt = self._finish(message)
+        dead_letter = message.options.get("dead_letter")
+        if isinstance(dead_letter, dict) and attempt is not None and dead_letter is not attempt.dead_letter:
+            # Skipped and dead-lettered by the retry middleware (a job that waited too long
+            # for its provider's circuit breaker: provider_down).
+            self._failed.inc()
+            self.failed_by_category.labels(
+                self.worker_id,
+                str(dead_letter.get("category") or _UNCLASSIFIED),
+                str(dead_letter.get("reason") or "failed"),
+            ).inc()
+        elif message.failed:
             # AgeLimit and friends fail a skipped message: RabbitMQ dead-letters it.
             self._failed.inc()
             self.failed_by_category.labels(self.worker_id, "skipped", "skipped").inc()

@@ -285,6 +285,9 @@ class ClassifiedRetries(Middleware):
             return
         options[WAITS_OPTION] = int(options.get(WAITS_OPTION, 0) or 0) + 1
         delay_ms = max(1, int(min(wait_s, left_s) * 1000) + 1)
+        # A fifth of a probe interval at most late: a few delay queues per interval, not one per 100 ms.
+        step_ms = max(1, int(self.breakers.probe_interval_s * 200))
+        delay_ms = -(-delay_ms // step_ms) * step_ms
         if self._native(broker):
             delay_ms = bucket_ms(delay_ms)
         try:
