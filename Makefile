@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: install run test check format bench clean screenshots
+.PHONY: install run test test-quorum check format bench clean screenshots
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,14 @@ test: install
 screenshots: install
 	bash scripts/ensure-test-services.sh
 	PROVIDER_JOBS_CONSOLE_SCREENSHOTS=docs/console $(BIN)/pytest tests/console -k screenshots
+
+## The end-to-end flows again with PROVIDER_JOBS_QUEUE_TYPE=quorum on the private node
+## (the three-node cluster test, tests/faults/test_quorum_cluster.py, runs in `make test`).
+test-quorum: install
+	bash scripts/ensure-test-services.sh
+	$(BIN)/pytest --queue-type=quorum tests/test_compat.py tests/test_smoke.py tests/dlq/test_dlq_replay.py \
+		tests/dlq/test_dlq_archiver.py tests/actors/test_provider_ops.py tests/actors/test_dramatiq_cli.py \
+		tests/api/test_server.py tests/rabbitmq
 
 check: install
 	$(BIN)/ruff check src tests benchmarks

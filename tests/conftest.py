@@ -20,6 +20,15 @@ from pytest_rabbitmq.factories.executor import RabbitMqExecutor
 from provider_jobs.settings import Settings
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--queue-type",
+        default="classic",
+        choices=["classic", "quorum"],
+        help="PROVIDER_JOBS_QUEUE_TYPE of the settings fixture (make test-quorum runs the flows with quorum)",
+    )
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Give the private node its own listener.
 
@@ -27,6 +36,9 @@ def pytest_configure(config: pytest.Config) -> None:
     to 5672, which overrides ``RABBITMQ_NODE_PORT``; the node then fails with
     eaddrinuse beside the machine's broker. A config file of its own wins.
     """
+    if config.getoption("queue_type", "classic") == "quorum":
+        # Workers, APIs and archivers that tests start as processes read it from the environment.
+        os.environ["PROVIDER_JOBS_QUEUE_TYPE"] = "quorum"
     port = config.getoption("rabbitmq_port") or config.getini("rabbitmq_port")
     if not port or "RABBITMQ_CONFIG_FILE" in os.environ:
         return
@@ -46,12 +58,14 @@ def queue_name() -> str:
 
 
 @pytest.fixture
-def settings(rabbitmq_url: str, queue_name: str) -> Settings:
-    """Settings for a test: private node, own queue, 20 ms retry delays, no circuit breakers
-    (tests of retries and dead letters fail one provider on purpose; breaker tests turn them on)."""
+def settings(rabbitmq_url: str, queue_name: str, request: pytest.FixtureRequest) -> Settings:
+    """Settings for a test: private node, own queue (of ``--queue-type``), 20 ms retry delays, no
+    circuit breakers (tests of retries and dead letters fail one provider on purpose; breaker tests
+    turn them on)."""
     return Settings(
         broker_url=rabbitmq_url,
         queue_name=queue_name,
+        queue_type=request.config.getoption("queue_type"),
         retry_delay_s=0.02,
         worker_threads=2,
         worker_timeout_ms=20,

@@ -15,6 +15,7 @@ from provider_jobs.dlq import DeadLetterArchive, Replayer, ReplaySource, dead_le
 from provider_jobs.dlq.replay.message import outgoing
 from provider_jobs.errors import InvalidJob
 from provider_jobs.rabbitmq.bulk import BulkPublisher
+from provider_jobs.rabbitmq.queue_types import queue_arguments
 from provider_jobs.settings import Settings
 
 from support import queue_depth, wait_for
@@ -44,14 +45,17 @@ def _store(archive: DeadLetterArchive, settings: Settings, count: int = 1, **job
     return [r.id for r in archive.find(limit=1000, oldest_first=True) if r.id is not None][-count:]
 
 
-def _declare(channel: Any, queue_name: str) -> None:
+def _declare(channel: Any, queue_name: str, queue_type: str = "classic") -> None:
+    """Declare the work queue as the workers of ``queue_type`` (``--queue-type``) do."""
+    quorum = queue_arguments(queue_type, delivery_limit=Settings().max_deliveries - 1)
+    type_arguments = quorum if queue_type == "quorum" else {"x-max-priority": 10}
     channel.queue_declare(
         queue_name,
         durable=True,
         arguments={
             "x-dead-letter-exchange": "",
             "x-dead-letter-routing-key": f"{queue_name}.XQ",
-            "x-max-priority": 10,
+            **type_arguments,
         },
     )
 
@@ -68,7 +72,7 @@ def _drain(channel: Any, queue_name: str) -> list[tuple[Any, dict[str, Any]]]:
 def test_a_replay_is_a_fresh_persistent_message_linked_to_its_record(
     settings: Settings, amqp: Any, archive: DeadLetterArchive
 ) -> None:
-    _declare(amqp, settings.queue_name)
+    _declare(amqp, settings.queue_name, settings.queue_type)
     [record_id] = _store(archive, settings)
     original = archive.get(record_id)
     report = Replayer(archive=archive, broker_url=settings.broker_url, who="alice").replay(
@@ -99,7 +103,7 @@ def test_a_replay_is_a_fresh_persistent_message_linked_to_its_record(
 
 
 def test_concurrent_replays_publish_each_record_once(settings: Settings, amqp: Any, archive_url: str) -> None:
-    _declare(amqp, settings.queue_name)
+    _declare(amqp, settings.queue_name, settings.queue_type)
     seeding = DeadLetterArchive(archive_url)
     ids = _store(seeding, settings, count=20)
     seeding.close()
@@ -128,7 +132,7 @@ def test_concurrent_replays_publish_each_record_once(settings: Settings, amqp: A
 
 
 def test_an_invalid_edit_sends_nothing(settings: Settings, amqp: Any, archive: DeadLetterArchive) -> None:
-    _declare(amqp, settings.queue_name)
+    _declare(amqp, settings.queue_name, settings.queue_type)
     ids = _store(archive, settings, count=3)
     replayer = Replayer(archive=archive, broker_url=settings.broker_url, who="alice")
     with pytest.raises(InvalidJob, match="priority"):
@@ -143,7 +147,7 @@ def test_an_invalid_edit_sends_nothing(settings: Settings, amqp: Any, archive: D
 def test_an_edit_patches_the_request_and_is_audited(
     settings: Settings, amqp: Any, archive: DeadLetterArchive
 ) -> None:
-    _declare(amqp, settings.queue_name)
+    _declare(amqp, settings.queue_name, settings.queue_type)
     [record_id] = _store(archive, settings)
     Replayer(archive=archive, broker_url=settings.broker_url, who="bob").replay(
         [record_id], request_patch={"name": "rg-fixed", "location": "westeurope"}
@@ -156,7 +160,7 @@ def test_an_edit_patches_the_request_and_is_audited(
 
 
 def test_the_rate_holds_within_ten_percent(settings: Settings, amqp: Any, archive: DeadLetterArchive) -> None:
-    _declare(amqp, settings.queue_name)
+    _declare(amqp, settings.queue_name, settings.queue_type)
     ids = _store(archive, settings, count=21)
     Replayer(archive=archive, broker_url=settings.broker_url, who="alice").replay(ids, rate_per_s=20)
     stamps = sorted(m["message_timestamp"] for _, m in _drain(amqp, settings.queue_name))
@@ -172,14 +176,14 @@ def test_a_failed_publish_releases_the_claim(
     replayer = Replayer(archive=archive, broker_url=settings.broker_url, who="alice")
     report = replayer.replay([record_id])
     assert (report.failed, archive.get(record_id).status) == (1, "dead")
-    _declare(amqp, settings.queue_name)
+    _declare(amqp, settings.queue_name, settings.queue_type)
     assert replayer.replay([record_id]).published == 1
 
 
 def test_a_dry_run_sends_and_changes_nothing(
     settings: Settings, amqp: Any, archive: DeadLetterArchive
 ) -> None:
-    _declare(amqp, settings.queue_name)
+    _declare(amqp, settings.queue_name, settings.queue_type)
     ids = _store(archive, settings, count=2)
     report = Replayer(archive=archive, broker_url=settings.broker_url, who="a").replay(ids, dry_run=True)
     assert [o.status for o in report.outcomes] == ["would_publish", "would_publish"]
@@ -193,7 +197,7 @@ def test_a_replayed_job_succeeds_once_its_provider_is_back(
     from provider_jobs.demo import ResourceGroupProvider
     from provider_jobs.providers import ProviderRegistry
 
-    _declare(amqp, settings.queue_name)
+    _declare(amqp, settings.queue_name, settings.queue_type)
     [record_id] = _store(archive, settings)
     provider = ResourceGroupProvider()
     registry = ProviderRegistry()
@@ -206,7 +210,7 @@ def test_a_replayed_job_succeeds_once_its_provider_is_back(
 def test_a_replay_larger_than_its_window_goes_in_batches_and_publishes_each_record_once(
     settings: Settings, amqp: Any, archive: DeadLetterArchive
 ) -> None:
-    _declare(amqp, settings.queue_name)
+    _declare(amqp, settings.queue_name, settings.queue_type)
     ids = _store(archive, settings, count=20)
     seen = []
     report = Replayer(archive=archive, broker_url=settings.broker_url, who="a", window=7).replay(
@@ -223,7 +227,7 @@ def test_an_unroutable_record_is_released_while_the_rest_of_its_batch_is_marked_
 ) -> None:
     import dataclasses
 
-    _declare(amqp, settings.queue_name)
+    _declare(amqp, settings.queue_name, settings.queue_type)
     routed = _store(archive, settings, count=2)
     [lost] = _store(archive, dataclasses.replace(settings, queue_name=f"{settings.queue_name}.nowhere"))
     report = Replayer(archive=archive, broker_url=settings.broker_url, who="a").replay(
@@ -257,7 +261,7 @@ def test_a_paced_replay_holds_no_claim_through_a_pacing_wait(
 ) -> None:
     archive = _ClaimClock(archive_url)
     archive.claimed_at_ms = {}
-    _declare(amqp, settings.queue_name)
+    _declare(amqp, settings.queue_name, settings.queue_type)
     ids = _store(archive, settings, count=3)
     Replayer(archive=archive, broker_url=settings.broker_url, who="alice").replay(ids, rate_per_s=1.5)
     marked_at_ms = {e.record_id: e.at_ms for e in archive.audit() if e.action == "replay"}
@@ -295,7 +299,7 @@ def test_a_replay_whose_first_mark_fails_is_marked_on_a_retry(
     settings: Settings, amqp: Any, tmp_path: Path
 ) -> None:
     archive = _MarkFailsOnce(f"sqlite:///{tmp_path}/a.sqlite3", busy_timeout_ms=20)
-    _declare(amqp, settings.queue_name)
+    _declare(amqp, settings.queue_name, settings.queue_type)
     ids = _store(archive, settings, count=2)
     report = Replayer(archive=archive, broker_url=settings.broker_url, who="alice").replay(ids)
     assert report.published == 2
@@ -306,7 +310,7 @@ def test_a_replay_whose_first_mark_fails_is_marked_on_a_retry(
 def test_records_not_sent_because_the_broker_went_away_are_failed_and_released(
     settings: Settings, amqp: Any, archive: DeadLetterArchive, rabbitmq_proc: Any, monkeypatch: Any
 ) -> None:
-    _declare(amqp, settings.queue_name)
+    _declare(amqp, settings.queue_name, settings.queue_type)
     ids = _store(archive, settings, count=2)
     proxy = TcpProxy(("127.0.0.1", rabbitmq_proc.port))
     proxy.start()
@@ -352,7 +356,7 @@ def test_replay_sources_hold_what_a_replay_reads_of_each_record(
 def test_a_record_replayed_twice_keeps_both_message_ids_and_both_audit_entries(
     settings: Settings, amqp: Any, archive: DeadLetterArchive
 ) -> None:
-    _declare(amqp, settings.queue_name)
+    _declare(amqp, settings.queue_name, settings.queue_type)
     [record_id] = _store(archive, settings)
     replayer = Replayer(archive=archive, broker_url=settings.broker_url, who="alice")
     first = replayer.replay([record_id]).outcomes[0].message_id
@@ -375,7 +379,7 @@ def test_only_an_unpaced_replay_that_asks_holds_the_garbage_collector_off(
 ) -> None:
     import gc
 
-    _declare(amqp, settings.queue_name)
+    _declare(amqp, settings.queue_name, settings.queue_type)
     ids = _store(archive, settings, count=4)
     replayer = Replayer(archive=archive, broker_url=settings.broker_url, who="a")
     seen: list[bool] = []

@@ -91,9 +91,13 @@ def queue_type_error(exc: BaseException, queue: str, queue_type: str) -> Configu
         return None
     if "inequivalent arg" not in str(exc.reply_text):
         return None
-    other = "classic" if queue_type == "quorum" else "quorum (or other arguments)"
+    if "'x-queue-type'" in str(exc.reply_text):
+        other = "classic" if queue_type == "quorum" else "quorum"
+        found = f"as a {other} queue"
+    else:
+        found = "with other arguments"
     return ConfigurationError(
-        f"PROVIDER_JOBS_QUEUE_TYPE={queue_type} but queue {queue!r} exists on RabbitMQ as a {other} queue "
+        f"PROVIDER_JOBS_QUEUE_TYPE={queue_type} but queue {queue!r} exists on RabbitMQ {found} "
         f"({exc.reply_text}); queues are not redeclared: move its messages with "
         f"`provider-jobs queues migrate --to {queue_type}`, or set PROVIDER_JOBS_QUEUE_TYPE to match"
     )
