@@ -5,8 +5,10 @@ driven by Playwright (one browser per module)."""
 from __future__ import annotations
 
 import dataclasses
+import shutil
 import socket
 import threading
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +27,7 @@ from provider_jobs.demo import DEMO_JOBS, demo_registry
 from provider_jobs.dlq import DeadLetterArchive, DeadLetterArchiver
 from provider_jobs.settings import Settings
 
-from support import queue_depth, running_worker, wait_for
+from support import depth_or_zero, running_worker, wait_for
 
 
 @pytest.fixture
@@ -40,19 +42,44 @@ def settings(settings: Settings, tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def archive(settings: Settings) -> Iterator[DeadLetterArchive]:
+def archive(settings: Settings, demo: Demo) -> Iterator[DeadLetterArchive]:
+    """The test's archive, opened once the demo's records were copied into it."""
     archive = DeadLetterArchive(settings.archive_url)
     yield archive
     archive.close()
 
 
+@pytest.fixture(scope="module")
+def demo_queue() -> str:
+    """The queue of a module's tests: the demo's records name it, so that their replays reach
+    the worker of the test that replays them."""
+    return f"test.console.{uuid.uuid4().hex[:12]}"
+
+
 @pytest.fixture
-def demo(settings: Settings, archive: DeadLetterArchive, amqp: Any) -> Iterator[Demo]:
-    """The demo's four jobs run by a real worker (which keeps running, for replays); its two
-    dead letters (a validation error, an exhausted service_unavailable) archived."""
-    registry = demo_registry()
+def queue_name(demo_queue: str) -> str:
+    return demo_queue
+
+
+@pytest.fixture(scope="module")
+def demo_archive(
+    rabbitmq_url: str, demo_queue: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Path]:
+    """The demo's four jobs run once per module by a real worker; its two dead letters (a validation
+    error, an exhausted service_unavailable) archived in a SQLite file that each test copies."""
+    path = tmp_path_factory.mktemp("demo") / "archive.sqlite3"
+    settings = Settings(
+        broker_url=rabbitmq_url,
+        queue_name=demo_queue,
+        retry_delay_s=0.02,
+        worker_threads=2,
+        worker_timeout_ms=20,
+        worker_id="test-worker",
+        archive_url=f"sqlite:///{path}",
+    )
+    archive = DeadLetterArchive(settings.archive_url)
     broker = build_broker(settings)
-    declare_provider_actors(broker, registry, settings)
+    declare_provider_actors(broker, demo_registry(), settings)
     with running_worker(broker):
         queue = JobQueue(settings=settings)
         try:
@@ -60,11 +87,34 @@ def demo(settings: Settings, archive: DeadLetterArchive, amqp: Any) -> Iterator[
                 queue.submit(**fields)
         finally:
             queue.close()
-        wait_for(lambda: queue_depth(amqp, xq_name(settings.queue_name)) == 2, timeout_s=20)
-        DeadLetterArchiver.from_settings(settings, archive=archive).run(until_idle=True)
+        wait_for(lambda: depth_or_zero(rabbitmq_url, xq_name(demo_queue)) == 2, timeout_s=20)
+    DeadLetterArchiver.from_settings(settings, archive=archive).run(until_idle=True)
+    assert archive.count() == 2
+    archive.close()
+    yield path
+
+
+@pytest.fixture
+def demo(settings: Settings, demo_archive: Path, tmp_path: Path, amqp: Any) -> Demo:
+    """The demo's dead letters, in this test's own copy of the archive."""
+    target = Path(settings.archive_url.removeprefix("sqlite:///"))
+    for part in demo_archive.parent.glob(demo_archive.name + "*"):
+        shutil.copy(part, target.parent / part.name.replace(demo_archive.name, target.name))
+    archive = DeadLetterArchive(settings.archive_url)
+    try:
         ids = [r.id for r in archive.find(limit=10, oldest_first=True) if r.id is not None]
-        assert len(ids) == 2
-        yield Demo(registry=registry, ids=ids)
+    finally:
+        archive.close()
+    return Demo(registry=demo_registry(), ids=ids)
+
+
+@pytest.fixture
+def worker(settings: Settings, demo: Demo) -> Iterator[Demo]:
+    """A real worker with the demo's providers on the demo's queue, for replays to run."""
+    broker = build_broker(settings)
+    declare_provider_actors(broker, demo.registry, settings)
+    with running_worker(broker):
+        yield demo
 
 
 def _serve(settings: Settings, archive: DeadLetterArchive) -> Iterator[str]:

@@ -79,7 +79,7 @@ def tab_to(page: Any, selector: str, *, limit: int = 120) -> None:
 
 
 def test_every_action_works_from_the_keyboard(
-    page: Any, console_url: str, demo: Demo, archive: DeadLetterArchive
+    page: Any, console_url: str, worker: Demo, archive: DeadLetterArchive
 ) -> None:
     page.goto(f"{console_url}/ui/")
     expect(page).to_have_url(f"{console_url}/ui/login?next=/ui/")

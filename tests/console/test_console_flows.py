@@ -16,7 +16,7 @@ from support import wait_for
 
 
 def test_overview_shows_the_demo_dead_letters_and_refreshes_itself(
-    page: Any, console_url: str, demo: Demo, archive: DeadLetterArchive
+    page: Any, console_url: str, worker: Demo, archive: DeadLetterArchive
 ) -> None:
     log_in(page, console_url, next_path="/ui/?every=1")
     expect(page.locator("#status-dead")).to_have_text("2")
@@ -27,13 +27,13 @@ def test_overview_shows_the_demo_dead_letters_and_refreshes_itself(
     expect(page.get_by_text(re.compile(r"Oldest awaiting action: record \d+"))).to_be_visible()
     expect(page.locator("#consumers")).to_have_text("1")
     # A change in the archive shows up without a reload.
-    discard_records(archive, RecordFilter(ids=[demo.ids[0]]), who="bob", reason="seen elsewhere")
+    discard_records(archive, RecordFilter(ids=[worker.ids[0]]), who="bob", reason="seen elsewhere")
     expect(page.locator("#status-dead")).to_have_text("1")
     expect(page.locator("#status-discarded")).to_have_text("1")
 
 
 def test_records_are_filtered_and_one_is_replayed_with_an_edit_that_makes_its_job_succeed(
-    page: Any, console_url: str, demo: Demo, archive: DeadLetterArchive
+    page: Any, console_url: str, worker: Demo, archive: DeadLetterArchive
 ) -> None:
     log_in(page, console_url, next_path="/ui/records")
     expect(page.locator("table.records tbody tr")).to_have_count(2)
@@ -67,11 +67,11 @@ def test_records_are_filtered_and_one_is_replayed_with_an_edit_that_makes_its_jo
     expect(page.locator("#record-status")).to_have_text("replayed")
     expect(page.locator("table.audit")).to_contain_text("replay_edited")
     expect(page.locator("table.audit")).to_contain_text("alice")
-    wait_for(lambda: "demo-rg-fixed" in demo.created_groups(), timeout_s=10)
+    wait_for(lambda: "demo-rg-fixed" in worker.created_groups(), timeout_s=10)
 
 
 def test_a_group_is_replayed_at_a_rate_after_its_dry_run(
-    page: Any, console_url: str, demo: Demo, archive: DeadLetterArchive
+    page: Any, console_url: str, worker: Demo, archive: DeadLetterArchive
 ) -> None:
     log_in(page, console_url, next_path="/ui/groups")
     page.get_by_role("row", name=re.compile("service_unavailable")).get_by_role("link").first.click()
