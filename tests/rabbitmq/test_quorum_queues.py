@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -22,9 +23,11 @@ from provider_jobs.dlq.archiver.consumer import DeadLetterArchiver
 from provider_jobs.errors import ConfigurationError, ProviderTimeout
 from provider_jobs.middleware.publisher import bucket_ms, delay_queue_name
 from provider_jobs.providers import FunctionProvider, ProviderRegistry
+from provider_jobs.rabbitmq import queue_types
 from provider_jobs.rabbitmq.bulk import BulkPublisher
 from provider_jobs.rabbitmq.connectivity import check_broker
 from provider_jobs.rabbitmq.messages import OutgoingMessage
+from provider_jobs.rabbitmq.queue_types import DECLARE_LOCK_QUEUE, declare_queue, queue_arguments
 from provider_jobs.settings import Settings
 
 from support import running_worker, wait_for
@@ -201,3 +204,58 @@ def test_every_client_fails_over_to_the_next_broker_url(
     archive = DeadLetterArchive(f"sqlite:///{tmp_path / 'archive.sqlite3'}")
     stats = DeadLetterArchiver.from_settings(failover, archive=archive).run(until_idle=True)
     assert stats.archived == 1
+
+
+def test_queue_type_is_classic_or_quorum_and_a_bad_one_is_refused_in_one_line() -> None:
+    assert Settings.from_env({}).queue_type == "classic"
+    assert Settings.from_env({"PROVIDER_JOBS_QUEUE_TYPE": "quorum"}).queue_type == "quorum"
+    with pytest.raises(
+        ConfigurationError,
+        match=r"^PROVIDER_JOBS_QUEUE_TYPE='mirrored' is not allowed: expected classic or quorum$",
+    ):
+        Settings.from_env({"PROVIDER_JOBS_QUEUE_TYPE": "mirrored"})
+
+
+def test_broker_url_takes_several_urls_separated_by_commas_each_checked() -> None:
+    urls = "amqp://a:5672/%2F, amqp://b:5672/%2F,amqps://c:5671/%2F"
+    settings = Settings.from_env({"PROVIDER_JOBS_BROKER_URL": urls})
+    assert settings.broker_urls == ("amqp://a:5672/%2F", "amqp://b:5672/%2F", "amqps://c:5671/%2F")
+    with pytest.raises(
+        ConfigurationError, match=r"PROVIDER_JOBS_BROKER_URL=.* or several separated by commas"
+    ):
+        Settings.from_env({"PROVIDER_JOBS_BROKER_URL": "amqp://a/%2F,http://b/"})
+
+
+def test_a_quorum_queue_is_created_only_while_its_declarer_holds_the_cluster_wide_lock(
+    rabbitmq_url: str, queue_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    waits: list[str] = []
+    sleep = time.sleep
+    # Counts the declarer's waits for the lock (the test's own polling sleeps too).
+    monkeypatch.setattr(
+        queue_types.time, "sleep", lambda s: waits.append(threading.current_thread().name) or sleep(s)
+    )
+    holder = pika.BlockingConnection(pika.URLParameters(rabbitmq_url))
+    lock = holder.channel()
+    lock.queue_declare(DECLARE_LOCK_QUEUE, exclusive=True)
+    declarer = pika.BlockingConnection(pika.URLParameters(rabbitmq_url))
+    done = threading.Event()
+
+    def declare() -> None:
+        declare_queue(declarer, declarer.channel(), queue_name, queue_arguments("quorum"))
+        done.set()
+
+    thread = threading.Thread(target=declare, name="declarer")
+    thread.start()
+    try:
+        wait_for(lambda: waits.count("declarer") >= 3, timeout_s=10)  # refused (405) three times: it waits
+        assert not done.is_set()
+        lock.queue_delete(DECLARE_LOCK_QUEUE)
+        thread.join(timeout=10)
+        assert done.is_set()
+        assert _declared_as(holder.channel(), queue_name, {**QUORUM_DEAD_LETTERING})
+    finally:
+        thread.join(timeout=10)
+        holder.channel().queue_delete(queue_name)
+        holder.close()
+        declarer.close()

@@ -91,9 +91,14 @@ def queue_type_error(exc: BaseException, queue: str, queue_type: str) -> Configu
         return None
     if "inequivalent arg" not in str(exc.reply_text):
         return None
-    if "'x-queue-type'" in str(exc.reply_text):
-        other = "classic" if queue_type == "quorum" else "quorum"
-        found = f"as a {other} queue"
+    text = str(exc.reply_text)
+    # RabbitMQ names the first argument that differs; some only one type of queue can have.
+    if "'x-queue-type'" in text or (queue_type == "quorum" and "'x-max-priority'" in text):
+        found = "as a classic queue" if queue_type == "quorum" else "as a quorum queue"
+    elif queue_type == "classic" and any(
+        f"'{arg}'" in text for arg in ("x-delivery-limit", "x-dead-letter-strategy")
+    ):
+        found = "as a quorum queue"
     else:
         found = "with other arguments"
     return ConfigurationError(
