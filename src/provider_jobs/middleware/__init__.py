@@ -1,8 +1,10 @@
 """Middleware reusable by any Dramatiq application: error classification,
-classified retries, log context and Prometheus metrics. Depends on Dramatiq and nothing else of ours."""
+classified retries, circuit breakers per provider, log context and Prometheus
+metrics. Depends on Dramatiq and nothing else of ours."""
 
 from __future__ import annotations
 
+from .breaker import BreakerState, ProviderBreakers, ProviderDown
 from .classifier import (
     CATEGORIES,
     Classification,
@@ -18,6 +20,7 @@ from .retries import ClassifiedRetries, Classifier, RetryConfigurationError
 
 __all__ = [
     "CATEGORIES",
+    "BreakerState",
     "Classification",
     "ClassificationRule",
     "ClassifiedRetries",
@@ -26,6 +29,8 @@ __all__ = [
     "ErrorClassifier",
     "LogContext",
     "Metrics",
+    "ProviderBreakers",
+    "ProviderDown",
     "RetryConfigurationError",
     "message_rule",
     "metrics_registry",
