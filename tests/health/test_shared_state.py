@@ -35,6 +35,8 @@ class Provider:
 
     def __init__(self) -> None:
         self.down = True
+        #: While set, answer 429 with this Retry-After (seconds) instead.
+        self.retry_after: int | None = None
         self.requests: list[tuple[float, bool, str]] = []
         self.done: set[str] = set()
         self.lock = threading.Lock()
@@ -45,12 +47,15 @@ class Provider:
                 self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 job_id = self.headers.get("X-Job-Id", "")
                 with provider.lock:
-                    down = provider.down
+                    retry_after, provider.retry_after = provider.retry_after, None
+                    down = provider.down or retry_after is not None
                     provider.requests.append((time.monotonic(), down, job_id))
                     if not down:
                         provider.done.add(job_id)
                 body = json.dumps({"error": "maintenance"} if down else {"ok": True}).encode()
-                self.send_response(503 if down else 200)
+                self.send_response(429 if retry_after is not None else 503 if down else 200)
+                if retry_after is not None:
+                    self.send_header("Retry-After", str(retry_after))
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
@@ -163,3 +168,58 @@ def test_two_worker_processes_share_the_breaker_and_a_starting_worker_learns_it(
         process.wait(timeout=20)
         log.close()
         producer.close()
+
+
+def test_an_http_providers_retry_after_holds_every_job_for_it(fast, provider, amqp, queue_name) -> None:
+    registry = ProviderRegistry()
+    registry.register("ITL.Core", "ResourceGroup", HttpProvider(provider.url))
+    provider.down, provider.retry_after = False, 1
+    broker = build_broker(fast)
+    actors = declare_provider_actors(broker, registry, fast)
+    with running_worker(broker):
+        first = actors["get_resource"].send({**RG, "request": {"n": 0}}).options["job_id"]
+        wait_for(lambda: provider.requests)
+        refused_at = provider.requests[0][0]
+        others = [
+            actors["get_resource"].send({**RG, "request": {"n": i}}).options["job_id"] for i in range(1, 6)
+        ]
+        wait_for(lambda: provider.done >= {first, *others}, timeout_s=10)
+    later = [t for t, _, job in provider.requests if job in others]
+    assert min(later) - refused_at >= 1.0
+    assert len(provider.requests) == 7
+    assert queue_depth(amqp, f"{queue_name}.XQ") == 0
+
+
+def test_dead_letters_of_an_http_provider_are_replayed_when_its_breaker_closes(
+    fast, provider, amqp, queue_name, tmp_path
+) -> None:
+    from provider_jobs.dlq import DeadLetterArchive, DeadLetterArchiver
+    from provider_jobs.dlq.recovery import HEALTH_CATEGORIES, RecoveryReplay
+
+    settings = dataclasses.replace(
+        fast, max_attempts=1, archive_url=f"sqlite:///{tmp_path}/archive.sqlite3", recovery_replay_rate=100.0
+    )
+    registry = ProviderRegistry()
+    registry.register("ITL.Core", "ResourceGroup", HttpProvider(provider.url))
+    broker = build_broker(settings)
+    actors = declare_provider_actors(broker, registry, settings)
+    archive = DeadLetterArchive(settings.archive_url)
+    recovery = RecoveryReplay(settings, archive, categories=HEALTH_CATEGORIES)
+    recovery.start()
+    try:
+        with running_worker(broker, threads=1):
+            jobs = [
+                actors["create_resource"].send({**RG, "request": {"n": i}}).options["job_id"]
+                for i in range(3)
+            ]
+            # One attempt each: two are dead-lettered (503) before the third failure opens the breaker.
+            wait_for(lambda: queue_depth(amqp, f"{queue_name}.XQ") == 2)
+            DeadLetterArchiver.from_settings(settings, archive=archive).run(until_idle=True)
+            assert {r.category for r in archive.find(limit=10)} == {"service_unavailable"}
+            provider.down = False
+            wait_for(lambda: provider.done >= set(jobs), timeout_s=15)
+        assert {r.status for r in archive.find(limit=10)} == {"replayed"}
+        assert len(archive.audit(who="recovery", action="replay")) == 2
+    finally:
+        recovery.stop()
+        archive.close()
