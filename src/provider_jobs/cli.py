@@ -289,6 +289,35 @@ def demo(
     _run_worker(settings, demo_registry(), until_idle=exit_when_done, archiver=True, api=True, on_idle=done)
 
 
+queues_app = typer.Typer(help="The job's RabbitMQ queues.", no_args_is_help=True)
+app.add_typer(queues_app, name="queues")
+
+
+@queues_app.command("migrate")
+@one_line_errors
+def queues_migrate(
+    to: Annotated[str, typer.Option(help="The queue type to migrate to: classic or quorum.")],
+    retry_delay_ms: Annotated[
+        list[int] | None,
+        typer.Option(
+            help="A further retry bucket to migrate (.retry.<ms>), such as backoff made; repeatable."
+        ),
+    ] = None,
+) -> None:
+    """Declare the job's queues again as TO, keeping every message (moved with confirms).
+
+    Stop workers and producers first. Then set PROVIDER_JOBS_QUEUE_TYPE=TO everywhere.
+    """
+    from .actors.queue_migration import migrate_queues
+
+    if to not in {"classic", "quorum"}:
+        raise typer.BadParameter(f"--to {to!r}: expected classic or quorum")
+    settings = _settings()
+    report = migrate_queues(settings, to=to, retry_delays_ms=tuple(retry_delay_ms or ()))
+    for line in report.lines():
+        typer.echo(line)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Console entry point: usage errors are one line on stderr, with click's exit code (2).
 

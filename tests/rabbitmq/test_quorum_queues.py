@@ -15,7 +15,9 @@ import pika
 import pika.exceptions
 import pytest
 from dramatiq.common import dq_name, xq_name
+from typer.testing import CliRunner
 
+from provider_jobs import cli
 from provider_jobs.actors.broker import build_broker
 from provider_jobs.actors.provider_ops import declare_provider_actors
 from provider_jobs.dlq.archive.store import DeadLetterArchive
@@ -27,7 +29,12 @@ from provider_jobs.rabbitmq import queue_types
 from provider_jobs.rabbitmq.bulk import BulkPublisher
 from provider_jobs.rabbitmq.connectivity import check_broker
 from provider_jobs.rabbitmq.messages import OutgoingMessage
-from provider_jobs.rabbitmq.queue_types import DECLARE_LOCK_QUEUE, declare_queue, queue_arguments
+from provider_jobs.rabbitmq.queue_types import (
+    DECLARE_LOCK_QUEUE,
+    dead_letter_queue_arguments,
+    declare_queue,
+    queue_arguments,
+)
 from provider_jobs.settings import Settings
 
 from support import running_worker, wait_for
@@ -259,3 +266,78 @@ def test_a_quorum_queue_is_created_only_while_its_declarer_holds_the_cluster_wid
         holder.channel().queue_delete(queue_name)
         holder.close()
         declarer.close()
+
+
+def test_queues_migrate_turns_classic_queues_into_quorum_ones_keeping_every_message(
+    settings: Settings, rabbitmq_url: str, tmp_path: Path
+) -> None:
+    classic = replace(settings, queue_type="classic", retry_delay_s=60.0)
+    broker = build_broker(classic)
+    actors = declare_provider_actors(broker, None, classic)
+    for i in range(30):
+        _send(actors, f"job-{i}")
+    broker.close()
+    connection = pika.BlockingConnection(pika.URLParameters(rabbitmq_url))
+    channel = connection.channel()
+    retry = delay_queue_name(settings.queue_name, 60_000)
+    # A retry waiting in its classic delay queue, declared as ConfirmPublisher declares it.
+    route = {"x-dead-letter-exchange": "", "x-dead-letter-routing-key": settings.queue_name}
+    channel.queue_declare(retry, durable=True, arguments={"x-message-ttl": 60_000, **route})
+    channel.basic_publish("", retry, b'{"not": "a job"}')
+    channel.basic_publish("", xq_name(settings.queue_name), b'{"dead": true}')
+    connection.close()
+
+    result = CliRunner().invoke(
+        cli.app,
+        ["queues", "migrate", "--to", "quorum"],
+        env={
+            "PROVIDER_JOBS_BROKER_URL": rabbitmq_url,
+            "PROVIDER_JOBS_QUEUE_NAME": settings.queue_name,
+            "PROVIDER_JOBS_RETRY_DELAY_S": "60",
+            "PROVIDER_JOBS_LOG_FORMAT": "json",
+        },
+    )
+    assert result.exit_code == 0, result.output
+    assert f"{settings.queue_name}: now quorum, 30 message(s) kept" in result.output
+    assert f"{retry}: now quorum, 1 message(s) kept" in result.output
+    assert f"{xq_name(settings.queue_name)}: now quorum, 1 message(s) kept" in result.output
+
+    quorum = replace(settings, queue_type="quorum", retry_delay_s=60.0)
+    connection = pika.BlockingConnection(pika.URLParameters(rabbitmq_url))
+    try:
+        assert _declared_as(
+            connection.channel(),
+            xq_name(settings.queue_name),
+            dead_letter_queue_arguments("quorum", message_ttl_ms=604800000),
+        )
+        assert _declared_as(
+            connection.channel(),
+            retry,
+            {
+                **queue_arguments("quorum"),
+                "x-message-ttl": 60_000,
+                "x-dead-letter-exchange": "",
+                "x-dead-letter-routing-key": settings.queue_name,
+            },
+        )
+        assert not _exists_any(connection, [f"{name}.migrating" for name in (settings.queue_name, retry)])
+        connection.channel().queue_delete(retry)
+    finally:
+        connection.close()
+    outcomes: list[str] = []
+    broker = build_broker(quorum)
+    declare_provider_actors(broker, _registry(outcomes, set()), quorum)
+    with running_worker(broker):
+        wait_for(lambda: len(outcomes) == 30, timeout_s=20)
+    assert sorted(outcomes) == sorted(f"job-{i}" for i in range(30))
+
+
+def _exists_any(connection: Any, names: list[str]) -> bool:
+    for name in names:
+        channel = connection.channel()
+        try:
+            channel.queue_declare(name, passive=True)
+            return True
+        except pika.exceptions.ChannelClosedByBroker:
+            continue
+    return False
