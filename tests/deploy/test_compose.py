@@ -79,3 +79,20 @@ def test_archiver_and_api_share_the_archive_volume() -> None:
         "sqlite:////var/lib/provider-jobs/"
         in services["archiver"]["environment"]["PROVIDER_JOBS_ARCHIVE_URL"]
     )
+
+
+def test_every_service_can_point_at_a_rabbitmq_cluster_in_quorum_mode(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    urls = "amqp://pj:pw@node1:5672/%2F,amqp://pj:pw@node2:5672/%2F,amqp://pj:pw@node3:5672/%2F"
+    monkeypatch.setenv("PROVIDER_JOBS_BROKER_URL", urls)
+    monkeypatch.setenv("PROVIDER_JOBS_QUEUE_TYPE", "quorum")
+    result = _config("config", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    services = json.loads(result.stdout)["services"]
+    for name in ("worker", "archiver", "api"):
+        environment = services[name]["environment"]
+        assert (environment["PROVIDER_JOBS_BROKER_URL"], environment["PROVIDER_JOBS_QUEUE_TYPE"]) == (
+            urls,
+            "quorum",
+        )

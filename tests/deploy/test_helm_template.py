@@ -29,6 +29,12 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     "defaults": {},
     "documented": {"workers": {"enabled": True, "replicaCount": 3, "maxRetries": 3, "retryDelaySeconds": 5}},
     "aggressive-retries": {"workers": {"replicaCount": 3, "maxRetries": 10, "retryDelaySeconds": 30}},
+    "rabbitmq-cluster": {
+        "broker": {
+            "urls": [f"amqp://pj:pw@rabbitmq-{n}.rabbitmq:5672/%2F" for n in range(3)],
+            "queueType": "quorum",
+        }
+    },
     "workers-disabled": {
         "workers": {"enabled": False, "replicaCount": 3, "maxRetries": 10, "retryDelaySeconds": 30}
     },
@@ -184,3 +190,14 @@ def test_helm_refuses_values_the_chart_schema_refuses(helm: Helm, tmp_path: Path
 
     assert result.returncode != 0
     assert "workers.maxRetries" in result.stderr
+
+
+def test_a_rabbitmq_cluster_is_every_node_url_in_the_secret_and_quorum_queues_everywhere(
+    helm: Helm, tmp_path: Path
+) -> None:
+    values = VALUE_SETS["rabbitmq-cluster"]
+    manifests = helm.template(_values_file(tmp_path, values))
+    [secret] = [m for m in manifests if m["kind"] == "Secret"]
+    assert secret["stringData"]["brokerUrl"] == ",".join(values["broker"]["urls"])
+    for name in ("pj-provider-jobs-worker", "pj-provider-jobs-archiver", "pj-provider-jobs-api"):
+        assert _container_env(_one(manifests, "Deployment", name))["PROVIDER_JOBS_QUEUE_TYPE"] == "quorum"

@@ -33,6 +33,8 @@ app.kubernetes.io/component: {{ .component }}
       key: archiveUrl
 - name: PROVIDER_JOBS_QUEUE_NAME
   value: {{ .Values.queueName | quote }}
+- name: PROVIDER_JOBS_QUEUE_TYPE
+  value: {{ .Values.broker.queueType | quote }}
 - name: PROVIDER_JOBS_LOG_FORMAT
   value: json
 - name: PROVIDER_JOBS_LOG_LEVEL
