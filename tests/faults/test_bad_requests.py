@@ -272,11 +272,14 @@ def test_a_bad_argument_or_setting_is_one_line_and_its_exit_code(
         **case.env,
     }.items():
         monkeypatch.setenv(f"PROVIDER_JOBS_{name}", value)
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
     try:
         with pytest.raises(SystemExit) as exited:
             main([part.replace("{id}", str(record_id)) for part in case.args])
     finally:
-        logging.getLogger().handlers.clear()
+        # main() configures logging as a CLI process does (LOG_LEVEL=ERROR); later tests need it back.
+        root.handlers, root.level = handlers, level
 
     out, err = capsys.readouterr()
     assert exited.value.code == case.code, err
