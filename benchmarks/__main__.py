@@ -10,7 +10,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from . import bulk, dlq_workloads, rss, workers
+from . import bulk, dlq_workloads, quorum, rss, workers
 from .harness import Result, Variant, interleave, save, table
 
 
@@ -134,6 +134,7 @@ WORKLOADS = {
     "dlq-e2e": (dlq_workloads.dead_letter_end_to_end, 5_000),
     "dlq-drain": (dlq_workloads.archiver_drain, 20_000),
     "dlq-queries": (dlq_workloads.archive_queries, 1_000_000),
+    "quorum": (quorum.quorum, 5_000),
 }
 
 

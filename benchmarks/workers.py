@@ -93,7 +93,9 @@ def _plain_bodies(actor: Any, n: int) -> list[tuple[bytes, int | None]]:
 # -- provider-jobs ------------------------------------------------------------------------------
 
 
-def _ours(queue: str, handler: Callable[[str], None], *, delay_s: float = 5.0) -> tuple[dramatiq.Broker, Any]:
+def _ours(
+    queue: str, handler: Callable[[str], None], *, delay_s: float = 5.0, queue_type: str = "classic"
+) -> tuple[dramatiq.Broker, Any]:
     # Imported here so that a plain-Dramatiq process (the memory workload) does not load provider-jobs.
     from provider_jobs.actors.broker import build_broker
     from provider_jobs.actors.provider_ops import declare_provider_actors
@@ -104,6 +106,7 @@ def _ours(queue: str, handler: Callable[[str], None], *, delay_s: float = 5.0) -
     settings = Settings(
         broker_url=URL,
         queue_name=queue,
+        queue_type=queue_type,
         retry_delay_s=delay_s,
         worker_threads=THREADS,
         worker_timeout_ms=WORKER_TIMEOUT_MS,

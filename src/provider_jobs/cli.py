@@ -96,6 +96,8 @@ def _run_worker(
 
     broker = build_broker(settings)
     declare_provider_actors(broker, registry, settings)
+    # A queue of the other type (PROVIDER_JOBS_QUEUE_TYPE) stops here with one line.
+    broker.declare_queue(settings.queue_name, ensure=True)
     worker = dramatiq.Worker(
         broker, worker_threads=settings.worker_threads, worker_timeout=settings.worker_timeout_ms
     )

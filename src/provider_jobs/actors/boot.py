@@ -18,8 +18,8 @@ logger = logging.getLogger("provider_jobs.actors")
 
 
 class ProcessBoot(Middleware):
-    """When a worker process boots: configures structured logging and registers
-    the providers named in settings.
+    """When a worker process boots: configures structured logging, registers
+    the providers named in settings and declares the job's queues.
 
     Args:
         registry: The registry the actors look providers up in.
@@ -55,3 +55,17 @@ class ProcessBoot(Middleware):
             # misconfigured would dead-letter every job, so stop the process.
             raise SystemExit(2) from None
         logger.info("Loaded %d provider(s): %s", len(keys), ", ".join(keys) or "none")
+        _check_queues(broker, self.settings.queue_name)
+
+
+def _check_queues(broker: dramatiq.Broker, queue_name: str) -> None:
+    """Declare the job's queues now: a queue of the other type (``PROVIDER_JOBS_QUEUE_TYPE``) stops
+    the process with one line, where Dramatiq would restart the consumer every 3 s. An unreachable
+    broker does not: the consumers wait for it as they always do."""
+    try:
+        broker.declare_queue(queue_name, ensure=True)
+    except ConfigurationError as exc:
+        logger.critical("%s", exc)
+        raise SystemExit(2) from None
+    except Exception as exc:
+        logger.warning("Could not declare %s at boot (%s); the consumers will", queue_name, exc)

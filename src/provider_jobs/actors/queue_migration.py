@@ -102,7 +102,7 @@ def _delete_empty(connection: Any, name: str) -> None:
     channel.close()
 
 
-def _arguments(settings: Settings, name: str, retry_ms: dict[str, int]) -> dict[str, Any]:
+def _arguments(settings: Settings, broker: Any, name: str, retry_ms: dict[str, int]) -> dict[str, Any]:
     """The arguments the workers of ``settings.queue_type`` declare queue ``name`` with."""
     queue = settings.queue_name
     if name == xq_name(queue):
@@ -114,12 +114,8 @@ def _arguments(settings: Settings, name: str, retry_ms: dict[str, int]) -> dict[
             "x-dead-letter-exchange": "",
             "x-dead-letter-routing-key": queue,
         }
-    broker = build_broker(settings)
-    try:
-        arguments: dict[str, Any] = broker._build_queue_arguments(name)  # type: ignore[no-untyped-call]
-        return arguments
-    finally:
-        broker.close()
+    arguments: dict[str, Any] = broker._build_queue_arguments(name)
+    return arguments
 
 
 def migrate_queues(settings: Settings, *, to: str, retry_delays_ms: tuple[int, ...] = ()) -> MigrationReport:
@@ -147,6 +143,8 @@ def migrate_queues(settings: Settings, *, to: str, retry_delays_ms: tuple[int, .
             f"Cannot reach RabbitMQ at {redact_url(settings.broker_url)} ({exc!r})"
         ) from None
     report = MigrationReport(to=to)
+    # Declares nothing itself: it knows the arguments the workers of the target type declare.
+    target_broker = build_broker(target)
     holding_arguments = queue_arguments(to)
     try:
         for name in order:
@@ -159,12 +157,15 @@ def migrate_queues(settings: Settings, *, to: str, retry_delays_ms: tuple[int, .
             moved = _move(connection, name, holding) if _exists(connection, name) else 0
             if _exists(connection, name):
                 _delete_empty(connection, name)
-            declare_queue(connection, connection.channel(), name, _arguments(target, name, retry_ms))
+            declare_queue(
+                connection, connection.channel(), name, _arguments(target, target_broker, name, retry_ms)
+            )
             kept = _move(connection, holding, name)
             _delete_empty(connection, holding)
-            logger.info("Queue %s is now %s: %d message(s) moved and back (%d held)", name, to, moved, kept)
+            logger.info("Queue %s is now %s: %d message(s) moved out, %d moved back", name, to, moved, kept)
             report.moved[name] = kept
     finally:
+        target_broker.close()
         if connection.is_open:
             connection.close()
     return report
