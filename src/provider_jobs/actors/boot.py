@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import dramatiq
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.middleware import Middleware
 
 from ..errors import ConfigurationError
@@ -62,6 +63,8 @@ def _check_queues(broker: dramatiq.Broker, queue_name: str) -> None:
     """Declare the job's queues now: a queue of the other type (``PROVIDER_JOBS_QUEUE_TYPE``) stops
     the process with one line, where Dramatiq would restart the consumer every 3 s. An unreachable
     broker does not: the consumers wait for it as they always do."""
+    if not isinstance(broker, RabbitmqBroker):
+        return
     try:
         broker.declare_queue(queue_name, ensure=True)
     except ConfigurationError as exc:
