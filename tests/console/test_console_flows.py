@@ -77,7 +77,7 @@ def test_a_group_is_replayed_at_a_rate_after_its_dry_run(
     page.get_by_role("row", name=re.compile("service_unavailable")).get_by_role("link").first.click()
     expect(page.get_by_role("heading", level=1)).to_contain_text("Group")
     page.get_by_role("link", name=re.compile("Preview the replay")).click()
-    expect(page.locator("#dry-run-summary")).to_contain_text("1 of 1 record(s)")
+    expect(page.locator("#dry-run-summary")).to_contain_text("1 of 1 would be sent")
     expect(page.locator("pre.json").first).to_contain_text('"provider_namespace": "ITL.Demo"')
     [record] = [r for r in archive.find(limit=10) if r.category == "service_unavailable"]
     assert record.status == "dead", "a dry run changes nothing"

@@ -16,8 +16,6 @@ from ..errors import ArchiveError
 
 __all__ = ["ArchiveCollector", "ArchiveSummary", "summarise_archive"]
 
-#: Groups read to count awaiting dead letters by category; one group is one cause.
-_MAX_GROUPS = 100_000
 #: Audit actions counted as replays: plain, and with an edited job.
 _REPLAY_ACTIONS = ("replay", "replay_edited")
 
@@ -49,15 +47,20 @@ def summarise_archive(archive: DeadLetterArchive) -> ArchiveSummary:
         ArchiveError: The archive cannot be read (``ArchiveUnavailable`` when unreachable).
     """
     awaiting = RecordFilter(statuses=[DEAD])
+    # Counted from the group summary (one row per cause and status), not the records:
+    # a lookup, whatever the archive's size.
+    by_status = dict.fromkeys(STATUSES, 0)
     by_category: Counter[str] = Counter()
-    for group in archive.groups(awaiting, limit=_MAX_GROUPS):
-        by_category[group.category] += group.count
+    for (status, category), count in archive.totals().items():
+        by_status[status] = by_status.get(status, 0) + count
+        if status == DEAD:
+            by_category[category] += count
     oldest = archive.find(awaiting, limit=1, oldest_first=True)
     actions = archive.audit_counts()
     return ArchiveSummary(
         replayed=sum(actions.get(action, 0) for action in _REPLAY_ACTIONS),
         discarded=actions.get("discard", 0),
-        by_status={status: archive.count(RecordFilter(statuses=[status])) for status in STATUSES},
+        by_status=by_status,
         awaiting_by_category=dict(sorted(by_category.items())),
         oldest_awaiting_ms=oldest[0].dead_lettered_ms if oldest else None,
     )

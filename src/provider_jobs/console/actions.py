@@ -27,6 +27,8 @@ DEFAULT_RATE, MAX_RATE = 10.0, 1000.0
 _NOT_AN_OBJECT = 'A merge patch is a JSON object, e.g. {"name": "rg1"}'
 #: Why a record that is not a dead letter awaiting action is not discarded.
 _NOT_DEAD = "Not discarded: only a dead letter awaiting action can be."
+#: Records the group preview's dry run plans (the oldest first): a bounded page whatever the group's size.
+DRY_RUN_SAMPLE = 200
 #: Planned messages the group preview shows.
 PREVIEW = 5
 
@@ -190,17 +192,20 @@ def action_router(console: ConsoleContext) -> APIRouter:  # noqa: PLR0915 - one 
     @router.get("/groups/{fingerprint}/replay", response_class=HTMLResponse)
     def group_replay_preview(request: Request, fingerprint: str) -> HTMLResponse:
         operator = console.operator(request)
-        ids = archive.ids(group_selection(fingerprint))
-        replayer = Replayer(archive=archive, broker_url=settings.broker_url, who=operator.who or "console")
-        plans = replayer.plan(ids[:PREVIEW])
-        report = replay_records(archive, broker_url=settings.broker_url, who=operator.who or "console",
-                                ids=ids, dry_run=True)  # fmt: skip
+        selection = group_selection(fingerprint)
+        count = sum(g.count for g in archive.groups(selection))
+        # The dry run plans the oldest records (those a replay sends first), at most a sample of them.
+        sample = [r.id for r in archive.find(selection, limit=DRY_RUN_SAMPLE, oldest_first=True) if r.id]
+        who = operator.who or "console"
+        report = replay_records(archive, broker_url=settings.broker_url, who=who, ids=sample, dry_run=True)
+        plans = Replayer(archive=archive, broker_url=settings.broker_url, who=who).plan(sample[:PREVIEW])
         return pages.render(
             request,
             "group_replay.html",
             operator,
             fingerprint=fingerprint,
-            count=len(ids),
+            count=count,
+            sampled=len(sample),
             would_publish=sum(1 for o in report.outcomes if o.status == "would_publish"),
             skipped=[redactor.view(o) for o in report.outcomes if o.status != "would_publish"][:PREVIEW],
             plans=[

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import threading
+import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
-__all__ = ["WINDOWS", "Bar", "Chart", "hourly_chart"]
+__all__ = ["WINDOWS", "Bar", "Chart", "HourlyCounts", "hourly_chart"]
 
 #: The chart's windows: name to hours.
 WINDOWS = {"24h": 24, "7d": 168}
@@ -15,6 +17,43 @@ _HOUR_MS = 3_600_000
 #: Colour classes in the stylesheet, given to categories in order of size.
 _PALETTE = 8
 _WIDTH, _HEIGHT, _LEFT, _BOTTOM, _TOP = 720, 200, 40, 20, 8
+
+
+#: Counts per hour and category since a time (ms): ``DeadLetterArchive.counts_by_hour``.
+CountsSince = Callable[[int], list[tuple[int, str, int]]]
+
+
+class HourlyCounts:
+    """Dead letters per hour for the overview's chart, the hours before the last two kept a while.
+
+    The page refreshes every few seconds and a week is 168 hours of records; the hours
+    that are over change only when a late dead letter is archived or old ones are purged,
+    so they are read again every ``ttl_s`` seconds, and the last two hours at every call.
+
+    Args:
+        counts_since: Reads ``(hour_start_ms, category, count)`` rows since a time in ms.
+        ttl_s: How long the hours before the last two are kept. Default 60.
+    """
+
+    def __init__(self, counts_since: CountsSince, *, ttl_s: float = 60.0) -> None:
+        self._counts_since = counts_since
+        self.ttl_s = ttl_s
+        self._lock = threading.Lock()
+        # hours -> (the hours kept end before this ms, read at monotonic s, their rows)
+        self._kept: dict[int, tuple[int, float, list[tuple[int, str, int]]]] = {}
+
+    def rows(self, *, hours: int, now_ms: int) -> list[tuple[int, str, int]]:
+        """The rows of the last ``hours`` hours up to ``now_ms``."""
+        first_hour = (now_ms // _HOUR_MS - hours + 1) * _HOUR_MS
+        recent_from = (now_ms // _HOUR_MS - 1) * _HOUR_MS
+        with self._lock:
+            kept = self._kept.get(hours)
+        if kept is None or kept[0] != recent_from or time.monotonic() - kept[1] > self.ttl_s:
+            rows = self._counts_since(first_hour)
+            with self._lock:
+                self._kept[hours] = (recent_from, time.monotonic(), [r for r in rows if r[0] < recent_from])
+            return rows
+        return kept[2] + self._counts_since(recent_from)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -12,10 +13,11 @@ from prometheus_client import REGISTRY
 
 from ..api.archive_stats import summarise_archive
 from ..api.queue_stats import QueueStat, read_queue_stats
-from ..dlq import DEAD, STATUSES, RecordFilter
+from ..dlq import DEAD, STATUSES, DeadLetter, DeadLetterArchive, RecordFilter
+from ..dlq.archive.groups import GroupSummary
 from ..errors import ArchiveError, BrokerUnavailable, RecordNotFound
 from ..middleware.metrics import metrics_registry, multiprocess_dir
-from .chart import WINDOWS, hourly_chart
+from .chart import WINDOWS, HourlyCounts, hourly_chart
 from .context import ConsoleContext, Refused
 from .session import Operator
 
@@ -23,8 +25,12 @@ __all__ = ["page_router", "render_record"]
 
 #: Records per page of the records list.
 PAGE_SIZE = 50
-#: Groups read for the groups table, which sorts them.
-MAX_GROUPS = 1000
+#: Groups read for the groups table, which sorts them all.
+MAX_GROUPS = 100_000
+#: Groups shown, after sorting.
+GROUPS_SHOWN = 200
+#: Beyond this many matches, a filtered records page says "more than" instead of counting on.
+COUNT_CAP = 10_000
 #: Audit entries per page.
 AUDIT_LIMIT = 200
 #: How often the overview refreshes itself by default, in seconds (``?every=`` changes it).
@@ -38,6 +44,8 @@ _GROUP_SORTS: dict[str, Any] = {
     "provider": lambda g: f"{g.provider_namespace or ''}/{g.resource_type or ''}",
     "operation": lambda g: g.operation or "",
 }
+#: The fields of a record the records list shows.
+_LIST_FIELDS = ("id", "dead_lettered_ms", "status", "job_id", "operation", "category", "attempts", "error")
 Text = Annotated[str | None, Query(max_length=1000)]
 
 
@@ -63,6 +71,35 @@ def _parse_time(value: str | None, name: str) -> int | None:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
     return int(parsed.timestamp() * 1000)
+
+
+def newest_page(
+    archive: DeadLetterArchive, record_filter: RecordFilter, *, limit: int, before: tuple[int, int] | None
+) -> list[DeadLetter]:
+    """A page of records newest first; without a status filter, one query per status, merged.
+
+    Every page index starts with (or holds) the status and ends in the page's order, so a
+    query per status reads only its page's index entries, where one query over all statuses
+    would sort every match.
+    """
+    if record_filter.statuses or record_filter.text:
+        return archive.find(record_filter, limit=limit, before=before)
+    found: list[DeadLetter] = []
+    for status in STATUSES:
+        found += archive.find(
+            dataclasses.replace(record_filter, statuses=[status]), limit=limit, before=before
+        )
+    found.sort(key=lambda r: (r.dead_lettered_ms, r.id or 0), reverse=True)
+    return found[:limit]
+
+
+def count_matches(archive: DeadLetterArchive, record_filter: RecordFilter) -> tuple[int, bool]:
+    """How many records match, and whether that is exact: from the group summary when the filter
+    is one it keeps, else counted up to :data:`COUNT_CAP`."""
+    if GroupSummary.answers(record_filter):
+        return sum(g.count for g in archive.groups(record_filter, limit=MAX_GROUPS)), True
+    counted = archive.count(record_filter, up_to=COUNT_CAP)
+    return min(counted, COUNT_CAP), counted <= COUNT_CAP
 
 
 def _in_progress() -> float | None:
@@ -115,6 +152,7 @@ def page_router(console: ConsoleContext) -> APIRouter:  # noqa: PLR0915 - one cl
     router = APIRouter(prefix="/ui", include_in_schema=False)
     archive, redactor, pages = console.archive, console.redactor, console.pages
     current = Depends(console.operator)
+    hourly = HourlyCounts(lambda since_ms: archive.counts_by_hour(since_ms=since_ms))
 
     def overview_data(window: str) -> dict[str, Any]:
         hours = WINDOWS.get(window, 24)
@@ -131,7 +169,7 @@ def page_router(console: ConsoleContext) -> APIRouter:  # noqa: PLR0915 - one cl
         try:
             summary = summarise_archive(archive)
             now_ms = int(time.time() * 1000)
-            rows = archive.counts_by_hour(since_ms=now_ms - hours * 3_600_000)
+            rows = hourly.rows(hours=hours, now_ms=now_ms)
             data["chart"] = hourly_chart(rows, hours=hours, now_ms=now_ms)
             oldest = archive.find(RecordFilter(statuses=[DEAD]), limit=1, oldest_first=True)
             data["oldest"] = redactor.view(oldest[0]) if oldest else None
@@ -179,7 +217,8 @@ def page_router(console: ConsoleContext) -> APIRouter:  # noqa: PLR0915 - one cl
             request,
             "groups.html",
             operator,
-            groups=[redactor.view(g) for g in found],
+            groups=[redactor.view(g) for g in found[:GROUPS_SHOWN]],
+            total_groups=len(found),
             status=status,
             statuses=STATUSES,
             sort=sort,
@@ -196,8 +235,13 @@ def page_router(console: ConsoleContext) -> APIRouter:  # noqa: PLR0915 - one cl
         found = archive.groups(RecordFilter(fingerprint=_blank(fingerprint)), limit=1)
         if not found:
             raise Refused(404, "No dead letters have this fingerprint")
-        awaiting = archive.count(RecordFilter(fingerprint=fingerprint, statuses=[DEAD]))
-        by_status = {s: archive.count(RecordFilter(fingerprint=fingerprint, statuses=[s])) for s in STATUSES}
+        by_status = {
+            status: sum(
+                g.count for g in archive.groups(RecordFilter(fingerprint=fingerprint, statuses=[status]))
+            )
+            for status in STATUSES
+        }
+        awaiting = by_status[DEAD]
         return pages.render(
             request,
             "group.html",
@@ -253,7 +297,7 @@ def page_router(console: ConsoleContext) -> APIRouter:  # noqa: PLR0915 - one cl
             if not (ms.isdigit() and record_id.isdigit()):
                 raise Refused(422, "before: expected a page cursor like 1764868800000.42")
             cursor = (int(ms), int(record_id))
-        found = archive.find(record_filter, limit=PAGE_SIZE + 1, before=cursor)
+        found = newest_page(archive, record_filter, limit=PAGE_SIZE + 1, before=cursor)
         more = len(found) > PAGE_SIZE
         found = found[:PAGE_SIZE]
         last = found[-1] if found else None
@@ -262,13 +306,17 @@ def page_router(console: ConsoleContext) -> APIRouter:  # noqa: PLR0915 - one cl
             request,
             "records.html",
             operator,
-            records=[{**redactor.view(r, omit=("body",)), "provider": r.provider} for r in found],
+            # Only the columns the list shows are masked and rendered.
+            records=[
+                redactor.view({name: getattr(r, name) for name in _LIST_FIELDS} | {"provider": r.provider})
+                for r in found
+            ],
             filters=filters,
             shown=shown,
             statuses=STATUSES,
             next_cursor=f"{last.dead_lettered_ms}.{last.id}" if more and last is not None else None,
             first_page=before is not None,
-            total=archive.count(record_filter),
+            total=count_matches(archive, record_filter),
         )
 
     @router.get("/records/{record_id}", response_class=HTMLResponse)

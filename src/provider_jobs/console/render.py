@@ -26,16 +26,19 @@ SECURITY_HEADERS = {
 }
 
 
-def format_ms(ms: int | None) -> str:
+def format_ms(ms: object) -> str:
     """A time in ms since the epoch as ``YYYY-MM-DD HH:MM:SS`` UTC; ``-`` for none."""
-    if ms is None:
+    if not isinstance(ms, int | float) or isinstance(ms, bool):
         return "-"
-    return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    try:
+        return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    except (OverflowError, OSError, ValueError):
+        return str(ms)
 
 
-def format_age(ms: int | None, *, now_s: float | None = None) -> str:
+def format_age(ms: object, *, now_s: float | None = None) -> str:
     """How long ago ``ms`` was, as ``3d 4h``, ``2h 5m``, ``4m 10s`` or ``12s``."""
-    if ms is None:
+    if not isinstance(ms, int | float) or isinstance(ms, bool):
         return "-"
     seconds = max(int((now_s if now_s is not None else time.time()) - ms / 1000), 0)
     days, rest = divmod(seconds, 86_400)
@@ -61,7 +64,8 @@ class Pages:
         self.env = jinja2.Environment(
             loader=jinja2.PackageLoader("provider_jobs.console", "templates"),
             autoescape=True,
-            undefined=jinja2.StrictUndefined,
+            # A stored record may lack any field (a hand-made message): missing ones show as empty.
+            undefined=jinja2.Undefined,
             trim_blocks=True,
             lstrip_blocks=True,
         )

@@ -236,32 +236,52 @@ class DeadLetterArchive(ArchiveClaims, ArchiveStatus, ArchiveRetention, ArchiveA
                 )
             ]
 
-    def count(self, record_filter: RecordFilter | None = None) -> int:
-        """How many records match ``record_filter``."""
+    def count(self, record_filter: RecordFilter | None = None, *, up_to: int | None = None) -> int:
+        """How many records match ``record_filter``.
+
+        Args:
+            record_filter: Which records. Default all.
+            up_to: Stop counting past this many (the answer is then ``up_to + 1``): a page
+                that says "more than 10,000" need not read a million index entries.
+        """
         table = self.records
+        where = (record_filter or RecordFilter()).clauses(table)
+        if up_to is None:
+            query = sa.select(sa.func.count()).select_from(table).where(*where)
+        else:
+            matches = sa.select(table.c.id).where(*where).limit(up_to + 1).subquery()
+            query = sa.select(sa.func.count()).select_from(matches)
         with self._read("counting records") as conn:
-            return int(
-                conn.execute(
-                    sa.select(sa.func.count())
-                    .select_from(table)
-                    .where(*(record_filter or RecordFilter()).clauses(table))
-                ).scalar_one()
-            )
+            return int(conn.execute(query).scalar_one())
 
     def counts_by_hour(self, *, since_ms: int) -> list[tuple[int, str, int]]:
         """Dead letters per hour and category since ``since_ms``: ``(hour_start_ms, category, count)``,
         oldest hour first; hours without any are left out."""
-        t = self.records
+        t, g = self.records, self.tables.groups
         hour = (t.c.dead_lettered_ms // _HOUR_MS).label("hour")
-        query = (
-            sa.select(hour, t.c.category, sa.func.count())
-            .where(t.c.dead_lettered_ms >= since_ms)
-            .group_by(hour, t.c.category)
-            .order_by(hour)
-        )
         with self._read("counting dead letters per hour") as conn:
+            # Naming every category and status lets the (category, status, dead_lettered_ms)
+            # index seek to the window for each pair, instead of reading every record.
+            categories = [row[0] for row in conn.execute(sa.select(g.c.category).distinct())]
+            query = (
+                sa.select(hour, t.c.category, sa.func.count())
+                .where(
+                    t.c.category.in_(categories),
+                    t.c.status.in_(list(STATUSES)),
+                    t.c.dead_lettered_ms >= since_ms,
+                )
+                .group_by(hour, t.c.category)
+                .order_by(hour)
+            )
             rows = conn.execute(query).all()
         return [(int(h) * _HOUR_MS, str(category), int(count)) for h, category, count in rows]
+
+    def totals(self) -> dict[tuple[str, str], int]:
+        """Records per (status, category), from the group summary: a lookup, whatever the archive's size."""
+        g = self.tables.groups
+        query = sa.select(g.c.status, g.c.category, sa.func.sum(g.c.count)).group_by(g.c.status, g.c.category)
+        with self._read("reading the group summary's totals") as conn:
+            return {(str(st), str(cat or "")): int(n) for st, cat, n in conn.execute(query) if n}
 
     def groups(self, record_filter: RecordFilter | None = None, *, limit: int = 100) -> list[Group]:
         """Counts per fingerprint, largest first, with first and last seen and a sample error.
