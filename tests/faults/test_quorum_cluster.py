@@ -25,12 +25,16 @@ from pathlib import Path
 import pytest
 from dramatiq.common import xq_name
 
+from provider_jobs import JobQueue, ProviderJob, ProviderRegistry
 from provider_jobs.actors.broker import build_broker
 from provider_jobs.actors.provider_ops import declare_provider_actors
+from provider_jobs.api.queue_stats import read_queue_stats
 from provider_jobs.dlq.archive.store import DeadLetterArchive
 from provider_jobs.dlq.archiver.consumer import DeadLetterArchiver
+from provider_jobs.dlq.replay.replayer import Replayer
 from provider_jobs.settings import Settings
 from rabbitmq_cluster import Cluster, Node
+from test_compat import CustomProviderWorker
 
 from fault_workload import NAMESPACE, RESOURCE_TYPE, Sent, Tally
 
@@ -255,3 +259,69 @@ def test_no_job_is_lost_when_cluster_nodes_stop_under_load(cluster: Cluster, tmp
     assert set(sent.behaviours) == set(tally.succeeded) | set(tally.archived)
     # No job was dead-lettered for its deliveries: node stops return deliveries, under the limit.
     assert "crash_loop" not in tally.archived.values(), Counter(tally.archived.values())
+
+
+class _FlakyThenFixed:
+    """Deploys in progress twice, then done; a quota exceeded until ``fixed``."""
+
+    def __init__(self) -> None:
+        self.calls: Counter[str] = Counter()
+        self.fixed = False
+        self.lock = threading.Lock()
+
+    def execute(self, job: ProviderJob) -> dict[str, bool]:
+        with self.lock:
+            self.calls[job.request["name"]] += 1
+            count = self.calls[job.request["name"]]
+        if job.request["name"] == "flaky" and count <= 2:
+            raise RuntimeError("deploy in progress")
+        if job.request["name"] == "quota" and not self.fixed:
+            raise RuntimeError("quota exceeded")
+        return {"done": True}
+
+
+@pytest.mark.fault
+@pytest.mark.timeout(90)
+def test_the_provider_worker_flow_dead_letters_and_replay_work_on_the_cluster(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    settings = Settings(
+        broker_url=_rotated(cluster.urls, 1),
+        queue_name="cluster.compat",
+        queue_type="quorum",
+        retry_delay_s=0.02,
+        breaker_threshold=0,
+        archive_url=f"sqlite:///{tmp_path / 'archive.sqlite3'}",
+    )
+    registry = ProviderRegistry()
+    provider = _FlakyThenFixed()
+    registry.register("ITL.Core", "ResourceGroup", provider)
+    queue = JobQueue(settings=settings)
+    archive = DeadLetterArchive(settings.archive_url)
+    try:
+        for name in ("flaky", "quota"):
+            queue.submit(
+                provider_namespace="ITL.Core",
+                resource_type="ResourceGroup",
+                operation="create",
+                request={"name": name},
+            )
+        with CustomProviderWorker(
+            worker_id="cluster", provider_registry=registry, job_queue=queue, max_retries=3, retry_delay=0.02
+        ) as worker:
+            _wait(
+                lambda: provider.calls == Counter({"flaky": 3, "quota": 1}), "the flaky job's 3 attempts", 30
+            )
+            DeadLetterArchiver.from_settings(settings, archive=archive).run(until_idle=True)
+            [record] = archive.find()
+            assert (record.request, record.retryable) == ({"name": "quota"}, False)
+            provider.fixed = True
+            report = Replayer(archive=archive, broker_url=settings.broker_url, who="test").replay([record.id])
+            assert report.published == 1, report
+            _wait(lambda: provider.calls["quota"] == 2, "the replayed job", 30)
+            worker.join()
+        stats = {stat.name: stat for stat in read_queue_stats(settings)}
+        assert {"cluster.compat", "cluster.compat.XQ"} <= set(stats)
+        assert stats["cluster.compat"].messages_ready == 0
+    finally:
+        queue.close()
