@@ -36,7 +36,7 @@ test-quorum: install
 	bash scripts/ensure-test-services.sh
 	$(BIN)/pytest --queue-type=quorum tests/test_compat.py tests/test_smoke.py tests/dlq/test_dlq_replay.py \
 		tests/dlq/test_dlq_archiver.py tests/actors/test_provider_ops.py tests/actors/test_dramatiq_cli.py \
-		tests/api/test_server.py tests/rabbitmq
+		tests/api/test_server.py tests/api/test_metrics_endpoint.py tests/api/test_queue_stats.py tests/rabbitmq
 
 check: install
 	$(BIN)/ruff check src tests benchmarks
