@@ -151,7 +151,7 @@ def test_a_job_sent_with_a_priority_runs_in_quorum_mode_and_the_start_warns_once
 def test_starting_in_quorum_mode_against_classic_queues_stops_with_one_line_on_how_to_migrate(
     settings: Settings,
 ) -> None:
-    classic = build_broker(settings)
+    classic = build_broker(replace(settings, queue_type="classic"))
     classic.declare_queue(settings.queue_name, ensure=True)
     classic.close()
     broker = build_broker(replace(settings, queue_type="quorum"))
