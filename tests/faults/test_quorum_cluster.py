@@ -130,7 +130,8 @@ def _wait(predicate, what: str, timeout_s: float, why=lambda: "") -> float:
 def _stop_under_load(node: Node, producer: Producer, probes: Producer, outcomes: Path, what: str) -> str:
     """Stop ``node`` while ``producer`` sends a mix, send one probe job, start the node again once the
     probe succeeded; a line saying how long the probe took from the stop."""
-    sending = threading.Thread(target=producer.send, args=(MIX,))
+    # Twice the mix, so that the producer is still sending when the node stops.
+    sending = threading.Thread(target=producer.send, args=({k: 2 * n for k, n in MIX.items()},))
     sent_before = len(producer.sent.behaviours)
     sending.start()
     _wait(lambda: len(producer.sent.behaviours) > sent_before + 100, "the producer sending", 30)
@@ -252,7 +253,7 @@ def test_no_job_is_lost_when_cluster_nodes_stop_under_load(cluster: Cluster, tmp
         + "; ".join(report)
         + f"; {duration:.1f} s from the first job to the last outcome"
     )
-    assert len(sent.behaviours) == 3 * sum(MIX.values()) + 2
+    assert len(sent.behaviours) == 5 * sum(MIX.values()) + 2
     assert not tally.lost(sent)
     assert not tally.both(), tally.summary(sent)
     assert not tally.wrong_outcome(sent), tally.summary(sent)
