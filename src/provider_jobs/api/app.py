@@ -10,7 +10,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
-from ..console import install_console
 from ..dlq import DeadLetterArchive
 from ..errors import (
     ArchiveError,
@@ -157,6 +156,9 @@ def create_app(settings: Settings, *, archive: DeadLetterArchive | None = None) 
         )
     )
     app.include_router(providers_router(settings))
+    # Imported here: the console builds on this package's helpers, so it imports ``api`` itself.
+    from ..console import install_console
+
     install_console(app, settings, archive, redactor)
     # Outermost: a mutation's token and a body's size are checked before the body is read.
     app.add_middleware(
