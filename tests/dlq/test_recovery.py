@@ -190,3 +190,21 @@ def test_dlq_process_dry_run_shows_what_a_recovery_would_replay(
     finally:
         sync.stop()
     assert archive.find(limit=1)[0].status == DEAD
+
+
+def test_a_replay_waits_for_a_breaker_afresh() -> None:
+    from types import SimpleNamespace
+
+    from provider_jobs.dlq.replay.message import prepare_message
+
+    record = SimpleNamespace(id=7, status=DEAD, queue_name="q", message_id="m-7")
+    waited = {"breaker_waiting_since_ms": 1, "breaker_waits": 360, "breaker": {"key": KEY}, "provider": KEY}
+    message = {
+        "queue_name": "q",
+        "actor_name": "create_resource",
+        "args": [],
+        "kwargs": {},
+        "options": waited,
+    }
+    options = prepare_message(record, message, None, None)["options"]
+    assert options == {"provider": KEY, "retries": 0, "replay_of": 7, "replay_of_message_id": "m-7"}

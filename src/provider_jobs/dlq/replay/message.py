@@ -14,8 +14,20 @@ from .report import PlannedRecord
 
 __all__ = ["merge_patch", "outgoing", "prepare_message", "unstorable"]
 
-#: Options of the dead message that a replay must not carry.
-_DROPPED_OPTIONS = frozenset({"attempt_history", "dead_letter", "traceback", "requeue_timestamp", "eta"})
+#: Options a replay does not carry over: the failure's story, and a wait for a circuit breaker
+#: (a replay waits afresh, or a job dead-lettered as provider_down would be at once again).
+_DROPPED_OPTIONS = frozenset(
+    {
+        "attempt_history",
+        "dead_letter",
+        "traceback",
+        "requeue_timestamp",
+        "eta",
+        "breaker",
+        "breaker_waiting_since_ms",
+        "breaker_waits",
+    }
+)
 
 
 def merge_patch(target: Any, patch: Any) -> Any:
