@@ -96,6 +96,18 @@ def newest_page(
 def count_matches(archive: DeadLetterArchive, record_filter: RecordFilter) -> tuple[int, bool]:
     """How many records match, and whether that is exact: from the group summary when the filter
     is one it keeps, else counted up to :data:`COUNT_CAP`."""
+    only_totals = {"statuses", "category"}
+    if all(
+        getattr(record_filter, f.name) in (None, False) or f.name in only_totals
+        for f in dataclasses.fields(record_filter)
+    ):
+        # Status and category alone: the summary's totals, a few dozen rows.
+        statuses = set(record_filter.statuses or STATUSES)
+        return sum(
+            count
+            for (status, category), count in archive.totals().items()
+            if status in statuses and record_filter.category in (None, category)
+        ), True
     if GroupSummary.answers(record_filter):
         return sum(g.count for g in archive.groups(record_filter, limit=MAX_GROUPS)), True
     counted = archive.count(record_filter, up_to=COUNT_CAP)
