@@ -245,14 +245,21 @@ class HealthFollower:
                 logger.warning(
                     "Health stream %s: %s; reconnecting", self.stream.name, exc or type(exc).__name__
                 )
-            since = started - 5.0
+            except Exception:
+                # Whatever went wrong, the follower must not die: breakers would stop being shared.
+                logger.exception("Health stream %s: unexpected error; reconnecting", self.stream.name)
+            # Read again what may have been missed; announcements repeat the rest.
+            since = max(started, time.time() - self.lookback_s) - 5.0
+            backoff_s = 0.5 if time.time() - started > 60 else min(backoff_s * 2, 10.0)
             self._stop.wait(backoff_s)
-            backoff_s = min(backoff_s * 2, 10.0)
 
     def _follow(self, since: float) -> None:
         connection = self.stream.connect()
         try:
             channel = connection.channel()
+            cancelled = threading.Event()
+            # RabbitMQ cancels the consumer when the stream is deleted: read it again, declared anew.
+            channel.add_on_cancel_callback(lambda method: cancelled.set())
             self.stream.declare(channel)
             self.stream.consume(channel, since, self._handle)
             self.stream.publish(channel, {"type": "marker", "id": self.sender, "at": time.time()})
@@ -262,6 +269,10 @@ class HealthFollower:
                 self._flush()
                 if stopping:
                     return
+                if cancelled.is_set():
+                    raise pika.exceptions.ConsumerCancelled(
+                        f"the consumer of {self.stream.name} was cancelled"
+                    )
                 connection.process_data_events(time_limit=0.05)
                 if self.tick is not None:
                     self.tick()
