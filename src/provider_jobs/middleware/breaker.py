@@ -50,10 +50,6 @@ from .breaker_state import (
     provider_of,
 )
 
-logger = logging.getLogger("provider_jobs.breaker")
-
-_ADMIT = Gate(True)
-
 __all__ = [
     "CLOSED",
     "DEFAULT_BREAKER_CATEGORIES",
@@ -65,6 +61,11 @@ __all__ = [
     "ProviderDown",
     "provider_of",
 ]
+
+logger = logging.getLogger("provider_jobs.breaker")
+
+#: The answer to a job whose provider takes jobs.
+_ADMIT = Gate(True)
 
 
 @dataclass(slots=True)
