@@ -129,6 +129,9 @@ def test_a_failed_probe_does_not_spend_the_jobs_attempts(make_system, registry, 
         provider.up()
         wait_for(lambda: waiting in provider.done, timeout_s=5)
     assert queue_depth(amqp, f"{queue_name}.XQ") == 0
+    metrics = next(m for m in broker.middleware if isinstance(m, Metrics))
+    labels = {"provider": KEY, "operation": "get", "outcome": "breaker_wait"}
+    assert metrics.registry.get_sample_value("worker_job_duration_seconds_count", labels) >= 3
 
 
 def test_a_job_that_waits_past_the_maximum_is_dead_lettered_as_provider_down_with_the_history(

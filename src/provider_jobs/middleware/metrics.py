@@ -11,6 +11,8 @@ reverse order, so the retry middleware has decided by the time
   or the message was failed (nacked into ``<queue>.XQ``);
 - ``retried``: ``options["retries"]`` grew during this attempt: counted once,
   where Dramatiq's own Prometheus middleware counts a retry twice;
+- ``breaker_wait``: the attempt failed while its provider's circuit breaker
+  was open; the job waits for the next probe, its attempt not counted;
 - ``errored``: an exception that no retry middleware handled.
 
 Several worker processes (the ``dramatiq`` CLI) share counts through
@@ -61,7 +63,7 @@ logger = logging.getLogger("provider_jobs.metrics")
 class _Attempt:
     """What ``before_process_message`` saw, for the same thread's after-hook."""
 
-    __slots__ = ("dead_letter", "message_id", "retries", "started")
+    __slots__ = ("breaker_waits", "dead_letter", "message_id", "retries", "started")
 
     def __init__(self, message: dramatiq.MessageProxy) -> None:
         options = message.options
@@ -69,6 +71,7 @@ class _Attempt:
         self.started = time.perf_counter()
         self.retries: int = options.get("retries", 0)
         self.dead_letter: Any = options.get("dead_letter")
+        self.breaker_waits: Any = options.get("breaker_waits", 0)
 
 
 class Metrics(Middleware):
@@ -246,6 +249,9 @@ class Metrics(Middleware):
             outcome = "retried"
             self._retries.inc()
             self.retries_by_category.labels(self.worker_id, self._last_category(message)).inc()
+        elif attempt is not None and options.get("breaker_waits", 0) != attempt.breaker_waits:
+            # The attempt failed with its provider's breaker open: the job waits for the next probe.
+            outcome = "breaker_wait"
         else:
             outcome = "errored"
         if attempt is not None:
