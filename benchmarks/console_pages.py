@@ -55,7 +55,7 @@ def pages(loaded: LoadedArchive, client: TestClient) -> dict[str, str]:
         "overview (24 h chart)": "/ui/?window=24h",
         "overview (7 d chart)": "/ui/?window=7d",
         "overview refresh (24 h)": "/ui/overview/live?window=24h",
-        "groups (1,000 largest, sorted)": "/ui/groups?sort=last_seen",
+        "groups (all sorted, 200 shown)": "/ui/groups?sort=last_seen",
         "group (the largest)": f"/ui/groups/{largest.fingerprint}",
         "group replay dry run (the largest)": f"/ui/groups/{largest.fingerprint}/replay",
         "records, first page": "/ui/records",
