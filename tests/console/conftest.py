@@ -148,6 +148,12 @@ def open_console_url(settings: Settings, archive: DeadLetterArchive) -> Iterator
     yield from _serve(dataclasses.replace(settings, api_token=None, api_read_token=None), archive)
 
 
+@pytest.fixture
+def proxy_console_url(settings: Settings, archive: DeadLetterArchive) -> Iterator[str]:
+    """The API with its console behind a reverse proxy that names the user in ``X-Forwarded-User``."""
+    yield from _serve(dataclasses.replace(settings, console_user_header="X-Forwarded-User"), archive)
+
+
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     """Debian's Chromium, headless, driven by Playwright; one per test module."""

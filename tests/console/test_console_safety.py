@@ -151,3 +151,25 @@ def test_secret_values_in_a_request_are_masked(
     expect(page.locator("#record-request")).to_contain_text("postgresql://app:***@db/x")
     assert "s3cr3t-pw" not in page.content()
     assert "db-pw" not in page.content()
+
+
+def test_behind_a_proxy_the_audit_name_is_the_proxys_and_not_asked(
+    browser: Any, proxy_console_url: str, demo: Demo, archive: DeadLetterArchive
+) -> None:
+    context = browser.new_context(extra_http_headers={"X-Forwarded-User": "erin@example.org"})
+    context.set_default_timeout(10_000)
+    page = context.new_page()
+    try:
+        page.goto(f"{proxy_console_url}/ui/records/{demo.ids[0]}")
+        expect(page.get_by_label("API token")).to_be_visible()
+        expect(page.get_by_label("Your name")).to_have_count(0)
+        page.get_by_label("API token").fill(TOKEN)
+        page.get_by_role("button", name="Log in").click()
+        expect(page.get_by_text("Signed in as erin@example.org")).to_be_visible()
+        page.get_by_label("Reason (written to the audit log)").fill("duplicate")
+        page.get_by_role("button", name="Discard").click()
+        expect(page.locator("#record-status")).to_have_text("discarded")
+        [entry] = archive.audit(record_id=demo.ids[0])
+        assert entry.who == "erin@example.org"
+    finally:
+        context.close()

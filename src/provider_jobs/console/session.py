@@ -57,6 +57,7 @@ class Operator:
         csrf: The token every form of this session posts back.
         read_only_reason: Why mutations are refused, shown on every page.
         logged_in: Whether a session cookie carries this operator (logout is offered).
+        session_id: The session's id, by which logging out ends it.
     """
 
     who: str | None
