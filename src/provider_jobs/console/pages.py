@@ -115,7 +115,7 @@ def count_matches(archive: DeadLetterArchive, record_filter: RecordFilter) -> tu
 
 
 def _in_progress() -> float | None:
-    """Jobs workers are running or holding (retries due soon), from their metrics; ``None`` if unknown."""
+    """Jobs workers are running, from their metrics (``worker_jobs_in_progress``); ``None`` if unknown."""
     registry = metrics_registry() if multiprocess_dir() is not None else REGISTRY
     found = [
         sample.value
