@@ -157,7 +157,7 @@ def _a_day_of_history(archive: DeadLetterArchive) -> None:
 
 
 def test_screenshots_of_the_overview_a_group_and_a_record(
-    page: Any, console_url: str, demo: Demo, archive: DeadLetterArchive, tmp_path: Path
+    page: Any, console_url: str, worker: Demo, archive: DeadLetterArchive, tmp_path: Path
 ) -> None:
     keep = os.environ.get(SCREENSHOTS_VARIABLE)
     target = Path(keep) if keep else tmp_path
@@ -169,7 +169,7 @@ def test_screenshots_of_the_overview_a_group_and_a_record(
     shots = {
         "console-overview.png": "/ui/",
         "console-group.png": f"/ui/groups/{group.fingerprint}",
-        "console-record.png": f"/ui/records/{demo.ids[-1]}",
+        "console-record.png": f"/ui/records/{worker.ids[-1]}",
     }
     for name, path in shots.items():
         page.goto(f"{console_url}{path}")
