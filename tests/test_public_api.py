@@ -21,6 +21,7 @@ PACKAGES = [
     "provider_jobs.dlq.archiver",
     "provider_jobs.dlq.replay",
     "provider_jobs.dlq.cli",
+    "provider_jobs.console",
 ]
 
 

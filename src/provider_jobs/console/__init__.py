@@ -17,10 +17,13 @@ from fastapi.staticfiles import StaticFiles
 from ..dlq import DeadLetterArchive
 from ..redaction import Redactor
 from ..settings import Settings
-from .actions import action_router
-from .context import ConsoleContext, LoginRequired, Refused, login_url
-from .pages import page_router
-from .render import SECURITY_HEADERS
+from .actions import action_router as _action_router
+from .context import ConsoleContext
+from .context import LoginRequired as _LoginRequired
+from .context import Refused as _Refused
+from .context import login_url as _login_url
+from .pages import page_router as _page_router
+from .render import SECURITY_HEADERS as _SECURITY_HEADERS
 
 __all__ = ["ConsoleContext", "install_console"]
 
@@ -40,19 +43,19 @@ def install_console(app: FastAPI, settings: Settings, archive: DeadLetterArchive
     console = ConsoleContext(settings, archive, redactor)
 
     async def login_required(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, LoginRequired)
-        return RedirectResponse(login_url(exc.next_url), status_code=303, headers=SECURITY_HEADERS)
+        assert isinstance(exc, _LoginRequired)
+        return RedirectResponse(_login_url(exc.next_url), status_code=303, headers=_SECURITY_HEADERS)
 
     async def refused(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, Refused)
+        assert isinstance(exc, _Refused)
         return console.pages.render(
             request, "refused.html", None, status_code=exc.status_code, reason=exc.reason
         )
 
-    app.add_exception_handler(LoginRequired, login_required)
-    app.add_exception_handler(Refused, refused)
-    app.include_router(page_router(console))
-    app.include_router(action_router(console))
+    app.add_exception_handler(_LoginRequired, login_required)
+    app.add_exception_handler(_Refused, refused)
+    app.include_router(_page_router(console))
+    app.include_router(_action_router(console))
     app.mount("/ui/static", StaticFiles(directory=_STATIC), name="console-static")
 
     @app.get("/ui", include_in_schema=False)
