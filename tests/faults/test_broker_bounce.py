@@ -61,7 +61,14 @@ def test_no_job_is_lost_when_the_broker_bounces_under_load(
 ) -> None:
     queue_type, hold_ms, down_s, up_s, outages = SCENARIOS[scenario]
     monkeypatch.setenv("FAULT_OUTCOMES_DIR", str(tmp_path))
-    settings = replace(settings, queue_type=queue_type, hold_retries_up_to_ms=hold_ms, retry_delay_s=0.05)
+    settings = replace(
+        settings,
+        queue_type=queue_type,
+        hold_retries_up_to_ms=hold_ms,
+        retry_delay_s=0.05,
+        # Every bounce returns a quorum queue's unacked jobs, and its delivery limit counts returns.
+        max_deliveries=20 if queue_type == "quorum" else settings.max_deliveries,
+    )
     sent = send(settings, {"ok": 800, "slow": 1600, "flaky": 300, "permanent": 200, "exhaust": 200})
     stop, bounced = threading.Event(), [0]
     bouncer = threading.Thread(target=_bounce, args=(rabbitmq_proc, stop, bounced, down_s, up_s, outages))
