@@ -108,3 +108,26 @@ def test_a_held_retry_goes_back_to_the_queue_as_published_when_the_worker_stops(
         connection.close()
     # The attempt that failed runs again: RabbitMQ has the message as it was published.
     assert json.loads(body)["options"].get("retries", 0) == 0
+
+
+def test_the_retries_a_worker_holds_are_a_gauge_of_its_metrics(settings, rabbitmq_url, queue_name) -> None:
+    from provider_jobs.middleware import Metrics
+
+    provider = FailsFirst(failures=100)
+    broker, actor = _system(settings, provider, retry_delay_s=30, hold_retries_up_to_ms=60_000)
+    [metrics] = [m for m in broker.middleware if isinstance(m, Metrics)]
+
+    def held_gauge() -> float:
+        return metrics.registry.get_sample_value("worker_retries_held", {"worker_id": "test-worker"}) or 0.0
+
+    actor.send(RG)
+    actor.send(RG)
+    worker = dramatiq.Worker(broker, worker_threads=2, worker_timeout=20)
+    worker.start()
+    try:
+        wait_for(lambda: held_retries(worker) == 2)
+        assert held_gauge() == 2
+    finally:
+        worker.stop()
+        broker.close()
+    assert held_gauge() == 0  # back in RabbitMQ

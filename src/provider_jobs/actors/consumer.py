@@ -120,6 +120,10 @@ class WorkerConsumer(_RabbitmqConsumer):
         self._sequence = itertools.count()
         self._cancelled = False
         self._max_deliveries: int | None = getattr(broker, "max_deliveries", None)
+        #: Where the count of held retries is reported (the broker's Metrics middleware), if any.
+        self._report_held = next(
+            (m.set_retries_held for m in broker.middleware if hasattr(m, "set_retries_held")), None
+        )
         self.iterator = self._deliveries(queue_name, timeout / 1000)
         self._letters = self._open_letters_channel()
 
@@ -248,6 +252,7 @@ class WorkerConsumer(_RabbitmqConsumer):
         except Exception:
             self.logger.debug("Connection lost while waiting for dead-letter confirms.", exc_info=True)
         super().close()  # type: ignore[no-untyped-call]
+        self._held_changed(0)  # RabbitMQ has them back
 
     def _wake(self, callback: Any) -> None:
         """Run ``callback`` on the connection's thread, which this wakes."""
@@ -266,6 +271,11 @@ class WorkerConsumer(_RabbitmqConsumer):
             self._pending.clear()
             self._held.clear()
         self._awaiting.clear()
+        self._held_changed(0)
+
+    def _held_changed(self, count: int) -> None:
+        if self._report_held is not None:
+            self._report_held(self, count)
 
     # -- held retries -------------------------------------------------------------
 
@@ -273,6 +283,8 @@ class WorkerConsumer(_RabbitmqConsumer):
         due = time.monotonic() + delay_ms / 1000
         with self._lock:
             heapq.heappush(self._held, (due, next(self._sequence), message))
+            held = len(self._held)
+        self._held_changed(held)
         self._wake(_recompute_wait)  # the loop may be waiting longer than this hold
 
     @property
@@ -286,6 +298,8 @@ class WorkerConsumer(_RabbitmqConsumer):
             if not self._held or self._held[0][0] > time.monotonic():
                 return None
             held = heapq.heappop(self._held)[2]
+            count = len(self._held)
+        self._held_changed(count)
         # A fresh proxy, as for a delivery: the failed attempt's exception and flags stay behind.
         return _RabbitmqMessage(held.redelivered, held._tag, held._message)  # type: ignore[no-untyped-call]
 

@@ -116,12 +116,19 @@ def count_matches(archive: DeadLetterArchive, record_filter: RecordFilter) -> tu
 
 def _in_progress() -> float | None:
     """Jobs workers are running, from their metrics (``worker_jobs_in_progress``); ``None`` if unknown."""
+    return _worker_gauge("worker_jobs_in_progress")
+
+
+def _held() -> float | None:
+    """Retries workers hold until due, from their metrics (``worker_retries_held``); ``None`` if unknown."""
+    return _worker_gauge("worker_retries_held")
+
+
+def _worker_gauge(name: str) -> float | None:
+    """The sum of a worker gauge over the worker processes whose metrics this one reads, if any."""
     registry = metrics_registry() if multiprocess_dir() is not None else REGISTRY
     found = [
-        sample.value
-        for metric in registry.collect()
-        if metric.name == "worker_jobs_in_progress"
-        for sample in metric.samples
+        sample.value for metric in registry.collect() if metric.name == name for sample in metric.samples
     ]
     return sum(found) if found else None
 
@@ -178,6 +185,7 @@ def page_router(console: ConsoleContext) -> APIRouter:  # noqa: PLR0915 - one cl
         data["consumers"] = next((q.consumers for q in queues or () if q.role == "work"), None)
         data["retry_waiting"] = sum(q.messages_ready for q in queues or () if q.role in ("retry", "delay"))
         data["in_progress"] = _in_progress()
+        data["held"] = _held()
         try:
             summary = summarise_archive(archive)
             now_ms = int(time.time() * 1000)

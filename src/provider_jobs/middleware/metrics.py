@@ -86,6 +86,7 @@ class Metrics(Middleware):
         worker_jobs_failed_by_category_total{category,reason}
         worker_job_duration_seconds{provider,operation,outcome}   histogram
         worker_jobs_in_progress                         gauge
+        worker_retries_held                             gauge: retries a worker holds, unacked
 
     ``provider`` and ``operation`` are message options; a message without
     them is labelled ``provider=""`` and its actor name as ``operation``.
@@ -157,6 +158,15 @@ class Metrics(Middleware):
             registry=self.registry,
             multiprocess_mode="livesum",
         )
+        self.retries_held = Gauge(
+            "worker_retries_held",
+            "Retries held by the worker until due (unacked, so a queue's message count leaves them out).",
+            labels,
+            registry=self.registry,
+            multiprocess_mode="livesum",
+        )
+        #: Held retries per consumer of this process (each consumer reports its own count).
+        self._held: dict[int, int] = {}
         self._durations: dict[tuple[str, str, str], Any] = {}
 
     # Label children, resolved once (a labels() lookup per message is measurable) and on
@@ -290,6 +300,16 @@ class Metrics(Middleware):
         self._local.attempt = None
         self._set_in_progress(-1)
         return attempt
+
+    def set_retries_held(self, holder: object, count: int) -> None:
+        """Record that ``holder`` (a consumer of this process) now holds ``count`` retries."""
+        with self._running_lock:
+            if count:
+                self._held[id(holder)] = count
+            else:
+                self._held.pop(id(holder), None)
+            total = sum(self._held.values())
+        self.retries_held.labels(self.worker_id).set(total)
 
     def _set_in_progress(self, change: int) -> None:
         """Set (never add to) the gauge, so that a stale value from an earlier life is overwritten."""
