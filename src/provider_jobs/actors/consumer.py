@@ -34,10 +34,6 @@ _CLOSE_WAIT_S = 5.0
 DELIVERIES_HEADER = "x-provider-jobs-deliveries"
 #: Category and reason of a job dead-lettered because its worker kept dying while running it.
 CRASH_LOOP = "crash_loop"
-#: A job whose deliveries ended without an outcome this often is a suspect: it runs alone.
-_SUSPECT_AFTER = 2
-#: How often the consumer checks whether a suspect can run alone, or has finished.
-_ISOLATION_POLL_S = 0.01
 #: The attribute on a message proxy naming the consumer (so the channel) that delivered it.
 _DELIVERED_BY = "_provider_jobs_delivered_by"
 
@@ -93,15 +89,12 @@ class WorkerConsumer(_RabbitmqConsumer):
     redelivered after a connection drop or a worker restart counts too.
 
     A job that shared a crash with the culprit (it was running or prefetched
-    in the process that died) is redelivered as well, so counting alone would
-    dead-letter the culprit's neighbours with it. Hence a job whose count
-    says two deliveries ended without an outcome is a *suspect*, and runs
-    alone: the consumer lowers its prefetch to 1, lets everything else on its
-    channel finish, then hands out the suspect and nothing else until it has
-    an outcome. If it kills the process then, it alone is redelivered and
-    counted; a neighbour proves itself by succeeding. The culprit thus runs
-    ``max_deliveries`` times (two with neighbours, the rest alone), with 3 or
-    more; a limit below 3 counts neighbours too.
+    in the process that died) is redelivered too and counted with it: with the
+    default limit of 5 it is dead-lettered only if it shared five crashes in
+    a row. (Running a suspect alone, with the channel's prefetch lowered to 1,
+    was tried and left out: RabbitMQ did not always resume deliveries to the
+    consumer afterwards, and a stalled consumer is worse than a neighbour
+    archived as ``crash_loop``, which can be replayed.)
     """
 
     def __init__(self, broker: Any, queue_name: str, prefetch: int, timeout: int) -> None:
@@ -387,57 +380,23 @@ class WorkerConsumer(_RabbitmqConsumer):
 
         self.channel.add_on_cancel_callback(on_cancel)
         self.channel.basic_consume(queue_name, on_message)
-        suspect: _Delivery | None = None
-        isolating = False
         while True:
-            if isolating and not self._unsettled():
-                # The suspect ran alone and has an outcome: back to the full prefetch.
-                isolating = False
-                self.channel.basic_qos(prefetch_count=0, global_qos=True)
             if arrived:
                 method, properties, body = delivery = arrived.popleft()
                 if method.redelivered and self._max_deliveries is not None:
                     self._recount(method, properties, body)
                     yield _NOTHING
-                elif self._max_deliveries is not None and _is_suspect(properties):
-                    if suspect is None and not isolating:
-                        # RabbitMQ delivers nothing more on this channel while one message is unacked:
-                        # the suspect. (A consumer's own prefetch applies only to later consumers.)
-                        self.channel.basic_qos(prefetch_count=1, global_qos=True)
-                        suspect = delivery
-                    else:
-                        # One suspect at a time: another one waiting here would share its crash.
-                        self._move(method, properties, queue_name, body, dict(properties.headers))
-                    yield _NOTHING
-                else:
-                    yield delivery
-                continue
-            if suspect is not None and not self._unsettled():
-                # Deliveries RabbitMQ sent before the lower prefetch took effect come first, and the
-                # acks of confirmed copies go on the wire.
-                self.connection.process_data_events(time_limit=0)
-                if arrived or self._unsettled():
-                    yield _NOTHING
                     continue
-                # Nothing else is unacked on this channel: if the suspect kills the process now,
-                # it alone is redelivered, and it alone counts a delivery without an outcome.
-                isolating, delivery, suspect = True, suspect, None
                 yield delivery
                 continue
             if self._cancelled:
                 # RabbitMQ cancelled the consumer (its queue was deleted): Dramatiq reconnects.
                 raise pika.exceptions.ConsumerCancelled(f"RabbitMQ cancelled the consumer of {queue_name}")
             wait_s = self._wait_s(idle_s)
-            if suspect is not None or isolating:
-                wait_s = min(wait_s, _ISOLATION_POLL_S)
             if wait_s > 0:
                 self.connection.process_data_events(time_limit=wait_s)
             if not arrived:
                 yield _NOTHING
-
-    def _unsettled(self) -> bool:
-        """Whether any delivery of this channel is unacked: running, held, or awaiting a confirm."""
-        return bool(self.known_tags or self._pending or self._awaiting)
 
 
 def held_retries(worker: Any) -> int:
@@ -456,13 +415,6 @@ def _message_id(properties: Any, body: bytes) -> str:
     except Exception:
         return "(unreadable)"
     return message_id if isinstance(message_id, str) else "(none)"
-
-
-def _is_suspect(properties: Any) -> bool:
-    """Whether a (fresh) delivery's count says :data:`_SUSPECT_AFTER` of its deliveries ended
-    without an outcome."""
-    headers = properties.headers or {}
-    return DELIVERIES_HEADER in headers and _count(headers[DELIVERIES_HEADER]) > _SUSPECT_AFTER
 
 
 def _count(value: Any) -> int:
