@@ -35,6 +35,7 @@ def test_a_job_that_kills_its_worker_is_dead_lettered_as_crash_loop_after_max_de
         "PROVIDER_JOBS_QUEUE_TYPE": queue_type,
         "PROVIDER_JOBS_RETRY_DELAY_S": "0.02",
         "PROVIDER_JOBS_MAX_DELIVERIES": str(limit),
+        "PROVIDER_JOBS_WORKER_ID": "crash-test-worker",
         "PROVIDER_JOBS_WORKER_THREADS": "2",
         "PROVIDER_JOBS_LOG_FORMAT": "json",
         "FAULT_OUTCOMES_DIR": str(tmp_path),
@@ -67,6 +68,7 @@ def test_a_job_that_kills_its_worker_is_dead_lettered_as_crash_loop_after_max_de
     if queue_type == "classic":  # the worker counted
         assert tally.dead_letters[crash]["deliveries"] == limit
         assert f"{limit} times" in tally.dead_letters[crash]["error"]
+        assert tally.dead_letters[crash]["worker_id"] == "crash-test-worker"
     else:  # RabbitMQ counted (x-delivery-limit)
         assert tally.dead_letters[crash]["reason"] == "delivery_limit"
     # `limit` deliveries ran it, the next dead-lettered it unrun; fewer if a copy and its original

@@ -6,8 +6,6 @@ import collections
 import heapq
 import itertools
 import json
-import os
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -21,10 +19,10 @@ from dramatiq.common import xq_name
 from dramatiq.errors import ConnectionClosed
 
 from ..envelope import misdelivery
-from ..middleware.dead_letters import DeadLetter, take_dead_letter
+from ..middleware.dead_letters import CRASH_LOOP, DEAD_LETTER_HEADER, DeadLetter, take_dead_letter
 from ..middleware.delays import take_hold
 
-__all__ = ["CRASH_LOOP", "DELIVERIES_HEADER", "WorkerConsumer", "held_retries"]
+__all__ = ["DELIVERIES_HEADER", "WorkerConsumer", "held_retries"]
 
 _Delivery = tuple[Any, Any, Any]
 _NOTHING: _Delivery = (None, None, None)
@@ -32,8 +30,6 @@ _NOTHING: _Delivery = (None, None, None)
 _CLOSE_WAIT_S = 5.0
 #: AMQP header of a job's copy: how many of its deliveries ended without an outcome, plus one.
 DELIVERIES_HEADER = "x-provider-jobs-deliveries"
-#: Category and reason of a job dead-lettered because its worker kept dying while running it.
-CRASH_LOOP = "crash_loop"
 #: The attribute on a message proxy naming the consumer (so the channel) that delivered it.
 _DELIVERED_BY = "_provider_jobs_delivered_by"
 
@@ -113,6 +109,10 @@ class WorkerConsumer(_RabbitmqConsumer):
         self._sequence = itertools.count()
         self._cancelled = False
         self._max_deliveries: int | None = getattr(broker, "max_deliveries", None)
+        #: The worker's name for crash_loop dead letters: the one its retry middleware writes.
+        self._worker_id: str | None = next(
+            (m.worker_id for m in broker.middleware if isinstance(getattr(m, "worker_id", None), str)), None
+        )
         #: Where the count of held retries is reported (the broker's Metrics middleware), if any.
         self._report_held = next(
             (m.set_retries_held for m in broker.middleware if hasattr(m, "set_retries_held")), None
@@ -337,8 +337,8 @@ class WorkerConsumer(_RabbitmqConsumer):
             routing_key, out = self.queue_name, body
         else:
             headers[DELIVERIES_HEADER] = ended
-            headers["x-provider-jobs-dead-letter"] = CRASH_LOOP
-            routing_key, out = xq_name(self.queue_name), _crash_loop_body(body, ended)
+            headers[DEAD_LETTER_HEADER] = CRASH_LOOP
+            routing_key, out = xq_name(self.queue_name), _crash_loop_body(body, ended, self._worker_id)
             self.logger.error(
                 "Message %s dead-lettered as %s: %d deliveries ended without an outcome (its worker "
                 "process died running it); it is not run again",
@@ -425,7 +425,7 @@ def _count(value: Any) -> int:
     return 1
 
 
-def _crash_loop_body(body: bytes, deliveries: int) -> bytes:
+def _crash_loop_body(body: bytes, deliveries: int, worker_id: str | None) -> bytes:
     """The message with a :data:`CRASH_LOOP` dead letter's details in its options (the body as it
     was when it is not a Dramatiq message: the archive keeps it byte for byte)."""
     try:
@@ -449,7 +449,7 @@ def _crash_loop_body(body: bytes, deliveries: int) -> bytes:
         "attempts": (retries if isinstance(retries, int) else 0) + 1,
         "max_retries": message.options.get("max_retries"),
         "deliveries": deliveries,
-        "worker_id": f"{socket.gethostname()}-{os.getpid()}",
+        "worker_id": worker_id,
         "queue_name": message.queue_name,
         "dead_lettered_at_ms": int(time.time() * 1000),
     }

@@ -30,6 +30,8 @@ from .publisher import ConfirmPublisher, amqp_priority
 from .retry_log import logger
 
 __all__ = [
+    "CRASH_LOOP",
+    "DEAD_LETTER_HEADER",
     "MAX_ATTEMPT_HISTORY",
     "DeadLetter",
     "dead_letter_of",
@@ -42,6 +44,10 @@ __all__ = [
     "take_dead_letter",
 ]
 
+#: AMQP header naming why a dead letter was published (its reason), on every one we publish.
+DEAD_LETTER_HEADER = "x-provider-jobs-dead-letter"
+#: Category and reason of a job whose deliveries kept ending without an outcome (its worker died).
+CRASH_LOOP = "crash_loop"
 #: Attempt records kept per message; older ones are dropped so that an actor
 #: retried forever does not grow its message without bound.
 MAX_ATTEMPT_HISTORY = 50
@@ -192,7 +198,7 @@ def dead_letter_of(message: dramatiq.MessageProxy) -> DeadLetter:
         routing_key=xq_name(message.queue_name),
         body=message._message.encode(),
         priority=amqp_priority(message.options.get("broker_priority")),
-        headers={"x-provider-jobs-dead-letter": str(message.options["dead_letter"]["reason"])},
+        headers={DEAD_LETTER_HEADER: str(message.options["dead_letter"]["reason"])},
         message_id=shortstr_or_none(message.message_id),
     )
 

@@ -13,6 +13,8 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 from ...envelope import MAX_TIMESTAMP_MS, misdelivery, read_message
+from ...middleware.dead_letters import CRASH_LOOP as CRASH_LOOP  # noqa: PLC0414 (written by the worker)
+from ...middleware.dead_letters import DEAD_LETTER_HEADER as DEAD_LETTER_HEADER  # noqa: PLC0414
 
 __all__ = [
     "AGE_LIMIT",
@@ -32,14 +34,10 @@ __all__ = [
 
 #: Category of a message ``AgeLimit`` refused because it was too old.
 AGE_LIMIT = "age_limit"
-#: Category of a job whose deliveries kept ending without an outcome (its worker process died).
-CRASH_LOOP = "crash_loop"
 #: x-death reason of a quorum queue's dead letter at its ``x-delivery-limit``.
 DELIVERY_LIMIT = "delivery_limit"
 #: Category of a message nacked with no failure recorded (unknown actor, plain ``fail()``).
 REJECTED = "rejected"
-#: AMQP header ``ClassifiedRetries`` puts on enriched dead letters.
-DEAD_LETTER_HEADER = "x-provider-jobs-dead-letter"
 #: Header values that are JSON-safe as they are.
 _PLAIN = (str, int, float, bool)
 
