@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -81,29 +81,37 @@ class Sent:
     behaviours: dict[str, str] = field(default_factory=dict)
 
 
+def interleaved(mix: dict[str, int]) -> Iterator[str]:
+    """The behaviours of ``mix`` (behaviour -> count), one of each in turn until every count is spent."""
+    remaining = dict(mix)
+    while any(remaining.values()):
+        for behaviour, count in remaining.items():
+            if count:
+                remaining[behaviour] = count - 1
+                yield behaviour
+
+
+def send_job(actors: dict[str, Any], behaviour: str, job_id: str) -> None:
+    """Publish one job of the workload, with confirms."""
+    actors["create_resource"].send(
+        provider_namespace=NAMESPACE,
+        resource_type=RESOURCE_TYPE,
+        operation="create",
+        request={"behaviour": behaviour},
+        job_id=job_id,
+    )
+
+
 def send(settings: Settings, mix: dict[str, int]) -> Sent:
     """Publish ``mix`` (behaviour -> count) with confirms, interleaved; the ids and behaviours sent."""
     broker = build_broker(settings)
     actors = declare_provider_actors(broker, None, settings)
     sent = Sent()
-    remaining = dict(mix)
-    n = 0
     try:
-        while any(remaining.values()):
-            for behaviour, count in remaining.items():
-                if not count:
-                    continue
-                remaining[behaviour] = count - 1
-                job_id = f"{behaviour}-{n}"
-                n += 1
-                actors["create_resource"].send(
-                    provider_namespace=NAMESPACE,
-                    resource_type=RESOURCE_TYPE,
-                    operation="create",
-                    request={"behaviour": behaviour},
-                    job_id=job_id,
-                )
-                sent.behaviours[job_id] = behaviour
+        for n, behaviour in enumerate(interleaved(mix)):
+            job_id = f"{behaviour}-{n}"
+            send_job(actors, behaviour, job_id)
+            sent.behaviours[job_id] = behaviour
     finally:
         broker.close()
     return sent

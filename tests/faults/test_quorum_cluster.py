@@ -36,7 +36,7 @@ from provider_jobs.settings import Settings
 from rabbitmq_cluster import Cluster, Node
 from test_compat import CustomProviderWorker
 
-from fault_workload import NAMESPACE, RESOURCE_TYPE, Sent, Tally
+from fault_workload import Sent, Tally, interleaved, send_job
 
 HERE = Path(__file__).parent
 
@@ -72,31 +72,20 @@ class Producer:
     def send(self, mix: dict[str, int]) -> None:
         broker = build_broker(self.settings)
         actors = declare_provider_actors(broker, None, self.settings)
-        remaining = dict(mix)
         try:
-            while any(remaining.values()):
-                for behaviour, count in remaining.items():
-                    if not count:
-                        continue
-                    job_id = f"{self.prefix}{behaviour}-{self.counter}"
-                    deadline = time.monotonic() + 60
-                    while True:
-                        try:
-                            actors["create_resource"].send(
-                                provider_namespace=NAMESPACE,
-                                resource_type=RESOURCE_TYPE,
-                                operation="create",
-                                request={"behaviour": behaviour},
-                                job_id=job_id,
-                            )
-                            break
-                        except Exception:
-                            assert time.monotonic() < deadline, f"could not send {job_id} for 60 s"
-                            self.resends += 1
-                            time.sleep(0.2)
-                    self.sent.behaviours[job_id] = behaviour
-                    remaining[behaviour] = count - 1
-                    self.counter += 1
+            for behaviour in interleaved(mix):
+                job_id = f"{self.prefix}{behaviour}-{self.counter}"
+                deadline = time.monotonic() + 60
+                while True:
+                    try:
+                        send_job(actors, behaviour, job_id)
+                        break
+                    except Exception:
+                        assert time.monotonic() < deadline, f"could not send {job_id} for 60 s"
+                        self.resends += 1
+                        time.sleep(0.2)
+                self.sent.behaviours[job_id] = behaviour
+                self.counter += 1
         finally:
             broker.close()
 
