@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -15,6 +17,8 @@ __all__ = ["STANDARD_OPERATIONS", "ProviderJob", "parse_job"]
 
 #: Operations every provider understands; providers may define more actions.
 STANDARD_OPERATIONS = ("create", "get", "update", "delete")
+#: Hex digits of the content digest in the key of an edited job (128 bits).
+_KEY_DIGEST_CHARS = 32
 
 
 def _new_job_id() -> str:
@@ -23,6 +27,10 @@ def _new_job_id() -> str:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _job_id_of(data: dict[str, Any]) -> Any:
+    return data["job_id"]
 
 
 class ProviderJob(BaseModel):
@@ -38,6 +46,10 @@ class ProviderJob(BaseModel):
         priority: 0-9, higher runs first (RabbitMQ priority queue). Default 5.
         submitted_at: When the producer submitted the job (UTC); defaults to now.
         correlation_id: Optional id tying the job to a caller's request.
+        idempotency_key: What the provider deduplicates calls by: the same for
+            every attempt and redelivery of the job. Default: ``job_id``. An
+            edited replay gets a key of its own (:meth:`rekeyed`); a message
+            without the field (any message but an edited replay's) has the default.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
@@ -52,6 +64,8 @@ class ProviderJob(BaseModel):
     priority: int = Field(default=5, ge=0, le=9, strict=True)
     submitted_at: datetime = Field(default_factory=_now)
     correlation_id: str | None = Field(default=None, max_length=128)
+    # Declared after job_id: its default is the validated job_id.
+    idempotency_key: str = Field(default_factory=_job_id_of, min_length=1, max_length=255)
 
     @property
     def provider(self) -> str:
@@ -59,8 +73,30 @@ class ProviderJob(BaseModel):
         return f"{self.provider_namespace}/{self.resource_type}"
 
     def to_message(self) -> dict[str, Any]:
-        """The JSON-safe dict carried in the Dramatiq message."""
+        """The JSON-safe dict carried in the Dramatiq message.
+
+        ``idempotency_key`` is left out when it is the default (the job id), so
+        that workers which do not know the field still take every message but
+        an edited replay's.
+        """
+        if self.idempotency_key == self.job_id:
+            return self.model_dump(mode="json", exclude={"idempotency_key"})
         return self.model_dump(mode="json")
+
+    def rekeyed(self) -> ProviderJob:
+        """This job under a key of its own content: what a replay with edits runs.
+
+        The key is ``<job_id>.<digest>``, the digest a SHA-256 of every field but
+        the key. An edited job is another operation, which a provider must not
+        take for a repeat of the original; the same edit of the same job gets the
+        same key, so that sending it twice (a replay whose confirm was lost, run
+        again) still runs it once.
+        """
+        content = json.dumps(
+            self.model_dump(mode="json", exclude={"idempotency_key"}), sort_keys=True, separators=(",", ":")
+        )
+        digest = hashlib.sha256(content.encode()).hexdigest()[:_KEY_DIGEST_CHARS]
+        return self.model_copy(update={"idempotency_key": f"{self.job_id}.{digest}"})
 
 
 def parse_job(data: ProviderJob | Mapping[str, Any]) -> ProviderJob:
@@ -78,6 +114,9 @@ def parse_job(data: ProviderJob | Mapping[str, Any]) -> ProviderJob:
         return ProviderJob.model_validate(dict(data))
     except ValidationError as exc:
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'job'}: {err['msg']}" for err in exc.errors()
+            f"{'.'.join(str(p) for p in err['loc']) or 'job'}: {err['msg']}"
+            for err in exc.errors()
+            # idempotency_key's default waits for a valid job_id, whose own error is named.
+            if err["type"] != "default_factory_not_called"
         )
         raise InvalidJob(f"Validation error: invalid job: {problems}") from None

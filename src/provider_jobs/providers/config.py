@@ -61,18 +61,31 @@ def _build(entry: dict[str, Any]) -> Provider:
 
         if not entry.get("url"):
             raise ConfigurationError(f"provider entry {entry!r} is not allowed: an http provider needs 'url'")
+        name = f"{entry.get('namespace')}/{entry.get('resource_type')}"
+        try:
+            timeout_s = float(entry.get("timeout_s", 30.0))
+            connect_timeout_s = float(entry.get("connect_timeout_s", 5.0))
+            headers = {str(k): str(v) for k, v in dict(entry.get("headers") or {}).items()}
+        except (TypeError, ValueError) as exc:
+            raise ConfigurationError(
+                f"provider entry {name} is not allowed: "
+                f"timeout_s and connect_timeout_s must be numbers, headers a table ({exc})"
+            ) from None
+        options = {}
+        if "idempotency_header" in entry:
+            # TOML has no null: false turns the header off there, as null does in JSON.
+            header = entry["idempotency_header"]
+            options["idempotency_header"] = None if header is False else header
         try:
             return HttpProvider(
                 str(entry["url"]),
-                timeout_s=float(entry.get("timeout_s", 30.0)),
-                connect_timeout_s=float(entry.get("connect_timeout_s", 5.0)),
-                headers={str(k): str(v) for k, v in dict(entry.get("headers") or {}).items()},
+                timeout_s=timeout_s,
+                connect_timeout_s=connect_timeout_s,
+                headers=headers,
+                **options,
             )
-        except (TypeError, ValueError) as exc:
-            raise ConfigurationError(
-                f"provider entry {entry.get('namespace')}/{entry.get('resource_type')} is not allowed: "
-                f"timeout_s and connect_timeout_s must be numbers, headers a table ({exc})"
-            ) from None
+        except ValueError as exc:
+            raise ConfigurationError(f"provider entry {name}: {exc}") from None
     if kind == "python":
         target = str(entry.get("target", ""))
         module_name, _, attribute = target.partition(":")
@@ -98,7 +111,9 @@ def load_providers(registry: ProviderRegistry, *, spec: str = "", path: str | No
         spec: ``Namespace/Type=URL`` pairs separated by ``;``.
         path: A TOML or JSON file with a ``providers`` list of tables with
             ``namespace``, ``resource_type``, ``kind`` (``http`` or ``python``)
-            and ``url`` / ``timeout_s`` / ``headers`` or ``target`` (``module:attribute``).
+            and ``url`` / ``timeout_s`` / ``connect_timeout_s`` / ``headers`` /
+            ``idempotency_header`` (a header name, or ``false`` to send none)
+            or ``target`` (``module:attribute``).
 
     Returns:
         The ``namespace/resource_type`` keys registered.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import email.utils
+import re
 import time
 from typing import Any
 
@@ -23,6 +24,9 @@ from ..errors import (
 from ..jobs import ProviderJob
 
 __all__ = ["HttpProvider", "parse_retry_after"]
+
+#: An HTTP field name: a token of RFC 9110's characters.
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 #: Status code to the error raised for it. 404 means the resource or route
 #: is not there: retrying will not make it appear, so it is permanent.
@@ -85,7 +89,14 @@ class HttpProvider:
         timeout_s: Read / write timeout in seconds. Default 30.
         connect_timeout_s: Connect timeout in seconds. Default 5.
         headers: Extra headers sent with every call (for example authorization).
+        idempotency_header: The header that carries the job's
+            :attr:`~provider_jobs.jobs.ProviderJob.idempotency_key`, the same on
+            every attempt and redelivery of a job; ``None`` sends none. Default
+            ``Idempotency-Key``.
         transport: An httpx transport, for tests. Default: a real network transport.
+
+    Raises:
+        ValueError: ``idempotency_header`` is not an HTTP header name.
     """
 
     def __init__(
@@ -95,9 +106,18 @@ class HttpProvider:
         timeout_s: float = 30.0,
         connect_timeout_s: float = 5.0,
         headers: dict[str, str] | None = None,
+        idempotency_header: str | None = "Idempotency-Key",
         transport: httpx.BaseTransport | None = None,
     ) -> None:
+        if idempotency_header is not None and not (
+            isinstance(idempotency_header, str) and _HEADER_NAME.fullmatch(idempotency_header)
+        ):
+            raise ValueError(
+                f"idempotency_header={idempotency_header!r} is not allowed: expected an HTTP header name "
+                "such as 'Idempotency-Key' (letters, digits, '-'), or none to send no key"
+            )
         self.base_url = base_url.rstrip("/")
+        self.idempotency_header = idempotency_header
         self._client = httpx.Client(
             timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
             headers=headers,
@@ -119,8 +139,11 @@ class HttpProvider:
 
     def execute(self, job: ProviderJob) -> Any:
         url = f"{self.base_url}/operations/{job.operation}"
+        headers = {"X-Job-Id": job.job_id}
+        if self.idempotency_header is not None:
+            headers[self.idempotency_header] = job.idempotency_key
         try:
-            response = self._client.post(url, json=job.to_message(), headers={"X-Job-Id": job.job_id})
+            response = self._client.post(url, json=job.to_message(), headers=headers)
         except httpx.TimeoutException as exc:
             raise ProviderTimeout(f"Timeout calling {url}: {type(exc).__name__}") from exc
         except httpx.ConnectError as exc:

@@ -81,6 +81,12 @@ def prepare_message(
 ) -> dict[str, Any]:
     """The message replaying ``record`` sends, edited by the patches, before its new id and time.
 
+    The job keeps its idempotency key unless an edit changes it: a plain replay
+    re-runs the same operation, which a provider that saw it complete can
+    dedupe; an edited job gets :meth:`~provider_jobs.jobs.ProviderJob.rekeyed`'s
+    key, unless the job patch names ``idempotency_key`` itself (``null``
+    restores the job id).
+
     Raises:
         InvalidJob: An edit makes the job invalid.
         NotReplayable: An edit was asked for a message that holds no provider job.
@@ -90,6 +96,7 @@ def prepare_message(
     kwargs = dict(message["kwargs"])
     job_data = kwargs.get("job")
     if isinstance(job_data, dict):
+        original = job_data
         operation = job_data.get("operation")
         job_data = merge_patch(job_data, job_patch) if job_patch is not None else job_data
         edited_operation = job_data.get("operation") if isinstance(job_data, dict) else operation
@@ -105,6 +112,9 @@ def prepare_message(
             job = parse_job(job_data)
         except InvalidJob as exc:
             raise InvalidJob(f"Record {record.id}: {exc}; nothing was sent") from None
+        if job_data != original and "idempotency_key" not in (job_patch or {}):
+            # An edited job is another operation: a provider must not dedupe it against the original.
+            job = job.rekeyed()
         kwargs["job"] = job.to_message()
         options.update(
             broker_priority=job.priority,

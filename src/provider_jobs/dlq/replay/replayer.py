@@ -17,7 +17,8 @@ any redelivery can). Unpaced, the claims and marks run on one archive thread
 while the next batch publishes; a replay reads only the columns it sends from
 (:class:`~.claims.ReplaySource`).
 
-The fresh message keeps the job and its ``job_id`` but gets a new
+The fresh message keeps the job, its ``job_id`` and its idempotency key (an
+edit that changes the job gives it a key of its own) but gets a new
 ``message_id``, a fresh ``message_timestamp`` (or ``AgeLimit`` would drop it),
 ``retries`` reset to 0, no ``attempt_history`` / ``dead_letter`` /
 ``traceback``, and ``replay_of`` = the archive id.
