@@ -7,7 +7,7 @@ import socket
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pytest
 
@@ -21,10 +21,13 @@ class Handler(BaseHTTPRequestHandler):
     """Answers ``POST /operations/<status>`` with that status; ``/operations/slow`` never answers in time."""
 
     received: ClassVar[list[dict]] = []
+    #: The request headers of each call, beside its body in ``received``.
+    received_headers: ClassVar[list[dict[str, str]]] = []
     release: ClassVar[threading.Event] = threading.Event()
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        Handler.received_headers.append({k.lower(): v for k, v in self.headers.items()})
         Handler.received.append(body)
         operation = self.path.rsplit("/", 1)[-1]
         if operation == "slow":
@@ -67,7 +70,7 @@ def server() -> Iterator[str]:
 def http_provider() -> Iterator[Callable[..., HttpProvider]]:
     made: list[HttpProvider] = []
 
-    def make(url: str, **options: float) -> HttpProvider:
+    def make(url: str, **options: Any) -> HttpProvider:
         made.append(HttpProvider(url, **options))
         return made[-1]
 
@@ -158,3 +161,37 @@ def test_words_in_the_providers_url_never_decide_the_category(http_provider, ser
     with pytest.raises(errors.ProviderError) as caught:
         http_provider(f"{server}/authorization-validation").execute(job("s500"))
     assert ErrorClassifier()(caught.value).category.name == "service_unavailable"
+
+
+def test_the_job_s_idempotency_key_is_sent_as_the_idempotency_key_header(http_provider, server: str) -> None:
+    the_job = job("create")
+    http_provider(server).execute(the_job)
+    assert Handler.received_headers[-1]["idempotency-key"] == the_job.job_id
+    assert Handler.received_headers[-1]["x-job-id"] == the_job.job_id
+
+
+def test_a_key_of_its_own_is_sent_rather_than_the_job_id(http_provider, server: str) -> None:
+    the_job = job("create").rekeyed()
+    http_provider(server).execute(the_job)
+    assert Handler.received_headers[-1]["idempotency-key"] == the_job.idempotency_key != the_job.job_id
+
+
+def test_the_idempotency_header_s_name_is_configurable(http_provider, server: str) -> None:
+    the_job = job("create")
+    http_provider(server, idempotency_header="X-Request-Key").execute(the_job)
+    assert Handler.received_headers[-1]["x-request-key"] == the_job.job_id
+    assert "idempotency-key" not in Handler.received_headers[-1]
+
+
+def test_an_idempotency_header_of_none_sends_no_key(http_provider, server: str) -> None:
+    http_provider(server, idempotency_header=None).execute(job("create"))
+    headers = Handler.received_headers[-1]
+    assert "idempotency-key" not in headers and "x-job-id" in headers
+
+
+@pytest.mark.parametrize("name", ["", "Idempotency Key", "Key:", "Clé", 5])
+def test_an_idempotency_header_that_is_not_a_header_name_is_refused(name: object) -> None:
+    with pytest.raises(
+        ValueError, match=r"^idempotency_header=.* is not allowed: expected an HTTP header name"
+    ):
+        HttpProvider("http://127.0.0.1:1", idempotency_header=name)  # type: ignore[arg-type]

@@ -131,3 +131,57 @@ def test_a_provider_entry_with_a_bad_timeout_is_one_clear_line(tmp_path: Path) -
         match=r"ITL\.Core/Disk is not allowed: timeout_s and connect_timeout_s must be numbers",
     ):
         load_providers(ProviderRegistry(), path=str(bad))
+
+
+def test_a_provider_entry_names_its_idempotency_header_or_turns_it_off(tmp_path: Path) -> None:
+    providers_file = tmp_path / "providers.toml"
+    providers_file.write_text(
+        '[[providers]]\nnamespace = "ITL.Core"\nresource_type = "Disk"\nurl = "http://d"\n'
+        'idempotency_header = "X-Request-Key"\n'
+        '[[providers]]\nnamespace = "ITL.Core"\nresource_type = "Nic"\nurl = "http://n"\n'
+        "idempotency_header = false\n"
+        '[[providers]]\nnamespace = "ITL.Core"\nresource_type = "Vm"\nurl = "http://v"\n'
+    )
+    json_file = tmp_path / "providers.json"
+    json_file.write_text(
+        json.dumps(
+            {
+                "providers": [
+                    {
+                        "namespace": "ITL.Dns",
+                        "resource_type": "Zone",
+                        "url": "http://z",
+                        "idempotency_header": None,
+                    }
+                ]
+            }
+        )
+    )
+    registry = ProviderRegistry()
+    load_providers(registry, path=str(providers_file))
+    load_providers(registry, path=str(json_file))
+    headers = {
+        key: registry.get(*key.split("/")).idempotency_header  # type: ignore[attr-defined]
+        for key in ("ITL.Core/Disk", "ITL.Core/Nic", "ITL.Core/Vm", "ITL.Dns/Zone")
+    }
+    assert headers == {
+        "ITL.Core/Disk": "X-Request-Key",
+        "ITL.Core/Nic": None,
+        "ITL.Core/Vm": "Idempotency-Key",
+        "ITL.Dns/Zone": None,
+    }
+
+
+@pytest.mark.parametrize("value", ['"Idempotency Key"', "true", "3", '""'])
+def test_a_bad_idempotency_header_is_one_clear_line_naming_the_entry(tmp_path: Path, value: str) -> None:
+    bad = tmp_path / "providers.toml"
+    bad.write_text(
+        '[[providers]]\nnamespace = "ITL.Core"\nresource_type = "Disk"\n'
+        f'url = "http://d"\nidempotency_header = {value}\n'
+    )
+    with pytest.raises(ConfigurationError) as caught:
+        load_providers(ProviderRegistry(), path=str(bad))
+    message = str(caught.value)
+    assert "\n" not in message
+    assert message.startswith("provider entry ITL.Core/Disk: idempotency_header=")
+    assert "is not allowed: expected an HTTP header name such as 'Idempotency-Key'" in message
