@@ -25,6 +25,7 @@ from ..middleware import ClassifiedRetries, Classifier, ErrorClassifier, LogCont
 from ..middleware.breaker import ProviderBreakers
 from ..rabbitmq.queue_types import dead_letter_queue_arguments, declare_queue, queue_arguments
 from ..settings import Settings
+from ..tracing import active_provider
 from .consumer import WorkerConsumer
 from .encoder import OrjsonEncoder
 
@@ -140,8 +141,22 @@ class _ProviderBroker(RabbitmqBroker):
                 self.logger.critical("Unexpected failure in %s of %r.", signal, middleware, exc_info=True)
 
 
+def _tracing(tracer_provider: Any) -> list[Middleware]:
+    """The ``Tracing`` middleware when tracing is on, else nothing (no hook costs anything)."""
+    provider = active_provider(tracer_provider)
+    if provider is None:
+        return []
+    from ..tracing.middleware import Tracing
+
+    return [Tracing(tracer_provider=provider)]
+
+
 def build_broker(
-    settings: Settings, *, classifier: Classifier | None = None, middleware: Sequence[Middleware] = ()
+    settings: Settings,
+    *,
+    classifier: Classifier | None = None,
+    middleware: Sequence[Middleware] = (),
+    tracer_provider: Any = None,
 ) -> RabbitmqBroker:
     """A RabbitMQ broker with publisher confirms, JSON messages, priorities and our middleware.
 
@@ -153,6 +168,9 @@ def build_broker(
         classifier: Decides which errors are retried. Defaults to an
             ``ErrorClassifier`` honouring ``settings.unknown_errors_retryable``.
         middleware: Extra middleware, placed before ``ClassifiedRetries``.
+        tracer_provider: An OpenTelemetry ``TracerProvider`` for the ``Tracing`` middleware.
+            Default ``None``: the global one if the application set one (see
+            :func:`~provider_jobs.tracing.configure_tracing`); with none, no tracing middleware.
     """
     dramatiq.set_encoder(OrjsonEncoder())
     metrics = Metrics(worker_id=settings.worker_id, http_port=settings.metrics_port)
@@ -187,6 +205,8 @@ def build_broker(
         # Quorum queues refuse x-max-priority; RabbitMQ 4 gives them two priority bands of its own.
         max_priority=None if quorum else MAX_PRIORITY,
         middleware=[
+            # First, so that its span covers every other hook and ends after the retry decision.
+            *_tracing(tracer_provider),
             AgeLimit(),
             TimeLimit(),
             ShutdownNotifications(),

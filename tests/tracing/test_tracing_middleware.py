@@ -1,0 +1,179 @@
+"""The Tracing middleware on a real broker: a send span per job, a process span per attempt, one trace."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from typing import Any
+
+import dramatiq
+from dramatiq.brokers.stub import StubBroker
+from opentelemetry.trace import SpanKind
+
+from provider_jobs.actors.broker import build_broker
+from provider_jobs.actors.provider_ops import declare_provider_actors
+from provider_jobs.errors import ValidationFailed
+from provider_jobs.providers import FunctionProvider, ProviderRegistry
+from provider_jobs.tracing import TRACE_OPTION, trace_id_of
+from provider_jobs.tracing.middleware import Tracing
+
+from support import running_worker, take_dead_letters, wait_for
+
+RG = {"provider_namespace": "ITL.Core", "resource_type": "ResourceGroup"}
+
+
+class Fails:
+    """Raises ``error`` for the first ``failures`` attempts, then succeeds; counts attempts."""
+
+    def __init__(self, error: Exception, failures: int = 1) -> None:
+        self.error = error
+        self.failures = failures
+        self.calls = 0
+        self.lock = threading.Lock()
+
+    def __call__(self, job: Any) -> None:
+        with self.lock:
+            self.calls += 1
+            attempt = self.calls
+        if attempt <= self.failures:
+            raise self.error
+
+
+def _system(settings: Any, provider: Fails, tracer_provider: Any, **changes: Any) -> tuple[Any, Any]:
+    changed = dataclasses.replace(settings, **changes)
+    registry = ProviderRegistry()
+    registry.register("ITL.Core", "ResourceGroup", FunctionProvider({"create": provider}))
+    broker = build_broker(changed, tracer_provider=tracer_provider)
+    return broker, declare_provider_actors(broker, registry, changed)["create_resource"]
+
+
+def _spans(exporter: Any, count: int) -> list[Any]:
+    return wait_for(lambda: (spans := exporter.get_finished_spans()) and len(spans) >= count and spans)
+
+
+def _process(spans: list[Any]) -> list[Any]:
+    return sorted(
+        (s for s in spans if s.kind is SpanKind.CONSUMER), key=lambda s: s.attributes["provider_jobs.attempt"]
+    )
+
+
+def test_a_job_retried_through_a_delay_queue_is_one_trace_of_a_send_and_two_process_spans(
+    settings, queue_name, tracer_provider, exporter
+) -> None:
+    provider = Fails(ConnectionError("connection reset by peer"))
+    broker, actor = _system(settings, provider, tracer_provider, hold_retries_up_to_ms=0)
+    message = actor.send(RG)
+    with running_worker(broker):
+        spans = _spans(exporter, 3)
+    send = next(s for s in spans if s.kind is SpanKind.PRODUCER)
+    first, second = _process(spans)
+    assert send.name == f"send {queue_name}"
+    assert {s.context.trace_id for s in spans} == {send.context.trace_id}
+    assert first.parent.span_id == second.parent.span_id == send.context.span_id
+    assert first.name == f"process {queue_name}"
+    assert first.attributes["messaging.message.id"] == message.message_id
+    assert first.attributes["provider_jobs.job_id"] == message.options["job_id"]
+    assert first.attributes["provider_jobs.provider"] == "ITL.Core/ResourceGroup"
+    assert first.attributes["provider_jobs.operation"] == "create"
+    assert first.attributes["provider_jobs.max_attempts"] == settings.max_retries + 1
+    assert first.attributes["provider_jobs.outcome"] == "retry_scheduled"
+    assert first.attributes["provider_jobs.error.category"] == "connection_error"
+    assert first.attributes["provider_jobs.error.retryable"] is True
+    assert first.attributes["provider_jobs.retry.delay_ms"] == 20
+    assert second.attributes["provider_jobs.attempt"] == 2
+    assert second.attributes["provider_jobs.outcome"] == "succeeded"
+
+
+def test_a_held_retry_stays_in_the_jobs_trace(settings, tracer_provider, exporter) -> None:
+    provider = Fails(ConnectionError("connection reset by peer"))
+    broker, actor = _system(settings, provider, tracer_provider, hold_retries_up_to_ms=1000)
+    actor.send(RG)
+    with running_worker(broker):
+        spans = _spans(exporter, 3)
+    first, second = _process(spans)
+    assert first.attributes["provider_jobs.retry.held"] is True
+    assert first.attributes["provider_jobs.outcome"] == "retry_scheduled"
+    assert second.attributes["provider_jobs.outcome"] == "succeeded"
+    assert first.context.trace_id == second.context.trace_id
+
+
+def test_a_retry_through_the_dramatiq_delay_queue_stays_in_the_jobs_trace(
+    settings, tracer_provider, exporter
+) -> None:
+    provider = Fails(ConnectionError("connection reset by peer"))
+    broker, actor = _system(settings, provider, tracer_provider, hold_retries_up_to_ms=0)
+    for middleware in broker.middleware:
+        if hasattr(middleware, "native_delays"):
+            middleware.native_delays = False
+    actor.send(RG)
+    with running_worker(broker):
+        spans = _spans(exporter, 3)
+    assert len([s for s in spans if s.kind is SpanKind.PRODUCER]) == 1
+    assert len({s.context.trace_id for s in spans}) == 1
+
+
+def test_a_permanent_failure_is_dead_lettered_with_its_trace_context_in_the_dead_letter(
+    settings, queue_name, amqp, tracer_provider, exporter
+) -> None:
+    provider = Fails(ValidationFailed("name is not valid"))
+    broker, actor = _system(settings, provider, tracer_provider)
+    actor.send(RG)
+    with running_worker(broker):
+        spans = _spans(exporter, 2)
+        [(_, letter)] = take_dead_letters(amqp, queue_name, 1)
+    [attempt] = _process(spans)
+    assert attempt.attributes["provider_jobs.outcome"] == "dead_lettered"
+    assert attempt.attributes["provider_jobs.dead_letter.reason"] == "non_retryable"
+    assert attempt.attributes["provider_jobs.error.category"] == "validation"
+    assert attempt.attributes["provider_jobs.error.retryable"] is False
+    assert attempt.attributes["error.type"] == "ValidationFailed"
+    assert trace_id_of(letter["options"][TRACE_OPTION]) == format(attempt.context.trace_id, "032x")
+
+
+def test_exhausted_retries_end_with_a_dead_lettered_attempt(settings, tracer_provider, exporter) -> None:
+    provider = Fails(ConnectionError("connection reset by peer"), failures=10)
+    broker, actor = _system(settings, provider, tracer_provider, max_attempts=2)
+    actor.send(RG)
+    with running_worker(broker):
+        spans = _spans(exporter, 3)
+    first, second = _process(spans)
+    assert first.attributes["provider_jobs.outcome"] == "retry_scheduled"
+    assert second.attributes["provider_jobs.outcome"] == "dead_lettered"
+    assert second.attributes["provider_jobs.dead_letter.reason"] == "exhausted"
+    assert second.attributes["provider_jobs.max_attempts"] == 2
+
+
+def test_without_a_tracer_provider_the_broker_has_no_tracing_middleware(settings) -> None:
+    broker = build_broker(settings)
+    assert not any(isinstance(m, Tracing) for m in broker.middleware)
+    broker.close()
+
+
+def test_the_middleware_adds_its_spans_to_a_plain_dramatiq_services_own_provider(
+    tracer_provider, exporter
+) -> None:
+    broker = StubBroker(middleware=[Tracing(tracer_provider=tracer_provider)])
+    broker.emit_after("process_boot")
+
+    @dramatiq.actor(broker=broker, queue_name="plain")
+    def plain() -> None:
+        pass
+
+    with exporter_context(tracer_provider) as parent:
+        plain.send()
+    worker = dramatiq.Worker(broker, worker_timeout=20)
+    worker.start()
+    broker.join("plain")
+    worker.join()
+    worker.stop()
+    spans = exporter.get_finished_spans()
+    [send] = [s for s in spans if s.kind is SpanKind.PRODUCER]
+    [process] = [s for s in spans if s.kind is SpanKind.CONSUMER]
+    assert send.parent.span_id == parent.get_span_context().span_id
+    assert process.context.trace_id == send.context.trace_id
+    assert process.attributes["provider_jobs.outcome"] == "succeeded"
+
+
+def exporter_context(tracer_provider: Any) -> Any:
+    """A span of the host service, current while its block sends a message."""
+    return tracer_provider.get_tracer("host").start_as_current_span("host request")
