@@ -13,6 +13,7 @@ retry decision, an optional HTTP ``status_code`` and an optional
     ├── InvalidJob                  job fails the schema (validation, permanent)
     ├── ArchiveError                the dead-letter archive failed
     │   ├── ArchiveUnavailable      its database cannot be reached (transient)
+    │   ├── ArchiveVersionError     its schema is older (upgrade it) or newer than this version
     │   ├── RecordNotFound          no archived dead letter with that id
     │   ├── RecordConflict          the record's status forbids the operation
     │   └── NotReplayable           the record holds no job that can be sent again
@@ -43,6 +44,7 @@ from typing import ClassVar
 __all__ = [
     "ArchiveError",
     "ArchiveUnavailable",
+    "ArchiveVersionError",
     "AuthorizationFailed",
     "BrokerUnavailable",
     "ConfigurationError",
@@ -116,6 +118,11 @@ class ArchiveError(ProviderJobsError):
 
 class ArchiveUnavailable(ArchiveError):
     """The archive database cannot be reached; the operation may succeed later."""
+
+
+class ArchiveVersionError(ArchiveError):
+    """The archive's schema is older than this version needs (run ``provider-jobs archive
+    upgrade``) or newer than it knows (upgrade provider-jobs)."""
 
 
 class RecordNotFound(ArchiveError, LookupError):

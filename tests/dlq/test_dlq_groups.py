@@ -7,6 +7,7 @@ import sqlalchemy as sa
 from test_dlq_archive import _record
 
 from provider_jobs.dlq import DeadLetterArchive, RecordFilter
+from provider_jobs.dlq.archive.versions import VERSION_TABLE
 
 
 def _summary(archive: DeadLetterArchive, record_filter: RecordFilter | None = None) -> list[tuple]:
@@ -85,15 +86,17 @@ def test_groups_filtered_by_category_or_provider_come_from_the_summary_and_match
     assert [g.count for g in by_summary] == [3]
 
 
-def test_an_archive_made_before_the_summary_is_counted_when_first_opened(archive_url: str) -> None:
+def test_an_archive_made_before_the_summary_is_counted_when_upgraded(archive_url: str) -> None:
     archive = DeadLetterArchive(archive_url)
     archive.store(_mixed(int(time.time() * 1000)))
     engine = archive._engine_ready()
     with engine.begin() as conn:
         conn.execute(sa.schema.DropTable(archive.tables.groups))
+        conn.execute(sa.text(f"DROP TABLE {VERSION_TABLE}"))
     archive.close()
 
     reopened = DeadLetterArchive(archive_url)
+    reopened.upgrade()
     assert [g.count for g in reopened.groups()] == [5, 3, 1]
     assert _summary(reopened, RecordFilter(statuses=["dead"])) == _recounted(reopened, ["dead"])
     reopened.close()

@@ -23,21 +23,24 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from ...errors import ArchiveError, ArchiveUnavailable, ConfigurationError
+from ...errors import ArchiveError, ArchiveUnavailable, ArchiveVersionError, ConfigurationError
 from ...json_bodies import read_json
+from ...redaction import DEFAULT_REDACT_KEYS, Redactor
 from .groups import GroupDeltas, GroupSummary
 from .schema import Tables
+from .search import FTS_TABLE, SEARCH_COLUMN, SEARCH_FIELDS, search_document
+from .versions import VERSION_TABLE, head_revision, read_state, upgrade
 
 __all__ = ["DEFAULT_CLAIM_TTL_S", "ArchiveDatabase", "chunks", "epoch_ms", "json_text", "moved", "removed"]
 
 #: A replay claim older than this is taken to be from a replayer that died.
 DEFAULT_CLAIM_TTL_S = 300.0
 
-#: Serialises table creation within the process; across processes, SQLite's
-#: ``BEGIN IMMEDIATE`` and PostgreSQL's advisory lock do.
+#: Serialises preparing the schema within the process; across processes, SQLite's
+#: ``BEGIN IMMEDIATE`` and PostgreSQL's advisory lock do (:mod:`.versions`).
 _CREATE_LOCK = threading.Lock()
-#: Key of the PostgreSQL advisory lock held while creating the tables.
-_CREATE_ADVISORY_KEY = 0x70_6A_64_6C_71  # "pjdlq"
+#: Records indexed for search per write transaction when an older version's are.
+_INDEX_BATCH = 2_000
 
 
 _stdlib_dumps = json.JSONEncoder(separators=(",", ":")).encode
@@ -129,8 +132,10 @@ class ArchiveDatabase:
         schema: str | None = None,
         busy_timeout_ms: int = 30_000,
         claim_ttl_s: float = DEFAULT_CLAIM_TTL_S,
+        redact_keys: Iterable[str] = DEFAULT_REDACT_KEYS,
     ) -> None:
         self.url = _engine_url(url)
+        self.redactor = Redactor(keys=redact_keys)
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
         if schema and self.is_sqlite:
             raise ConfigurationError(f"archive schema={schema!r} is not allowed with SQLite")
@@ -203,34 +208,95 @@ class ArchiveDatabase:
         if not self._ready:
             with _CREATE_LOCK:
                 if not self._ready:
-                    self._create_tables(self._engine)
+                    self._prepare(self._engine)
                     self._ready = True
         return self._engine
 
-    def _create_tables(self, engine: Engine) -> None:
-        """Create what is missing, in a write transaction taken before the first read.
+    def _prepare(self, engine: Engine) -> None:
+        """Make the archive ready to use: created if new, upgraded if it is older and
+        SQLite, refused if it is older and PostgreSQL (an operator upgrades it) or newer
+        than this version knows; then index what an older version wrote.
 
-        Under a deferred ``BEGIN`` two connections opening a fresh SQLite file
-        both read "no table", then both ask for the write lock, and one fails
-        with "database is locked" at once (the busy timeout cannot help a
-        deadlock). ``BEGIN IMMEDIATE`` takes the lock first and waits for it;
-        PostgreSQL takes an advisory lock for the same reason.
+        Raises:
+            ArchiveVersionError: The archive needs ``provider-jobs archive upgrade``, or
+                is newer than this version of provider-jobs.
         """
-        with (
-            self._errors("creating tables"),
-            engine.execution_options(provider_jobs_write=True).begin() as conn,
-        ):
-            if not self.is_sqlite:
-                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_CREATE_ADVISORY_KEY)))
-            if self.schema:
-                conn.execute(sa.schema.CreateSchema(self.schema, if_not_exists=True))
-            inspector = sa.inspect(conn)
-            summary_missing = not inspector.has_table(self.tables.groups.name, schema=self.schema)
-            records_existed = inspector.has_table(self.records.name, schema=self.schema)
-            self._metadata.create_all(conn)
-            if summary_missing and records_existed:
-                # An archive from before the summary table: count what it holds once.
-                self._groups.rebuild(conn)
+        with self._errors("reading the archive's schema version"), engine.connect() as conn:
+            state = read_state(conn, self.schema)
+        where = self.url.render_as_string(hide_password=True)
+        if state.newer:
+            raise ArchiveVersionError(
+                f"archive {where} is at schema revision {state.revision}, newer than this "
+                f"provider-jobs knows (its newest is {head_revision()}): upgrade provider-jobs to use it"
+            )
+        if not state.current:
+            if state.has_records and not self.is_sqlite:
+                raise ArchiveVersionError(
+                    f"archive {where} is at schema revision {state.effective}, this provider-jobs "
+                    f"needs {head_revision()}: run `provider-jobs archive upgrade` (safe while "
+                    "the archiver runs)"
+                )
+            with self._errors("upgrading the archive's schema"):
+                upgrade(engine, self.schema)
+        self._index_unsearchable(engine)
+
+    def upgrade(self) -> tuple[str | None, str]:
+        """Bring the archive to this version's schema, keeping every record, and index the
+        records it holds for search; safe while the archiver writes.
+
+        Returns:
+            The revision it was at (``None`` for a new archive) and the one it is at now.
+
+        Raises:
+            ArchiveVersionError: The archive is newer than this version of provider-jobs.
+            ArchiveUnavailable: The database cannot be reached.
+        """
+        if self._engine is None:
+            self._engine = self._make_engine()
+        engine = self._engine
+        with self._errors("reading the archive's schema version"), engine.connect() as conn:
+            before = read_state(conn, self.schema)
+        if before.newer:
+            raise ArchiveVersionError(
+                f"archive at schema revision {before.revision} is newer than this provider-jobs "
+                f"knows (its newest is {head_revision()}): upgrade provider-jobs"
+            )
+        with self._errors("upgrading the archive's schema"):
+            upgrade(engine, self.schema)
+        self._index_unsearchable(engine)
+        self._ready = True
+        return before.effective, head_revision()
+
+    def _index_unsearchable(self, engine: Engine) -> None:
+        """Write the search document of every record that has none (written by an older
+        version), a short write transaction per batch so that other writers interleave."""
+        records = self.records
+        search_text = records.c[SEARCH_COLUMN]
+        select = (
+            sa.select(*(records.c[name] for name in SEARCH_FIELDS))
+            .where(search_text.is_(None))
+            .order_by(records.c.id)
+            .limit(_INDEX_BATCH)
+        )
+        update = (
+            records.update()
+            .where(records.c.id == sa.bindparam("record_id"), search_text.is_(None))
+            .values({SEARCH_COLUMN: sa.bindparam("document")})
+        )
+        writer = engine.execution_options(provider_jobs_write=True)
+        while True:
+            with self._errors("indexing records for search"), writer.begin() as conn:
+                rows = conn.execute(select).all()
+                if rows:
+                    conn.execute(
+                        update,
+                        [
+                            {"record_id": row.id, "document": search_document(row, self.redactor)}
+                            for row in rows
+                        ],
+                    )
+            if len(rows) < _INDEX_BATCH:
+                return
 
     @contextlib.contextmanager
     def _read(self, doing: str) -> Iterator[Connection]:
@@ -245,10 +311,12 @@ class ArchiveDatabase:
             yield conn
 
     def check(self) -> None:
-        """Connect once and create the tables if needed.
+        """Connect once, and create the tables or upgrade an embedded SQLite archive if needed.
 
         Raises:
             ArchiveUnavailable: The database cannot be reached.
+            ArchiveVersionError: The archive needs ``provider-jobs archive upgrade``, or
+                is newer than this version of provider-jobs.
         """
         with self._read("checking the connection") as conn:
             conn.execute(sa.select(1))
@@ -268,6 +336,9 @@ class ArchiveDatabase:
                 conn.execute(sa.schema.DropSchema(self.schema, cascade=True, if_exists=True))
             else:
                 self._metadata.drop_all(conn)
+                if self.is_sqlite:
+                    conn.exec_driver_sql(f"DROP TABLE IF EXISTS {FTS_TABLE}")
+                conn.execute(sa.text(f"DROP TABLE IF EXISTS {VERSION_TABLE}"))
         self._ready = False
 
 

@@ -8,6 +8,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from .search import SearchMatch, search_terms
+
 __all__ = ["AuditEntry", "Group", "RecordFilter", "RetentionReport"]
 
 
@@ -26,7 +28,9 @@ class RecordFilter:
         queue_name: The queue the job was sent to.
         since_ms: Dead-lettered at or after (ms since the epoch).
         until_ms: Dead-lettered before (ms since the epoch).
-        text: Case-insensitive substring of the error, error type, job id or message id.
+        text: A search (:mod:`.search`): words, or ``"quoted phrases"``, each a
+            case-insensitive substring of the record's error type, error, provider,
+            operation, job id, message id or request (secrets masked), all required.
         not_escalated: Only records triage has not escalated yet.
     """
 
@@ -74,16 +78,8 @@ class RecordFilter:
             where.append(c.dead_lettered_ms >= self.since_ms)
         if self.until_ms is not None:
             where.append(c.dead_lettered_ms < self.until_ms)
-        if self.text:
-            pattern = f"%{self.text.replace('%', '').replace('_', '')}%"
-            where.append(
-                sa.or_(
-                    c.error.ilike(pattern),
-                    c.error_type.ilike(pattern),
-                    c.job_id.ilike(pattern),
-                    c.message_id.ilike(pattern),
-                )
-            )
+        if self.text and (terms := search_terms(self.text)):
+            where.append(SearchMatch(table, terms))
         if self.not_escalated:
             where.append(c.escalated_ms.is_(None))
         return where

@@ -3,7 +3,9 @@
 Indexes serve the archive's own queries and nothing else, since each one costs
 every insert: pages newest first (by status, category, provider, or category
 and provider), the group summary's upkeep (fingerprint), retention (archived
-time) and the dedupe key. Ids and job ids are searched by substring, which no B-tree serves.
+time) and the dedupe key. Text search (ids, job ids, errors, requests) reads the
+``search_text`` column through a trigram index, which the migrations create:
+an FTS5 table on SQLite, a ``pg_trgm`` GIN index on PostgreSQL (see :mod:`.search`).
 """
 
 from __future__ import annotations
@@ -68,6 +70,9 @@ class Tables:
             sa.Column("updated_ms", sa.BigInteger),
             sa.Column("claim_token", sa.String(64)),
             sa.Column("claimed_ms", sa.BigInteger),
+            # The masked search document (:func:`.search.search_document`); NULL only for a
+            # record an older version wrote, until the archive indexes it.
+            sa.Column("search_text", sa.Text),
             # Each page index ends in (dead_lettered_ms, id): the page's order, so that a
             # page newest first reads 50 index entries, not every match.
             sa.Index("ix_dead_letters_status_dead", "status", "dead_lettered_ms", "id"),
@@ -91,6 +96,13 @@ class Tables:
                 "id",
             ),
             sa.Index("ix_dead_letters_archived", "archived_ms"),
+            # The records still to index: empty but for what an older version writes.
+            sa.Index(
+                "ix_dead_letters_unsearchable",
+                "id",
+                sqlite_where=sa.text("search_text IS NULL"),
+                postgresql_where=sa.text("search_text IS NULL"),
+            ),
         )
         self.groups = sa.Table(
             "dead_letter_groups",

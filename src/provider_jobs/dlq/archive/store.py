@@ -31,14 +31,17 @@ from .groups import GroupSummary
 from .records import DeadLetter
 from .retention import ArchiveRetention
 from .schema import JSON_COLUMNS
+from .search import SEARCH_COLUMN, search_document
 from .status import DEAD, DISCARDED, REPLAYED, STATUSES, ArchiveStatus
 
 __all__ = ["DEAD", "DISCARDED", "REPLAYED", "STATUSES", "DeadLetterArchive", "ReplayMark"]
 
 logger = logging.getLogger("provider_jobs.dlq.archive.store")
 
-#: Columns the archiver inserts: every field of a record but its id.
+#: Fields of a record the archiver inserts: every one but its id.
 _INSERT_COLUMNS = tuple(f.name for f in dataclasses.fields(DeadLetter) if f.name != "id")
+#: Columns of the insert: those fields, then the record's search document.
+_STORED_COLUMNS = (*_INSERT_COLUMNS, SEARCH_COLUMN)
 _insert_values = operator.attrgetter(*_INSERT_COLUMNS)
 _JSON_POSITIONS = tuple(i for i, name in enumerate(_INSERT_COLUMNS) if name in JSON_COLUMNS)
 _UPDATED_POSITION = _INSERT_COLUMNS.index("updated_ms")
@@ -83,9 +86,17 @@ class DeadLetterArchive(ArchiveClaims, ArchiveStatus, ArchiveRetention, ArchiveA
         busy_timeout_ms: How long SQLite waits for another writer's lock.
             Default 30 000.
         claim_ttl_s: A replay claim older than this is taken over. Default 300.
+        redact_keys: Key names whose values are masked before a record is indexed
+            for search (``PROVIDER_JOBS_REDACT_KEYS``). Default
+            :data:`~provider_jobs.redaction.DEFAULT_REDACT_KEYS`.
 
     Raises:
         ConfigurationError: The URL names another database, or ``schema`` is set for SQLite.
+
+    The first operation also brings an embedded SQLite archive made by an earlier
+    version to this version's schema; an older PostgreSQL archive is refused with
+    :class:`~provider_jobs.errors.ArchiveVersionError` until ``provider-jobs archive
+    upgrade`` (:meth:`upgrade`) has run, and any archive newer than this version is refused.
     """
 
     def __repr__(self) -> str:
@@ -107,14 +118,14 @@ class DeadLetterArchive(ArchiveClaims, ArchiveStatus, ArchiveRetention, ArchiveA
         return dialect.insert(self.records).on_conflict_do_nothing(index_elements=["dedupe_key"])
 
     def _compiled_insert(self) -> str:
-        """The insert as DBAPI SQL with positional parameters in ``_INSERT_COLUMNS`` order."""
+        """The insert as DBAPI SQL with positional parameters in ``_STORED_COLUMNS`` order."""
         if self._insert_sql is None:
             dialect: sa.Dialect = (
                 sqlite.dialect(paramstyle="qmark")
                 if self.is_sqlite
                 else postgresql.psycopg.dialect(paramstyle="format")  # type: ignore[no-untyped-call]
             )
-            self._insert_sql = str(self._insert().compile(dialect=dialect, column_keys=list(_INSERT_COLUMNS)))
+            self._insert_sql = str(self._insert().compile(dialect=dialect, column_keys=list(_STORED_COLUMNS)))
         return self._insert_sql
 
     def store(self, records: Sequence[DeadLetter]) -> list[str]:
@@ -133,7 +144,8 @@ class DeadLetterArchive(ArchiveClaims, ArchiveStatus, ArchiveRetention, ArchiveA
         unique = list({r.dedupe_key: r for r in records}.values())
         if not unique:
             return []
-        rows = [_insert_row(record) for record in unique]
+        documents = [search_document(record, self.redactor) for record in unique]
+        rows = [(*_insert_row(record), document) for record, document in zip(unique, documents, strict=True)]
         sql = self._compiled_insert()
         with self._write(f"storing {len(rows)} dead letter(s)") as conn:
             savepoint = conn.begin_nested()
@@ -145,7 +157,7 @@ class DeadLetterArchive(ArchiveClaims, ArchiveStatus, ArchiveRetention, ArchiveA
                 insert = self._insert().returning(self.records.c.dedupe_key)
                 new = [
                     record
-                    for record in unique
+                    for record, document in zip(unique, documents, strict=True)
                     if conn.execute(
                         insert,
                         {
@@ -154,6 +166,7 @@ class DeadLetterArchive(ArchiveClaims, ArchiveStatus, ArchiveRetention, ArchiveA
                                 for name, value in zip(_INSERT_COLUMNS, _insert_row(record), strict=True)
                             },
                             "updated_ms": record.archived_ms,
+                            SEARCH_COLUMN: document,
                         },
                     ).first()
                 ]
@@ -165,6 +178,7 @@ class DeadLetterArchive(ArchiveClaims, ArchiveStatus, ArchiveRetention, ArchiveA
     def _record(self, row: sa.Row[Any]) -> DeadLetter:
         data = row._asdict()
         data.pop("claim_token", None)
+        data.pop(SEARCH_COLUMN, None)
         data.pop("claimed_ms", None)
         data["body"] = bytes(data["body"])
         data["replay_message_ids"] = list(data["replay_message_ids"] or [])

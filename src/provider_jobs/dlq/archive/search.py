@@ -1,0 +1,152 @@
+"""Text search of the archive: the query syntax, each record's search document, and the SQL that matches it.
+
+One syntax for every caller (``dlq list --search``, the API's ``search=``, the
+console's search box): words separated by spaces, each a case-insensitive
+substring that must occur, and ``"quoted words"`` as one substring with its
+spaces. ``quota rg-7`` finds records mentioning both; ``"quota exceeded"`` the
+phrase.
+
+A record's search document is its error type and error, provider, operation,
+job id, message id and request, with every secret masked by the archive's
+:class:`~provider_jobs.redaction.Redactor` *before* it is written, so that no
+value ``PROVIDER_JOBS_REDACT_KEYS`` masks is ever indexed (nor found). The
+document is the ``search_text`` column; SQLite indexes it with an FTS5 table
+of trigrams (``dead_letters_search``, kept by triggers), PostgreSQL with a
+``pg_trgm`` GIN index. Substrings shorter than a trigram match by a scan.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+import sqlalchemy as sa
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.expression import ColumnElement
+
+from ...redaction import Redactor
+
+__all__ = [
+    "FTS_TABLE",
+    "SEARCH_COLUMN",
+    "SEARCH_FIELDS",
+    "SearchMatch",
+    "Searchable",
+    "search_document",
+    "search_terms",
+]
+
+#: The column holding each record's masked search document.
+SEARCH_COLUMN = "search_text"
+#: Record columns a search document is made of (with the id, to write it back).
+SEARCH_FIELDS = (
+    "id",
+    "error_type",
+    "error",
+    "provider_namespace",
+    "resource_type",
+    "operation",
+    "job_id",
+    "message_id",
+    "request",
+)
+#: SQLite's FTS5 table (trigram tokenizer, external content ``dead_letters``) over that column.
+FTS_TABLE = "dead_letters_search"
+#: Characters in a trigram: a shorter substring cannot be looked up in either index.
+_TRIGRAM = 3
+_TERM = re.compile(r'"([^"]*)"?|(\S+)')
+
+
+def search_terms(query: str) -> list[str]:
+    """The substrings ``query`` asks for: its words, a ``"quoted phrase"`` as one; blanks dropped."""
+    terms = []
+    for quoted, word in _TERM.findall(query):
+        term = (quoted if quoted else word).strip()
+        if term and term not in terms:
+            terms.append(term)
+    return terms
+
+
+class Searchable(Protocol):
+    """What a search document is made of: a :class:`~.records.DeadLetter`, or a row of its columns."""
+
+    @property
+    def error_type(self) -> str | None: ...
+    @property
+    def error(self) -> str: ...
+    @property
+    def provider_namespace(self) -> str | None: ...
+    @property
+    def resource_type(self) -> str | None: ...
+    @property
+    def operation(self) -> str | None: ...
+    @property
+    def job_id(self) -> str | None: ...
+    @property
+    def message_id(self) -> str | None: ...
+    @property
+    def request(self) -> Any: ...
+
+
+def search_document(record: Searchable, redactor: Redactor) -> str:
+    """What ``record`` is found by, with every secret masked; NUL written as ``\\x00``
+    (PostgreSQL's text cannot hold it), as the archive writes its text columns."""
+    provider = "/".join(p for p in (record.provider_namespace, record.resource_type) if p)
+    parts: list[str | None] = [
+        record.error_type,
+        record.error,
+        provider,
+        record.operation,
+        record.job_id,
+        record.message_id,
+    ]
+    if record.request is not None:
+        parts.append(json.dumps(redactor.view(record.request), ensure_ascii=False, separators=(",", ":")))
+    document = redactor.text("\n".join(part for part in parts if part))
+    if "\x00" in document:
+        document = document.replace("\x00", "\\x00")
+    if not document.isascii():
+        # A lone surrogate (a JSON body may carry one) is written escaped, as every text column is.
+        document = document.encode("utf-8", errors="backslashreplace").decode("utf-8")
+    return document
+
+
+class SearchMatch(ColumnElement[bool]):
+    """True for the rows of ``table`` (the archive's records) whose search document
+    holds every one of ``terms``, each case-insensitively; compiled for each database."""
+
+    inherit_cache = False
+    type = sa.Boolean()
+
+    def __init__(self, table: sa.Table, terms: Sequence[str]) -> None:
+        self.table = table
+        self.terms = tuple(terms)
+
+
+def _like(column: sa.ColumnElement[Any], term: str) -> sa.ColumnElement[bool]:
+    escaped = term.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return column.ilike(f"%{escaped}%", escape="\\")
+
+
+@compiles(SearchMatch, "sqlite")
+def _sqlite_match(element: SearchMatch, compiler: SQLCompiler, **kw: Any) -> str:
+    table = element.table
+    long = [t for t in element.terms if len(t) >= _TRIGRAM]
+    clauses: list[sa.ColumnElement[bool]] = []
+    if long:
+        fts = sa.table(FTS_TABLE, sa.column("rowid"), sa.column(FTS_TABLE))
+        expression = " AND ".join('"' + t.replace('"', '""') + '"' for t in long)
+        matching = sa.select(fts.c.rowid).where(fts.c[FTS_TABLE].op("MATCH")(expression))
+        clauses.append(table.c.id.in_(matching))
+    clauses.extend(_like(table.c[SEARCH_COLUMN], t) for t in element.terms if len(t) < _TRIGRAM)
+    return compiler.process(sa.and_(sa.true(), *clauses), **kw)
+
+
+@compiles(SearchMatch)
+def _postgresql_match(element: SearchMatch, compiler: SQLCompiler, **kw: Any) -> str:
+    # The GIN index (gin_trgm_ops) serves ILIKE '%term%' for terms of 3 characters or more.
+    column = element.table.c[SEARCH_COLUMN]
+    return compiler.process(sa.and_(sa.true(), *(_like(column, t) for t in element.terms)), **kw)
