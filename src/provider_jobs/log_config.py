@@ -10,6 +10,7 @@ from typing import Any
 import structlog
 
 from .redaction import DEFAULT_REDACT_KEYS, Redactor
+from .tracing.logs import add_trace_ids
 
 __all__ = ["configure_logging"]
 
@@ -19,7 +20,8 @@ def configure_logging(
 ) -> None:
     """Route structlog and stdlib logging through one renderer on stderr.
 
-    Every line is masked on its way out: values of secret keys, URL passwords
+    A line written while an OpenTelemetry span is active names it (``trace_id``,
+    ``span_id``). Every line is masked on its way out: values of secret keys, URL passwords
     and secret ``key=value`` pairs in messages and tracebacks (see
     :class:`~provider_jobs.redaction.Redactor`).
 
@@ -35,6 +37,7 @@ def configure_logging(
         log_format = "console" if sys.stderr.isatty() else "json"
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
+        add_trace_ids,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.stdlib.ExtraAdder(),
