@@ -36,6 +36,7 @@ from ...errors import ArchiveError, ArchiveUnavailable
 from ...rabbitmq.connectivity import broker_parameters, redact_url
 from ...rabbitmq.queue_types import dead_letter_queue_arguments, declare_queue
 from ...settings import Settings
+from ...tracing import configure_tracing, tracer_of
 from ..archive.records import DeadLetter
 from ..archive.store import DeadLetterArchive
 from . import metrics
@@ -68,6 +69,8 @@ class DeadLetterArchiver:
         max_records: The archive's cap; ``None`` for no cap. Default ``None``.
         maintenance_interval_s: How often retention runs. Default 300.
         after_commit: Called after each commit, before the ack (for fault tests).
+        tracer_provider: An OpenTelemetry ``TracerProvider``: each new record gets an ``archive``
+            span in its job's trace. Default ``None``: the global one, if one is set.
     """
 
     def __init__(
@@ -84,6 +87,7 @@ class DeadLetterArchiver:
         max_records: int | None = None,
         maintenance_interval_s: float = DEFAULT_MAINTENANCE_INTERVAL_S,
         after_commit: AfterCommit | None = None,
+        tracer_provider: Any = None,
     ) -> None:
         self.archive = archive
         self.broker_url = broker_url
@@ -106,6 +110,7 @@ class DeadLetterArchiver:
         self._channel: Any = None
         self._next_maintenance = 0.0
         self._archive_down = False
+        self._tracer = tracer_of(tracer_provider)
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> DeadLetterArchiver:
@@ -281,6 +286,8 @@ class DeadLetterArchiver:
         metrics.ARCHIVE_UP.set(1)
         if self.after_commit is not None:
             self.after_commit(records)
+        if self._tracer is not None:
+            _trace_archived(self._tracer, records, new_keys)
         self._ack([d.tag for d in batch])
         self._store.count(records, new_keys)
 
@@ -307,6 +314,18 @@ class DeadLetterArchiver:
                 connection.close()
 
 
+def _trace_archived(tracer: Any, records: Sequence[DeadLetter], new_keys: set[str]) -> None:
+    """An ``archive`` span for each record of the batch that was new, in its job's trace."""
+    from ...tracing import archive_spans
+
+    stored = []
+    for record in records:
+        if record.dedupe_key in new_keys:
+            body = record.decoded_body()
+            stored.append((record.source_queue, record.message_id, body.get("options") if body else None))
+    archive_spans(tracer, stored)
+
+
 def main(settings: Settings | None = None) -> None:
     """Run the archiver until SIGINT or SIGTERM; unacked messages stay in RabbitMQ."""
     from ...log_config import configure_logging
@@ -315,6 +334,7 @@ def main(settings: Settings | None = None) -> None:
     configure_logging(
         log_format=settings.log_format, level=settings.log_level, redact_keys=settings.redact_keys
     )
+    configure_tracing(service_name="provider-jobs-archiver")
     archiver = DeadLetterArchiver.from_settings(settings)
 
     def handle(signum: int, frame: FrameType | None) -> None:

@@ -35,7 +35,7 @@ def archiver(
     from ..archiver.consumer import DeadLetterArchiver
     from ..recovery import start_recovery
 
-    with _session() as (settings, archive):
+    with _session(service_name="provider-jobs-archiver") as (settings, archive):
         worker = DeadLetterArchiver.from_settings(settings, archive=archive)
         if settings.metrics_port is not None:
             _serve_metrics(settings.metrics_port)

@@ -106,13 +106,16 @@ def _when(ms: int | None) -> str:
         return f"{ms} ms"
 
 
-def _settings() -> Settings:
+def _settings(service_name: str = "provider-jobs-dlq") -> Settings:
     from ...log_config import configure_logging
+    from ...tracing import configure_tracing
 
     settings = Settings.from_env()
     configure_logging(
         log_format=settings.log_format, level=settings.log_level, redact_keys=settings.redact_keys
     )
+    # A replay's send spans, from the standard OTEL_* variables (off when none is set).
+    configure_tracing(service_name=service_name)
     return settings
 
 
@@ -121,11 +124,15 @@ def _who(settings: Settings) -> str:
 
 
 @contextlib.contextmanager
-def _session() -> Iterator[tuple[Settings, DeadLetterArchive]]:
-    """Settings and archive for one command; our errors become one line and an exit code."""
+def _session(service_name: str = "provider-jobs-dlq") -> Iterator[tuple[Settings, DeadLetterArchive]]:
+    """Settings and archive for one command; our errors become one line and an exit code.
+
+    Args:
+        service_name: The process's ``service.name`` in traces, unless ``OTEL_SERVICE_NAME`` says.
+    """
     archive: DeadLetterArchive | None = None
     try:
-        settings = _settings()
+        settings = _settings(service_name)
         archive = DeadLetterArchive(settings.archive_url)
         yield settings, archive
     except RecordNotFound as exc:

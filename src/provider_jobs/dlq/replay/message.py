@@ -10,6 +10,7 @@ from ...ids import new_uuid4
 from ...jobs import STANDARD_OPERATIONS, parse_job
 from ...json_bodies import write_json
 from ...rabbitmq.bulk import OutgoingMessage
+from ...tracing import move_to_replay_of
 from .report import PlannedRecord
 
 __all__ = ["merge_patch", "outgoing", "prepare_message", "unstorable"]
@@ -93,6 +94,8 @@ def prepare_message(
     """
     options = {k: v for k, v in message["options"].items() if k not in _DROPPED_OPTIONS}
     options.update(retries=0, replay_of=record.id, replay_of_message_id=record.message_id)
+    # A replay is a new trace; the dead job's trace context stays as the one it links to.
+    move_to_replay_of(options)
     kwargs = dict(message["kwargs"])
     job_data = kwargs.get("job")
     if isinstance(job_data, dict):
@@ -135,14 +138,25 @@ def prepare_message(
 # -- sending ------------------------------------------------------------------
 
 
-def outgoing(prepared: dict[str, Any]) -> tuple[dict[str, Any], OutgoingMessage]:
-    """``prepared`` stamped with a new ``message_id`` and the time now, and as it is published."""
+def outgoing(prepared: dict[str, Any], *, tracer: Any = None) -> tuple[dict[str, Any], OutgoingMessage]:
+    """``prepared`` stamped with a new ``message_id`` and the time now, and as it is published.
+
+    Args:
+        prepared: The message :func:`prepare_message` made.
+        tracer: An OpenTelemetry tracer: the replay's ``send`` span starts its new trace, linked to
+            the replayed job's, and its context goes into the message. Default ``None``: no span.
+    """
     # Stamped when it goes out, not when the batch was planned (AgeLimit, pacing).
     message = {
         **prepared,
         "message_id": new_uuid4(),
         "message_timestamp": int(time.time() * 1000),
     }
+    if tracer is not None:
+        from ...tracing import replay_send
+
+        message["options"] = dict(message["options"])
+        replay_send(tracer, message)
     return message, OutgoingMessage(
         routing_key=message["queue_name"],
         body=write_json(message),

@@ -39,6 +39,7 @@ from typing import Any
 from ...errors import ArchiveError, BrokerUnavailable, InvalidJob, NotReplayable, RecordNotFound
 from ...gc_pause import paused_gc
 from ...rabbitmq.bulk import NOT_SENT, BulkPublisher, BulkResult, OutgoingMessage, PublishFailure
+from ...tracing import tracer_of
 from ..archive.filters import RecordFilter
 from ..archive.records import DeadLetter
 from ..archive.store import DEAD, DISCARDED, REPLAYED, DeadLetterArchive
@@ -81,6 +82,8 @@ class Replayer:
         allow_statuses: Record statuses that may be replayed. Default: ``dead`` only;
             ``force`` in :meth:`replay` adds ``replayed`` and ``discarded``.
         window: Records claimed and published together, confirms in flight. Default 1000.
+        tracer_provider: An OpenTelemetry ``TracerProvider``: each replay's ``send`` span starts
+            a new trace linked to the replayed job's. Default ``None``: the global one, if set.
 
     Raises:
         ValueError: ``window`` is below 1.
@@ -94,6 +97,7 @@ class Replayer:
         who: str,
         allow_statuses: Sequence[str] = (DEAD,),
         window: int = 1000,
+        tracer_provider: Any = None,
     ) -> None:
         if window < 1:
             raise ValueError(f"window={window!r} is not allowed: expected 1 or more records")
@@ -102,6 +106,7 @@ class Replayer:
         self.who = who
         self.allow_statuses = tuple(allow_statuses)
         self.window = window
+        self._tracer = tracer_of(tracer_provider)
 
     # -- planning -----------------------------------------------------------------
 
@@ -385,7 +390,7 @@ class Replayer:
                     continue
                 assert plan.message is not None
                 sent.taken.append((position, plan))
-                message, outgoing_message = outgoing(plan.message)
+                message, outgoing_message = outgoing(plan.message, tracer=self._tracer)
                 sent.messages.append(message)
                 yield outgoing_message
 
@@ -453,7 +458,7 @@ class Replayer:
             for position, plan in claim_each():
                 assert plan.message is not None
                 sent.taken.append((position, plan))
-                message, outgoing_message = outgoing(plan.message)
+                message, outgoing_message = outgoing(plan.message, tracer=self._tracer)
                 sent.messages.append(message)
                 yield outgoing_message
 
