@@ -20,6 +20,9 @@ class Provider(Protocol):
 
     ``execute`` raises a :class:`~provider_jobs.errors.ProviderError` subclass
     (or any exception; the classifier reads its type, status and text) on failure.
+    ``job.idempotency_key`` is the same on every attempt and redelivery of a job:
+    a provider that answers a key it has seen with its first outcome runs each
+    job once, even when a worker dies in the middle of a call.
     """
 
     def execute(self, job: ProviderJob) -> Any: ...
