@@ -76,6 +76,9 @@ def _detail(response: httpx.Response) -> str:
 class HttpProvider:
     """Runs operations by ``POST {base_url}/operations/{operation}`` with the job as JSON.
 
+    The job's id goes in ``X-Job-Id`` and its idempotency key in
+    ``Idempotency-Key`` (or the header ``idempotency_header`` names).
+
     A 2xx answer's JSON body (its text if it is not JSON, ``None`` when empty)
     is the result. Errors: 400/422 validation, 401 authorization, 403 forbidden,
     404 and any other 4xx invalid input, 405/501 unsupported, 408/504 and client
