@@ -26,6 +26,7 @@ from .log_config import configure_logging
 from .providers import ProviderRegistry, load_providers
 from .redaction import mask_url_password
 from .settings import Settings
+from .tracing import configure_tracing
 
 __all__ = ["app", "main", "one_line_errors"]
 
@@ -94,7 +95,7 @@ def _run_worker(
     from .actors.broker import build_broker
     from .actors.provider_ops import declare_provider_actors
 
-    broker = build_broker(settings)
+    broker = build_broker(settings, tracer_provider=configure_tracing(service_name="provider-jobs-worker"))
     declare_provider_actors(broker, registry, settings)
     # A queue of the other type (PROVIDER_JOBS_QUEUE_TYPE) stops here with one line.
     broker.declare_queue(settings.queue_name, ensure=True)

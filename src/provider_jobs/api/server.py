@@ -12,6 +12,7 @@ import uvicorn
 from ..errors import ConfigurationError
 from ..log_config import configure_logging
 from ..settings import Settings
+from ..tracing import configure_tracing
 from .app import create_app
 
 __all__ = ["EXIT_ADDRESS_IN_USE", "EXIT_CONFIGURATION", "api_command", "serve"]
@@ -90,6 +91,8 @@ def api_command(
         configure_logging(
             log_format=settings.log_format, level=settings.log_level, redact_keys=settings.redact_keys
         )
+        # Replays sent through the API get their send spans (OTEL_*; off when none is set).
+        configure_tracing(service_name="provider-jobs-api")
         serve(settings)
     except _AddressUnavailable as exc:
         typer.echo(f"provider-jobs api: {exc}", err=True)
