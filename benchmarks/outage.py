@@ -3,7 +3,7 @@
 Three variants, one after the other in one run, each on a queue of its own:
 
 - plain Dramatiq ``Retries`` (3 attempts, 5 s apart);
-- provider-jobs without breaker (``PROVIDER_JOBS_BREAKER_THRESHOLD=0``; 3 attempts, 5 s apart);
+- provider-jobs without breaker (``PROVIDER_JOBS_BREAKER_MIN_CALLS=0``; 3 attempts, 5 s apart);
 - provider-jobs with breaker (defaults: 5 failures, a probe every 5 s) and recovery replay
   (the archiver's, of the health categories).
 
@@ -158,7 +158,7 @@ def provider_jobs(n: int, down_s: float, *, breaker: bool) -> Row:
         worker_timeout_ms=WORKER_TIMEOUT_MS,
         max_attempts=3,
         retry_delay_s=5.0,
-        breaker_threshold=5 if breaker else 0,
+        breaker_min_calls=Settings().breaker_min_calls if breaker else 0,
         archive_url=f"sqlite:///{tmp.name}/archive.sqlite3",
         recovery_replay_rate=500.0,
     )

@@ -112,7 +112,7 @@ def _ours(
         worker_timeout_ms=WORKER_TIMEOUT_MS,
         max_attempts=3,
         # Workload 2 fails every job once on purpose: each job's own failure, not an outage.
-        breaker_threshold=0,
+        breaker_min_calls=0,
     )
     broker = build_broker(settings)
 

@@ -47,6 +47,18 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["RABBITMQ_CONFIG_FILE"] = str(conf)
 
 
+#: A test that uses one of these fixtures, directly or through another, gets the marker of that name.
+_MARKING_FIXTURES = ("browser", "cluster")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark browser and cluster tests, so that ``make test-fast`` can leave them out."""
+    for item in items:
+        for name in _MARKING_FIXTURES:
+            if name in getattr(item, "fixturenames", ()):
+                item.add_marker(getattr(pytest.mark, name))
+
+
 @pytest.fixture(scope="session")
 def rabbitmq_url(rabbitmq_proc: RabbitMqExecutor) -> str:
     return f"amqp://guest:guest@127.0.0.1:{rabbitmq_proc.port}/%2F"
@@ -70,7 +82,7 @@ def settings(rabbitmq_url: str, queue_name: str, request: pytest.FixtureRequest)
         worker_threads=2,
         worker_timeout_ms=20,
         worker_id="test-worker",
-        breaker_threshold=0,
+        breaker_min_calls=0,
     )
 
 

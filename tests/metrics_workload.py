@@ -131,7 +131,7 @@ def cli_workers(settings: Settings, metrics_dir: Path, *, processes: int) -> Ite
         "PROVIDER_JOBS_BROKER_URL": settings.broker_url,
         "PROVIDER_JOBS_QUEUE_NAME": settings.queue_name,
         "PROVIDER_JOBS_RETRY_DELAY_S": str(settings.retry_delay_s),
-        "PROVIDER_JOBS_BREAKER_THRESHOLD": str(settings.breaker_threshold),
+        "PROVIDER_JOBS_BREAKER_MIN_CALLS": str(settings.breaker_min_calls),
     }
     env.pop("PROVIDER_JOBS_WORKER_ID", None)
     command = [sys.executable, "-m", "dramatiq", "metrics_worker_app", "--processes", str(processes),

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -49,7 +51,10 @@ class CustomProviderWorker(ProviderWorker):
 
 @pytest.fixture
 def queue(settings: Settings) -> Iterator[JobQueue]:
-    queue = JobQueue(settings=settings)
+    """The document's configurations run with every default on, circuit breakers included; only
+    delays are shortened."""
+    defaults = Settings()
+    queue = JobQueue(settings=dataclasses.replace(settings, breaker_min_calls=defaults.breaker_min_calls))
     yield queue
     queue.close()
 
@@ -57,11 +62,13 @@ def queue(settings: Settings) -> Iterator[JobQueue]:
 def submit(queue: JobQueue, **fields: Any) -> str:
     return asyncio.run(
         queue.submit_job(
-            provider_namespace="ITL.Core",
-            resource_type="ResourceGroup",
-            operation="create",
-            request={"name": "rg"},
-            **fields,
+            **{
+                "provider_namespace": "ITL.Core",
+                "resource_type": "ResourceGroup",
+                "operation": "create",
+                "request": {"name": "rg"},
+                **fields,
+            }
         )
     )
 
@@ -100,6 +107,56 @@ def test_max_retries_one_means_a_single_attempt(queue: JobQueue, amqp, queue_nam
     ):
         take_dead_letters(amqp, queue_name, 1)
     assert len(provider.calls) == 1
+
+
+def test_the_aggressive_configuration_tries_a_timing_out_job_ten_times_then_dead_letters_it(
+    queue: JobQueue, amqp, queue_name: str
+) -> None:
+    """``max_retries=10``: one job whose provider keeps timing out never opens its breaker."""
+    registry = ProviderRegistry()
+    provider = CountingProvider("Connection timeout")
+    registry.register("ITL.Core", "ResourceGroup", provider)
+    submit(queue)
+    with ProviderWorker(
+        worker_id="w1", provider_registry=registry, job_queue=queue, max_retries=10, retry_delay=0.02
+    ):
+        [(_, body)] = take_dead_letters(amqp, queue_name, 1)
+    assert len(provider.calls) == 10
+    letter = body["options"]["dead_letter"]
+    assert (letter["reason"], letter["category"]) == ("exhausted", "timeout")
+    assert "breaker" not in body["options"]
+
+
+def test_each_operation_waits_its_own_retry_delay(settings: Settings, amqp, queue_name: str) -> None:
+    """The document's per-operation delays: create waits longer than get, breakers on."""
+    defaults = Settings()
+    queue = JobQueue(
+        settings=dataclasses.replace(
+            settings,
+            breaker_min_calls=defaults.breaker_min_calls,
+            operation_delays_s={"create": 0.4, "get": 0.02},
+        )
+    )
+    registry = ProviderRegistry()
+    provider = CountingProvider("Service unavailable")
+    registry.register("ITL.Core", "ResourceGroup", provider)
+    times: dict[str, list[float]] = {"create": [], "get": []}
+    original = provider.execute
+
+    def timed(job: ProviderJob) -> Any:
+        times[job.operation].append(time.monotonic())
+        return original(job)
+
+    provider.execute = timed  # type: ignore[method-assign]
+    submit(queue)
+    submit(queue, operation="get")
+    try:
+        with ProviderWorker(worker_id="w1", provider_registry=registry, job_queue=queue, max_retries=2):
+            take_dead_letters(amqp, queue_name, 2)
+    finally:
+        queue.close()
+    assert times["create"][1] - times["create"][0] >= 0.4
+    assert times["get"][1] - times["get"][0] < 0.4
 
 
 def test_max_retries_below_one_is_refused(queue: JobQueue) -> None:

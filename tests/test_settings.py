@@ -97,3 +97,29 @@ def test_the_api_and_redaction_settings_are_read() -> None:
     assert settings.redact_keys == ("ssn", "password")
     assert settings.redactor().view({"SSN": "1"}) == {"SSN": "***"}
     assert "reader" not in repr(settings)
+
+
+def test_the_breaker_settings_are_read_and_one_job_can_never_be_enough_to_open_one() -> None:
+    settings = Settings.from_env(
+        {
+            "PROVIDER_JOBS_BREAKER_FAILURE_RATE": "0.7",
+            "PROVIDER_JOBS_BREAKER_MIN_CALLS": "40",
+            "PROVIDER_JOBS_BREAKER_MIN_JOBS": "5",
+            "PROVIDER_JOBS_BREAKER_PROBE_JOBS": "2",
+        }
+    )
+    assert (settings.breaker_failure_rate, settings.breaker_min_calls) == (0.7, 40)
+    assert (settings.breaker_min_jobs, settings.breaker_probe_jobs) == (5, 2)
+    with pytest.raises(
+        ConfigurationError, match=r"^PROVIDER_JOBS_BREAKER_MIN_JOBS=1 is not allowed: expected 2"
+    ):
+        Settings.from_env({"PROVIDER_JOBS_BREAKER_MIN_JOBS": "1"})
+    with pytest.raises(ConfigurationError, match=r"^PROVIDER_JOBS_BREAKER_FAILURE_RATE=0.0 is not allowed"):
+        Settings.from_env({"PROVIDER_JOBS_BREAKER_FAILURE_RATE": "0"})
+
+
+def test_the_replaced_breaker_threshold_is_refused_with_its_replacements_named() -> None:
+    with pytest.raises(ConfigurationError) as refused:
+        Settings.from_env({"PROVIDER_JOBS_BREAKER_THRESHOLD": "5"})
+    assert str(refused.value).startswith("PROVIDER_JOBS_BREAKER_THRESHOLD='5' is no longer read: ")
+    assert "PROVIDER_JOBS_BREAKER_MIN_CALLS (0 turns breakers off)" in str(refused.value)

@@ -20,6 +20,14 @@ ENV_PREFIX = "PROVIDER_JOBS_"
 
 _T = TypeVar("_T")
 
+#: Variables an earlier release read, and what replaces each: set, they are refused, not ignored.
+_REPLACED = {
+    "BREAKER_THRESHOLD": (
+        "breakers open on a failure rate, not on failures in a row; set PROVIDER_JOBS_BREAKER_MIN_CALLS "
+        "(0 turns breakers off), PROVIDER_JOBS_BREAKER_FAILURE_RATE and PROVIDER_JOBS_BREAKER_MIN_JOBS"
+    ),
+}
+
 
 def _parse_delays(text: str) -> Mapping[str, float]:
     delays: dict[str, float] = {}
@@ -138,12 +146,18 @@ class Settings:
         dlq_policy_file: TOML or JSON triage policy for ``dlq process``;
             default: the built-in policy.
         operator: Name written to the DLQ audit log. Default ``user@host``.
-        breaker_threshold: Health failures in a row (provider not available,
-            connection, timeout, service unavailable, busy) within
-            ``breaker_window_s`` that open a provider's circuit breaker; 0 turns
-            breakers off. Default 5.
-        breaker_window_s: The window those failures are counted in. Default 60.
-        breaker_probe_interval_s: Seconds between probes of an open breaker. Default 5.
+        breaker_failure_rate: Share of a provider's jobs failing with a health
+            category (provider not available, connection, timeout, service
+            unavailable, busy) within ``breaker_window_s`` that opens its circuit
+            breaker; 0 < rate <= 1. Default 0.5.
+        breaker_min_calls: Health failures in a row that open a provider's
+            breaker, and calls within ``breaker_window_s`` before its failure
+            rate may; 0 turns breakers off. Default 20.
+        breaker_min_jobs: Distinct failing jobs within ``breaker_window_s`` before
+            a breaker may open; at least 2, so that one job never opens one. Default 3.
+        breaker_window_s: The sliding window calls are counted in. Default 60.
+        breaker_probe_interval_s: Seconds between probe rounds of an open breaker. Default 5.
+        breaker_probe_jobs: Distinct waiting jobs a probe round lets through. Default 3.
         breaker_max_wait_s: Longest a job waits for an open breaker before it is
             dead-lettered as ``provider_down``. Default 1800.
         breaker_categories: Error categories that count against a breaker,
@@ -195,9 +209,12 @@ class Settings:
     archiver_max_backoff_s: float = 30.0
     dlq_policy_file: str | None = None
     operator: str | None = None
-    breaker_threshold: int = 5
+    breaker_failure_rate: float = 0.5
+    breaker_min_calls: int = 20
+    breaker_min_jobs: int = 3
     breaker_window_s: float = 60.0
     breaker_probe_interval_s: float = 5.0
+    breaker_probe_jobs: int = 3
     breaker_max_wait_s: float = 1800.0
     breaker_categories: tuple[str, ...] = (
         "provider_not_available",
@@ -269,8 +286,14 @@ class Settings:
 
     def _check_health(self, refuse: Callable[[str, str], None]) -> None:
         """The circuit breakers' and the recovery's settings (split out of ``__post_init__`` for size)."""
-        if not 0 <= self.breaker_threshold <= 1_000_000:
-            refuse("breaker_threshold", "expected 0 (off) to 1000000 failures")
+        if not 0 < self.breaker_failure_rate <= 1:
+            refuse("breaker_failure_rate", "expected a share above 0 and at most 1")
+        if not 0 <= self.breaker_min_calls <= 1_000_000:
+            refuse("breaker_min_calls", "expected 0 (off) to 1000000 calls")
+        if not 2 <= self.breaker_min_jobs <= 1_000_000:
+            refuse("breaker_min_jobs", "expected 2 to 1000000 jobs (one job never opens a breaker)")
+        if not 1 <= self.breaker_probe_jobs <= 1000:
+            refuse("breaker_probe_jobs", "expected 1 to 1000 jobs")
         for name in ("breaker_window_s", "breaker_probe_interval_s", "providers_announce_s"):
             if not 0 < getattr(self, name) <= 86_400:
                 refuse(name, "expected seconds > 0 and at most 86400")
@@ -367,14 +390,22 @@ class Settings:
             "archiver_max_backoff_s": _parse_float,
             "dlq_policy_file": str,
             "operator": str,
-            "breaker_threshold": _parse_int,
+            "breaker_failure_rate": _parse_float,
+            "breaker_min_calls": _parse_int,
+            "breaker_min_jobs": _parse_int,
             "breaker_window_s": _parse_float,
             "breaker_probe_interval_s": _parse_float,
+            "breaker_probe_jobs": _parse_int,
             "breaker_max_wait_s": _parse_float,
             "breaker_categories": _parse_names,
             "providers_announce_s": _parse_float,
             "recovery_replay_rate": _parse_float,
         }
+        for name, replacement in _REPLACED.items():
+            if env.get(ENV_PREFIX + name):
+                raise ConfigurationError(
+                    f"{ENV_PREFIX}{name}={_shown(env[ENV_PREFIX + name])} is no longer read: {replacement}"
+                )
         values: dict[str, Any] = {}
         for name, parse in parsers.items():
             raw = env.get(ENV_PREFIX + name.upper())

@@ -13,7 +13,7 @@ import pytest
 
 from provider_jobs.actors.broker import build_broker
 from provider_jobs.actors.provider_ops import ProviderActor, declare_provider_actors
-from provider_jobs.errors import ProviderBusy, ProviderNotAvailable
+from provider_jobs.errors import ProviderBusy, ProviderNotAvailable, ServiceUnavailable
 from provider_jobs.jobs import ProviderJob
 from provider_jobs.middleware import ClassifiedRetries, Metrics
 from provider_jobs.providers import ProviderRegistry
@@ -70,7 +70,7 @@ def make_system(settings: Settings, registry: ProviderRegistry, amqp: Any) -> It
     def make(**changes: Any) -> System:
         changed = dataclasses.replace(
             settings,
-            **{"breaker_threshold": 3, "breaker_probe_interval_s": 0.2, "max_attempts": 2, **changes},
+            **{"breaker_min_calls": 3, "breaker_probe_interval_s": 0.2, "max_attempts": 2, **changes},
         )
         brokers.append(build_broker(changed))
         return brokers[-1], declare_provider_actors(brokers[-1], registry, changed)
@@ -102,13 +102,15 @@ def test_an_outage_opens_the_breaker_and_jobs_wait_without_spending_attempts_or_
         recovered = provider.up()
         wait_for(lambda: provider.done >= set(jobs), timeout_s=10)
         done_in_s = time.monotonic() - recovered
-    # The 3 failures that open it, what was in flight, then at most one probe per 0.2 s.
-    assert calls_down <= 3 + 2 + 1.0 / 0.2 + 2, provider.calls
+    # The 3 failures that open it, what was in flight, then at most 3 probes per round, a round per 0.2 s.
+    assert calls_down <= 3 + 2 + 3 * (1.0 / 0.2 + 2), provider.calls
     assert queue_depth(amqp, f"{queue_name}.XQ") == 0
     assert done_in_s < 0.2 + 2.0
     lines = [r.getMessage() for r in caplog.records if r.name == "provider_jobs.breaker"]
-    assert lines[0].startswith(f"Breaker for {KEY} opened after 3 provider_not_available failures in a row")
-    assert any(line.startswith(f"Breaker for {KEY}: probe ") for line in lines)
+    assert lines[0].startswith(
+        f"Breaker for {KEY} opened: its last 3 new jobs all failed (provider_not_available)"
+    )
+    assert any(line.startswith(f"Breaker for {KEY}: a probe round lets ") for line in lines)
     assert lines[-1].startswith(f"Breaker for {KEY} closed after ")
     assert not [
         r for r in caplog.records if r.getMessage().startswith("Message ") and "was skipped" in r.getMessage()
@@ -181,7 +183,7 @@ def test_a_providers_retry_after_holds_every_job_for_it(make_system, registry, a
 def test_without_a_breaker_the_same_outage_dead_letters_every_job(
     make_system, registry, amqp, queue_name
 ) -> None:
-    broker, actors = make_system(breaker_threshold=0)
+    broker, actors = make_system(breaker_min_calls=0)
     provider = Flaky()
     registry.register("ITL.Core", "ResourceGroup", provider)
     for i in range(10):
@@ -189,3 +191,51 @@ def test_without_a_breaker_the_same_outage_dead_letters_every_job(
     with running_worker(broker, threads=2):
         take_dead_letters(amqp, queue_name, 10)
     assert provider.calls_while_down() == 20
+
+
+class Mixed:
+    """A provider that works, with jobs of four kinds by ``request["n"] % 10``: 0 answers 503 every
+    time, 1-3 answer 503 once then succeed, 4 fails validation, the rest succeed."""
+
+    def __init__(self) -> None:
+        self.calls: dict[int, int] = {}
+        self.lock = threading.Lock()
+
+    def execute(self, job: ProviderJob) -> Any:
+        n = job.request["n"]
+        with self.lock:
+            self.calls[n] = calls = self.calls.get(n, 0) + 1
+        kind = n % 10
+        if kind == 0 or (kind <= 3 and calls == 1):
+            raise ServiceUnavailable(f"Service unavailable: HTTP 503 for job {n}")
+        if kind == 4:
+            raise ValueError(f"Validation error: field 'name' of job {n} is invalid")
+        return {"ok": n}
+
+
+def test_a_provider_where_a_tenth_of_the_jobs_always_fail_never_opens_its_breaker(
+    make_system, registry, amqp, queue_name
+) -> None:
+    """The mixed workload, with every breaker setting at its default: no breaker opens, and no job
+    ends as provider_down: the always-503 jobs spend their attempts and are dead-lettered."""
+    defaults = Settings()
+    broker, actors = make_system(
+        breaker_min_calls=defaults.breaker_min_calls,
+        breaker_probe_interval_s=defaults.breaker_probe_interval_s,
+        max_attempts=defaults.max_attempts,
+    )
+    provider = Mixed()
+    registry.register("ITL.Core", "ResourceGroup", provider)
+    total = 1000
+    for n in range(total):
+        actors["create_resource"].send({**RG, "request": {"n": n}})
+    with running_worker(broker, threads=8):
+        dead = take_dead_letters(amqp, queue_name, total // 5, timeout_s=60)
+        wait_for(lambda: sum(provider.calls.values()) >= total + 3 * total // 10 + 2 * total // 10)
+    assert breakers_of(broker).state(KEY).history == ()
+    reasons: dict[str, int] = {}
+    for _, body in dead:
+        reason = body["options"]["dead_letter"]["reason"]
+        reasons[reason] = reasons.get(reason, 0) + 1
+    assert reasons == {"exhausted": total // 10, "non_retryable": total // 10}
+    assert all(provider.calls[n] == defaults.max_attempts for n in range(0, total, 10))

@@ -24,7 +24,7 @@ def announcing(settings: Settings, amqp: Any) -> Iterator[tuple[HealthSync, Prov
     """A worker's health side, without the worker: it announces one provider every 0.2 s."""
     registry = ProviderRegistry()
     registry.register("ITL.Core", "ResourceGroup", FunctionProvider({}))
-    breakers = ProviderBreakers(threshold=2, probe_interval_s=30)
+    breakers = ProviderBreakers(min_calls=2, min_jobs=2, probe_interval_s=30)
     sync = HealthSync(
         dataclasses.replace(settings, providers_announce_s=0.2, worker_id="api-test-worker"),
         breakers,

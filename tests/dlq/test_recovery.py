@@ -53,7 +53,7 @@ def health(settings: Settings, tmp_path: Path, amqp: Any) -> Iterator[Settings]:
         settings,
         archive_url=f"sqlite:///{tmp_path}/archive.sqlite3",
         providers_announce_s=0.2,
-        breaker_threshold=3,
+        breaker_min_calls=3,
         breaker_probe_interval_s=0.2,
         max_attempts=1,
         recovery_replay_rate=200.0,

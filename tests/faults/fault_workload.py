@@ -214,7 +214,7 @@ def worker_env(settings: Settings, outcomes: Path, **extra: str) -> dict[str, st
         "PROVIDER_JOBS_HOLD_RETRIES_UP_TO_MS": str(settings.hold_retries_up_to_ms),
         "PROVIDER_JOBS_WORKER_THREADS": str(settings.worker_threads),
         "PROVIDER_JOBS_MAX_DELIVERIES": str(settings.max_deliveries),
-        "PROVIDER_JOBS_BREAKER_THRESHOLD": str(settings.breaker_threshold),
+        "PROVIDER_JOBS_BREAKER_MIN_CALLS": str(settings.breaker_min_calls),
         "PROVIDER_JOBS_LOG_FORMAT": "json",
         "FAULT_OUTCOMES_DIR": str(outcomes),
         **extra,

@@ -176,7 +176,7 @@ def test_no_job_is_lost_when_cluster_nodes_stop_under_load(cluster: Cluster, tmp
             "PROVIDER_JOBS_LOG_LEVEL": "WARNING",
             "FAULT_OUTCOMES_DIR": str(outcomes),
             # The workload's providers fail on purpose; no circuit breaker holds their jobs back.
-            "PROVIDER_JOBS_BREAKER_THRESHOLD": "0",
+            "PROVIDER_JOBS_BREAKER_MIN_CALLS": "0",
             # Dramatiq restarts a consumer whose connection failed after this many ms (default 3000).
             "dramatiq_restart_delay": "500",
         }
@@ -280,7 +280,7 @@ def test_the_provider_worker_flow_dead_letters_and_replay_work_on_the_cluster(
         queue_name="cluster.compat",
         queue_type="quorum",
         retry_delay_s=0.02,
-        breaker_threshold=0,
+        breaker_min_calls=0,
         archive_url=f"sqlite:///{tmp_path / 'archive.sqlite3'}",
     )
     registry = ProviderRegistry()

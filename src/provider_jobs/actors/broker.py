@@ -175,11 +175,14 @@ def build_broker(
     dramatiq.set_encoder(OrjsonEncoder())
     metrics = Metrics(worker_id=settings.worker_id, http_port=settings.metrics_port)
     breakers = None
-    if settings.breaker_threshold:
+    if settings.breaker_min_calls:
         breakers = ProviderBreakers(
-            threshold=settings.breaker_threshold,
+            failure_rate=settings.breaker_failure_rate,
+            min_calls=settings.breaker_min_calls,
+            min_jobs=settings.breaker_min_jobs,
             window_s=settings.breaker_window_s,
             probe_interval_s=settings.breaker_probe_interval_s,
+            probe_jobs=settings.breaker_probe_jobs,
             max_wait_s=settings.breaker_max_wait_s,
             categories=settings.breaker_categories,
             worker_id=metrics.worker_id,

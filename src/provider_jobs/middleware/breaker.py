@@ -3,17 +3,22 @@
 A breaker is keyed by a function of the message (by default its ``provider``
 option, ``namespace/resource_type``). It moves between three states:
 
-- ``closed``: jobs run. A failure of a *health* category (the provider is
-  unhealthy: not available, connection, timeout, service unavailable, busy)
-  is counted; ``threshold`` of them in a row within ``window_s`` open it. Any
-  other outcome (a success, a validation error: the provider answered) resets
-  the count.
+- ``closed``: jobs run. Each call is recorded in a :class:`.FailureWindow`:
+  a failure of a *health* category (the provider is unhealthy: not available,
+  connection, timeout, service unavailable, busy) as the job's evidence
+  against the provider, any other outcome (a success, a validation error: the
+  provider answered) as evidence for it. The window opens the breaker when
+  the last ``min_calls`` new jobs all failed, or when at least
+  ``failure_rate`` of the jobs seen within ``window_s`` keep failing; either
+  needs failures from ``min_jobs`` distinct jobs, so one job alone never opens
+  it, however often it is retried.
 - ``open``: jobs are not sent to the provider. They wait in the retry delay
   queues until the next probe, without spending attempts (see
   :class:`.ClassifiedRetries`).
-- ``half_open``: every ``probe_interval_s`` one waiting job is let through as a
-  probe. Its success closes the breaker; a health failure opens it again until
-  the next probe, and does not spend that job's attempts.
+- ``half_open``: every ``probe_interval_s`` a probe round begins: up to
+  ``probe_jobs`` distinct waiting jobs are let through. The first success
+  closes the breaker; when every probe of the round failed it opens again
+  until the next round. A failed probe does not spend that job's attempts.
 
 A provider's ``Retry-After`` applies to every job for it: until then the
 breaker admits none, whatever its state.
@@ -31,7 +36,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import dramatiq
@@ -47,8 +52,10 @@ from .breaker_state import (
     BreakerState,
     Gate,
     ProviderDown,
+    job_of,
     provider_of,
 )
+from .breaker_window import Evidence, FailureWindow
 
 __all__ = [
     "CLOSED",
@@ -59,6 +66,7 @@ __all__ = [
     "Gate",
     "ProviderBreakers",
     "ProviderDown",
+    "job_of",
     "provider_of",
 ]
 
@@ -71,17 +79,27 @@ _ADMIT = Gate(True)
 @dataclass(slots=True)
 class _Breaker:
     state: BreakerState
-    #: Times of the health failures counted, in a row.
-    failure_times: list[float] = field(default_factory=list)
+    #: The evidence a closed breaker decides on.
+    window: FailureWindow
+    #: The jobs let through in the probe round this process began; ``None`` when it began none.
+    round_jobs: set[str] | None = None
+    #: Health failures of those jobs.
+    round_failures: int = 0
 
 
 class ProviderBreakers:
     """A circuit breaker per provider, thread-safe.
 
     Args:
-        threshold: Health failures in a row, within ``window_s``, that open a breaker. Default 5.
-        window_s: The window they are counted in, in seconds. Default 60.
-        probe_interval_s: Seconds between probes of an open breaker. Default 5.
+        failure_rate: Share of the jobs that gave evidence within ``window_s`` which, failing,
+            open a breaker; 0 < rate <= 1. Default 0.5.
+        min_calls: First attempts failing in a row that open a breaker, and calls within
+            ``window_s`` before the failure rate may open it. Default 20.
+        min_jobs: Distinct failing jobs within ``window_s`` before a breaker may open; at least 2,
+            so that one job's retries never open one. Default 3.
+        window_s: The sliding window calls are counted in, in seconds. Default 60.
+        probe_interval_s: Seconds between probe rounds of an open breaker. Default 5.
+        probe_jobs: Distinct jobs a probe round lets through at most. Default 3.
         max_wait_s: Longest a job waits for an open breaker before it is dead-lettered as
             ``provider_down``, in seconds. Default 1800.
         categories: Category names that count as health failures.
@@ -102,9 +120,12 @@ class ProviderBreakers:
     def __init__(
         self,
         *,
-        threshold: int = 5,
+        failure_rate: float = 0.5,
+        min_calls: int = 20,
+        min_jobs: int = 3,
         window_s: float = 60.0,
         probe_interval_s: float = 5.0,
+        probe_jobs: int = 3,
         max_wait_s: float = 1800.0,
         categories: Iterable[str] = DEFAULT_BREAKER_CATEGORIES,
         key: Callable[[dramatiq.MessageProxy], str | None] = provider_of,
@@ -114,11 +135,20 @@ class ProviderBreakers:
         registry: CollectorRegistry | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        if threshold < 1:
-            raise ValueError(f"threshold={threshold!r} is not allowed; use 1 or more")
-        self.threshold = threshold
+        if not 0 < failure_rate <= 1:
+            raise ValueError(f"failure_rate={failure_rate!r} is not allowed; use 0 < rate <= 1")
+        if min_calls < 1:
+            raise ValueError(f"min_calls={min_calls!r} is not allowed; use 1 or more")
+        if min_jobs < 2:
+            raise ValueError(f"min_jobs={min_jobs!r} is not allowed; use 2 or more (one job never opens one)")
+        if probe_jobs < 1:
+            raise ValueError(f"probe_jobs={probe_jobs!r} is not allowed; use 1 or more")
+        self.failure_rate = failure_rate
+        self.min_calls = min_calls
+        self.min_jobs = min_jobs
         self.window_s = window_s
         self.probe_interval_s = probe_interval_s
+        self.probe_jobs = probe_jobs
         self.max_wait_s = max_wait_s
         self.categories = frozenset(categories)
         self.key = key
@@ -127,6 +157,7 @@ class ProviderBreakers:
         self.clock = clock
         self._probe_offset_s = random.uniform(0.0, probe_spread * probe_interval_s)
         self._breakers: dict[str, _Breaker] = {}
+        self._anonymous_calls = 0
         self._lock = threading.Lock()
         self._gauge: Gauge | None = None
         self._transitions: Counter | None = None
@@ -158,8 +189,9 @@ class ProviderBreakers:
         with self._lock:
             return [self._breakers[k].state for k in sorted(self._breakers)]
 
-    def gate(self, key: str) -> Gate:
-        """Whether a job for ``key`` may go now; a job let through an open breaker is its probe."""
+    def gate(self, key: str, *, job: str | None = None) -> Gate:
+        """Whether ``job`` (a job id) may go to ``key`` now; a job let through an open breaker
+        is one of its probes."""
         now = self.clock()
         with self._lock:
             breaker = self._breakers.get(key)
@@ -172,7 +204,19 @@ class ProviderBreakers:
                 return _ADMIT
             due = (current.next_probe_at or now) + self._probe_offset_s
             if now < due:
+                round_jobs = breaker.round_jobs
+                if (
+                    current.state == HALF_OPEN
+                    and round_jobs is not None
+                    and len(round_jobs) < self.probe_jobs
+                    and (job is None or job not in round_jobs)
+                ):
+                    round_jobs.add(job or f"#{len(round_jobs)}")
+                    breaker.state = replace(current, probes=current.probes + 1)
+                    return Gate(True, probe=True)
                 return Gate(False, wait_s=due - now, reason="open")
+            breaker.round_jobs = {job or "#0"}
+            breaker.round_failures = 0
             state = self._change(
                 breaker,
                 now,
@@ -186,78 +230,88 @@ class ProviderBreakers:
 
     # -- outcomes -----------------------------------------------------------------
 
-    def record_success(self, key: str) -> None:
-        """A job for ``key`` got an answer from its provider: the count resets, an open breaker closes."""
+    def record_success(self, key: str, *, job: str | None = None) -> None:
+        """``job`` (a job id) got an answer from ``key``: evidence that it is up; an open breaker closes."""
         now = self.clock()
         with self._lock:
-            breaker = self._breakers.get(key)
-            if breaker is None:
-                return
-            breaker.failure_times.clear()
+            breaker = self._breaker(key)
+            breaker.window.record(job or self._anonymous(), Evidence.ANSWERED, now, first_attempt=False)
             if breaker.state.state == CLOSED:
-                if breaker.state.failures:
-                    breaker.state = replace(breaker.state, failures=0)
                 return
+            breaker.window.clear()
+            breaker.round_jobs = None
             state = self._change(
                 breaker, now, "closed", state=CLOSED, failures=0, opened_at=None, next_probe_at=None, probes=0
             )
         self._changed(state, "closed")
 
-    def record_failure(self, key: str, category: str, *, retry_after_s: float | None = None) -> bool:
-        """A job for ``key`` failed with ``category``; returns whether its breaker is now open.
+    def record_failure(
+        self,
+        key: str,
+        category: str,
+        *,
+        job: str | None = None,
+        attempt: int = 1,
+        last_attempt: bool = False,
+        first_failed_at: float | None = None,
+        retry_after_s: float | None = None,
+    ) -> bool:
+        """``job`` (a job id) failed with ``category`` on its ``attempt`` (1 for the first);
+        returns whether ``key``'s breaker is now open.
 
         A failure of another category than the breaker's is an answer from the provider, as a
-        success is. A ``retry_after_s`` holds every job for ``key`` until then.
+        success is. A first health failure of a job that will be retried is not yet evidence
+        against the provider (see :class:`.FailureWindow`); a repeated one, or one on the job's
+        ``last_attempt``, is, while the job's ``first_failed_at`` (epoch seconds; default now)
+        is within the window. A ``retry_after_s`` holds every job for ``key`` until then.
         """
         if category not in self.categories:
-            self.record_success(key)
+            self.record_success(key, job=job)
             if retry_after_s:
                 self.hold(key, retry_after_s)
             return False
         now = self.clock()
-        events: list[tuple[BreakerState, str]] = []
+        job = job or self._anonymous()
+        evidence: Evidence | None = Evidence.FAILING if attempt > 1 or last_attempt else Evidence.UNDECIDED
+        if first_failed_at is not None and now - first_failed_at > self.window_s:
+            evidence = None
+        event = ""
         with self._lock:
-            breaker = self._breakers.setdefault(key, _Breaker(BreakerState(key)))
-            times = [t for t in breaker.failure_times if now - t <= self.window_s]
-            times.append(now)
-            breaker.failure_times = times
+            breaker = self._breaker(key)
+            trip = breaker.window.record(job, evidence, now, first_attempt=attempt == 1)
             current = breaker.state
-            if current.state == CLOSED and len(times) >= self.threshold:
-                events.append(
-                    (
-                        self._change(
-                            breaker,
-                            now,
-                            "opened",
-                            state=OPEN,
-                            failures=len(times),
-                            opened_at=now,
-                            next_probe_at=now + self.probe_interval_s,
-                            probes=0,
-                            last_category=category,
-                        ),
-                        "opened",
-                    )
+            if current.state == CLOSED and trip is not None:
+                event = "opened"
+                state = self._change(
+                    breaker,
+                    now,
+                    event,
+                    state=OPEN,
+                    failures=trip.failing,
+                    opened_at=now,
+                    next_probe_at=now + self.probe_interval_s,
+                    probes=0,
+                    last_category=category,
+                    _evidence={"rule": trip.rule, "jobs": trip.jobs, "calls": trip.calls},
                 )
-            elif current.state == HALF_OPEN:
-                events.append(
-                    (
-                        self._change(
-                            breaker,
-                            now,
-                            "reopened",
-                            state=OPEN,
-                            failures=len(times),
-                            next_probe_at=max(current.next_probe_at or now, now),
-                            last_category=category,
-                        ),
-                        "reopened",
+            elif current.state == HALF_OPEN and breaker.round_jobs is not None and job in breaker.round_jobs:
+                breaker.round_failures += 1
+                if breaker.round_failures >= self.probe_jobs:
+                    event = "reopened"
+                    breaker.round_jobs = None
+                    state = self._change(
+                        breaker,
+                        now,
+                        event,
+                        state=OPEN,
+                        failures=breaker.round_failures,
+                        next_probe_at=max(current.next_probe_at or now, now),
+                        last_category=category,
                     )
-                )
-            else:
-                breaker.state = replace(current, failures=len(times), last_category=category)
+            elif current.state == CLOSED:
+                breaker.state = replace(current, failures=breaker.window.failing(), last_category=category)
             is_open = breaker.state.state != CLOSED
-        for state, event in events:
+        if event:
             self._changed(state, event)
         if retry_after_s:
             self.hold(key, retry_after_s)
@@ -268,7 +322,7 @@ class ProviderBreakers:
         now = self.clock()
         until = now + retry_after_s
         with self._lock:
-            breaker = self._breakers.setdefault(key, _Breaker(BreakerState(key)))
+            breaker = self._breaker(key)
             if until <= breaker.state.retry_after_until:
                 return
             state = self._change(breaker, now, "retry_after", retry_after_until=until)
@@ -301,13 +355,13 @@ class ProviderBreakers:
         so that processes sharing a breaker send at most one probe per interval between them.
         """
         with self._lock:
-            breaker = self._breakers.setdefault(remote.key, _Breaker(BreakerState(remote.key)))
+            breaker = self._breaker(remote.key)
             local = breaker.state
             merged = local
             if remote.updated_at >= local.updated_at:
                 merged = replace(remote)
                 if remote.state == CLOSED:
-                    breaker.failure_times.clear()
+                    breaker.window.clear()
                 elif local.state != CLOSED and local.next_probe_at is not None:
                     merged = replace(
                         merged, next_probe_at=max(local.next_probe_at, remote.next_probe_at or 0)
@@ -315,6 +369,9 @@ class ProviderBreakers:
             merged = replace(merged, retry_after_until=max(local.retry_after_until, remote.retry_after_until))
             if merged == local:
                 return False
+            if merged.state != local.state or merged.next_probe_at != local.next_probe_at:
+                # Another process began a round, or ended ours: its probes are its own.
+                breaker.round_jobs = None
             breaker.state = merged
         self._set_gauge(merged)
         if merged.state != local.state:
@@ -328,6 +385,24 @@ class ProviderBreakers:
 
     # -- internals ----------------------------------------------------------------
 
+    def _breaker(self, key: str) -> _Breaker:
+        """``key``'s breaker, made closed when there is none; the caller holds the lock."""
+        breaker = self._breakers.get(key)
+        if breaker is None:
+            window = FailureWindow(
+                window_s=self.window_s,
+                min_calls=self.min_calls,
+                min_jobs=self.min_jobs,
+                failure_rate=self.failure_rate,
+            )
+            breaker = self._breakers[key] = _Breaker(BreakerState(key), window)
+        return breaker
+
+    def _anonymous(self) -> str:
+        """A job id of its own for a call recorded without one: each counts as a distinct job."""
+        self._anonymous_calls += 1
+        return f"#anonymous-{self._anonymous_calls}"
+
     def _change(self, breaker: _Breaker, now: float, event: str, **changes: Any) -> BreakerState:
         """Apply a transition made here; the caller holds the lock and calls :meth:`_changed` after."""
         previous = breaker.state
@@ -335,6 +410,7 @@ class ProviderBreakers:
         if event in ("opened", "reopened"):
             entry["failures"] = changes.get("failures", previous.failures)
             entry["category"] = changes.get("last_category", previous.last_category)
+            entry.update(changes.pop("_evidence", {}))
         elif event == "retry_after":
             entry["until"] = round(changes["retry_after_until"], 3)
         breaker.state = replace(
@@ -364,21 +440,35 @@ class ProviderBreakers:
     def _log(self, state: BreakerState, event: str) -> None:
         extra = {"provider": state.key, "breaker_event": event}
         if event == "opened":
+            evidence = state.history[-1] if state.history else {}
+            if evidence.get("rule") == "every_new_job_failed":
+                why = f"its last {evidence['calls']} new jobs all failed"
+            else:
+                why = (
+                    f"{state.failures} of {evidence.get('jobs', '?')} jobs keep failing "
+                    f"within {self.window_s:g} s ({evidence.get('calls', '?')} calls)"
+                )
             logger.warning(
-                "Breaker for %s opened after %d %s failures in a row; its jobs wait, next probe in %s s",
+                "Breaker for %s opened: %s (%s); its jobs wait, next probe in %s s",
                 state.key,
-                state.failures,
+                why,
                 state.last_category,
                 f"{self.probe_interval_s:g}",
                 extra=extra,
             )
         elif event == "probe":
-            logger.info("Breaker for %s: probe %d goes to the provider", state.key, state.probes, extra=extra)
+            logger.info(
+                "Breaker for %s: a probe round lets up to %d waiting job(s) through (%d probe(s) so far)",
+                state.key,
+                self.probe_jobs,
+                state.probes,
+                extra=extra,
+            )
         elif event == "reopened":
             logger.warning(
-                "Breaker for %s: probe %d failed (%s); next probe in %s s",
+                "Breaker for %s: the %d probe(s) of its round failed (%s); next round in %s s",
                 state.key,
-                state.probes,
+                state.failures,
                 state.last_category,
                 f"{max(0.0, (state.next_probe_at or 0) - state.updated_at):.3g}",
                 extra=extra,

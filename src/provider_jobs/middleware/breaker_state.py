@@ -20,6 +20,7 @@ __all__ = [
     "BreakerState",
     "Gate",
     "ProviderDown",
+    "job_of",
     "provider_of",
 ]
 
@@ -46,6 +47,13 @@ def provider_of(message: dramatiq.MessageProxy | dramatiq.Message[Any]) -> str |
     return value if isinstance(value, str) and value else None
 
 
+def job_of(message: dramatiq.MessageProxy | dramatiq.Message[Any]) -> str:
+    """The job a message carries, the same for every attempt: its ``job_id`` option, as our
+    actors set it, or else its message id (which Dramatiq keeps across retries)."""
+    value = message.options.get("job_id")
+    return value if isinstance(value, str) and value else message.message_id
+
+
 @dataclass(frozen=True, slots=True)
 class BreakerState:
     """One provider's breaker, as this process knows it; times are epoch seconds.
@@ -53,7 +61,8 @@ class BreakerState:
     Args:
         key: The provider, ``namespace/resource_type``.
         state: ``closed``, ``open`` or ``half_open``.
-        failures: Health failures in a row within the window.
+        failures: Failing jobs within the window when it opened; the probes that failed when it
+            reopened.
         opened_at: When it last opened; ``None`` when closed.
         next_probe_at: When the next probe may go; ``None`` when closed.
         retry_after_until: No job goes before this (the provider's ``Retry-After``); 0 when none.

@@ -42,7 +42,7 @@ from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.middleware import Middleware, SkipMessage
 
 from . import dead_letters, delays
-from .breaker import ProviderBreakers, ProviderDown
+from .breaker import ProviderBreakers, ProviderDown, job_of
 from .classifier import PROVIDER_DOWN, RETRY_REQUESTED, Classification, ErrorClassifier
 from .dead_letters import MAX_ATTEMPT_HISTORY  # noqa: F401 - importable here, as before the split
 from .delays import (
@@ -238,7 +238,7 @@ class ClassifiedRetries(Middleware):
         key = self.breakers.key(message)
         if key is None:
             return
-        gate = self.breakers.gate(key)
+        gate = self.breakers.gate(key, job=job_of(message))
         if gate.admit:
             if not gate.probe:
                 # The wait is over; a later one is measured from its own start. A probe that
@@ -303,7 +303,7 @@ class ClassifiedRetries(Middleware):
         except Exception as exc:
             logger.warning(
                 "Job %s: could not put it back to wait for provider %s (%s: %s); nacking it",
-                options.get("job_id") or message.message_id,
+                job_of(message),
                 key,
                 type(exc).__name__,
                 exc,
@@ -312,7 +312,7 @@ class ClassifiedRetries(Middleware):
             return
         logger.debug(
             "Job %s waits %s s for provider %s (%s)",
-            options.get("job_id") or message.message_id,
+            job_of(message),
             f"{delay_ms / 1000:g}",
             key,
             reason,
@@ -336,7 +336,7 @@ class ClassifiedRetries(Middleware):
             # A message failed before it ran (AgeLimit, a before-hook) did not succeed.
             if not message.failed:
                 if self.breakers is not None and (key := self.breakers.key(message)) is not None:
-                    self.breakers.record_success(key)
+                    self.breakers.record_success(key, job=job_of(message))
                 if self.log_success:
                     self._log.success(message, retries + 1, max_retries)
             return
@@ -348,7 +348,7 @@ class ClassifiedRetries(Middleware):
             # message: a raising rule, override or retry_when must not lose it.
             logger.exception(
                 "Job %s: deciding its retry failed; nacking it so that RabbitMQ dead-letters it",
-                options.get("job_id") or message.message_id,
+                job_of(message),
             )
             message.fail()
 
@@ -384,7 +384,7 @@ class ClassifiedRetries(Middleware):
         else:
             reason = "retry"
         if not requested and self._breaker_absorbs(
-            broker, message, exception, classification, context, retryable=reason in ("retry", "exhausted")
+            broker, message, exception, classification, context, reason=reason
         ):
             return
         if reason != "throws":
@@ -457,7 +457,7 @@ class ClassifiedRetries(Middleware):
         classification: Classification,
         context: dict[str, Any],
         *,
-        retryable: bool,
+        reason: str,
     ) -> bool:
         """Feed a failure to its provider's breaker. When the breaker is open and the failure is
         of its kind, the attempt was the provider's failure, not the job's: the job waits for the
@@ -465,8 +465,18 @@ class ClassifiedRetries(Middleware):
         if self.breakers is None or (key := self.breakers.key(message)) is None:
             return False
         category = classification.category.name
-        is_open = self.breakers.record_failure(key, category, retry_after_s=classification.suggested_delay_s)
-        if not (retryable and is_open and self.breakers.is_health_failure(category)):
+        history: list[Any] = message.options.get("attempt_history") or [{}]
+        first_ms = history[0].get("at_ms") if isinstance(history[0], dict) else None
+        is_open = self.breakers.record_failure(
+            key,
+            category,
+            job=job_of(message),
+            attempt=message.options.get("retries", 0) + 1,
+            last_attempt=reason != "retry",
+            first_failed_at=first_ms / 1000 if isinstance(first_ms, int) else None,
+            retry_after_s=classification.suggested_delay_s,
+        )
+        if not (reason in ("retry", "exhausted") and is_open and self.breakers.is_health_failure(category)):
             return False
         wait_s = self.breakers.wait_s(key)
         attempt = message.options.get("retries", 0) + 1
