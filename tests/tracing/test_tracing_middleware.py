@@ -7,6 +7,8 @@ import threading
 from typing import Any
 
 import dramatiq
+import pika
+import pytest
 from dramatiq.brokers.stub import StubBroker
 from opentelemetry.trace import SpanKind
 
@@ -177,3 +179,28 @@ def test_the_middleware_adds_its_spans_to_a_plain_dramatiq_services_own_provider
 def exporter_context(tracer_provider: Any) -> Any:
     """A span of the host service, current while its block sends a message."""
     return tracer_provider.get_tracer("host").start_as_current_span("host request")
+
+
+def test_a_job_dead_lettered_as_crash_loop_gets_a_process_span_saying_so(
+    settings, queue_name, rabbitmq_url, amqp, tracer_provider, exporter
+) -> None:
+    if settings.queue_type == "quorum":
+        pytest.skip("on quorum queues RabbitMQ counts deliveries itself")
+    provider = Fails(ConnectionError("never runs"), failures=0)
+    broker, actor = _system(settings, provider, tracer_provider, max_deliveries=1)
+    broker.declare_queue(queue_name, ensure=True)
+    message = actor.send(RG)
+    # A worker that died running it: taken, never settled, so RabbitMQ redelivers it.
+    connection = pika.BlockingConnection(pika.URLParameters(rabbitmq_url))
+    wait_for(lambda: connection.channel().basic_get(queue_name)[0] is not None)
+    connection.close()
+    with running_worker(broker):
+        [(_, letter)] = take_dead_letters(amqp, queue_name, 1)
+        spans = _spans(exporter, 2)
+    assert provider.calls == 0
+    [send] = [s for s in spans if s.kind is SpanKind.PRODUCER]
+    [crash] = [s for s in spans if s.kind is SpanKind.CONSUMER]
+    assert crash.attributes["provider_jobs.outcome"] == "crash_loop"
+    assert crash.attributes["provider_jobs.job_id"] == message.options["job_id"]
+    assert crash.context.trace_id == send.context.trace_id
+    assert letter["options"]["dead_letter"]["reason"] == "crash_loop"

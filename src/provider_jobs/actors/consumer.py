@@ -117,6 +117,10 @@ class WorkerConsumer(_RabbitmqConsumer):
         self._report_held = next(
             (m.set_retries_held for m in broker.middleware if hasattr(m, "set_retries_held")), None
         )
+        #: Where a crash_loop dead letter is reported (the broker's Tracing middleware), if any.
+        self._report_crash_loop = next(
+            (m.record_crash_loop for m in broker.middleware if hasattr(m, "record_crash_loop")), None
+        )
         self.iterator = self._deliveries(queue_name, timeout / 1000)
         self._letters = self._open_letters_channel()
 
@@ -339,6 +343,8 @@ class WorkerConsumer(_RabbitmqConsumer):
             headers[DELIVERIES_HEADER] = ended
             headers[DEAD_LETTER_HEADER] = CRASH_LOOP
             routing_key, out = xq_name(self.queue_name), _crash_loop_body(body, ended, self._worker_id)
+            if self._report_crash_loop is not None:
+                self._crash_loop_reported(out, ended)
             self.logger.error(
                 "Message %s dead-lettered as %s: %d deliveries ended without an outcome (its worker "
                 "process died running it); it is not run again",
@@ -347,6 +353,16 @@ class WorkerConsumer(_RabbitmqConsumer):
                 ended,
             )
         self._move(method, properties, routing_key, out, headers)
+
+    def _crash_loop_reported(self, body: bytes, deliveries: int) -> None:
+        """Tell the broker's tracing of a job dead-lettered as :data:`CRASH_LOOP`; a failure to do
+        so is logged, never in the way of the dead letter."""
+        assert self._report_crash_loop is not None
+        try:
+            options = json.loads(body).get("options")
+            self._report_crash_loop(self.queue_name, options, deliveries)
+        except Exception:
+            self.logger.debug("Could not trace crash_loop dead letter.", exc_info=True)
 
     def _move(
         self, method: Any, properties: Any, routing_key: str, body: bytes, headers: dict[str, Any]
