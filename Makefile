@@ -3,12 +3,12 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 
-.PHONY: install run test test-quorum check format bench clean screenshots
+.PHONY: install run test test-fast test-quorum check format bench clean screenshots
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q -U pip
-	$(BIN)/python -m pip install -q -e . --group dev
+	$(BIN)/python -m pip install -q -e '.[all]' --group dev
 	touch $@
 
 install: $(BIN)/.installed
@@ -20,10 +20,16 @@ run: install
 	rm -rf var/metrics && mkdir -p var/metrics
 	PROMETHEUS_MULTIPROC_DIR=var/metrics $(BIN)/provider-jobs demo
 
-## Run the tests against a private RabbitMQ node, SQLite and PostgreSQL.
+## Run the tests against a private RabbitMQ node, SQLite and PostgreSQL (what CI runs).
 test: install
 	bash scripts/ensure-test-services.sh
 	$(BIN)/pytest
+
+## The development loop: every test but those that stop or kill processes (fault), start a
+## RabbitMQ cluster (cluster), drive a browser (browser) or build and install the wheel (packaging).
+test-fast: install
+	bash scripts/ensure-test-services.sh
+	$(BIN)/pytest -m "not fault and not cluster and not browser and not packaging"
 
 ## The console's screenshots in the README (docs/console/*.png), taken by its browser tests.
 screenshots: install

@@ -1,4 +1,5 @@
-"""The package as another service gets it: sdist and wheel built, the wheel installed in a fresh venv.
+"""The package as another service gets it: sdist and wheel built, the wheel installed in fresh venvs,
+once bare (``pip install provider-jobs``) and once with every extra (``provider-jobs[all]``).
 
 Run alone with ``pytest -m packaging``. The wheel's dependencies come from the
 package index pip is configured with here.
@@ -6,6 +7,7 @@ package index pip is configured with here.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -16,6 +18,8 @@ from email.parser import Parser
 from pathlib import Path
 
 import pytest
+
+from support import take_dead_letters
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,24 +58,48 @@ def _checked(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedPr
     return result
 
 
+@dataclass(frozen=True)
+class Built:
+    """The module's one build."""
+
+    sdist: Path
+    wheel: Path
+    env: dict[str, str]
+
+
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
-    base = tmp_path_factory.mktemp("packaging")
-    # Nothing of this checkout or of the test venv may leak into the fresh one.
+def built(tmp_path_factory: pytest.TempPathFactory) -> Built:
+    base = tmp_path_factory.mktemp("build")
+    # Nothing of this checkout or of the test venv may leak into the fresh ones.
     env = {k: v for k, v in os.environ.items() if k not in {"PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV"}}
     dist = base / "dist"
     _checked(_run([sys.executable, "-m", "build", "--outdir", dist, ROOT], cwd=base, env=env))
     (sdist,) = dist.glob("provider_jobs-*.tar.gz")
     (wheel,) = dist.glob("provider_jobs-*.whl")
+    return Built(sdist, wheel, env)
 
+
+def _install(built: Built, base: Path, extras: str = "") -> Installed:
     venv = base / "venv"
-    _checked(_run([sys.executable, "-m", "venv", venv], cwd=base, env=env))
+    _checked(_run([sys.executable, "-m", "venv", venv], cwd=base, env=built.env))
     venv_python = venv / "bin" / "python"
-    _checked(_run([venv_python, "-m", "pip", "install", "--quiet", wheel], cwd=base, env=env))
-
+    requirement = f"{built.wheel}{extras}"
+    _checked(_run([venv_python, "-m", "pip", "install", "--quiet", requirement], cwd=base, env=built.env))
     workdir = base / "user"
     workdir.mkdir()
-    return Installed(sdist, wheel, venv_python, venv / "bin", workdir, env)
+    return Installed(built.sdist, built.wheel, venv_python, venv / "bin", workdir, built.env)
+
+
+@pytest.fixture(scope="module")
+def installed(built: Built, tmp_path_factory: pytest.TempPathFactory) -> Installed:
+    """The wheel installed without extras: what a service that reuses the middleware gets."""
+    return _install(built, tmp_path_factory.mktemp("bare"))
+
+
+@pytest.fixture(scope="module")
+def installed_all(built: Built, tmp_path_factory: pytest.TempPathFactory) -> Installed:
+    """The wheel installed with every extra."""
+    return _install(built, tmp_path_factory.mktemp("all"), "[all]")
 
 
 def test_the_wheel_ships_types_licence_and_declares_apache_2(installed: Installed) -> None:
@@ -95,14 +123,106 @@ def test_the_sdist_carries_the_licence_changelog_and_types(installed: Installed)
     assert {"LICENSE", "CHANGELOG.md", "README.md", "src/provider_jobs/py.typed"} <= names
 
 
-def test_the_installed_cli_answers_help(installed: Installed) -> None:
+def test_the_cli_installed_with_every_extra_answers_help(installed_all: Installed) -> None:
     result = _checked(
-        _run([installed.venv_bin / "provider-jobs", "--help"], cwd=installed.workdir, env=installed.env)
+        _run(
+            [installed_all.venv_bin / "provider-jobs", "--help"],
+            cwd=installed_all.workdir,
+            env=installed_all.env,
+        )
     )
 
     assert "Usage: provider-jobs" in result.stdout
     for command in ("worker", "archiver", "api", "submit", "dlq"):
         assert command in result.stdout
+
+
+def test_the_cli_without_its_extra_is_one_line_naming_the_extra(installed: Installed) -> None:
+    result = _run([installed.venv_bin / "provider-jobs", "--help"], cwd=installed.workdir, env=installed.env)
+
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr == (
+        "provider-jobs: typer is not installed; it comes with an extra: pip install 'provider-jobs[cli]'\n"
+    )
+
+
+#: The top-level packages of the extras: a bare install has none of them.
+EXTRAS_PACKAGES = (
+    "sqlalchemy",
+    "alembic",
+    "psycopg",
+    "fastapi",
+    "starlette",
+    "uvicorn",
+    "jinja2",
+    "itsdangerous",
+    "typer",
+    "rich",
+    "opentelemetry",
+)
+
+#: A plain Dramatiq service with ClassifiedRetries in place of Retries; prints what it ran and imported.
+SERVICE = """
+import importlib.util, json, sys, time
+import dramatiq
+from dramatiq.brokers.rabbitmq import RabbitmqBroker
+from dramatiq.middleware import AgeLimit, Callbacks, Pipelines, ShutdownNotifications, TimeLimit
+from provider_jobs.middleware import ClassifiedRetries
+
+url, queue_name, extras_packages = sys.argv[1], sys.argv[2], sys.argv[3:]
+retries = ClassifiedRetries(retry_delay_ms=20, max_retries=2, worker_id="billing-1")
+broker = RabbitmqBroker(
+    url=url,
+    confirm_delivery=True,
+    middleware=[AgeLimit(), TimeLimit(), ShutdownNotifications(), Callbacks(), Pipelines(), retries],
+)
+attempts = []
+
+@dramatiq.actor(broker=broker, queue_name=queue_name)
+def charge_card(order_id):
+    attempts.append(order_id)
+    raise ConnectionError(f"payment gateway reset the connection on attempt {len(attempts)}")
+
+charge_card.send("order-17")
+worker = dramatiq.Worker(broker, worker_threads=2, worker_timeout=20)
+worker.start()
+try:
+    # Retries wait in a TTL queue that broker.join does not watch: wait for the last attempt first.
+    deadline = time.monotonic() + 30
+    while len(attempts) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    broker.join(queue_name, timeout=30_000)
+    worker.join()
+finally:
+    worker.stop()
+    broker.close()
+print(json.dumps({
+    "attempts": attempts,
+    "imported": sorted(p for p in extras_packages if p in sys.modules),
+    "installed": sorted(p for p in extras_packages if importlib.util.find_spec(p) is not None),
+}))
+"""
+
+
+def test_a_plain_dramatiq_service_retries_and_dead_letters_with_the_bare_install(
+    installed: Installed, rabbitmq_url: str, queue_name: str, amqp
+) -> None:
+    result = _checked(
+        _run(
+            [installed.venv_python, "-c", SERVICE, rabbitmq_url, queue_name, *EXTRAS_PACKAGES],
+            cwd=installed.workdir,
+            env=installed.env,
+        )
+    )
+    [(properties, body)] = take_dead_letters(amqp, queue_name, 1)
+
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    dead = body["options"]["dead_letter"]
+    assert report == {"attempts": ["order-17"] * 3, "imported": [], "installed": []}
+    assert (dead["reason"], dead["category"], dead["attempts"]) == ("exhausted", "connection_error", 3)
+    assert dead["error"] == "payment gateway reset the connection on attempt 3"
+    assert properties.headers["x-provider-jobs-dead-letter"] == "exhausted"
 
 
 def test_the_middleware_imports_from_the_installed_wheel(installed: Installed) -> None:

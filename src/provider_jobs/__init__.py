@@ -1,10 +1,12 @@
 """provider-jobs: provider operations as Dramatiq actors on RabbitMQ, with
 error-aware retries and a dead-letter archive operators can work with.
 
-Importing this package has no effect beyond defining names. The Dramatiq CLI
-entry point ``provider_jobs.actors`` is different: importing it reads the
-settings and sets Dramatiq's global broker, so ``JobQueue`` and
-``ProviderWorker``, which need it, are imported on first use.
+Importing this package, or any module of it, has no effect beyond defining
+names: nothing reads the environment, opens a connection or sets Dramatiq's
+global broker. Only the entry points do: the ``provider-jobs`` command and
+``provider_jobs.worker``, the module Dramatiq's CLI runs workers from.
+``JobQueue``, ``ProviderWorker`` and ``HttpProvider`` are imported on first
+use.
 """
 
 from __future__ import annotations

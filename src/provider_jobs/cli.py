@@ -63,8 +63,6 @@ app.command("providers")(one_line_errors(providers_command))
 
 
 def _settings() -> Settings:
-    # The actors package builds Dramatiq's global broker when imported (it is
-    # Dramatiq's entry point), so commands import it only when they need it.
     settings = Settings.from_env()
     configure_logging(
         log_format=settings.log_format, level=settings.log_level, redact_keys=settings.redact_keys
@@ -202,7 +200,7 @@ def worker(
     """Run a worker in this process (threads: PROVIDER_JOBS_WORKER_THREADS).
 
     Providers come from PROVIDER_JOBS_PROVIDERS and PROVIDER_JOBS_PROVIDERS_FILE.
-    For several processes use the Dramatiq CLI: `dramatiq provider_jobs.actors`.
+    For several processes use the Dramatiq CLI: `dramatiq provider_jobs.worker`.
     """
     from .rabbitmq.connectivity import check_broker
 

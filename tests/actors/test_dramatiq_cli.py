@@ -1,4 +1,4 @@
-"""`dramatiq provider_jobs.actors`: the standard Dramatiq CLI runs our workers."""
+"""`dramatiq provider_jobs.worker`: the standard Dramatiq CLI runs our workers."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ def test_the_dramatiq_cli_runs_jobs_with_providers_from_a_file(
     }
     dramatiq_cli = shutil.which("dramatiq", path=os.path.dirname(sys.executable))
     worker = subprocess.Popen(
-        [dramatiq_cli, "provider_jobs.actors", "-p", "1", "-t", "2"],
+        [dramatiq_cli, "provider_jobs.worker", "-p", "1", "-t", "2"],
         env=env,
         stderr=subprocess.PIPE,
         text=True,
@@ -57,7 +57,7 @@ def test_the_dramatiq_cli_refuses_to_boot_with_a_bad_setting() -> None:
     env = {**os.environ, "PROVIDER_JOBS_MAX_ATTEMPTS": "lots", "PROVIDER_JOBS_LOG_FORMAT": "json"}
     dramatiq_cli = shutil.which("dramatiq", path=os.path.dirname(sys.executable))
     result = subprocess.run(
-        [dramatiq_cli, "provider_jobs.actors", "-p", "1", "-t", "1"],
+        [dramatiq_cli, "provider_jobs.worker", "-p", "1", "-t", "1"],
         env=env,
         capture_output=True,
         text=True,

@@ -33,4 +33,4 @@ def test_the_image_runs_as_a_non_root_user() -> None:
 def test_the_default_command_is_the_dramatiq_worker_of_our_actors() -> None:
     (cmd,) = [args for op, args in _instructions() if op == "CMD"]
 
-    assert cmd.startswith('["dramatiq", "provider_jobs.actors"')
+    assert cmd.startswith('["dramatiq", "provider_jobs.worker"')

@@ -121,7 +121,7 @@ def test_worker_archiver_and_api_are_deployed() -> None:
     templates = _templates()
 
     commands = {
-        "worker": '"dramatiq", "provider_jobs.actors"',
+        "worker": '"dramatiq", "provider_jobs.worker"',
         "archiver": '"provider-jobs", "archiver"',
         "api": '"provider-jobs", "api"',
     }

@@ -1,4 +1,4 @@
-"""ProcessBoot: sets up a worker process started by the Dramatiq CLI."""
+"""A worker process started by Dramatiq's CLI: its broker, and ProcessBoot, which sets the process up."""
 
 from __future__ import annotations
 
@@ -12,8 +12,11 @@ from ..errors import ConfigurationError
 from ..log_config import configure_logging
 from ..providers import ProviderRegistry, load_providers
 from ..settings import Settings
+from ..tracing import configure_tracing
+from .broker import build_broker
+from .provider_ops import declare_provider_actors
 
-__all__ = ["ProcessBoot"]
+__all__ = ["ProcessBoot", "worker_broker"]
 
 logger = logging.getLogger("provider_jobs.actors")
 
@@ -57,6 +60,35 @@ class ProcessBoot(Middleware):
             raise SystemExit(2) from None
         logger.info("Loaded %d provider(s): %s", len(keys), ", ".join(keys) or "none")
         _check_queues(broker, self.settings.queue_name)
+
+
+def worker_broker() -> RabbitmqBroker:
+    """The broker of a worker process that Dramatiq's CLI starts, with the provider actors declared.
+
+    Reads :class:`~provider_jobs.settings.Settings` from the environment; no
+    connection is opened. A bad setting does not raise here: the process's
+    :class:`ProcessBoot` logs it in one line and stops, where an exception
+    would reach Dramatiq's CLI as a traceback. Only an entry point calls this
+    (:mod:`provider_jobs.worker`).
+    """
+    refuse: ConfigurationError | None = None
+    try:
+        settings = Settings.from_env()
+    except ConfigurationError as exc:
+        settings, refuse = Settings(), exc
+    try:
+        # Traces from the standard OTEL_* variables; None (no tracing middleware) when none is set.
+        tracer_provider = configure_tracing(service_name="provider-jobs-worker")
+    except ConfigurationError as exc:
+        tracer_provider, refuse = None, refuse or exc
+    registry = ProviderRegistry()
+    broker = build_broker(
+        settings,
+        middleware=[ProcessBoot(registry, settings, refuse=refuse)],
+        tracer_provider=tracer_provider,
+    )
+    declare_provider_actors(broker, registry, settings)
+    return broker
 
 
 def _check_queues(broker: dramatiq.Broker, queue_name: str) -> None:

@@ -21,6 +21,7 @@ from ..errors import (
     RecordConflict,
     RecordNotFound,
 )
+from ..extras import installed
 from ..middleware.metrics import render_metrics
 from ..rabbitmq.connectivity import check_broker
 from ..redaction import Redactor
@@ -130,6 +131,8 @@ def create_app(settings: Settings, *, archive: DeadLetterArchive | None = None) 
         settings: Broker URL, queue name, archive URL and API token.
         archive: The dead-letter archive. Defaults to one on ``settings.archive_url``,
             opened at the first request that needs it.
+
+    The console is served under ``/ui/`` when its extra (``provider-jobs[console]``) is installed.
     """
     app = FastAPI(
         title="provider-jobs",
@@ -156,10 +159,11 @@ def create_app(settings: Settings, *, archive: DeadLetterArchive | None = None) 
         )
     )
     app.include_router(providers_router(settings))
-    # Imported here: the console builds on this package's helpers, so it imports ``api`` itself.
-    from ..console import install_console
+    if installed("console"):
+        # Imported here: the console builds on this package's helpers, so it imports ``api`` itself.
+        from ..console import install_console
 
-    install_console(app, settings, archive, redactor)
+        install_console(app, settings, archive, redactor)
     # Outermost: a mutation's token and a body's size are checked before the body is read.
     app.add_middleware(
         RequestGate,
