@@ -5,7 +5,9 @@ loaded as workload 7 loads it (:mod:`benchmarks.dlq_queries`); the console is th
 (``create_app``) behind FastAPI's test client, logged in with a token, so the time is the
 server's work (routing, queries, rendering), with no browser and no network. The overview
 reads queue depths from the RabbitMQ of ``PROVIDER_JOBS_BROKER_URL`` (default the local one).
-The chart's query (dead letters per hour by category) is timed alone as well.
+The chart's query (dead letters per hour by category) is timed alone as well, and, in
+the same run, the insert rate with the search index against without it
+(:mod:`benchmarks.search_inserts`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from provider_jobs.api import create_app
 from provider_jobs.dlq import RecordFilter
 from provider_jobs.settings import Settings
 
+from . import search_inserts
 from .dlq_queries import CATEGORIES, PROVIDERS, LoadedArchive, p95_ms
 
 #: The token the benchmark logs in with.
@@ -65,7 +68,9 @@ def pages(loaded: LoadedArchive, client: TestClient) -> dict[str, str]:
         "records, a week's range": "/ui/records?since=2000-01-01T00:00&until=2100-01-01T00:00&status=dead",
         "record": f"/ui/records/{newest.id}",
         "audit": "/ui/audit",
-        "records, text search (a full scan)": "/ui/records?search=job-123456",
+        "records, text search (a job id)": "/ui/records?search=job-123456",
+        "records, text search (two words, one record)": "/ui/records?search=rg-123456+ITL.P",
+        "records, text search (a quarter of the records)": "/ui/records?search=quota",
     }
 
 
@@ -100,6 +105,7 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=1_000_000, help="records in the archive")
     parser.add_argument("--repeats", type=int, default=30, help="timed requests per page")
     parser.add_argument("--databases", nargs="*", default=["sqlite", "postgresql"])
+    parser.add_argument("--insert-n", type=int, default=20_000, help="records per insert round (0: skip)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.CRITICAL)
     rows: dict[str, dict[str, float]] = {}
@@ -115,6 +121,12 @@ def main() -> None:
             + " | ".join(f"{by_database.get(d, float('nan')):.1f}" for d in args.databases)
             + " |"
         )
+    if args.insert_n:
+        print("\n| measure | variant | median | min | max | unit | ratio |")
+        print("| --- | --- | ---: | ---: | ---: | --- | ---: |")
+        for database in args.databases:
+            for line in search_inserts.report(database, args.insert_n, rounds=3):
+                print(line, flush=True)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 The records are written straight into the archive's table (SQLite:
 ``executemany`` in large transactions; PostgreSQL: ``COPY``), not through
-RabbitMQ, then the group summary is counted once with
+RabbitMQ, each with its search document (the search index is kept as they go in:
+SQLite's triggers, PostgreSQL's GIN index), then the group summary is counted once with
 ``DeadLetterArchive.rebuild_groups()``. They are spread over 40 providers,
 4 operations, 10 categories and 30 days; 80 % are dead, 15 % replayed,
 5 % discarded; about 1,600 fingerprints, a few of them large.
@@ -21,11 +22,14 @@ import statistics
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import psycopg
 
 from provider_jobs.dlq import DeadLetterArchive, RecordFilter, fingerprint
+from provider_jobs.dlq.archive.search import SearchDocuments
+from provider_jobs.redaction import Redactor
 
 from .dlq_support import throwaway_archive_url
 
@@ -40,6 +44,7 @@ LOAD_BATCH = 20_000
 _HISTORY = json.dumps(
     [{"attempt": a, "category": "x", "error": "Upstream said no", "at_ms": 1} for a in (1, 2, 3)]
 )
+_DOCUMENTS = SearchDocuments(Redactor())
 _TRACEBACK = (
     'Traceback (most recent call last):\n  File "x.py", line 1, in run\n' * 4 + "X: Upstream said no\n"
 )
@@ -79,6 +84,16 @@ def _rows(n: int, columns: list[str], seed: int = 7) -> Iterator[tuple[Any, ...]
         body = json.dumps(
             {"message_id": message_id, "job": {"job_id": job_id, "request": {"name": f"rg-{i}"}}}
         ).encode()
+        searchable = SimpleNamespace(
+            error_type="ProviderError",
+            error=error,
+            provider_namespace=namespace,
+            resource_type=resource_type,
+            operation=operation,
+            job_id=job_id,
+            message_id=message_id,
+            request={"name": f"rg-{i}"},
+        )
         row = {
             "dedupe_key": f"msg:{message_id}",
             "message_id": message_id,
@@ -89,7 +104,7 @@ def _rows(n: int, columns: list[str], seed: int = 7) -> Iterator[tuple[Any, ...]
             "provider_namespace": namespace,
             "resource_type": resource_type,
             "operation": operation,
-            "request": '{"name":"rg"}',
+            "request": f'{{"name":"rg-{i}"}}',
             "priority": 5,
             "category": category,
             "retryable": False,
@@ -113,6 +128,7 @@ def _rows(n: int, columns: list[str], seed: int = 7) -> Iterator[tuple[Any, ...]
             "replay_message_ids": "[]",
             "escalated_ms": None,
             "updated_ms": dead_ms + 5,
+            "search_text": _DOCUMENTS(searchable),
         }
         yield tuple(row[c] for c in columns)
 

@@ -19,7 +19,7 @@ import typer
 
 from .api.server import api_command
 from .demo import DEMO_JOBS, demo_registry
-from .dlq.cli.app import archiver, dlq_app
+from .dlq.cli.app import archive_app, archiver, dlq_app
 from .errors import ProviderJobsError
 from .health.cli import providers_command
 from .log_config import configure_logging
@@ -38,6 +38,7 @@ app = typer.Typer(
 logger = logging.getLogger("provider_jobs.cli")
 
 app.add_typer(dlq_app, name="dlq")
+app.add_typer(archive_app, name="archive")
 app.command()(archiver)
 app.command("api")(api_command)
 

@@ -9,13 +9,14 @@ from typing import Annotated, Any
 import typer
 import uvicorn
 
-from ..errors import ConfigurationError
+from ..dlq import DeadLetterArchive
+from ..errors import ArchiveUnavailable, ArchiveVersionError, ConfigurationError
 from ..log_config import configure_logging
 from ..settings import Settings
 from ..tracing import configure_tracing
 from .app import create_app
 
-__all__ = ["EXIT_ADDRESS_IN_USE", "EXIT_CONFIGURATION", "api_command", "serve"]
+__all__ = ["EXIT_ADDRESS_IN_USE", "EXIT_ARCHIVE_VERSION", "EXIT_CONFIGURATION", "api_command", "serve"]
 
 logger = logging.getLogger("provider_jobs.api")
 
@@ -24,6 +25,9 @@ EXIT_CONFIGURATION = 2
 #: ``provider-jobs api`` exit code: the address cannot be bound (in use, or not permitted).
 #: Not uvicorn's 3, which the DLQ commands use for an unreachable archive.
 EXIT_ADDRESS_IN_USE = 5
+#: ``provider-jobs api`` exit code: the archive needs ``provider-jobs archive upgrade``, or is
+#: newer than this version.
+EXIT_ARCHIVE_VERSION = 6
 
 
 class _AddressUnavailable(ConfigurationError):
@@ -63,13 +67,21 @@ def serve(settings: Settings) -> None:
 
     Raises:
         ConfigurationError: The address cannot be bound.
+        ArchiveVersionError: The archive needs ``provider-jobs archive upgrade`` (an
+            embedded SQLite archive is upgraded here), or is newer than this version.
     """
+    archive = DeadLetterArchive(settings.archive_url, redact_keys=settings.redact_keys)
+    try:
+        archive.check()
+    except ArchiveUnavailable as exc:
+        # The API serves without it, and /readyz says so; its schema is checked when it is back.
+        logger.warning("%s", exc)
     if not settings.api_token:
         logger.warning("No API token is set (PROVIDER_JOBS_API_TOKEN): mutating endpoints answer 403")
     sock = _bind(settings.api_host, settings.api_port)
     logger.info("DLQ console: http://%s:%d/ui/", settings.api_host, settings.api_port)
     try:
-        server = uvicorn.Server(uvicorn.Config(create_app(settings), log_config=None))
+        server = uvicorn.Server(uvicorn.Config(create_app(settings, archive=archive), log_config=None))
         server.run(sockets=[sock])
     finally:
         sock.close()
@@ -81,7 +93,8 @@ def api_command(
 ) -> None:
     """Serve the HTTP API: /queue-stats, /metrics, /healthz, /readyz and the DLQ endpoints.
 
-    Exit codes: 2 a setting or option is not allowed; 5 the address cannot be bound.
+    Exit codes: 2 a setting or option is not allowed; 5 the address cannot be bound; 6 the
+    archive needs `provider-jobs archive upgrade`, or is newer than this version.
     """
     overrides: dict[str, Any] = {"api_host": host, "api_port": port}
     try:
@@ -100,3 +113,6 @@ def api_command(
     except ConfigurationError as exc:
         typer.echo(f"provider-jobs api: {exc}", err=True)
         raise typer.Exit(EXIT_CONFIGURATION) from None
+    except ArchiveVersionError as exc:
+        typer.echo(f"provider-jobs api: {exc}", err=True)
+        raise typer.Exit(EXIT_ARCHIVE_VERSION) from None

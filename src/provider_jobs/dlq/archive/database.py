@@ -28,7 +28,7 @@ from ...json_bodies import read_json
 from ...redaction import DEFAULT_REDACT_KEYS, Redactor
 from .groups import GroupDeltas, GroupSummary
 from .schema import Tables
-from .search import FTS_TABLE, SEARCH_COLUMN, SEARCH_FIELDS, search_document
+from .search import FTS_TABLE, SEARCH_COLUMN, SEARCH_FIELDS, SearchDocuments
 from .versions import VERSION_TABLE, head_revision, read_state, upgrade
 
 __all__ = ["DEFAULT_CLAIM_TTL_S", "ArchiveDatabase", "chunks", "epoch_ms", "json_text", "moved", "removed"]
@@ -135,7 +135,7 @@ class ArchiveDatabase:
         redact_keys: Iterable[str] = DEFAULT_REDACT_KEYS,
     ) -> None:
         self.url = _engine_url(url)
-        self.redactor = Redactor(keys=redact_keys)
+        self.search_documents = SearchDocuments(Redactor(keys=redact_keys))
         self.is_sqlite = self.url.get_backend_name() == "sqlite"
         if schema and self.is_sqlite:
             raise ConfigurationError(f"archive schema={schema!r} is not allowed with SQLite")
@@ -290,10 +290,7 @@ class ArchiveDatabase:
                 if rows:
                     conn.execute(
                         update,
-                        [
-                            {"record_id": row.id, "document": search_document(row, self.redactor)}
-                            for row in rows
-                        ],
+                        [{"record_id": row.id, "document": self.search_documents(row)} for row in rows],
                     )
             if len(rows) < _INDEX_BATCH:
                 return

@@ -70,7 +70,7 @@ class Tables:
             sa.Column("updated_ms", sa.BigInteger),
             sa.Column("claim_token", sa.String(64)),
             sa.Column("claimed_ms", sa.BigInteger),
-            # The masked search document (:func:`.search.search_document`); NULL only for a
+            # The masked search document (:class:`.search.SearchDocuments`); NULL only for a
             # record an older version wrote, until the archive indexes it.
             sa.Column("search_text", sa.Text),
             # Each page index ends in (dead_lettered_ms, id): the page's order, so that a

@@ -33,9 +33,9 @@ __all__ = [
     "FTS_TABLE",
     "SEARCH_COLUMN",
     "SEARCH_FIELDS",
+    "SearchDocuments",
     "SearchMatch",
     "Searchable",
-    "search_document",
     "search_terms",
 ]
 
@@ -57,6 +57,14 @@ SEARCH_FIELDS = (
 FTS_TABLE = "dead_letters_search"
 #: Characters in a trigram: a shorter substring cannot be looked up in either index.
 _TRIGRAM = 3
+#: Request keys remembered as secret or not, at most.
+_KEY_CACHE = 10_000
+#: A request nested deeper than this is indexed down to this depth.
+_MAX_DEPTH = 32
+#: Folds text for that check: the separators go, and the letters that case-insensitive
+#: matching takes for ASCII ones but casefold() does not fold to them (dotless i, the
+#: dot that İ leaves) become what they match.
+_SEPARATORS = str.maketrans({"_": None, "-": None, ".": None, " ": None, "\u0307": None, "\u0131": "i"})
 _TERM = re.compile(r'"([^"]*)"?|(\S+)')
 
 
@@ -91,27 +99,77 @@ class Searchable(Protocol):
     def request(self) -> Any: ...
 
 
-def search_document(record: Searchable, redactor: Redactor) -> str:
-    """What ``record`` is found by, with every secret masked; NUL written as ``\\x00``
-    (PostgreSQL's text cannot hold it), as the archive writes its text columns."""
-    provider = "/".join(p for p in (record.provider_namespace, record.resource_type) if p)
-    parts: list[str | None] = [
-        record.error_type,
-        record.error,
-        provider,
-        record.operation,
-        record.job_id,
-        record.message_id,
-    ]
-    if record.request is not None:
-        parts.append(json.dumps(redactor.view(record.request), ensure_ascii=False, separators=(",", ":")))
-    document = redactor.text("\n".join(part for part in parts if part))
-    if "\x00" in document:
-        document = document.replace("\x00", "\\x00")
-    if not document.isascii():
-        # A lone surrogate (a JSON body may carry one) is written escaped, as every text column is.
-        document = document.encode("utf-8", errors="backslashreplace").decode("utf-8")
-    return document
+class SearchDocuments:
+    """Makes each record's search document: what it is found by, with every secret masked.
+
+    The request's entries under secret keys are left out, then the whole document
+    passes once through :meth:`~provider_jobs.redaction.Redactor.text` (URL
+    passwords, ``key=value`` pairs in errors and in the request's strings) when
+    it holds a URL or a secret key's name, which is all that text can mask. NUL
+    is written as ``\\x00`` (PostgreSQL's text cannot hold it), as the archive
+    writes its text columns.
+
+    Args:
+        redactor: Says which keys are secret (``PROVIDER_JOBS_REDACT_KEYS``).
+    """
+
+    def __init__(self, redactor: Redactor) -> None:
+        self.redactor = redactor
+        # Requests repeat a few key names: whether one is secret is worked out once.
+        self._secret: dict[str, bool] = {}
+
+    def __call__(self, record: Searchable) -> str:
+        provider = "/".join(p for p in (record.provider_namespace, record.resource_type) if p)
+        parts: list[str | None] = [
+            record.error_type,
+            record.error,
+            provider,
+            record.operation,
+            record.job_id,
+            record.message_id,
+        ]
+        if record.request is not None:
+            masked = self._masked(record.request, 0)
+            parts.append(json.dumps(masked, ensure_ascii=False, separators=(",", ":"), default=str))
+        document = "\n".join(part for part in parts if part)
+        if self._may_hold_secrets(document):
+            document = self.redactor.text(document)
+        if "\x00" in document:
+            document = document.replace("\x00", "\\x00")
+        if not document.isascii():
+            # A lone surrogate (a JSON body may carry one) is written escaped, as every text column is.
+            document = document.encode("utf-8", errors="backslashreplace").decode("utf-8")
+        return document
+
+    def _may_hold_secrets(self, text: str) -> bool:
+        # What Redactor.text masks is a URL's password or a pair whose key contains a secret
+        # key's name, its letters perhaps separated by one of "_-. ": without either, it
+        # would return the text unchanged.
+        if "://" in text:
+            return True
+        flat = text.casefold().translate(_SEPARATORS)
+        return any(key in flat for key in self.redactor.keys)
+
+    def _is_secret(self, key: str) -> bool:
+        secret = self._secret.get(key)
+        if secret is None:
+            secret = self.redactor.is_secret(key)
+            if len(self._secret) < _KEY_CACHE:
+                self._secret[key] = secret
+        return secret
+
+    def _masked(self, value: Any, depth: int) -> Any:
+        if isinstance(value, dict):
+            if depth >= _MAX_DEPTH:
+                return None
+            return {
+                key: self._masked(item, depth + 1)
+                for key, item in value.items()
+                if item is None or not isinstance(key, str) or not self._is_secret(key)
+            }
+        if isinstance(value, list):
+            return None if depth >= _MAX_DEPTH else [self._masked(item, depth + 1) for item in value]
+        return value
 
 
 class SearchMatch(ColumnElement[bool]):

@@ -31,7 +31,7 @@ from .groups import GroupSummary
 from .records import DeadLetter
 from .retention import ArchiveRetention
 from .schema import JSON_COLUMNS
-from .search import SEARCH_COLUMN, search_document
+from .search import SEARCH_COLUMN
 from .status import DEAD, DISCARDED, REPLAYED, STATUSES, ArchiveStatus
 
 __all__ = ["DEAD", "DISCARDED", "REPLAYED", "STATUSES", "DeadLetterArchive", "ReplayMark"]
@@ -144,7 +144,7 @@ class DeadLetterArchive(ArchiveClaims, ArchiveStatus, ArchiveRetention, ArchiveA
         unique = list({r.dedupe_key: r for r in records}.values())
         if not unique:
             return []
-        documents = [search_document(record, self.redactor) for record in unique]
+        documents = [self.search_documents(record) for record in unique]
         rows = [(*_insert_row(record), document) for record, document in zip(unique, documents, strict=True)]
         sql = self._compiled_insert()
         with self._write(f"storing {len(rows)} dead letter(s)") as conn:

@@ -116,7 +116,7 @@ class DeadLetterArchiver:
     def from_settings(cls, settings: Settings, **overrides: Any) -> DeadLetterArchiver:
         """An archiver configured by ``settings``; keyword arguments override."""
         options: dict[str, Any] = {
-            "archive": DeadLetterArchive(settings.archive_url),
+            "archive": DeadLetterArchive(settings.archive_url, redact_keys=settings.redact_keys),
             "broker_url": settings.broker_url,
             "queues": settings.archived_queues,
             "queue_type": settings.queue_type,

@@ -1,4 +1,5 @@
-"""``provider-jobs dlq ...`` (the operator's commands) and ``provider-jobs archiver``.
+"""``provider-jobs dlq ...`` (the operator's commands), ``provider-jobs archiver`` and
+``provider-jobs archive upgrade``.
 
 Tables for people, ``--json`` for scripts. Exit codes:
 
@@ -17,8 +18,17 @@ from .archiver import archiver
 from .change import discard, process, purge, replay
 from .common import EXIT_ARCHIVE, EXIT_BROKER, EXIT_NOT_FOUND, EXIT_USAGE
 from .inspect import audit, groups, list_records, show
+from .upgrade import upgrade
 
-__all__ = ["EXIT_ARCHIVE", "EXIT_BROKER", "EXIT_NOT_FOUND", "EXIT_USAGE", "archiver", "dlq_app"]
+__all__ = [
+    "EXIT_ARCHIVE",
+    "EXIT_BROKER",
+    "EXIT_NOT_FOUND",
+    "EXIT_USAGE",
+    "archive_app",
+    "archiver",
+    "dlq_app",
+]
 
 dlq_app = typer.Typer(help="Inspect, group, replay and discard archived dead letters.", no_args_is_help=True)
 # Registered here, in this order, so ``--help`` lists them as it always has.
@@ -30,3 +40,6 @@ dlq_app.command()(discard)
 dlq_app.command()(purge)
 dlq_app.command()(audit)
 dlq_app.command()(process)
+
+archive_app = typer.Typer(help="The dead-letter archive's schema.", no_args_is_help=True)
+archive_app.command()(upgrade)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Annotated
 
 import typer
 
+from ...errors import ArchiveUnavailable
 from .common import _err, _session
 
 __all__ = ["archiver"]
@@ -36,6 +38,11 @@ def archiver(
     from ..recovery import start_recovery
 
     with _session(service_name="provider-jobs-archiver") as (settings, archive):
+        # An embedded SQLite archive is upgraded here; an older PostgreSQL one, or one newer
+        # than this version, is refused before anything is consumed. An archive that cannot
+        # be reached is waited for while draining, as any outage of it is.
+        with contextlib.suppress(ArchiveUnavailable):
+            archive.check()
         worker = DeadLetterArchiver.from_settings(settings, archive=archive)
         if settings.metrics_port is not None:
             _serve_metrics(settings.metrics_port)

@@ -133,7 +133,7 @@ def _session(service_name: str = "provider-jobs-dlq") -> Iterator[tuple[Settings
     archive: DeadLetterArchive | None = None
     try:
         settings = _settings(service_name)
-        archive = DeadLetterArchive(settings.archive_url)
+        archive = DeadLetterArchive(settings.archive_url, redact_keys=settings.redact_keys)
         yield settings, archive
     except RecordNotFound as exc:
         _fail(exc, EXIT_NOT_FOUND)
