@@ -1,8 +1,4 @@
-"""Reaching RabbitMQ: a connection check with one clear error line, and URLs safe to print.
-
-Kept out of :mod:`provider_jobs.actors`, whose import builds Dramatiq's global
-broker, so that the API, the archiver and the CLI can use it without that.
-"""
+"""Reaching RabbitMQ: a connection check with one clear error line, and URLs safe to print."""
 
 from __future__ import annotations
 
