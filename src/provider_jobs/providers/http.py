@@ -22,6 +22,7 @@ from ..errors import (
     ValidationFailed,
 )
 from ..jobs import ProviderJob
+from ..tracing import active_provider
 
 __all__ = ["HttpProvider", "parse_retry_after"]
 
@@ -97,6 +98,9 @@ class HttpProvider:
             every attempt and redelivery of a job; ``None`` sends none. Default
             ``Idempotency-Key``.
         transport: An httpx transport, for tests. Default: a real network transport.
+        tracer_provider: An OpenTelemetry ``TracerProvider``: each call is a CLIENT span, in the
+            job's trace, that sends ``traceparent``. Default ``None``: the global one if one is
+            set; with none (or without ``opentelemetry-instrumentation-httpx``) no span.
 
     Raises:
         ValueError: ``idempotency_header`` is not an HTTP header name.
@@ -111,6 +115,7 @@ class HttpProvider:
         headers: dict[str, str] | None = None,
         idempotency_header: str | None = "Idempotency-Key",
         transport: httpx.BaseTransport | None = None,
+        tracer_provider: Any = None,
     ) -> None:
         if idempotency_header is not None and not (
             isinstance(idempotency_header, str) and _HEADER_NAME.fullmatch(idempotency_header)
@@ -126,6 +131,10 @@ class HttpProvider:
             headers=headers,
             transport=transport,
         )
+        if active_provider(tracer_provider) is not None:
+            from ..tracing import instrument_httpx
+
+            instrument_httpx(self._client, tracer_provider)
 
     def __repr__(self) -> str:
         return f"HttpProvider({self.base_url!r})"
