@@ -63,11 +63,13 @@ def one_line_errors(command: Callable[_P, _R]) -> Callable[_P, _R]:
 app.command("providers")(one_line_errors(providers_command))
 
 
-def _settings() -> Settings:
+def _settings(service_name: str = "provider-jobs") -> Settings:
     settings = Settings.from_env()
     configure_logging(
         log_format=settings.log_format, level=settings.log_level, redact_keys=settings.redact_keys
     )
+    # Traces from the standard OTEL_* variables (off when none is set), under this service name.
+    configure_tracing(service_name=service_name)
     return settings
 
 
@@ -205,7 +207,7 @@ def worker(
     """
     from .rabbitmq.connectivity import check_broker
 
-    settings = _settings()
+    settings = _settings("provider-jobs-worker")
     check_broker(settings.broker_url)
     registry = demo_registry() if demo_providers else ProviderRegistry()
     load_providers(registry, spec=settings.providers, path=settings.providers_file)
@@ -224,7 +226,7 @@ def submit(
     from .compat import JobQueue
     from .rabbitmq.connectivity import check_broker
 
-    settings = _settings()
+    settings = _settings("provider-jobs-submit")
     namespace, _, resource_type = provider.partition("/")
     try:
         body: Any = json.loads(request)
@@ -259,7 +261,7 @@ def demo(
     from .compat import JobQueue
     from .rabbitmq.connectivity import check_broker
 
-    settings = _settings()
+    settings = _settings("provider-jobs-demo")
     check_broker(settings.broker_url)
     queue = JobQueue(settings=settings)
     try:
