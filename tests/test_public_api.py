@@ -22,6 +22,7 @@ PACKAGES = [
     "provider_jobs.dlq.replay",
     "provider_jobs.dlq.cli",
     "provider_jobs.console",
+    "provider_jobs.tracing",
 ]
 
 
