@@ -123,3 +123,10 @@ def test_the_replaced_breaker_threshold_is_refused_with_its_replacements_named()
         Settings.from_env({"PROVIDER_JOBS_BREAKER_THRESHOLD": "5"})
     assert str(refused.value).startswith("PROVIDER_JOBS_BREAKER_THRESHOLD='5' is no longer read: ")
     assert "PROVIDER_JOBS_BREAKER_MIN_CALLS (0 turns breakers off)" in str(refused.value)
+
+
+def test_a_trace_url_without_a_place_for_the_trace_id_is_one_line_naming_it() -> None:
+    with pytest.raises(ConfigurationError, match=r"^PROVIDER_JOBS_TRACE_URL='https://tempo.example/' is not"):
+        Settings.from_env({"PROVIDER_JOBS_TRACE_URL": "https://tempo.example/"})
+    url = "https://tempo.example/trace/{trace_id}"
+    assert Settings.from_env({"PROVIDER_JOBS_TRACE_URL": url}).trace_url == url

@@ -124,6 +124,9 @@ class Settings:
         console_user_header: A request header a reverse proxy sets to the signed-in
             user's name (``X-Forwarded-User``); the console's audit name is taken from
             it instead of being asked at login. Default none.
+        trace_url: A link to a trace in your tracing backend, with ``{trace_id}``
+            where the trace id goes (``https://tempo.example/trace/{trace_id}``);
+            the console's record page links its trace ids there. Default none.
         redact_keys: Key names whose values every view masks (CLI, API, logs,
             webhooks), comma-separated; matched case-insensitively at any depth,
             as a part of the key's name. Default :data:`~.redaction.DEFAULT_REDACT_KEYS`.
@@ -198,6 +201,7 @@ class Settings:
     api_read_token: str | None = field(default=None, repr=False)
     api_max_body_bytes: int = 1_048_576
     console_user_header: str | None = None
+    trace_url: str | None = None
     redact_keys: tuple[str, ...] = DEFAULT_REDACT_KEYS
     metrics_port: int | None = None
     archive_url: str = "sqlite:///var/provider-jobs/archive.sqlite3"
@@ -314,6 +318,10 @@ class Settings:
             r"[A-Za-z0-9\-]{1,100}", self.console_user_header
         ):
             refuse("console_user_header", "expected an HTTP header name (letters, digits, -)")
+        if self.trace_url is not None and not (
+            re.match(r"https?://", self.trace_url) and "{trace_id}" in self.trace_url
+        ):
+            refuse("trace_url", "expected an http(s) URL with {trace_id} where the trace id goes")
         for name in ("api_token", "api_read_token"):
             token = getattr(self, name)
             if token is not None and (not token.isprintable() or any(c.isspace() for c in token)):
@@ -379,6 +387,7 @@ class Settings:
             "api_read_token": str,
             "api_max_body_bytes": _parse_int,
             "console_user_header": str,
+            "trace_url": str,
             "redact_keys": _parse_names,
             "metrics_port": _parse_int,
             "archive_url": str,

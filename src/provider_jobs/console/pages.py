@@ -17,6 +17,7 @@ from ..dlq import DEAD, STATUSES, DeadLetter, DeadLetterArchive, RecordFilter
 from ..dlq.archive.groups import GroupSummary
 from ..errors import ArchiveError, BrokerUnavailable, RecordNotFound
 from ..middleware.metrics import metrics_registry, multiprocess_dir
+from ..tracing import trace_ids
 from .chart import WINDOWS, HourlyCounts, hourly_chart
 from .context import ConsoleContext, Refused
 from .session import Operator
@@ -153,6 +154,8 @@ def render_record(
     audit = [redactor.view(entry) for entry in archive.audit(record_id=record_id)]
     context: dict[str, Any] = {"patch": "", "job_patch": "", "errors": {}, "reason": "", "notice": None}
     context.update(extra)
+    body = found.decoded_body()
+    trace_id, replay_of_trace_id = trace_ids(body.get("options") if body else None)
     return console.pages.render(
         request,
         "record.html",
@@ -162,6 +165,9 @@ def render_record(
         provider=found.provider,
         audit=audit,
         replays=[e for e in audit if str(e["action"]).startswith("replay")],
+        trace_id=trace_id,
+        replay_of_trace_id=replay_of_trace_id,
+        trace_url=console.settings.trace_url,
         **context,
     )
 
