@@ -52,11 +52,15 @@ _MARKING_FIXTURES = ("browser", "cluster")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark browser and cluster tests, so that ``make test-fast`` can leave them out."""
+    """Mark browser and cluster tests, and every test under ``tests/faults`` a fault test, so that
+    ``make test-fast`` can leave them out."""
+    faults = Path(__file__).parent / "faults"
     for item in items:
         for name in _MARKING_FIXTURES:
             if name in getattr(item, "fixturenames", ()):
                 item.add_marker(getattr(pytest.mark, name))
+        if item.path.is_relative_to(faults):
+            item.add_marker(pytest.mark.fault)
 
 
 @pytest.fixture(scope="session")
