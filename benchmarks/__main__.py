@@ -10,7 +10,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from . import bulk, dlq_workloads, quorum, rss, workers
+from . import bulk, dlq_workloads, quorum, rss, tracing, workers
 from .harness import Result, Variant, interleave, save, table
 
 
@@ -135,6 +135,7 @@ WORKLOADS = {
     "dlq-drain": (dlq_workloads.archiver_drain, 20_000),
     "dlq-queries": (dlq_workloads.archive_queries, 1_000_000),
     "quorum": (quorum.quorum, 5_000),
+    "tracing": (tracing.workload, 20_000),
 }
 
 

@@ -94,7 +94,12 @@ def _plain_bodies(actor: Any, n: int) -> list[tuple[bytes, int | None]]:
 
 
 def _ours(
-    queue: str, handler: Callable[[str], None], *, delay_s: float = 5.0, queue_type: str = "classic"
+    queue: str,
+    handler: Callable[[str], None],
+    *,
+    delay_s: float = 5.0,
+    queue_type: str = "classic",
+    tracer_provider: Any = None,
 ) -> tuple[dramatiq.Broker, Any]:
     # Imported here so that a plain-Dramatiq process (the memory workload) does not load provider-jobs.
     from provider_jobs.actors.broker import build_broker
@@ -114,7 +119,7 @@ def _ours(
         # Workload 2 fails every job once on purpose: each job's own failure, not an outage.
         breaker_min_calls=0,
     )
-    broker = build_broker(settings)
+    broker = build_broker(settings, tracer_provider=tracer_provider)
 
     class Bench:
         def execute(self, job: ProviderJob) -> None:
