@@ -269,3 +269,19 @@ def test_a_users_mypy_sees_the_installed_types(installed: Installed) -> None:
     assert "py.typed" not in result.stdout, result.stdout
     assert 'expression has type "ClassifiedRetries", variable has type "int"' in result.stdout, result.stdout
     assert "Found 1 error in 1 file" in result.stdout, result.stdout
+
+
+def test_the_worker_entry_and_the_producer_api_import_with_the_bare_install(installed: Installed) -> None:
+    code = (
+        "import sys\n"
+        "import dramatiq.broker\n"
+        "from provider_jobs.compat import JobQueue\n"
+        "from provider_jobs.actors import build_broker, declare_provider_actors\n"
+        "import provider_jobs.worker\n"
+        "print(type(dramatiq.broker.global_broker).__name__)\n"
+        f"print(sorted(p for p in {EXTRAS_PACKAGES!r} if p in sys.modules))\n"
+    )
+
+    result = _checked(_run([installed.venv_python, "-c", code], cwd=installed.workdir, env=installed.env))
+
+    assert result.stdout.splitlines() == ["_ProviderBroker", "[]"]
