@@ -77,12 +77,14 @@ class SchemaState:
 
 
 def read_state(conn: Connection, schema: str | None) -> SchemaState:
-    """The schema state of the archive ``conn`` reaches."""
-    context = MigrationContext.configure(
-        conn, opts={"version_table": VERSION_TABLE, "version_table_schema": schema}
-    )
-    revision = context.get_current_revision()
-    return SchemaState(revision, sa.inspect(conn).has_table("dead_letters", schema=schema))
+    """The schema state of the archive ``conn`` reaches (read directly: Alembic's context
+    would log at INFO in every process that opens an archive)."""
+    inspector = sa.inspect(conn)
+    revision = None
+    if inspector.has_table(VERSION_TABLE, schema=schema):
+        version = sa.table(VERSION_TABLE, sa.column("version_num"), schema=schema)
+        revision = conn.execute(sa.select(version.c.version_num)).scalar()
+    return SchemaState(revision, inspector.has_table("dead_letters", schema=schema))
 
 
 def _run(conn: Connection, schema: str | None, **opts: Any) -> None:
