@@ -13,6 +13,7 @@ PACKAGES = [
     "provider_jobs.providers",
     "provider_jobs.actors",
     "provider_jobs.errors",
+    "provider_jobs.extras",
     "provider_jobs.jobs",
     "provider_jobs.settings",
     "provider_jobs.rabbitmq",
