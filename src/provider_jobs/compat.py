@@ -44,11 +44,13 @@ class JobQueue:
 
     Args:
         settings: Broker URL and queue name. Defaults to ``Settings.from_env()``.
+        tracer_provider: An OpenTelemetry ``TracerProvider``: each job submitted gets a ``send``
+            span and its trace context. Default ``None``: the global one, if one is set.
     """
 
-    def __init__(self, *, settings: Settings | None = None) -> None:
+    def __init__(self, *, settings: Settings | None = None, tracer_provider: Any = None) -> None:
         self.settings = settings or Settings.from_env()
-        self.broker = build_broker(self.settings)
+        self.broker = build_broker(self.settings, tracer_provider=tracer_provider)
         self.actors = declare_provider_actors(self.broker, None, self.settings)
         self._archive: DeadLetterArchive | None = None
         self._publisher: BulkPublisher | None = None

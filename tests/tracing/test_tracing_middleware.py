@@ -204,3 +204,20 @@ def test_a_job_dead_lettered_as_crash_loop_gets_a_process_span_saying_so(
     assert crash.attributes["provider_jobs.job_id"] == message.options["job_id"]
     assert crash.context.trace_id == send.context.trace_id
     assert letter["options"]["dead_letter"]["reason"] == "crash_loop"
+
+
+def test_submit_many_gives_each_job_a_send_span_and_its_own_trace(
+    settings, queue_name, tracer_provider, exporter
+) -> None:
+    from provider_jobs.compat import JobQueue
+
+    queue = JobQueue(settings=settings, tracer_provider=tracer_provider)
+    try:
+        job_ids = queue.submit_many([{**RG, "operation": "create", "request": {}} for _ in range(3)])
+    finally:
+        queue.close()
+        queue.broker.close()
+    sends = [s for s in exporter.get_finished_spans() if s.kind is SpanKind.PRODUCER]
+    assert sorted(s.attributes["provider_jobs.job_id"] for s in sends) == sorted(job_ids)
+    assert all(s.name == f"send {queue_name}" for s in sends)
+    assert len({s.context.trace_id for s in sends}) == 3
