@@ -221,3 +221,26 @@ def test_submit_many_gives_each_job_a_send_span_and_its_own_trace(
     assert sorted(s.attributes["provider_jobs.job_id"] for s in sends) == sorted(job_ids)
     assert all(s.name == f"send {queue_name}" for s in sends)
     assert len({s.context.trace_id for s in sends}) == 3
+
+
+def test_an_attempt_put_back_to_wait_for_its_providers_breaker_says_so(tracer_provider, exporter) -> None:
+    """What ClassifiedRetries leaves on a job it puts back to wait (its breaker_waits option, counted
+    up) is read as the outcome, whether the job was skipped or its failure absorbed."""
+    broker = StubBroker()
+    tracing = Tracing(tracer_provider=tracer_provider)
+
+    @dramatiq.actor(broker=broker, queue_name="plain", max_retries=4)
+    def plain() -> None:
+        pass
+
+    for end in ("skipped", "failed"):
+        proxy = dramatiq.MessageProxy(plain.message())
+        tracing.before_process_message(broker, proxy)
+        proxy.options["breaker_waits"] = 1
+        if end == "skipped":
+            tracing.after_skip_message(broker, proxy)
+        else:
+            tracing.after_process_message(broker, proxy, exception=ConnectionError("refused"))
+    spans = exporter.get_finished_spans()
+    assert [s.attributes["provider_jobs.outcome"] for s in spans] == ["breaker_wait", "breaker_wait"]
+    assert all(s.attributes["provider_jobs.max_attempts"] == 5 for s in spans)
