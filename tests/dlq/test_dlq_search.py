@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import uuid
@@ -11,12 +12,15 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
+from provider_jobs.api import create_app
 from provider_jobs.dlq import DeadLetterArchive, RecordFilter, dead_letter_from_delivery
 from provider_jobs.dlq.archive.records import DeadLetter
 from provider_jobs.dlq.archive.search import search_terms
 from provider_jobs.dlq.cli.app import dlq_app
+from provider_jobs.settings import Settings
 
 
 def _dead_letter(
@@ -228,3 +232,17 @@ def test_dlq_list_search_takes_the_same_syntax(cli_archive: DeadLetterArchive) -
     result = CliRunner().invoke(dlq_app, ["list", "--search", '"quota exceeded" rg-7', "--json"])
     assert result.exit_code == 0, result.output
     assert [r["job_id"] for r in json.loads(result.stdout)["records"]] == ["job-1"]
+
+
+def test_the_api_search_takes_the_same_syntax(archive: DeadLetterArchive) -> None:
+    archive.store(
+        [
+            _dead_letter("job-1", error="Quota exceeded on rg-7"),
+            _dead_letter("job-2", error="Quota exceeded on rg-8"),
+        ]
+    )
+    settings = dataclasses.replace(Settings.from_env(), archive_url="sqlite:///unused")
+    with TestClient(create_app(settings, archive=archive)) as client:
+        answer = client.get("/dlq/records", params={"search": '"quota exceeded" rg-7'})
+    assert answer.status_code == 200, answer.text
+    assert [r["job_id"] for r in answer.json()["records"]] == ["job-1"]

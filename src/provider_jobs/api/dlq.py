@@ -27,6 +27,7 @@ from ..dlq import (
     ReplayOutcome,
     ReplayReport,
 )
+from ..dlq.archive.search import SEARCH_HELP
 from ..dlq.replay.message import unstorable
 from ..redaction import Redactor
 from ..settings import Settings
@@ -314,7 +315,7 @@ def dlq_router(
         search: Annotated[
             str | None,
             Query(
-                description="Substring of the error, job id or message id",
+                description=SEARCH_HELP,
                 max_length=1000,
                 json_schema_extra=_NO_NUL,
             ),

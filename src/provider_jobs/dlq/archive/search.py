@@ -33,12 +33,18 @@ __all__ = [
     "FTS_TABLE",
     "SEARCH_COLUMN",
     "SEARCH_FIELDS",
+    "SEARCH_HELP",
     "SearchDocuments",
     "SearchMatch",
     "Searchable",
     "search_terms",
 ]
 
+#: The syntax, in a sentence, for the CLI's and the API's help.
+SEARCH_HELP = (
+    'Words or "quoted phrases", each a case-insensitive substring of the error, provider, '
+    "operation, job id, message id or request (secrets masked); all must occur."
+)
 #: The column holding each record's masked search document.
 SEARCH_COLUMN = "search_text"
 #: Record columns a search document is made of (with the id, to write it back).

@@ -30,6 +30,7 @@ from ...errors import (
 from ...redaction import Redactor
 from ...settings import Settings
 from ..archive.filters import RecordFilter
+from ..archive.search import SEARCH_HELP
 from ..archive.store import DEAD, STATUSES, DeadLetterArchive
 
 __all__ = [
@@ -72,7 +73,7 @@ OperationOpt = Annotated[str | None, typer.Option(help="Operation, e.g. create."
 GroupOpt = Annotated[str | None, typer.Option("--group", "--fingerprint", help="A group's fingerprint.")]
 SinceOpt = Annotated[str | None, typer.Option(help="Dead-lettered since: ISO time or age (30m, 2h, 7d).")]
 UntilOpt = Annotated[str | None, typer.Option(help="Dead-lettered before: ISO time or age.")]
-SearchOpt = Annotated[str | None, typer.Option("--search", help="Text in the error, job id or message id.")]
+SearchOpt = Annotated[str | None, typer.Option("--search", help=SEARCH_HELP)]
 ReasonOpt = Annotated[str | None, typer.Option(help="Why, for the audit log.")]
 RecordIdArg = Annotated[int, typer.Argument(min=1, max=MAX_RECORD_ID, help="Archive id.")]
 
