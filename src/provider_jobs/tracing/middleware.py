@@ -131,7 +131,20 @@ class Tracing(Middleware):
         options = message.options
         carrier = options.get(TRACE_OPTION)
         parent = propagate.extract(carrier) if isinstance(carrier, dict) else otel_context.Context()
-        attempt = int(options.get("retries", 0) or 0) + 1
+        span = self.tracer.start_span(
+            f"process {message.queue_name}",
+            context=parent,
+            kind=SpanKind.CONSUMER,
+            links=link_to(options.get(REPLAY_OF_TRACE_OPTION)) if carrier is None else (),
+        )
+        # Worked out only for a span that records: an attempt not sampled costs a context, no more.
+        if span.is_recording():
+            span.set_attributes(self._process_attributes(broker, message))
+        token = otel_context.attach(trace.set_span_in_context(span, parent))
+        setattr(message, _ATTEMPT_ATTRIBUTE, _Attempt(span, token, options))
+
+    def _process_attributes(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> dict[str, Any]:
+        options = message.options
         attributes: dict[str, Any] = {
             "messaging.system": self.system,
             "messaging.operation.type": "process",
@@ -139,21 +152,13 @@ class Tracing(Middleware):
             "messaging.destination.name": message.queue_name,
             "messaging.message.id": message.message_id,
             "provider_jobs.actor": message.actor_name,
-            "provider_jobs.attempt": attempt,
+            "provider_jobs.attempt": int(options.get("retries", 0) or 0) + 1,
             **_job_attributes(options),
         }
         max_retries = _max_retries(broker, message)
         if max_retries is not None:
             attributes["provider_jobs.max_attempts"] = max_retries + 1
-        span = self.tracer.start_span(
-            f"process {message.queue_name}",
-            context=parent,
-            kind=SpanKind.CONSUMER,
-            links=link_to(options.get(REPLAY_OF_TRACE_OPTION)) if carrier is None else (),
-            attributes=attributes,
-        )
-        token = otel_context.attach(trace.set_span_in_context(span, parent))
-        setattr(message, _ATTEMPT_ATTRIBUTE, _Attempt(span, token, options))
+        return attributes
 
     def after_process_message(
         self,
@@ -168,11 +173,12 @@ class Tracing(Middleware):
             return
         span = attempt.span
         try:
-            if exception is not None:
-                span.record_exception(exception)
-                span.set_status(Status(StatusCode.ERROR, type(exception).__name__))
-                span.set_attribute("error.type", type(exception).__qualname__)
-            _record_decision(span, message, attempt, failed=exception is not None or message.failed)
+            if span.is_recording():
+                if exception is not None:
+                    span.record_exception(exception)
+                    span.set_status(Status(StatusCode.ERROR, type(exception).__name__))
+                    span.set_attribute("error.type", type(exception).__qualname__)
+                _record_decision(span, message, attempt, failed=exception is not None or message.failed)
         finally:
             span.end()
             otel_context.detach(attempt.token)
@@ -183,7 +189,8 @@ class Tracing(Middleware):
             return
         span = attempt.span
         try:
-            _record_decision(span, message, attempt, failed=message.failed, skipped=True)
+            if span.is_recording():
+                _record_decision(span, message, attempt, failed=message.failed, skipped=True)
         finally:
             span.end()
             otel_context.detach(attempt.token)
