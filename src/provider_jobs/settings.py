@@ -100,9 +100,14 @@ class Settings:
             worker that ran the attempt (the job stays unacked in RabbitMQ) and
             run again when due, instead of going through a delay queue. 0 never
             holds. Default 1000.
-        max_deliveries: Deliveries of one job without an outcome (its worker
-            process died running it) before it is dead-lettered as
-            ``crash_loop`` instead of being run again. Default 5.
+        max_deliveries: Deliveries of one job without an outcome, whatever
+            their cause (a crash, a lost connection), before it is dead-lettered
+            as ``crash_loop``: the coarse ceiling. Default 20 (RabbitMQ 4's own
+            for quorum queues).
+        max_crashes: Crashes of its worker process counted against one job
+            (deliveries that ended without an outcome while it ran alone in its
+            process) before it is dead-lettered as ``crash_loop``: the precise
+            limit; at least 2. Default 3.
         unknown_errors_retryable: Retry errors no rule recognises. Default ``True``.
         worker_id: Name of this worker in logs and attempt records. Default ``host-pid``.
         worker_threads: Worker threads per process. Default 8.
@@ -186,7 +191,8 @@ class Settings:
     max_retry_after_s: float = 300.0
     consumer_timeout_s: float = 1800.0
     hold_retries_up_to_ms: int = 1000
-    max_deliveries: int = 5
+    max_deliveries: int = 20
+    max_crashes: int = 3
     unknown_errors_retryable: bool = True
     worker_id: str | None = None
     worker_threads: int = 8
@@ -260,6 +266,8 @@ class Settings:
             refuse("hold_retries_up_to_ms", "expected 0 to 60000 ms")
         if not 1 <= self.max_deliveries <= 1000:
             refuse("max_deliveries", "expected 1 to 1000 deliveries")
+        if not 2 <= self.max_crashes <= 1000:
+            refuse("max_crashes", "expected 2 to 1000 crashes (a first crash only makes a suspect)")
         if not 1 <= self.worker_threads <= 1024:
             refuse("worker_threads", "expected 1 to 1024 threads")
         if not 10 <= self.worker_timeout_ms <= 60_000:
@@ -373,6 +381,7 @@ class Settings:
             "consumer_timeout_s": _parse_float,
             "hold_retries_up_to_ms": _parse_int,
             "max_deliveries": _parse_int,
+            "max_crashes": _parse_int,
             "unknown_errors_retryable": _parse_bool,
             "worker_id": str,
             "worker_threads": _parse_int,

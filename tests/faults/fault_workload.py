@@ -50,6 +50,10 @@ def _record(job: ProviderJob) -> None:
 def _handle(job: ProviderJob) -> Any:
     behaviour = job.request["behaviour"]
     if behaviour == "crash":
+        directory = os.environ.get("FAULT_OUTCOMES_DIR")
+        if directory:
+            with open(Path(directory) / f"crashed-{os.getpid()}", "a") as out:
+                out.write(job.job_id + "\n")
         os._exit(17)  # what an OOM kill or a segfault looks like from RabbitMQ's side
     if behaviour == "permanent":
         raise ValidationFailed("Validation error: the workload says no")
@@ -168,6 +172,12 @@ class Tally:
         finally:
             archive.close()
 
+    def crash_runs(self, directory: Path) -> Counter[str]:
+        """How often each job that kills its process ran (it notes each run before it kills)."""
+        return Counter(
+            line for path in directory.glob("crashed-*") for line in path.read_text().split("\n") if line
+        )
+
     def lost(self, sent: Sent) -> set[str]:
         return set(sent.behaviours) - set(self.succeeded) - set(self.archived)
 
@@ -214,6 +224,7 @@ def worker_env(settings: Settings, outcomes: Path, **extra: str) -> dict[str, st
         "PROVIDER_JOBS_HOLD_RETRIES_UP_TO_MS": str(settings.hold_retries_up_to_ms),
         "PROVIDER_JOBS_WORKER_THREADS": str(settings.worker_threads),
         "PROVIDER_JOBS_MAX_DELIVERIES": str(settings.max_deliveries),
+        "PROVIDER_JOBS_MAX_CRASHES": str(settings.max_crashes),
         "PROVIDER_JOBS_BREAKER_MIN_CALLS": str(settings.breaker_min_calls),
         "PROVIDER_JOBS_LOG_FORMAT": "json",
         "FAULT_OUTCOMES_DIR": str(outcomes),

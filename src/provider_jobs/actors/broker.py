@@ -28,6 +28,7 @@ from ..settings import Settings
 from ..tracing import active_provider
 from .consumer import WorkerConsumer
 from .encoder import OrjsonEncoder
+from .solo_runs import SoloRuns
 
 __all__ = ["MAX_PRIORITY", "build_broker"]
 
@@ -62,7 +63,10 @@ class _ProviderBroker(RabbitmqBroker):
     publishes_dead_letters = True
     #: Deliveries without an outcome before its consumers dead-letter a job as ``crash_loop``;
     #: ``None`` when RabbitMQ counts them (quorum queues' ``x-delivery-limit``).
-    max_deliveries: int | None = 5
+    max_deliveries: int | None = 20
+    #: Crashes counted against a job (see :class:`.WorkerConsumer`) before its consumers
+    #: dead-letter it as ``crash_loop``; ``None``: not counted.
+    max_crashes: int | None = 3
     #: ``classic`` or ``quorum``: the type of every queue it declares.
     queue_type = "classic"
     #: On quorum queues, the work queue's ``x-delivery-limit``.
@@ -210,6 +214,8 @@ def build_broker(
         middleware=[
             # First, so that its span covers every other hook and ends after the retry decision.
             *_tracing(tracer_provider),
+            # Before the others: a suspect waits for its process to itself before any hook times it.
+            SoloRuns(),
             AgeLimit(),
             TimeLimit(),
             ShutdownNotifications(),
@@ -228,11 +234,10 @@ def build_broker(
         # RabbitMQ counts deliveries of quorum queues: a delivery limit of n dead-letters at the
         # (n+1)th return, so max_deliveries - 1 keeps the consumer's meaning of the setting.
         broker.delivery_limit = settings.max_deliveries - 1
-        broker.max_deliveries = None
         logger.warning(
             "PROVIDER_JOBS_QUEUE_TYPE=quorum: quorum queues have no x-max-priority; job priorities "
             "are accepted, RabbitMQ 3.x ignores them and RabbitMQ 4 runs priorities 5-9 before 0-4"
         )
-    else:
-        broker.max_deliveries = settings.max_deliveries
+    broker.max_deliveries = settings.max_deliveries
+    broker.max_crashes = settings.max_crashes
     return broker

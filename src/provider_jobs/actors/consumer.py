@@ -9,6 +9,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import dramatiq
@@ -21,8 +22,17 @@ from dramatiq.errors import ConnectionClosed
 from ..envelope import misdelivery
 from ..middleware.dead_letters import CRASH_LOOP, DEAD_LETTER_HEADER, DeadLetter, take_dead_letter
 from ..middleware.delays import take_hold
+from ..rabbitmq.queue_types import declare_queue
+from .solo_runs import SOLO_ATTRIBUTE
 
-__all__ = ["DELIVERIES_HEADER", "WorkerConsumer", "held_retries"]
+__all__ = [
+    "CRASHES_HEADER",
+    "DELIVERIES_HEADER",
+    "SUSPECT_HEADER",
+    "WorkerConsumer",
+    "held_retries",
+    "suspects_queue_name",
+]
 
 _Delivery = tuple[Any, Any, Any]
 _NOTHING: _Delivery = (None, None, None)
@@ -30,6 +40,12 @@ _NOTHING: _Delivery = (None, None, None)
 _CLOSE_WAIT_S = 5.0
 #: AMQP header of a job's copy: how many of its deliveries ended without an outcome, plus one.
 DELIVERIES_HEADER = "x-provider-jobs-deliveries"
+#: AMQP header of a job's copy: crashes counted against it (deliveries that ended without an
+#: outcome while it ran alone in its process, and the suspicion that led there).
+CRASHES_HEADER = "x-provider-jobs-crashes"
+#: AMQP header of a job's copy: 1 when a delivery ended without an outcome while other jobs were
+#: in the same process; it runs alone from then on.
+SUSPECT_HEADER = "x-provider-jobs-suspect"
 #: The attribute on a message proxy naming the consumer (so the channel) that delivered it.
 _DELIVERED_BY = "_provider_jobs_delivered_by"
 
@@ -74,23 +90,35 @@ class WorkerConsumer(_RabbitmqConsumer):
     consumer's message is dropped, and logged: RabbitMQ redelivers that
     message, since its channel closed with it unacked.
 
-    **Counts deliveries.** A classic queue says only that a delivery is
-    ``redelivered``, and a job whose worker process dies running it (an
-    ``os._exit``, the OOM killer, a segfault) would be redelivered forever.
-    A redelivered message is not run: a copy carrying the count of its
-    deliveries in :data:`DELIVERIES_HEADER` is published to the queue with
-    confirms, and the original acked once RabbitMQ confirms the copy. Once
-    ``max_deliveries`` deliveries ended without an outcome, the job is
-    dead-lettered as :data:`CRASH_LOOP` instead, never run again. A message
-    redelivered after a connection drop or a worker restart counts too.
+    **Blames crashes on the job that crashed.** A classic queue says only
+    that a delivery is ``redelivered``: a job whose worker process dies running
+    it (an ``os._exit``, the OOM killer, a segfault) would be redelivered
+    forever, and the jobs that only stood next to it (running beside it, or
+    prefetched) come back alike. A redelivered message is not run: a copy
+    carrying its counts in AMQP headers is published to the queue with
+    confirms, and the original acked once RabbitMQ confirms the copy.
 
-    A job that shared a crash with the culprit (it was running or prefetched
-    in the process that died) is redelivered too and counted with it: with the
-    default limit of 5 it is dead-lettered only if it shared five crashes in
-    a row. (Running a suspect alone, with the channel's prefetch lowered to 1,
-    was tried and left out: RabbitMQ did not always resume deliveries to the
-    consumer afterwards, and a stalled consumer is worse than a neighbour
-    archived as ``crash_loop``, which can be replayed.)
+    - A job redelivered from a delivery that ran *beside others* is a
+      *suspect* (:data:`SUSPECT_HEADER`); nothing is counted against it.
+    - Suspects wait in a queue of their own, :func:`suspects_queue_name`,
+      which each worker consumes on a second channel with a prefetch of 1: a
+      process never holds more than one suspect. It runs *alone* in its
+      process (:class:`.SoloRuns`), after the jobs running there finish, with
+      no other job starting meanwhile.
+    - Only when a suspect's delivery ends without an outcome (it was the one
+      suspect of a process that died) is a crash counted
+      (:data:`CRASHES_HEADER`), together with the suspicion that led to it.
+      At ``max_crashes`` the job is dead-lettered as :data:`CRASH_LOOP`, never
+      run again: a job that kills its process every time runs exactly
+      ``max_crashes`` times. A job that only stood next to it runs once alone,
+      succeeds, and is never counted.
+    - ``max_deliveries`` (:data:`DELIVERIES_HEADER`) stays as the coarse
+      ceiling of deliveries without an outcome, whatever their cause.
+
+    **Returns unstarted jobs uncounted.** On a graceful stop, prefetched jobs
+    that did not start are moved back to the queue (a copy with their headers,
+    the original acked on its confirm) rather than left to the channel's close,
+    which would mark them redelivered and make suspects of them.
     """
 
     def __init__(self, broker: Any, queue_name: str, prefetch: int, timeout: int) -> None:
@@ -109,6 +137,15 @@ class WorkerConsumer(_RabbitmqConsumer):
         self._sequence = itertools.count()
         self._cancelled = False
         self._max_deliveries: int | None = getattr(broker, "max_deliveries", None)
+        self._max_crashes: int | None = getattr(broker, "max_crashes", None)
+        #: Delivery tag -> AMQP properties of the deliveries not settled yet (to return them as they
+        #: came). A suspect's tag is its delivery tag on the suspects channel, negated.
+        self._properties: dict[int, Any] = {}
+        #: Delivery tags of suspects, to be marked when Dramatiq makes their message proxy.
+        self._solo_tags: set[int] = set()
+        self._suspects_queue = suspects_queue_name(queue_name)
+        #: The channel suspects come on (prefetch 1); ``None`` when crashes are not counted here.
+        self._suspects: Any = None
         #: The worker's name for crash_loop dead letters: the one its retry middleware writes.
         self._worker_id: str | None = next(
             (m.worker_id for m in broker.middleware if isinstance(getattr(m, "worker_id", None), str)), None
@@ -123,6 +160,8 @@ class WorkerConsumer(_RabbitmqConsumer):
         )
         self.iterator = self._deliveries(queue_name, timeout / 1000)
         self._letters = self._open_letters_channel()
+        if self._max_crashes is not None and not queue_name.endswith(".DQ"):
+            self._suspects = self._open_suspects_channel()
 
     def _open_letters_channel(self) -> Any:
         """A channel in confirm mode for dead letters, its confirms handled by this consumer."""
@@ -140,6 +179,23 @@ class WorkerConsumer(_RabbitmqConsumer):
             raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
         return channel
 
+    def _open_suspects_channel(self) -> Any:
+        """The channel suspects come on, one at a time; their queue declared as the work queue is."""
+        try:
+            channel = self.connection.channel()
+            arguments = self.broker._build_queue_arguments(self.queue_name)
+            declare_queue(self.connection, channel, self._suspects_queue, arguments)
+            channel.basic_qos(prefetch_count=1)
+        except (pika.exceptions.AMQPConnectionError, pika.exceptions.AMQPChannelError) as exc:
+            raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
+        return channel
+
+    def _channel_for(self, tag: int) -> tuple[Any, int]:
+        """The asynchronous channel a delivery ``tag`` of ours settles on, and its tag there."""
+        if tag < 0:
+            return self._suspects._impl, -tag
+        return self.channel._impl, tag
+
     # -- acks ---------------------------------------------------------------------
 
     def ack(self, message: Any) -> None:
@@ -156,6 +212,7 @@ class WorkerConsumer(_RabbitmqConsumer):
         except KeyError:
             self.logger.warning("Failed to ack message: not in known tags.")
             return
+        self._properties.pop(message._tag, None)
         with self._lock:
             self._pending.append((message._tag, letter))
             if len(self._pending) > 1:
@@ -164,7 +221,34 @@ class WorkerConsumer(_RabbitmqConsumer):
 
     def nack(self, message: Any) -> None:
         if self._delivered_here(message, "nack"):
+            self._properties.pop(message._tag, None)
             super().nack(message)  # type: ignore[no-untyped-call]
+
+    def _nack(self, tag: int) -> None:
+        channel, own_tag = self._channel_for(tag)
+        self.connection.add_callback_threadsafe(lambda: channel.basic_nack(own_tag, requeue=False))
+
+    def requeue(self, messages: Any) -> None:
+        """Return prefetched messages that did not start (a graceful stop) without a mark against
+        them: each is moved back to the queue with its headers, the original acked on the confirm.
+        Dramatiq calls it once this consumer's thread has stopped, so the connection is free."""
+        for message in messages:
+            if message.__dict__.get(_DELIVERED_BY) is not self or message._tag not in self.known_tags:
+                continue
+            self.known_tags.discard(message._tag)
+            properties = self._properties.pop(message._tag, None)
+            if properties is None:
+                continue  # RabbitMQ returns it when the channel closes
+            try:
+                self._move(
+                    message._tag,
+                    properties,
+                    self._suspects_queue if message._tag < 0 else self.queue_name,
+                    message._message.encode(),
+                    dict(properties.headers or {}),
+                )
+            except Exception:
+                self.logger.warning("Could not return message %s; RabbitMQ redelivers it", message.message_id)
 
     def _delivered_here(self, message: Any, settlement: str) -> bool:
         """Whether this consumer delivered ``message``; if not, the settlement is dropped and logged."""
@@ -183,10 +267,10 @@ class WorkerConsumer(_RabbitmqConsumer):
         """Write every pending ack and dead letter, then flush once (runs on the connection's thread)."""
         with self._lock:
             items, self._pending = self._pending, []
-        channel = self.channel._impl  # the asynchronous channel: writes a frame without flushing
         for tag, letter in items:
             if letter is None:
-                channel.basic_ack(delivery_tag=tag)
+                on, own_tag = self._channel_for(tag)
+                on.basic_ack(delivery_tag=own_tag)
                 continue
             self._publish_then_settle(
                 tag,
@@ -224,12 +308,12 @@ class WorkerConsumer(_RabbitmqConsumer):
                 seqs.append(seq)
         else:
             seqs = [method.delivery_tag]
-        channel = self.channel._impl
         for seq in seqs:
             entry = self._awaiting.pop(seq, None)
             if entry is None:
                 continue
             tag, message_id = entry
+            channel, tag = self._channel_for(tag)
             if refused or message_id in self._returned:
                 self._returned.discard(message_id)
                 self.logger.warning(
@@ -238,6 +322,9 @@ class WorkerConsumer(_RabbitmqConsumer):
                 channel.basic_nack(delivery_tag=tag, requeue=False)
             else:
                 channel.basic_ack(delivery_tag=tag)
+        # At once, not at the loop's next wake-up: an original whose copy is confirmed but whose
+        # ack waits is redelivered beside its copy if the process dies meanwhile.
+        self.channel._flush_output()
 
     def close(self) -> None:
         deadline = time.monotonic() + _CLOSE_WAIT_S
@@ -298,7 +385,10 @@ class WorkerConsumer(_RabbitmqConsumer):
             count = len(self._held)
         self._held_changed(count)
         # A fresh proxy, as for a delivery: the failed attempt's exception and flags stay behind.
-        return _RabbitmqMessage(held.redelivered, held._tag, held._message)  # type: ignore[no-untyped-call]
+        fresh = _RabbitmqMessage(held.redelivered, held._tag, held._message)  # type: ignore[no-untyped-call]
+        if held.__dict__.get(SOLO_ATTRIBUTE):
+            fresh.__dict__[SOLO_ATTRIBUTE] = True  # still the process's suspect: it runs alone again
+        return fresh
 
     def _wait_s(self, idle_s: float) -> float:
         with self._lock:
@@ -314,45 +404,64 @@ class WorkerConsumer(_RabbitmqConsumer):
                 # Dramatiq would settle it with another queue's consumer, or kill the worker thread.
                 self.logger.error("Message %s refused, moved to the XQ: %s", message.message_id, problem)
                 self.known_tags.discard(message._tag)
-                self.channel.basic_nack(message._tag, requeue=False)
+                self._properties.pop(message._tag, None)
+                channel, own_tag = self._channel_for(message._tag)
+                channel.basic_nack(own_tag, requeue=False)
                 return None
         if message is not None:
             message.__dict__[_DELIVERED_BY] = self
+            if self._solo_tags and message._tag in self._solo_tags:
+                self._solo_tags.discard(message._tag)
+                message.__dict__[SOLO_ATTRIBUTE] = True
         return message
 
     # -- delivery counting --------------------------------------------------------
 
-    def _recount(self, method: Any, properties: Any, body: bytes) -> None:
-        """Requeue a redelivered message as a copy that counts its deliveries, or dead-letter it as
-        :data:`CRASH_LOOP` once ``max_deliveries`` of them ended without an outcome."""
-        assert self._max_deliveries is not None
+    def _recount(self, method: Any, properties: Any, body: bytes, *, suspect: bool) -> None:
+        """Requeue a redelivered message as a copy that carries its counts, or dead-letter it as
+        :data:`CRASH_LOOP` once ``max_crashes`` crashes (or ``max_deliveries`` deliveries) ended
+        without an outcome (see the class docstring)."""
         headers = dict(properties.headers or {})
         ended = _count(headers.get(DELIVERIES_HEADER))
+        crashes = _number(headers.get(CRASHES_HEADER))
         message_id = _message_id(properties, body)
-        if ended < self._max_deliveries:
+        if suspect:
+            # The one suspect of a process that died: it ran alone, or waited alone for the jobs
+            # running there to finish. The crash was its own.
+            crashes += 1 + _number(headers.pop(SUSPECT_HEADER, 0))
+            headers[CRASHES_HEADER] = crashes
+        elif self._suspects is not None:
+            headers[SUSPECT_HEADER] = 1
+        over_crashes = self._max_crashes is not None and crashes >= self._max_crashes
+        over_deliveries = self._max_deliveries is not None and ended >= self._max_deliveries
+        if not (over_crashes or over_deliveries):
             headers[DELIVERIES_HEADER] = ended + 1
             self.logger.warning(
-                "Message %s was redelivered without an outcome (%d of at most %d deliveries); "
-                "requeued with its delivery count",
+                "Message %s was redelivered without an outcome (%d crash(es) counted of at most %s, "
+                "%d of at most %s deliveries); requeued to run alone",
                 message_id,
+                crashes,
+                self._max_crashes,
                 ended,
                 self._max_deliveries,
             )
-            routing_key, out = self.queue_name, body
+            routing_key, out = self._suspects_queue if self._suspects is not None else self.queue_name, body
         else:
             headers[DELIVERIES_HEADER] = ended
             headers[DEAD_LETTER_HEADER] = CRASH_LOOP
-            routing_key, out = xq_name(self.queue_name), _crash_loop_body(body, ended, self._worker_id)
+            routing_key = xq_name(self.queue_name)
+            out = _crash_loop_body(body, ended, crashes, self._worker_id)
             if self._report_crash_loop is not None:
                 self._crash_loop_reported(out, ended)
             self.logger.error(
-                "Message %s dead-lettered as %s: %d deliveries ended without an outcome (its worker "
-                "process died running it); it is not run again",
+                "Message %s dead-lettered as %s: its worker process died %d time(s) running it alone "
+                "(%d deliveries without an outcome); it is not run again",
                 message_id,
                 CRASH_LOOP,
+                crashes,
                 ended,
             )
-        self._move(method, properties, routing_key, out, headers)
+        self._move(method.delivery_tag, properties, routing_key, out, headers)
 
     def _crash_loop_reported(self, body: bytes, deliveries: int) -> None:
         """Tell the broker's tracing of a job dead-lettered as :data:`CRASH_LOOP`; a failure to do
@@ -365,11 +474,11 @@ class WorkerConsumer(_RabbitmqConsumer):
             self.logger.debug("Could not trace crash_loop dead letter.", exc_info=True)
 
     def _move(
-        self, method: Any, properties: Any, routing_key: str, body: bytes, headers: dict[str, Any]
+        self, tag: int, properties: Any, routing_key: str, body: bytes, headers: dict[str, Any]
     ) -> None:
         """Publish a copy of a delivery with ``headers``, then ack the delivery once it is confirmed."""
         self._publish_then_settle(
-            method.delivery_tag,
+            tag,
             routing_key,
             body,
             pika.BasicProperties(
@@ -391,18 +500,28 @@ class WorkerConsumer(_RabbitmqConsumer):
         def on_message(_channel: Any, method: Any, properties: Any, body: bytes) -> None:
             arrived.append((method, properties, body))
 
+        def on_suspect(_channel: Any, method: Any, properties: Any, body: bytes) -> None:
+            arrived.append((_SuspectDelivery(-method.delivery_tag, method.redelivered), properties, body))
+
         def on_cancel(_method: Any) -> None:
             self._cancelled = True
 
         self.channel.add_on_cancel_callback(on_cancel)
         self.channel.basic_consume(queue_name, on_message)
+        if self._suspects is not None:
+            self._suspects.add_on_cancel_callback(on_cancel)
+            self._suspects.basic_consume(self._suspects_queue, on_suspect)
         while True:
             if arrived:
                 method, properties, body = delivery = arrived.popleft()
-                if method.redelivered and self._max_deliveries is not None:
-                    self._recount(method, properties, body)
+                suspect = isinstance(method, _SuspectDelivery)
+                if method.redelivered and (self._max_deliveries is not None or self._suspects is not None):
+                    self._recount(method, properties, body, suspect=suspect)
                     yield _NOTHING
                     continue
+                if suspect:
+                    self._solo_tags.add(method.delivery_tag)
+                self._properties[method.delivery_tag] = properties
                 yield delivery
                 continue
             if self._cancelled:
@@ -433,6 +552,27 @@ def _message_id(properties: Any, body: bytes) -> str:
     return message_id if isinstance(message_id, str) else "(none)"
 
 
+def _number(value: Any) -> int:
+    """A count from a header a hand-made message may hold anything in: 0 unless a positive int."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return min(value, 1_000_000)
+    return 0
+
+
+def suspects_queue_name(queue_name: str) -> str:
+    """The queue beside ``queue_name`` where jobs suspected of killing their worker wait."""
+    return f"{queue_name}.suspects"
+
+
+@dataclass(frozen=True, slots=True)
+class _SuspectDelivery:
+    """The method frame of a delivery from the suspects channel, its tag negated (see
+    :meth:`WorkerConsumer._channel_for`)."""
+
+    delivery_tag: int
+    redelivered: bool
+
+
 def _count(value: Any) -> int:
     """The deliveries a :data:`DELIVERIES_HEADER` value says ended without an outcome: at least 1,
     since the message is redelivered; whatever a hand-made header holds."""
@@ -441,7 +581,7 @@ def _count(value: Any) -> int:
     return 1
 
 
-def _crash_loop_body(body: bytes, deliveries: int, worker_id: str | None) -> bytes:
+def _crash_loop_body(body: bytes, deliveries: int, crashes: int, worker_id: str | None) -> bytes:
     """The message with a :data:`CRASH_LOOP` dead letter's details in its options (the body as it
     was when it is not a Dramatiq message: the archive keeps it byte for byte)."""
     try:
@@ -452,8 +592,8 @@ def _crash_loop_body(body: bytes, deliveries: int, worker_id: str | None) -> byt
         return body
     retries = message.options.get("retries")
     error = (
-        f"The worker process died while running this job, {deliveries} times "
-        f"(deliveries without an outcome); it was not run again"
+        f"The worker process died while running this job, {crashes} times (alone in its process "
+        f"at least once; {deliveries} deliveries without an outcome); it was not run again"
     )
     message.options["dead_letter"] = {
         "reason": CRASH_LOOP,
@@ -465,6 +605,7 @@ def _crash_loop_body(body: bytes, deliveries: int, worker_id: str | None) -> byt
         "attempts": (retries if isinstance(retries, int) else 0) + 1,
         "max_retries": message.options.get("max_retries"),
         "deliveries": deliveries,
+        "crashes": crashes,
         "worker_id": worker_id,
         "queue_name": message.queue_name,
         "dead_lettered_at_ms": int(time.time() * 1000),
