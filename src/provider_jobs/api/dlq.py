@@ -31,6 +31,7 @@ from ..dlq.archive.search import SEARCH_HELP
 from ..dlq.replay.message import unstorable
 from ..redaction import Redactor
 from ..settings import Settings
+from ..tracing import trace_ids
 from .auth import check_token
 
 __all__ = ["discard_records", "dlq_router", "replay_records"]
@@ -81,6 +82,12 @@ class RecordModel(BaseModel):
     attempts: int
     dead_lettered_ms: int
     fingerprint: str
+    trace_id: str | None = Field(
+        default=None, description="The job's trace id (OpenTelemetry), in one record's view"
+    )
+    replay_of_trace_id: str | None = Field(
+        default=None, description="For a replayed job, the trace id of the job it replays"
+    )
 
 
 class RecordPage(BaseModel):
@@ -372,8 +379,15 @@ def dlq_router(
         if reveal:
             archive.write_audit(who=who, action="reveal", record_id=record_id, details={"via": "api"})
         audit = [redactor.view(entry) for entry in archive.audit(record_id=record_id)]
+        body = record.decoded_body()
+        trace_id, replay_of_trace_id = trace_ids(body.get("options") if body else None)
         return RecordModel.model_validate(
-            {**record_view(record, with_body=True, reveal=reveal), "audit": audit}
+            {
+                **record_view(record, with_body=True, reveal=reveal),
+                "audit": audit,
+                "trace_id": trace_id,
+                "replay_of_trace_id": replay_of_trace_id,
+            }
         )
 
     @router.get(

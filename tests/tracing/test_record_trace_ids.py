@@ -1,4 +1,4 @@
-"""The console's record page shows a record's trace id, and the trace it replays, as links when asked."""
+"""A record shows its trace id and the trace it replays: the console's page (links when asked) and the API."""
 
 from __future__ import annotations
 
@@ -67,3 +67,12 @@ def test_without_a_trace_url_the_trace_id_is_shown_as_text(settings, archive) ->
     page = _page(settings, archive, record_id)
     assert f"<code>{TRACE}</code>" in page and "tempo" not in page
     assert "replay of trace" not in page
+
+
+def test_the_apis_record_view_names_both_trace_ids(settings, archive) -> None:
+    record_id = _record(
+        archive, {"trace_context": _carrier(TRACE), "replay_of_trace_context": _carrier(ORIGINAL)}
+    )
+    with TestClient(create_app(settings, archive=archive)) as client:
+        record = client.get(f"/dlq/records/{record_id}").json()
+    assert (record["trace_id"], record["replay_of_trace_id"]) == (TRACE, ORIGINAL)
