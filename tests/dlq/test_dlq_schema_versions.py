@@ -48,6 +48,8 @@ def baseline_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
         path = tmp_path / "archive.sqlite3"
         with sqlite3.connect(path) as conn:
             conn.executescript((FIXTURES / "archive_0001.sqlite.sql").read_text())
+            # As every archive is: the dump does not say so.
+            conn.execute("PRAGMA journal_mode=WAL")
         conn.close()
         yield f"sqlite:///{path}"
         return

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from provider_jobs.api import create_app
 from provider_jobs.dlq import DeadLetterArchive, RecordFilter, dead_letter_from_delivery
+from provider_jobs.dlq.archive import search
 from provider_jobs.dlq.archive.records import DeadLetter
 from provider_jobs.dlq.archive.search import search_terms
 from provider_jobs.dlq.cli.app import dlq_app
@@ -246,3 +247,19 @@ def test_the_api_search_takes_the_same_syntax(archive: DeadLetterArchive) -> Non
         answer = client.get("/dlq/records", params={"search": '"quota exceeded" rg-7'})
     assert answer.status_code == 200, answer.text
     assert [r["job_id"] for r in answer.json()["records"]] == ["job-1"]
+
+
+def test_a_page_of_a_word_matching_many_records_walks_the_page_order_and_finds_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    archive = DeadLetterArchive(f"sqlite:///{tmp_path}/archive.sqlite3")
+    try:
+        archive.store(
+            [_dead_letter(f"job-{i}", error="Quota exceeded") for i in range(6)] + [_dead_letter("x")]
+        )
+        looked_up = [r.id for r in archive.find(RecordFilter(text="quota"), limit=4)]
+        monkeypatch.setattr(search, "PAGE_LOOKUP_UP_TO", 2)
+        walked = [r.id for r in archive.find(RecordFilter(text="quota"), limit=4)]
+        assert walked == looked_up and len(walked) == 4
+    finally:
+        archive.close()

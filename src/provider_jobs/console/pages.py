@@ -83,7 +83,7 @@ def newest_page(
     query per status reads only its page's index entries, where one query over all statuses
     would sort every match.
     """
-    if record_filter.statuses or record_filter.text:
+    if record_filter.statuses:
         return archive.find(record_filter, limit=limit, before=before)
     found: list[DeadLetter] = []
     for status in STATUSES:

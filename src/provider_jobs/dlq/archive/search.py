@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ColumnElement
@@ -31,6 +32,7 @@ from ...redaction import Redactor
 
 __all__ = [
     "FTS_TABLE",
+    "PAGE_LOOKUP_UP_TO",
     "SEARCH_COLUMN",
     "SEARCH_FIELDS",
     "SEARCH_HELP",
@@ -38,6 +40,7 @@ __all__ = [
     "SearchMatch",
     "Searchable",
     "search_terms",
+    "sqlite_page_condition",
 ]
 
 #: The syntax, in a sentence, for the CLI's and the API's help.
@@ -180,14 +183,62 @@ class SearchDocuments:
 
 class SearchMatch(ColumnElement[bool]):
     """True for the rows of ``table`` (the archive's records) whose search document
-    holds every one of ``terms``, each case-insensitively; compiled for each database."""
+    holds every one of ``terms``, each case-insensitively; compiled for each database.
+
+    On SQLite the records are looked up by the ids the FTS5 table matches; with
+    ``walk``, the query walks another index (a page's order) and checks each record's
+    document instead, which is faster when the matches are many (SQLite's ``LIKE``:
+    case-insensitive for ASCII letters only).
+    """
 
     inherit_cache = False
     type = sa.Boolean()
+    # A condition, not a boolean value: without this SQLite would be asked "(...) = 1",
+    # which its planner cannot answer from the index.
+    _is_implicitly_boolean = True
 
-    def __init__(self, table: sa.Table, terms: Sequence[str]) -> None:
+    def __init__(self, table: sa.Table, terms: Sequence[str], *, walk: bool = False) -> None:
         self.table = table
         self.terms = tuple(terms)
+        self.walk = walk
+
+    @property
+    def trigram_terms(self) -> list[str]:
+        """The terms an index of trigrams can look up; shorter ones are matched by a scan."""
+        return [t for t in self.terms if len(t) >= _TRIGRAM]
+
+    def fts_rowids(self) -> sa.Select[Any]:
+        """SQLite: the ids of the records the FTS5 table matches for :attr:`trigram_terms`."""
+        fts = sa.table(FTS_TABLE, sa.column("rowid"), sa.column(FTS_TABLE))
+        expression = " AND ".join('"' + t.replace('"', '""') + '"' for t in self.trigram_terms)
+        return sa.select(fts.c.rowid).where(fts.c[FTS_TABLE].op("MATCH")(expression))
+
+    def short_terms(self) -> list[sa.ColumnElement[bool]]:
+        """Conditions for the terms too short for a trigram index."""
+        column = self.table.c[SEARCH_COLUMN]
+        return [_like(column, t) for t in self.terms if len(t) < _TRIGRAM]
+
+
+#: SQLite: a page of search results is looked up by id and sorted when the search matches
+#: at most this many records; beyond, it walks the page's index and checks each record.
+#: A word that common is found within a few hundred records of a page, unless a status
+#: holds none of its matches: that page's walk then reads every record of the status.
+PAGE_LOOKUP_UP_TO = 5_000
+
+
+def sqlite_page_condition(conn: Connection, condition: sa.ColumnElement[bool]) -> sa.ColumnElement[bool]:
+    """``condition`` as a page of SQLite records is best answered: a search matching few
+    records by their ids, read once here; one matching many by walking the page's index.
+
+    SQLite's planner does not know how many records an FTS5 query matches, so it would
+    look up and sort every match of a common word (a quarter of a million) for one page.
+    """
+    if not isinstance(condition, SearchMatch) or not condition.trigram_terms:
+        return condition
+    ids = conn.execute(condition.fts_rowids().limit(PAGE_LOOKUP_UP_TO + 1)).scalars().all()
+    if len(ids) <= PAGE_LOOKUP_UP_TO:
+        return sa.and_(condition.table.c.id.in_(ids), *condition.short_terms())
+    return SearchMatch(condition.table, condition.terms, walk=True)
 
 
 def _like(column: sa.ColumnElement[Any], term: str) -> sa.ColumnElement[bool]:
@@ -197,20 +248,18 @@ def _like(column: sa.ColumnElement[Any], term: str) -> sa.ColumnElement[bool]:
 
 @compiles(SearchMatch, "sqlite")
 def _sqlite_match(element: SearchMatch, compiler: SQLCompiler, **kw: Any) -> str:
-    table = element.table
-    long = [t for t in element.terms if len(t) >= _TRIGRAM]
-    clauses: list[sa.ColumnElement[bool]] = []
-    if long:
-        fts = sa.table(FTS_TABLE, sa.column("rowid"), sa.column(FTS_TABLE))
-        expression = " AND ".join('"' + t.replace('"', '""') + '"' for t in long)
-        matching = sa.select(fts.c.rowid).where(fts.c[FTS_TABLE].op("MATCH")(expression))
-        clauses.append(table.c.id.in_(matching))
-    clauses.extend(_like(table.c[SEARCH_COLUMN], t) for t in element.terms if len(t) < _TRIGRAM)
-    return compiler.process(sa.and_(sa.true(), *clauses), **kw)
+    if element.walk:
+        # Each record the walk reaches is read anyway; a common word is found within a few.
+        column = element.table.c[SEARCH_COLUMN]
+        return compiler.process(sa.and_(*(_like(column, t) for t in element.terms)), **kw)
+    clauses = element.short_terms()
+    if element.trigram_terms:
+        clauses.insert(0, element.table.c.id.in_(element.fts_rowids()))
+    return compiler.process(sa.and_(*clauses), **kw)
 
 
 @compiles(SearchMatch)
 def _postgresql_match(element: SearchMatch, compiler: SQLCompiler, **kw: Any) -> str:
     # The GIN index (gin_trgm_ops) serves ILIKE '%term%' for terms of 3 characters or more.
     column = element.table.c[SEARCH_COLUMN]
-    return compiler.process(sa.and_(sa.true(), *(_like(column, t) for t in element.terms)), **kw)
+    return compiler.process(sa.and_(*(_like(column, t) for t in element.terms)), **kw)

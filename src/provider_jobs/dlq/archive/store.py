@@ -31,7 +31,7 @@ from .groups import GroupSummary
 from .records import DeadLetter
 from .retention import ArchiveRetention
 from .schema import JSON_COLUMNS
-from .search import SEARCH_COLUMN
+from .search import SEARCH_COLUMN, sqlite_page_condition
 from .status import DEAD, DISCARDED, REPLAYED, STATUSES, ArchiveStatus
 
 __all__ = ["DEAD", "DISCARDED", "REPLAYED", "STATUSES", "DeadLetterArchive", "ReplayMark"]
@@ -232,8 +232,10 @@ class DeadLetterArchive(ArchiveClaims, ArchiveStatus, ArchiveRetention, ArchiveA
                     sa.and_(table.c.dead_lettered_ms == before_ms, table.c.id < before_id),
                 )
             )
-        query = sa.select(table).where(*where).order_by(*order)
         with self._read("listing records") as conn:
+            if self.is_sqlite:
+                where = [sqlite_page_condition(conn, condition) for condition in where]
+            query = sa.select(table).where(*where).order_by(*order)
             rows = conn.execute(query.limit(limit).offset(offset)).all()
         return [self._record(r) for r in rows]
 
