@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 
 from provider_jobs.errors import ConfigurationError
@@ -40,3 +42,10 @@ def test_a_tracer_provider_the_application_gives_is_the_one_used(tracer_provider
 
 def test_with_no_global_provider_set_tracing_is_off() -> None:
     assert active_provider() is None
+
+
+def test_an_exporter_without_the_otel_extra_is_one_line_naming_the_extra(monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "opentelemetry.sdk.trace", None)  # as if not installed
+    with pytest.raises(ConfigurationError) as caught:
+        configure_tracing(service_name="test", environ={"OTEL_TRACES_EXPORTER": "otlp"})
+    assert str(caught.value) == "OTEL_TRACES_EXPORTER='otlp' needs the otel extra: pip install 'provider-jobs[otel]'"
