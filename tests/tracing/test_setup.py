@@ -48,4 +48,6 @@ def test_an_exporter_without_the_otel_extra_is_one_line_naming_the_extra(monkeyp
     monkeypatch.setitem(sys.modules, "opentelemetry.sdk.trace", None)  # as if not installed
     with pytest.raises(ConfigurationError) as caught:
         configure_tracing(service_name="test", environ={"OTEL_TRACES_EXPORTER": "otlp"})
-    assert str(caught.value) == "OTEL_TRACES_EXPORTER='otlp' needs the otel extra: pip install 'provider-jobs[otel]'"
+    assert str(caught.value) == (
+        "OTEL_TRACES_EXPORTER='otlp' needs the otel extra: pip install 'provider-jobs[otel]'"
+    )
