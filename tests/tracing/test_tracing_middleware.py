@@ -14,7 +14,7 @@ from opentelemetry.trace import SpanKind
 
 from provider_jobs.actors.broker import build_broker
 from provider_jobs.actors.provider_ops import declare_provider_actors
-from provider_jobs.errors import ValidationFailed
+from provider_jobs.errors import ProviderNotAvailable, ValidationFailed
 from provider_jobs.providers import FunctionProvider, ProviderRegistry
 from provider_jobs.tracing import TRACE_OPTION, trace_id_of
 from provider_jobs.tracing.middleware import Tracing
@@ -244,3 +244,30 @@ def test_an_attempt_put_back_to_wait_for_its_providers_breaker_says_so(tracer_pr
     spans = exporter.get_finished_spans()
     assert [s.attributes["provider_jobs.outcome"] for s in spans] == ["breaker_wait", "breaker_wait"]
     assert all(s.attributes["provider_jobs.max_attempts"] == 5 for s in spans)
+
+
+def test_jobs_held_back_by_an_open_breaker_have_attempts_that_say_breaker_wait_in_their_trace(
+    settings, amqp, tracer_provider, exporter
+) -> None:
+    provider = Fails(ProviderNotAvailable("Provider not available"), failures=1_000)
+    broker, actor = _system(
+        settings, provider, tracer_provider, breaker_min_calls=3, breaker_probe_interval_s=0.2, max_attempts=2
+    )
+    for i in range(6):
+        actor.send({**RG, "request": {"n": i}})
+
+    def waits() -> list[Any]:
+        return [
+            s
+            for s in exporter.get_finished_spans()
+            if s.kind is SpanKind.CONSUMER and s.attributes.get("provider_jobs.outcome") == "breaker_wait"
+        ]
+
+    with running_worker(broker):
+        waiting = wait_for(waits)
+    sends = {
+        s.attributes["provider_jobs.job_id"]: s.context.trace_id
+        for s in exporter.get_finished_spans()
+        if s.kind is SpanKind.PRODUCER
+    }
+    assert all(sends[s.attributes["provider_jobs.job_id"]] == s.context.trace_id for s in waiting)
