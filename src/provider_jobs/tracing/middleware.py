@@ -14,7 +14,9 @@ Follows OpenTelemetry's messaging semantic conventions:
   wait), the failure's category and retryability, the delay chosen and the
   attempt's outcome (:data:`OUTCOMES`). The span is current while the actor
   and the other middleware run: the provider's HTTP calls and log lines
-  belong to it.
+  belong to it;
+- a ``process`` span with outcome ``crash_loop`` for a job the worker's
+  consumer dead-letters without running it (:meth:`Tracing.record_crash_loop`).
 
 Place it first in the broker's middleware list (before ``ClassifiedRetries``,
 which must be last): its ``after_process_message`` then runs after the retry
@@ -33,6 +35,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
+from ..middleware.dead_letters import CRASH_LOOP
 from ..middleware.delays import HOLD_ATTRIBUTE
 from ..middleware.retries import WAITS_OPTION
 from .context import REPLAY_OF_TRACE_OPTION, TRACE_OPTION
@@ -40,7 +43,6 @@ from .setup import INSTRUMENTATION_NAME
 
 __all__ = [
     "BREAKER_WAIT",
-    "CRASH_LOOP",
     "DEAD_LETTERED",
     "FAILED",
     "OUTCOMES",
@@ -56,7 +58,6 @@ SUCCEEDED = "succeeded"
 RETRY_SCHEDULED = "retry_scheduled"
 BREAKER_WAIT = "breaker_wait"
 DEAD_LETTERED = "dead_lettered"
-CRASH_LOOP = "crash_loop"
 FAILED = "failed"
 SKIPPED = "skipped"
 OUTCOMES = (SUCCEEDED, RETRY_SCHEDULED, BREAKER_WAIT, DEAD_LETTERED, CRASH_LOOP, FAILED, SKIPPED)
