@@ -249,3 +249,21 @@ def test_dlq_list_on_an_older_postgresql_archive_is_one_line_naming_the_upgrade(
     assert result.exit_code == 3
     [line] = result.stderr.strip().splitlines()
     assert "run `provider-jobs archive upgrade`" in line
+
+
+def test_the_archiver_refuses_an_older_postgresql_archive_before_consuming(cli_env: str) -> None:
+    if _database(cli_env) == "sqlite":
+        pytest.skip("SQLite is upgraded when opened")
+    result = CliRunner().invoke(app, ["archiver", "--until-idle"])
+    assert result.exit_code == 3
+    [line] = result.stderr.strip().splitlines()
+    assert "run `provider-jobs archive upgrade`" in line
+
+
+def test_the_api_refuses_an_older_postgresql_archive_before_serving(cli_env: str) -> None:
+    if _database(cli_env) == "sqlite":
+        pytest.skip("SQLite is upgraded when opened")
+    result = CliRunner().invoke(app, ["api", "--port", "59631"])
+    assert result.exit_code == 6
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("provider-jobs api: ") and "run `provider-jobs archive upgrade`" in line

@@ -19,8 +19,9 @@ from provider_jobs.api import create_app
 from provider_jobs.dlq import DeadLetterArchive, RecordFilter, dead_letter_from_delivery
 from provider_jobs.dlq.archive import search
 from provider_jobs.dlq.archive.records import DeadLetter
-from provider_jobs.dlq.archive.search import search_terms
+from provider_jobs.dlq.archive.search import SearchDocuments, search_terms
 from provider_jobs.dlq.cli.app import dlq_app
+from provider_jobs.redaction import Redactor
 from provider_jobs.settings import Settings
 
 
@@ -263,3 +264,10 @@ def test_a_page_of_a_word_matching_many_records_walks_the_page_order_and_finds_t
         assert walked == looked_up and len(walked) == 4
     finally:
         archive.close()
+
+
+def test_a_url_password_cut_by_the_documents_length_cap_is_never_indexed() -> None:
+    documents = SearchDocuments(Redactor())
+    for pad in range(7_900, 8_192):
+        document = documents(_dead_letter("job-1", error="x" * pad + " amqp://u:hunter2secret@host"))
+        assert "hunt" not in document, pad

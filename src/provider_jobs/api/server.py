@@ -76,6 +76,9 @@ def serve(settings: Settings) -> None:
     except ArchiveUnavailable as exc:
         # The API serves without it, and /readyz says so; its schema is checked when it is back.
         logger.warning("%s", exc)
+    except ArchiveVersionError:
+        archive.close()
+        raise
     if not settings.api_token:
         logger.warning("No API token is set (PROVIDER_JOBS_API_TOKEN): mutating endpoints answer 403")
     sock = _bind(settings.api_host, settings.api_port)

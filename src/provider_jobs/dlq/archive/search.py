@@ -7,8 +7,9 @@ spaces. ``quota rg-7`` finds records mentioning both; ``"quota exceeded"`` the
 phrase.
 
 A record's search document is its error type and error, provider, operation,
-job id, message id and request, with every secret masked by the archive's
-:class:`~provider_jobs.redaction.Redactor` *before* it is written, so that no
+job id, message id and request (its first 8,192 characters), with every secret
+masked by the archive's :class:`~provider_jobs.redaction.Redactor` *before* it
+is written, so that no
 value ``PROVIDER_JOBS_REDACT_KEYS`` masks is ever indexed (nor found). The
 document is the ``search_text`` column; SQLite indexes it with an FTS5 table
 of trigrams (``dead_letters_search``, kept by triggers), PostgreSQL with a
@@ -66,6 +67,9 @@ SEARCH_FIELDS = (
 FTS_TABLE = "dead_letters_search"
 #: Characters in a trigram: a shorter substring cannot be looked up in either index.
 _TRIGRAM = 3
+#: Characters of a search document indexed, at most: every character costs an insert
+#: some trigrams, and a request of megabytes must not stall the archiver.
+_INDEXED_CHARS = 8_192
 #: Request keys remembered as secret or not, at most.
 _KEY_CACHE = 10_000
 #: A request nested deeper than this is indexed down to this depth.
@@ -129,13 +133,14 @@ class SearchDocuments:
 
     def __call__(self, record: Searchable) -> str:
         provider = "/".join(p for p in (record.provider_namespace, record.resource_type) if p)
+        # The short fields first: a long error or request is what the cap cuts.
         parts: list[str | None] = [
             record.error_type,
-            record.error,
             provider,
             record.operation,
             record.job_id,
             record.message_id,
+            record.error,
         ]
         if record.request is not None:
             masked = self._masked(record.request, 0)
@@ -143,6 +148,8 @@ class SearchDocuments:
         document = "\n".join(part for part in parts if part)
         if self._may_hold_secrets(document):
             document = self.redactor.text(document)
+        # Cut only once masked: a URL cut before its "@" would no longer be seen as one.
+        document = document[:_INDEXED_CHARS]
         if "\x00" in document:
             document = document.replace("\x00", "\\x00")
         if not document.isascii():
