@@ -21,6 +21,7 @@ from .api.server import api_command
 from .demo import DEMO_JOBS, demo_registry
 from .dlq.cli.app import archive_app, archiver, dlq_app
 from .errors import ProviderJobsError
+from .extras import installed
 from .health.cli import providers_command
 from .log_config import configure_logging
 from .providers import ProviderRegistry, load_providers
@@ -129,7 +130,14 @@ def _run_worker(
         )
         threads.append(threading.Thread(target=server.run, name="api", daemon=True))
         stops.append(lambda: setattr(server, "should_exit", True))
-        logger.info("DLQ console: http://%s:%d/ui/", settings.api_host, settings.api_port)
+        if installed("console"):
+            logger.info("DLQ console: http://%s:%d/ui/", settings.api_host, settings.api_port)
+        else:
+            logger.info(
+                "API: http://%s:%d/ (the console needs pip install 'provider-jobs[console]')",
+                settings.api_host,
+                settings.api_port,
+            )
     if threading.current_thread() is threading.main_thread():
         # Kubernetes stops a pod with SIGTERM: the same orderly stop as Ctrl-C (this is our own process).
         signal.signal(signal.SIGTERM, signal.default_int_handler)
