@@ -20,13 +20,20 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from typer.testing import CliRunner
 
-from conftest import POSTGRES_URL, _postgres_dsn
 from provider_jobs.cli import app
 from provider_jobs.dlq import DeadLetterArchive, RecordFilter
 from provider_jobs.dlq.archive.versions import VERSION_TABLE, head_revision
 from provider_jobs.errors import ArchiveVersionError
 
 FIXTURES = Path(__file__).parent / "fixtures"
+#: The machine's PostgreSQL, as tests/dlq/conftest.py names it.
+POSTGRES_URL = os.environ.get(
+    "PROVIDER_JOBS_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+
+
+def _postgres_dsn() -> str:
+    return POSTGRES_URL.replace("postgresql+psycopg://", "postgresql://", 1)
 
 
 def _pg_schema() -> str:
