@@ -1,7 +1,8 @@
 """The dead-letter archive: the store of dead letters and its audit log, in SQLite or PostgreSQL.
 
-Database, schema, records, filters, groups, fingerprints, statuses, audit,
-retention and claims. Knows nothing of the archiver, replay or the CLI.
+Database, schema, schema versions (Alembic revisions in ``migrations/``),
+records, filters, text search, groups, fingerprints, statuses, audit, retention
+and claims. Knows nothing of the archiver, replay or the CLI.
 """
 
 from __future__ import annotations

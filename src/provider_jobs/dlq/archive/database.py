@@ -29,7 +29,7 @@ from ...redaction import DEFAULT_REDACT_KEYS, Redactor
 from .groups import GroupDeltas, GroupSummary
 from .schema import Tables
 from .search import FTS_TABLE, SEARCH_COLUMN, SEARCH_FIELDS, SearchDocuments
-from .versions import VERSION_TABLE, head_revision, read_state, upgrade
+from .versions import VERSION_TABLE, SchemaState, head_revision, read_state, upgrade
 
 __all__ = ["DEFAULT_CLAIM_TTL_S", "ArchiveDatabase", "chunks", "epoch_ms", "json_text", "moved", "removed"]
 
@@ -122,7 +122,8 @@ class ArchiveDatabase:
     """The connection under :class:`~.archive.DeadLetterArchive`, which documents the arguments.
 
     Nothing is connected or created until the first operation, which creates
-    the tables (and, for SQLite, the file's directory) if they are missing.
+    the tables (and, for SQLite, the file's directory) if they are missing, or
+    upgrades or refuses an archive of another schema version (:meth:`_prepare`).
     """
 
     def __init__(
@@ -223,16 +224,12 @@ class ArchiveDatabase:
         """
         with self._errors("reading the archive's schema version"), engine.connect() as conn:
             state = read_state(conn, self.schema)
-        where = self.url.render_as_string(hide_password=True)
         if state.newer:
-            raise ArchiveVersionError(
-                f"archive {where} is at schema revision {state.revision}, newer than this "
-                f"provider-jobs knows (its newest is {head_revision()}): upgrade provider-jobs to use it"
-            )
+            raise self._newer(state)
         if not state.current:
             if state.has_records and not self.is_sqlite:
                 raise ArchiveVersionError(
-                    f"archive {where} is at schema revision {state.effective}, this provider-jobs "
+                    f"archive {self._where} is at schema revision {state.effective}, this provider-jobs "
                     f"needs {head_revision()}: run `provider-jobs archive upgrade` (safe while "
                     "the archiver runs)"
                 )
@@ -257,15 +254,22 @@ class ArchiveDatabase:
         with self._errors("reading the archive's schema version"), engine.connect() as conn:
             before = read_state(conn, self.schema)
         if before.newer:
-            raise ArchiveVersionError(
-                f"archive at schema revision {before.revision} is newer than this provider-jobs "
-                f"knows (its newest is {head_revision()}): upgrade provider-jobs"
-            )
+            raise self._newer(before)
         with self._errors("upgrading the archive's schema"):
             upgrade(engine, self.schema)
         self._index_unsearchable(engine)
         self._ready = True
         return before.effective, head_revision()
+
+    @property
+    def _where(self) -> str:
+        return self.url.render_as_string(hide_password=True)
+
+    def _newer(self, state: SchemaState) -> ArchiveVersionError:
+        return ArchiveVersionError(
+            f"archive {self._where} is at schema revision {state.revision}, newer than this "
+            f"provider-jobs knows (its newest is {head_revision()}): upgrade provider-jobs to use it"
+        )
 
     def _index_unsearchable(self, engine: Engine) -> None:
         """Write the search document of every record that has none (written by an older
