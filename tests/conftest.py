@@ -102,7 +102,9 @@ def amqp(rabbitmq_url: str, queue_name: str) -> Iterator[pika.adapters.blocking_
             connection.close()
         connection = pika.BlockingConnection(pika.URLParameters(rabbitmq_url))
         channel = connection.channel()
-    # <queue>.health: the health stream a worker built by build_broker writes.
-    for name in (queue_name, dq_name(queue_name), xq_name(queue_name), f"{queue_name}.health"):
+    # <queue>.health: the health stream a worker built by build_broker writes;
+    # <queue>.suspects and <queue>.settled: a worker's consumer declares them (actors/consumer.py).
+    names = (queue_name, dq_name(queue_name), xq_name(queue_name), f"{queue_name}.health")
+    for name in (*names, f"{queue_name}.suspects", f"{queue_name}.settled"):
         channel.queue_delete(name)
     connection.close()

@@ -104,6 +104,9 @@ class Settings:
             their cause (a crash, a lost connection), before it is dead-lettered
             as ``crash_loop``: the coarse ceiling. Default 20 (RabbitMQ 4's own
             for quorum queues).
+        redelivery_grace_s: How long a redelivered job waits for another worker's
+            announcement that it completed there (its ack lost with a connection)
+            before it runs again; 0 runs it at once. Default 3.
         max_crashes: Crashes of its worker process counted against one job
             (deliveries that ended without an outcome while it ran alone in its
             process) before it is dead-lettered as ``crash_loop``: the precise
@@ -193,6 +196,7 @@ class Settings:
     hold_retries_up_to_ms: int = 1000
     max_deliveries: int = 20
     max_crashes: int = 3
+    redelivery_grace_s: float = 3.0
     unknown_errors_retryable: bool = True
     worker_id: str | None = None
     worker_threads: int = 8
@@ -264,10 +268,7 @@ class Settings:
             refuse("operation_delays_s", limit)
         if not 0 <= self.hold_retries_up_to_ms <= 60_000:
             refuse("hold_retries_up_to_ms", "expected 0 to 60000 ms")
-        if not 1 <= self.max_deliveries <= 1000:
-            refuse("max_deliveries", "expected 1 to 1000 deliveries")
-        if not 2 <= self.max_crashes <= 1000:
-            refuse("max_crashes", "expected 2 to 1000 crashes (a first crash only makes a suspect)")
+        self._check_redeliveries(refuse)
         if not 1 <= self.worker_threads <= 1024:
             refuse("worker_threads", "expected 1 to 1024 threads")
         if not 10 <= self.worker_timeout_ms <= 60_000:
@@ -295,6 +296,15 @@ class Settings:
         if not 0 < self.archiver_max_backoff_s <= 3600:
             refuse("archiver_max_backoff_s", "expected seconds > 0 and at most 3600")
         self._check_health(refuse)
+
+    def _check_redeliveries(self, refuse: Callable[[str, str], None]) -> None:
+        """The limits on redeliveries (split out of ``__post_init__`` for size)."""
+        if not 1 <= self.max_deliveries <= 1000:
+            refuse("max_deliveries", "expected 1 to 1000 deliveries")
+        if not 2 <= self.max_crashes <= 1000:
+            refuse("max_crashes", "expected 2 to 1000 crashes (a first crash only makes a suspect)")
+        if not 0 <= self.redelivery_grace_s <= 60:
+            refuse("redelivery_grace_s", "expected 0 to 60 seconds")
 
     def _check_health(self, refuse: Callable[[str, str], None]) -> None:
         """The circuit breakers' and the recovery's settings (split out of ``__post_init__`` for size)."""
@@ -382,6 +392,7 @@ class Settings:
             "hold_retries_up_to_ms": _parse_int,
             "max_deliveries": _parse_int,
             "max_crashes": _parse_int,
+            "redelivery_grace_s": _parse_float,
             "unknown_errors_retryable": _parse_bool,
             "worker_id": str,
             "worker_threads": _parse_int,

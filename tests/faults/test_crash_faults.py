@@ -36,10 +36,9 @@ QUEUE_TYPES = pytest.mark.parametrize("queue_type", ["classic", "quorum"])
 
 @pytest.fixture
 def fault_settings(settings: Settings, queue_type: str) -> Iterator[Settings]:
-    # The delivery limit counts every return of a job a killed or disconnected worker held, so a job
-    # could reach the default 5 in these faults without being at fault (README); they are about
-    # loss, test_crash_loop about the limit.
-    yield replace(settings, queue_type=queue_type, retry_delay_s=0.05, worker_threads=4, max_deliveries=20)
+    # The default delivery and crash limits: a job returned by a killed or disconnected worker is
+    # never blamed for it.
+    yield replace(settings, queue_type=queue_type, retry_delay_s=0.05, worker_threads=4)
     delete_queues(settings)
 
 
@@ -95,6 +94,7 @@ def _check(tally: Tally, sent: Sent) -> None:
     assert not tally.lost(sent), tally.summary(sent)
     assert not tally.wrong_outcome(sent), tally.summary(sent)
     assert not tally.both(), tally.summary(sent)
+    assert not tally.blamed(sent), tally.summary(sent)
 
 
 @contextmanager

@@ -48,8 +48,7 @@ def test_a_job_that_kills_its_worker_runs_max_crashes_times_and_only_it_is_blame
                 if process is not None and process.poll() is not None:
                     assert process.returncode == 17, (tmp_path / "worker.log").read_text()[-3000:]
                     deaths += 1
-                    processes[n] = process = None
-                if process is None:
+                if process is None or process.returncode is not None:
                     processes[n] = subprocess.Popen(
                         [sys.executable, str(HERE / "fault_workload.py")], env=env, stdout=log, stderr=log
                     )

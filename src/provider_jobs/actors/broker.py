@@ -28,6 +28,7 @@ from ..settings import Settings
 from ..tracing import active_provider
 from .consumer import WorkerConsumer
 from .encoder import OrjsonEncoder
+from .settled import SettledLedger
 from .solo_runs import SoloRuns
 
 __all__ = ["MAX_PRIORITY", "build_broker"]
@@ -216,6 +217,7 @@ def build_broker(
             *_tracing(tracer_provider),
             # Before the others: a suspect waits for its process to itself before any hook times it.
             SoloRuns(),
+            SettledLedger(settings.broker_url, settings.queue_name, grace_s=settings.redelivery_grace_s),
             AgeLimit(),
             TimeLimit(),
             ShutdownNotifications(),

@@ -23,6 +23,7 @@ from ..envelope import misdelivery
 from ..middleware.dead_letters import CRASH_LOOP, DEAD_LETTER_HEADER, DeadLetter, take_dead_letter
 from ..middleware.delays import take_hold
 from ..rabbitmq.queue_types import declare_queue
+from .settled import SettledLedger, delivery_key
 from .solo_runs import SOLO_ATTRIBUTE
 
 __all__ = [
@@ -40,6 +41,8 @@ _NOTHING: _Delivery = (None, None, None)
 _CLOSE_WAIT_S = 5.0
 #: AMQP header of a job's copy: how many of its deliveries ended without an outcome, plus one.
 DELIVERIES_HEADER = "x-provider-jobs-deliveries"
+#: How far back acks written before a connection loss may have been lost with it, in seconds.
+_RECENT_ACKS_S = 1.0
 #: AMQP header of a job's copy: crashes counted against it (deliveries that ended without an
 #: outcome while it ran alone in its process, and the suspicion that led there).
 CRASHES_HEADER = "x-provider-jobs-crashes"
@@ -146,6 +149,15 @@ class WorkerConsumer(_RabbitmqConsumer):
         self._suspects_queue = suspects_queue_name(queue_name)
         #: The channel suspects come on (prefetch 1); ``None`` when crashes are not counted here.
         self._suspects: Any = None
+        #: Where lost acks are announced and looked up, when the broker keeps a ledger.
+        self._ledger: SettledLedger | None = next(
+            (m for m in broker.middleware if isinstance(m, SettledLedger)), None
+        )
+        #: Delivery tag -> :func:`delivery_key`, while the ledger is kept.
+        self._keys: dict[int, str] = {}
+        #: (when, key) of the acks written last: a connection lost now may have lost them.
+        self._recent: collections.deque[tuple[float, str]] = collections.deque(maxlen=4096)
+        self._announced = False
         #: The worker's name for crash_loop dead letters: the one its retry middleware writes.
         self._worker_id: str | None = next(
             (m.worker_id for m in broker.middleware if isinstance(getattr(m, "worker_id", None), str)), None
@@ -224,6 +236,24 @@ class WorkerConsumer(_RabbitmqConsumer):
             self._properties.pop(message._tag, None)
             super().nack(message)  # type: ignore[no-untyped-call]
 
+    def _acked(self, tag: int) -> None:
+        """Note the ack of ``tag`` just written (on the connection's thread)."""
+        key = self._keys.pop(tag, None)
+        if key is not None:
+            self._recent.append((time.monotonic(), key))
+
+    def _announce_lost(self) -> None:
+        """The connection is lost: announce the outcomes whose ack may have gone with it (once)."""
+        if self._ledger is None or self._announced:
+            return
+        self._announced = True
+        now = time.monotonic()
+        with self._lock:
+            pending = [tag for tag, letter in self._pending if letter is None]
+        keys = [key for tag in pending if (key := self._keys.get(tag)) is not None]
+        keys += [key for at, key in list(self._recent) if now - at <= _RECENT_ACKS_S]
+        self._ledger.announce(keys)
+
     def _nack(self, tag: int) -> None:
         channel, own_tag = self._channel_for(tag)
         self.connection.add_callback_threadsafe(lambda: channel.basic_nack(own_tag, requeue=False))
@@ -252,8 +282,20 @@ class WorkerConsumer(_RabbitmqConsumer):
 
     def _delivered_here(self, message: Any, settlement: str) -> bool:
         """Whether this consumer delivered ``message``; if not, the settlement is dropped and logged."""
-        if message.__dict__.get(_DELIVERED_BY) is self:
+        delivered_by = message.__dict__.get(_DELIVERED_BY)
+        if delivered_by is self:
             return True
+        if settlement == "ack" and self._ledger is not None and isinstance(delivered_by, WorkerConsumer):
+            # Its outcome is known (success, or a retry already confirmed): its redelivery is acked
+            # wherever it lands, not run again.
+            key = delivered_by._keys.pop(message._tag, None)
+            if key is not None:
+                self._ledger.announce([key])
+            self.logger.info(
+                "The ack of message %s came after its channel closed: announced as completed",
+                message.message_id,
+            )
+            return False
         log = self.logger.warning if settlement == "dead letter" else self.logger.info
         log(
             "Dropped the %s of message %s: it came on a channel that is gone, so RabbitMQ redelivers it "
@@ -271,6 +313,7 @@ class WorkerConsumer(_RabbitmqConsumer):
             if letter is None:
                 on, own_tag = self._channel_for(tag)
                 on.basic_ack(delivery_tag=own_tag)
+                self._acked(tag)
                 continue
             self._publish_then_settle(
                 tag,
@@ -322,6 +365,7 @@ class WorkerConsumer(_RabbitmqConsumer):
                 channel.basic_nack(delivery_tag=tag, requeue=False)
             else:
                 channel.basic_ack(delivery_tag=tag)
+                self._acked(entry[0])
         # At once, not at the loop's next wake-up: an original whose copy is confirmed but whose
         # ack waits is redelivered beside its copy if the process dies meanwhile.
         self.channel._flush_output()
@@ -351,6 +395,7 @@ class WorkerConsumer(_RabbitmqConsumer):
 
     def _drop_pending(self) -> None:
         # The connection is gone: RabbitMQ redelivers these messages.
+        self._announce_lost()
         with self._lock:
             self._pending.clear()
             self._held.clear()
@@ -399,7 +444,11 @@ class WorkerConsumer(_RabbitmqConsumer):
     def __next__(self) -> Any:
         message = self._take_due()
         if message is None:
-            message = super().__next__()  # type: ignore[no-untyped-call]
+            try:
+                message = super().__next__()  # type: ignore[no-untyped-call]
+            except ConnectionClosed:
+                self._announce_lost()
+                raise
             if message is not None and (problem := misdelivery(message.queue_name, self.queue_name)):
                 # Dramatiq would settle it with another queue's consumer, or kill the worker thread.
                 self.logger.error("Message %s refused, moved to the XQ: %s", message.message_id, problem)
@@ -473,6 +522,16 @@ class WorkerConsumer(_RabbitmqConsumer):
         except Exception:
             self.logger.debug("Could not trace crash_loop dead letter.", exc_info=True)
 
+    def _ack_completed(self, method: Any, properties: Any, body: bytes) -> None:
+        """Ack a redelivery whose outcome another delivery already had (the ledger says so)."""
+        channel, tag = self._channel_for(method.delivery_tag)
+        channel.basic_ack(delivery_tag=tag)
+        self.channel._flush_output()
+        self.logger.info(
+            "Message %s had completed already (its ack was lost with its connection): acked, not run again",
+            _message_id(properties, body),
+        )
+
     def _move(
         self, tag: int, properties: Any, routing_key: str, body: bytes, headers: dict[str, Any]
     ) -> None:
@@ -491,6 +550,33 @@ class WorkerConsumer(_RabbitmqConsumer):
             ),
         )
         self.channel._flush_output()
+
+    def _accept(
+        self, delivery: _Delivery, parked: collections.deque[tuple[float, _Delivery, str]] | None
+    ) -> _Delivery | None:
+        """What to hand Dramatiq for a delivery: itself, or :data:`_NOTHING` once it was settled here
+        (a redelivery of a completed job acked, a recount); ``None`` once it was parked in ``parked``
+        to wait for the announcement that it completed (``None`` when it waited already)."""
+        method, properties, body = delivery
+        ledger = self._ledger
+        key = delivery_key(body) if ledger is not None else None
+        if method.redelivered and ledger is not None and key is not None:
+            if key in ledger:
+                self._ack_completed(method, properties, body)
+                return _NOTHING
+            if parked is not None and ledger.grace_s > 0:
+                # The worker that lost its ack may not have announced it yet.
+                parked.append((time.monotonic() + ledger.grace_s, delivery, key))
+                return None
+        if method.redelivered and (self._max_deliveries is not None or self._suspects is not None):
+            self._recount(method, properties, body, suspect=isinstance(method, _SuspectDelivery))
+            return _NOTHING
+        if isinstance(method, _SuspectDelivery):
+            self._solo_tags.add(method.delivery_tag)
+        self._properties[method.delivery_tag] = properties
+        if key is not None:
+            self._keys[method.delivery_tag] = key
+        return delivery
 
     def _deliveries(self, queue_name: str, idle_s: float) -> Iterator[_Delivery]:
         """Deliveries as pika's ``consume()`` yields them, with ``(None, None, None)`` on every
@@ -511,23 +597,24 @@ class WorkerConsumer(_RabbitmqConsumer):
         if self._suspects is not None:
             self._suspects.add_on_cancel_callback(on_cancel)
             self._suspects.basic_consume(self._suspects_queue, on_suspect)
+        #: (due, delivery, key): redeliveries waiting for an announcement that they completed.
+        parked: collections.deque[tuple[float, _Delivery, str]] = collections.deque()
         while True:
+            if parked and (parked[0][0] <= time.monotonic() or parked[0][2] in (self._ledger or ())):
+                _, delivery, _ = parked.popleft()
+                yield self._accept(delivery, None) or _NOTHING
+                continue
             if arrived:
-                method, properties, body = delivery = arrived.popleft()
-                suspect = isinstance(method, _SuspectDelivery)
-                if method.redelivered and (self._max_deliveries is not None or self._suspects is not None):
-                    self._recount(method, properties, body, suspect=suspect)
-                    yield _NOTHING
-                    continue
-                if suspect:
-                    self._solo_tags.add(method.delivery_tag)
-                self._properties[method.delivery_tag] = properties
-                yield delivery
+                accepted = self._accept(arrived.popleft(), parked)
+                if accepted is not None:
+                    yield accepted
                 continue
             if self._cancelled:
                 # RabbitMQ cancelled the consumer (its queue was deleted): Dramatiq reconnects.
                 raise pika.exceptions.ConsumerCancelled(f"RabbitMQ cancelled the consumer of {queue_name}")
             wait_s = self._wait_s(idle_s)
+            if parked:
+                wait_s = min(wait_s, max(0.0, parked[0][0] - time.monotonic()), 0.05)
             if wait_s > 0:
                 self.connection.process_data_events(time_limit=wait_s)
             if not arrived:
