@@ -139,7 +139,11 @@ def create_app(settings: Settings, *, archive: DeadLetterArchive | None = None) 
         summary="Queue statistics, metrics and dead-letter operations of provider-jobs.",
         version="0.1.0",
     )
-    archive = archive if archive is not None else DeadLetterArchive(settings.archive_url)
+    archive = (
+        archive
+        if archive is not None
+        else DeadLetterArchive(settings.archive_url, redact_keys=settings.redact_keys)
+    )
     registry = api_registry(settings, ArchiveCollector(archive))
     redactor = settings.redactor()
     error_response, invalid_request = _error_handlers(redactor)
