@@ -103,8 +103,9 @@ def amqp(rabbitmq_url: str, queue_name: str) -> Iterator[pika.adapters.blocking_
         connection = pika.BlockingConnection(pika.URLParameters(rabbitmq_url))
         channel = connection.channel()
     # <queue>.health: the health stream a worker built by build_broker writes;
-    # <queue>.suspects and <queue>.settled: a worker's consumer declares them (actors/consumer.py).
+    # <queue>.suspects and the exchange <queue>.settled: a worker's consumer and ledger declare them.
     names = (queue_name, dq_name(queue_name), xq_name(queue_name), f"{queue_name}.health")
-    for name in (*names, f"{queue_name}.suspects", f"{queue_name}.settled"):
+    for name in (*names, f"{queue_name}.suspects"):
         channel.queue_delete(name)
+    channel.exchange_delete(f"{queue_name}.settled")
     connection.close()

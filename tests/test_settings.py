@@ -130,3 +130,20 @@ def test_a_trace_url_without_a_place_for_the_trace_id_is_one_line_naming_it() ->
         Settings.from_env({"PROVIDER_JOBS_TRACE_URL": "https://tempo.example/"})
     url = "https://tempo.example/trace/{trace_id}"
     assert Settings.from_env({"PROVIDER_JOBS_TRACE_URL": url}).trace_url == url
+
+
+def test_the_redelivery_limits_are_read_and_a_single_crash_is_never_enough() -> None:
+    settings = Settings.from_env(
+        {
+            "PROVIDER_JOBS_MAX_CRASHES": "4",
+            "PROVIDER_JOBS_MAX_DELIVERIES": "30",
+            "PROVIDER_JOBS_REDELIVERY_GRACE_S": "0",
+        }
+    )
+    assert (settings.max_crashes, settings.max_deliveries, settings.redelivery_grace_s) == (4, 30, 0.0)
+    defaults = Settings.from_env({})
+    assert (defaults.max_crashes, defaults.max_deliveries, defaults.redelivery_grace_s) == (3, 20, 10.0)
+    with pytest.raises(ConfigurationError, match=r"^PROVIDER_JOBS_MAX_CRASHES=1 is not allowed: expected 2"):
+        Settings.from_env({"PROVIDER_JOBS_MAX_CRASHES": "1"})
+    with pytest.raises(ConfigurationError, match=r"^PROVIDER_JOBS_REDELIVERY_GRACE_S=61.0 is not allowed"):
+        Settings.from_env({"PROVIDER_JOBS_REDELIVERY_GRACE_S": "61"})

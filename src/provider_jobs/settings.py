@@ -106,7 +106,8 @@ class Settings:
             for quorum queues).
         redelivery_grace_s: How long a redelivered job waits for another worker's
             announcement that it completed there (its ack lost with a connection)
-            before it runs again; 0 runs it at once. Default 3.
+            before it runs again; 0 runs it at once. Default 10 (a stream is readable
+            again a few seconds after RabbitMQ restarts).
         max_crashes: Crashes of its worker process counted against one job
             (deliveries that ended without an outcome while it ran alone in its
             process) before it is dead-lettered as ``crash_loop``: the precise
@@ -196,7 +197,7 @@ class Settings:
     hold_retries_up_to_ms: int = 1000
     max_deliveries: int = 20
     max_crashes: int = 3
-    redelivery_grace_s: float = 3.0
+    redelivery_grace_s: float = 10.0
     unknown_errors_retryable: bool = True
     worker_id: str | None = None
     worker_threads: int = 8

@@ -222,3 +222,46 @@ def test_no_dead_letter_is_lost_when_the_archiver_is_sigkilled_while_they_flow(
     assert archivers.kills == 6
     _check(tally, sent)
     assert os.stat(tmp_path / "archive.sqlite3").st_size > 0
+
+
+@pytest.mark.fault
+@pytest.mark.timeout(200)
+@QUEUE_TYPES
+def test_graceful_restarts_of_every_worker_count_nothing_against_any_job(
+    fault_settings: Settings, tmp_path: Path
+) -> None:
+    """SIGTERM to every worker, again and again, while jobs wait: running jobs finish, prefetched ones
+    go back to the queue unmarked; no job is run twice, made a suspect or dead-lettered."""
+    sent = send(fault_settings, {"ok": 2000, "slow": 400})
+    workers = _Supervisor(
+        [sys.executable, str(HERE / "fault_workload.py")],
+        worker_env(fault_settings, tmp_path),
+        count=2,
+        log=tmp_path / "workers.log",
+    )
+    restarts = [0]
+
+    def restart_all() -> None:
+        for process in workers.processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        restarts[0] += 1
+
+    tally = Tally()
+    workers.keep_running()
+    try:
+        with _repeatedly(restart_all, times=5, every_s=2.5) as done:
+
+            def collect() -> None:
+                workers.keep_running()
+                settled(tally, sent, tmp_path, fault_settings.broker_url, fault_settings.queue_name)
+
+            _until_settled(tally, sent, collect, faults_done=done, timeout_s=150)
+    finally:
+        workers.stop()
+    log = (tmp_path / "workers.log").read_text()
+    assert restarts[0] == 5
+    _check(tally, sent)
+    assert tally.run_twice() == 0, tally.summary(sent)
+    assert not tally.archived, tally.summary(sent)
+    assert "was redelivered without an outcome" not in log

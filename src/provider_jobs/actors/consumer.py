@@ -158,6 +158,8 @@ class WorkerConsumer(_RabbitmqConsumer):
         #: (when, key) of the acks written last: a connection lost now may have lost them.
         self._recent: collections.deque[tuple[float, str]] = collections.deque(maxlen=4096)
         self._announced = False
+        #: Set once the connection is known lost: later acks are announced, not written.
+        self._lost = False
         #: The worker's name for crash_loop dead letters: the one its retry middleware writes.
         self._worker_id: str | None = next(
             (m.worker_id for m in broker.middleware if isinstance(getattr(m, "worker_id", None), str)), None
@@ -226,9 +228,16 @@ class WorkerConsumer(_RabbitmqConsumer):
             return
         self._properties.pop(message._tag, None)
         with self._lock:
-            self._pending.append((message._tag, letter))
-            if len(self._pending) > 1:
-                return  # the first ack of this batch has already woken the connection's thread
+            lost = self._lost
+            if not lost:
+                self._pending.append((message._tag, letter))
+                if len(self._pending) > 1:
+                    return  # the first ack of this batch has already woken the connection's thread
+        if lost:
+            # The connection is gone: RabbitMQ redelivers it, and its outcome is known.
+            if letter is None and self._ledger is not None:
+                self._ledger.announce(filter(None, [self._keys.pop(message._tag, None)]))
+            return
         self._wake(self._settle)
 
     def nack(self, message: Any) -> None:
@@ -243,15 +252,19 @@ class WorkerConsumer(_RabbitmqConsumer):
             self._recent.append((time.monotonic(), key))
 
     def _announce_lost(self) -> None:
-        """The connection is lost: announce the outcomes whose ack may have gone with it (once)."""
-        if self._ledger is None or self._announced:
+        """The connection is lost: announce the outcomes whose ack may have gone with it: the acks
+        not written yet (each time, as jobs that were running finish), and the acks written just
+        before (once)."""
+        if self._ledger is None:
             return
-        self._announced = True
-        now = time.monotonic()
         with self._lock:
+            self._lost = True
             pending = [tag for tag, letter in self._pending if letter is None]
-        keys = [key for tag in pending if (key := self._keys.get(tag)) is not None]
-        keys += [key for at, key in list(self._recent) if now - at <= _RECENT_ACKS_S]
+        keys = [key for tag in pending if (key := self._keys.pop(tag, None)) is not None]
+        if not self._announced:
+            self._announced = True
+            now = time.monotonic()
+            keys += [key for at, key in list(self._recent) if now - at <= _RECENT_ACKS_S]
         self._ledger.announce(keys)
 
     def _nack(self, tag: int) -> None:

@@ -67,8 +67,6 @@ class HealthStream:
         queue_name: The work queue; the stream is ``<queue>.health``.
         max_age_s: Retention in seconds. Default 3600.
         max_bytes: Size cap. Default 64 MiB.
-        name: The stream's name, for another stream of events read the same way. Default
-            ``<queue>.health``.
     """
 
     def __init__(
@@ -78,10 +76,9 @@ class HealthStream:
         *,
         max_age_s: int = DEFAULT_MAX_AGE_S,
         max_bytes: int = DEFAULT_MAX_BYTES,
-        name: str | None = None,
     ) -> None:
         self.broker_url = broker_url
-        self.name = name or stream_name(queue_name)
+        self.name = stream_name(queue_name)
         self.max_age_s = max_age_s
         self.max_bytes = max_bytes
 
