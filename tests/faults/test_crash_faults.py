@@ -8,6 +8,7 @@ classic and quorum queues.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -230,9 +231,9 @@ def test_no_dead_letter_is_lost_when_the_archiver_is_sigkilled_while_they_flow(
 def test_graceful_restarts_of_every_worker_count_nothing_against_any_job(
     fault_settings: Settings, tmp_path: Path
 ) -> None:
-    """SIGTERM to every worker, again and again, while jobs wait: running jobs finish, prefetched ones
-    go back to the queue unmarked; no job is run twice, made a suspect or dead-lettered."""
-    sent = send(fault_settings, {"ok": 2000, "slow": 400})
+    """SIGTERM to every worker, ten times over, while jobs wait: running jobs finish, prefetched ones
+    go back to the queue uncounted; no job is run twice, counted a crash or dead-lettered."""
+    sent = send(fault_settings, {"ok": 9600, "slow": 400})
     workers = _Supervisor(
         [sys.executable, str(HERE / "fault_workload.py")],
         worker_env(fault_settings, tmp_path),
@@ -250,7 +251,7 @@ def test_graceful_restarts_of_every_worker_count_nothing_against_any_job(
     tally = Tally()
     workers.keep_running()
     try:
-        with _repeatedly(restart_all, times=5, every_s=2.5) as done:
+        with _repeatedly(restart_all, times=10, every_s=2.5) as done:
 
             def collect() -> None:
                 workers.keep_running()
@@ -260,8 +261,14 @@ def test_graceful_restarts_of_every_worker_count_nothing_against_any_job(
     finally:
         workers.stop()
     log = (tmp_path / "workers.log").read_text()
-    assert restarts[0] == 5
+    assert restarts[0] == 10
     _check(tally, sent)
     assert tally.run_twice() == 0, tally.summary(sent)
     assert not tally.archived, tally.summary(sent)
-    assert "was redelivered without an outcome" not in log
+    if fault_settings.queue_type == "classic":
+        assert "was redelivered without an outcome" not in log
+    else:
+        # RabbitMQ 3.x may still return a delivery that was on the wire when the consumer was
+        # cancelled (it marks it redelivered): it runs once, alone, and no crash is counted.
+        counted = re.findall(r"redelivered without an outcome \((\d+) crash", log)
+        assert set(counted) <= {"0"}, counted

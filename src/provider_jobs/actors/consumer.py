@@ -24,7 +24,7 @@ from ..middleware.dead_letters import CRASH_LOOP, DEAD_LETTER_HEADER, DeadLetter
 from ..middleware.delays import take_hold
 from ..rabbitmq.queue_types import declare_queue
 from .settled import SettledLedger, delivery_key
-from .solo_runs import SOLO_ATTRIBUTE
+from .solo_runs import SOLO_ATTRIBUTE, SoloRuns
 
 __all__ = [
     "CRASHES_HEADER",
@@ -49,6 +49,8 @@ CRASHES_HEADER = "x-provider-jobs-crashes"
 #: AMQP header of a job's copy: 1 when a delivery ended without an outcome while other jobs were
 #: in the same process; it runs alone from then on.
 SUSPECT_HEADER = "x-provider-jobs-suspect"
+#: The attribute on a message proxy holding how it is to be settled: (hold in ms, dead letter).
+_SETTLEMENT = "_provider_jobs_settlement"
 #: The attribute on a message proxy naming the consumer (so the channel) that delivered it.
 _DELIVERED_BY = "_provider_jobs_delivered_by"
 
@@ -160,6 +162,17 @@ class WorkerConsumer(_RabbitmqConsumer):
         self._announced = False
         #: Set once the connection is known lost: later acks are announced, not written.
         self._lost = False
+        self._closed = False
+        #: Deliveries read from the socket, not yet handed to Dramatiq.
+        self._arrived: collections.deque[_Delivery] = collections.deque()
+        #: (due, delivery, key): redeliveries waiting for an announcement that they completed.
+        self._parked: collections.deque[tuple[float, _Delivery, str]] = collections.deque()
+        #: (channel, consumer tag) of each basic.consume, to cancel on a graceful close.
+        self._consuming: list[tuple[Any, str]] = []
+        #: The process's gate for suspects: while one runs, redeliveries wait to be recounted.
+        self._solo: SoloRuns | None = next((m for m in broker.middleware if isinstance(m, SoloRuns)), None)
+        if self._solo is not None:
+            self._solo.watch(self._quiet)
         #: The worker's name for crash_loop dead letters: the one its retry middleware writes.
         self._worker_id: str | None = next(
             (m.worker_id for m in broker.middleware if isinstance(getattr(m, "worker_id", None), str)), None
@@ -204,6 +217,14 @@ class WorkerConsumer(_RabbitmqConsumer):
             raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
         return channel
 
+    def _quiet(self) -> bool:
+        """Whether no ack, dead letter or copy of this consumer's is in flight (nothing is, once its
+        connection is gone or closed: what was in flight will not be settled by it)."""
+        if self._lost or self._closed:
+            return True
+        with self._lock:
+            return not self._pending and not self._awaiting
+
     def _channel_for(self, tag: int) -> tuple[Any, int]:
         """The asynchronous channel a delivery ``tag`` of ours settles on, and its tag there."""
         if tag < 0:
@@ -213,8 +234,11 @@ class WorkerConsumer(_RabbitmqConsumer):
     # -- acks ---------------------------------------------------------------------
 
     def ack(self, message: Any) -> None:
-        hold_ms = take_hold(message)
-        letter = take_dead_letter(message)
+        # Taken once and kept: Dramatiq calls ack again after a connection error, and that call
+        # must settle the message the same way (a held retry or a dead letter is not a success).
+        if _SETTLEMENT not in message.__dict__:
+            message.__dict__[_SETTLEMENT] = (take_hold(message), take_dead_letter(message))
+        hold_ms, letter = message.__dict__[_SETTLEMENT]
         settlement = "dead letter" if letter is not None else "held retry" if hold_ms is not None else "ack"
         if not self._delivered_here(message, settlement):
             return
@@ -255,10 +279,11 @@ class WorkerConsumer(_RabbitmqConsumer):
         """The connection is lost: announce the outcomes whose ack may have gone with it: the acks
         not written yet (each time, as jobs that were running finish), and the acks written just
         before (once)."""
+        with self._lock:
+            self._lost = True
         if self._ledger is None:
             return
         with self._lock:
-            self._lost = True
             pending = [tag for tag, letter in self._pending if letter is None]
         keys = [key for tag in pending if (key := self._keys.pop(tag, None)) is not None]
         if not self._announced:
@@ -386,14 +411,53 @@ class WorkerConsumer(_RabbitmqConsumer):
     def close(self) -> None:
         deadline = time.monotonic() + _CLOSE_WAIT_S
         try:
-            while (self._awaiting or self._pending) and time.monotonic() < deadline:
+            graceful = self.connection.is_open and not self._lost
+            if graceful:
+                self._stop_deliveries()
+            while True:
+                if graceful:
+                    self._move_unread()
+                if not (self._awaiting or self._pending) or time.monotonic() >= deadline:
+                    break
                 self.connection.process_data_events(time_limit=0.05)
             if self.connection.is_open:
                 self.connection.process_data_events(time_limit=0)  # writes the last acks
         except Exception:
             self.logger.debug("Connection lost while waiting for dead-letter confirms.", exc_info=True)
         super().close()  # type: ignore[no-untyped-call]
+        self._closed = True
         self._held_changed(0)  # RabbitMQ has them back
+
+    def _stop_deliveries(self) -> None:
+        """On a graceful close: cancel this consumer's basic.consume."""
+        # pika rejects, with requeue, what comes for a consumer it is cancelling (BlockingChannel
+        # the deliveries it holds, the channel those still on the wire): RabbitMQ then marks them
+        # redelivered, and a quorum queue counts a delivery. So the Basic.Cancel is sent with the
+        # consumer left active until its Cancel-Ok: what comes before it reaches on_message and
+        # is moved back uncounted.
+        cancelled: list[Any] = []
+        for channel, tag in self._consuming:
+            channel._impl.basic_cancel(consumer_tag=tag, callback=cancelled.append)
+            channel._impl._cancelled.discard(tag)
+        deadline = time.monotonic() + _CLOSE_WAIT_S
+        while len(cancelled) < len(self._consuming) and time.monotonic() < deadline:
+            self.connection.process_data_events(time_limit=0.05)
+        self.connection.process_data_events(time_limit=0)
+        for channel, tag in self._consuming:
+            channel._consumer_infos.pop(tag, None)  # cancelled already: its close has nothing to do
+        self._consuming.clear()
+
+    def _move_unread(self) -> None:
+        """On a graceful close: move back the deliveries read but never handed to Dramatiq (some
+        come even after the cancel), and the redeliveries still waiting, as :meth:`requeue` does."""
+        unread = [*self._arrived, *(delivery for _, delivery, _ in self._parked)]
+        self._arrived.clear()
+        self._parked.clear()
+        for method, properties, body in unread:
+            if method.redelivered:
+                continue  # already without an outcome once: RabbitMQ returns it as it came
+            queue = self._suspects_queue if isinstance(method, _SuspectDelivery) else self.queue_name
+            self._move(method.delivery_tag, properties, queue, body, dict(properties.headers or {}))
 
     def _wake(self, callback: Any) -> None:
         """Run ``callback`` on the connection's thread, which this wakes."""
@@ -594,7 +658,7 @@ class WorkerConsumer(_RabbitmqConsumer):
     def _deliveries(self, queue_name: str, idle_s: float) -> Iterator[_Delivery]:
         """Deliveries as pika's ``consume()`` yields them, with ``(None, None, None)`` on every
         wake-up without one: an idle timeout, or the time a held retry falls due."""
-        arrived: collections.deque[_Delivery] = collections.deque()
+        arrived = self._arrived
 
         def on_message(_channel: Any, method: Any, properties: Any, body: bytes) -> None:
             arrived.append((method, properties, body))
@@ -606,14 +670,18 @@ class WorkerConsumer(_RabbitmqConsumer):
             self._cancelled = True
 
         self.channel.add_on_cancel_callback(on_cancel)
-        self.channel.basic_consume(queue_name, on_message)
+        self._consuming.append((self.channel, self.channel.basic_consume(queue_name, on_message)))
         if self._suspects is not None:
             self._suspects.add_on_cancel_callback(on_cancel)
-            self._suspects.basic_consume(self._suspects_queue, on_suspect)
-        #: (due, delivery, key): redeliveries waiting for an announcement that they completed.
-        parked: collections.deque[tuple[float, _Delivery, str]] = collections.deque()
+            self._consuming.append(
+                (self._suspects, self._suspects.basic_consume(self._suspects_queue, on_suspect))
+            )
+        parked = self._parked
         while True:
-            if parked and (parked[0][0] <= time.monotonic() or parked[0][2] in (self._ledger or ())):
+            solo_busy = self._solo is not None and self._solo.busy
+            if parked and (
+                (parked[0][0] <= time.monotonic() and not solo_busy) or parked[0][2] in (self._ledger or ())
+            ):
                 _, delivery, _ = parked.popleft()
                 yield self._accept(delivery, None) or _NOTHING
                 continue

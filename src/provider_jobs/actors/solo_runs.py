@@ -17,6 +17,8 @@ waits in a process where another one runs.
 from __future__ import annotations
 
 import threading
+import weakref
+from collections.abc import Callable
 from typing import Any
 
 import dramatiq
@@ -28,6 +30,8 @@ __all__ = ["SOLO_ATTRIBUTE", "SoloRuns"]
 SOLO_ATTRIBUTE = "_provider_jobs_solo"
 #: The attribute set on a proxy while it holds the gate: ``"solo"`` or ``"shared"``.
 _HOLDING = "_provider_jobs_gate"
+#: How often a waiting suspect looks again whether the consumers have settled what they sent, in s.
+_QUIET_POLL_S = 0.01
 
 
 class SoloRuns(Middleware):
@@ -38,13 +42,34 @@ class SoloRuns(Middleware):
         self._running = 0
         self._solo_waiting = 0
         self._solo_running = False
+        #: Consumers' "nothing of mine is in flight" predicates (see :meth:`watch`), held weakly.
+        self._quiet: list[weakref.WeakMethod[Callable[[], bool]]] = []
+
+    @property
+    def busy(self) -> bool:
+        """Whether a suspect waits or runs: a consumer then sends nothing whose ack the suspect's
+        crash could lose (a copy of a redelivery, say), lest the copy and its original both live."""
+        with self._condition:
+            return self._solo_running or self._solo_waiting > 0
+
+    def watch(self, quiet: Callable[[], bool]) -> None:
+        """A suspect starts only once ``quiet()`` holds (a bound method: no ack or copy of its
+        consumer's in flight); a consumer that is gone is forgotten."""
+        with self._condition:
+            self._quiet = [ref for ref in self._quiet if ref() is not None]
+            self._quiet.append(weakref.WeakMethod(quiet))
+
+    def _all_quiet(self) -> bool:
+        return all(quiet is None or quiet() for quiet in (ref() for ref in list(self._quiet)))
 
     def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
         solo = bool(message.__dict__.get(SOLO_ATTRIBUTE))
         with self._condition:
             if solo:
                 self._solo_waiting += 1
-                self._condition.wait_for(lambda: self._running == 0 and not self._solo_running)
+                # Polled: the consumers' settlements do not notify this condition.
+                while not (self._running == 0 and not self._solo_running and self._all_quiet()):
+                    self._condition.wait(_QUIET_POLL_S)
                 self._solo_waiting -= 1
                 self._solo_running = True
             else:
