@@ -139,3 +139,12 @@ def test_an_unreachable_archive_exits_3(monkeypatch: pytest.MonkeyPatch) -> None
     result = runner.invoke(dlq_app, ["list"])
     logging.getLogger().handlers.clear()
     assert result.exit_code == 3 and "unavailable" in result.stderr
+
+
+def test_discard_all_needs_the_flag_as_replay_all_does(env: DeadLetterArchive) -> None:
+    refused = runner.invoke(dlq_app, ["discard", "--reason", "outage over"])
+    assert refused.exit_code == 2 and "--all" in refused.output
+    assert env.count() == 4 and env.audit() == []
+    assert _json(["discard", "--all", "--reason", "outage over"]) == {"discarded": [1, 2, 3, 4]}
+    # Only dead letters awaiting action: nothing is left to discard.
+    assert _json(["discard", "--all", "--reason", "again"], code=1) == {"discarded": []}

@@ -182,6 +182,9 @@ def discard(
     since: SinceOpt = None,
     until: UntilOpt = None,
     search: SearchOpt = None,
+    all_matching: Annotated[
+        bool, typer.Option("--all", help="Discard every dead letter matching the filters.")
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Mark dead letters discarded (kept in the archive, never replayed by triage)."""
@@ -189,8 +192,9 @@ def discard(
         raise typer.BadParameter("say why", param_hint="--reason")
     _check_text(reason, "--reason")
     ids = list(dict.fromkeys(ids)) if ids else ids
-    if not ids and all(v is None for v in (group, category, provider, operation, since, until, search)):
-        raise typer.BadParameter("name ids, a --group or filters")
+    selecting = any(v is not None for v in (group, category, provider, operation, since, until, search))
+    if not ids and not selecting and not all_matching:
+        raise typer.BadParameter("name ids, a --group, filters, or --all")
     with _session() as (settings, archive):
         for record_id in ids or ():
             archive.get(record_id)
