@@ -191,3 +191,65 @@ def test_the_worker_stops_on_sigterm_as_on_ctrl_c_and_exits_0(settings: Settings
             worker.wait()
     assert worker.returncode == 0, stderr[-2000:]
     assert "Interrupted; stopping" in stderr
+
+
+def test_the_demo_makes_a_token_of_its_own_and_audits_its_actions_as_demo(
+    settings: Settings, amqp, tmp_path: Path
+) -> None:
+    import signal
+    from urllib.parse import urlsplit
+
+    import httpx
+
+    from support import wait_for
+
+    api_port = _free_port()
+    env = {
+        **os.environ,
+        "PROVIDER_JOBS_BROKER_URL": settings.broker_url,
+        "PROVIDER_JOBS_QUEUE_NAME": settings.queue_name,
+        "PROVIDER_JOBS_RETRY_DELAY_S": "0.05",
+        "PROVIDER_JOBS_LOG_FORMAT": "json",
+        "PROVIDER_JOBS_ARCHIVE_URL": f"sqlite:///{tmp_path}/archive.sqlite3",
+        "PROVIDER_JOBS_API_PORT": str(api_port),
+    }
+    env.pop("PROVIDER_JOBS_API_TOKEN", None)
+    env.pop("PROVIDER_JOBS_OPERATOR", None)
+    demo = subprocess.Popen(
+        [*CLI, "demo"], env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
+    )
+    try:
+        assert demo.stdout is not None
+        line = demo.stdout.readline().strip()
+        assert line.startswith(f"Console: http://127.0.0.1:{api_port}/ui/login?name=demo#token=")
+        url = urlsplit(line.removeprefix("Console: "))
+        token = url.fragment.removeprefix("token=")
+        base = f"http://127.0.0.1:{api_port}"
+        auth = {"Authorization": f"Bearer {token}"}
+
+        def archived() -> list[dict]:
+            try:
+                response = httpx.get(f"{base}/dlq/records", headers=auth, timeout=5)
+            except httpx.TransportError:
+                return []
+            return response.json()["records"] if response.status_code == 200 else []
+
+        wait_for(lambda: len(archived()) == 2, timeout_s=60)
+        record_id = archived()[0]["id"]
+        body = {"ids": [record_id], "reason": "tried the demo"}
+        # The API's default is unchanged: a mutation without the token is refused.
+        assert httpx.post(f"{base}/dlq/discard", json=body, timeout=5).status_code == 401
+        answer = httpx.post(f"{base}/dlq/discard", json=body, headers=auth, timeout=5)
+        assert answer.status_code == 200 and answer.json() == {"discarded": [record_id]}
+        audit = httpx.get(f"{base}/dlq/records/{record_id}", headers=auth, timeout=5).json()["audit"]
+        assert [(e["who"], e["action"]) for e in audit] == [("demo", "discard")]
+    finally:
+        demo.send_signal(signal.SIGTERM)
+        try:
+            demo.wait(timeout=30)
+        finally:
+            if demo.poll() is None:
+                demo.kill()
+                demo.wait()
+            if demo.stdout is not None:
+                demo.stdout.close()

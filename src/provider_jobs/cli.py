@@ -6,6 +6,7 @@ import functools
 import json
 import logging
 import os
+import secrets
 import signal
 import socket
 import sys
@@ -13,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any, ParamSpec, TypeVar
+from urllib.parse import quote
 
 import dramatiq
 import typer
@@ -269,8 +271,9 @@ def demo(
     from .compat import JobQueue
     from .rabbitmq.connectivity import check_broker
 
-    settings = _settings("provider-jobs-demo")
+    settings, login_url = _demo_access(_settings("provider-jobs-demo"))
     check_broker(settings.broker_url)
+    typer.echo(f"Console: {login_url}")
     queue = JobQueue(settings=settings)
     try:
         for fields in DEMO_JOBS:
@@ -297,8 +300,26 @@ def demo(
             settings.api_port,
             "" if exit_when_done else ". Ctrl-C stops.",
         )
+        typer.echo(f"Console: {login_url}")
 
     _run_worker(settings, demo_registry(), until_idle=exit_when_done, archiver=True, api=True, on_idle=done)
+
+
+def _demo_access(settings: Settings) -> tuple[Settings, str]:
+    """The demo's settings with a token of its own for this run (unless one is configured),
+    mutations audited as ``demo`` (unless an operator is named), and the console's login URL.
+
+    The token rides in the URL's fragment, which browsers never send: the login page's
+    script fills it in, so it stays out of every access log.
+    """
+    base = f"http://{settings.api_host}:{settings.api_port}/ui/login"
+    if settings.api_token is not None:
+        # The operator's own token is theirs to paste: it is not printed.
+        return settings, base
+    token = secrets.token_urlsafe(24)
+    operator = settings.operator or "demo"
+    settings = Settings.from_env(api_token=token, operator=operator)
+    return settings, f"{base}?name={quote(operator)}#token={token}"
 
 
 queues_app = typer.Typer(help="The job's RabbitMQ queues.", no_args_is_help=True)

@@ -33,6 +33,18 @@ def test_pages_need_a_login_which_goes_back_to_the_page_asked_for(
     assert cookie["expires"] > 0, "the session expires"
 
 
+def test_a_login_url_with_the_token_in_its_fragment_logs_in_under_its_name(
+    page: Any, console_url: str, demo: Demo
+) -> None:
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    page.goto(f"{console_url}/ui/login?name=demo#token={TOKEN}")
+    expect(page).to_have_url(f"{console_url}/ui/")
+    expect(page.get_by_text("Signed in as demo")).to_be_visible()
+    # The fragment is never sent, so the token is in no request line or access log.
+    assert requested and not any(TOKEN in url for url in requested)
+
+
 def test_logging_out_ends_the_session_even_for_a_copy_of_its_cookie(
     page: Any, console_url: str, demo: Demo
 ) -> None:

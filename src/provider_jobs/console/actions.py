@@ -67,7 +67,12 @@ def action_router(console: ConsoleContext) -> APIRouter:  # noqa: PLR0915 - one 
     sessions = console.sessions
 
     def login_page(
-        request: Request, *, error: str | None = None, next_url: str = "/ui/", status_code: int = 200
+        request: Request,
+        *,
+        error: str | None = None,
+        next_url: str = "/ui/",
+        status_code: int = 200,
+        name: str = "",
     ) -> HTMLResponse:
         nonce = secrets.token_urlsafe(24)
         response = pages.render(
@@ -79,6 +84,7 @@ def action_router(console: ConsoleContext) -> APIRouter:  # noqa: PLR0915 - one 
             next_url=_safe_next(next_url),
             csrf=nonce,
             ask_name=sessions.proxy_name(request.headers) is None,
+            name=name if valid_name(name) else "",
             required=sessions.required,
         )
         response.set_cookie(
@@ -88,8 +94,9 @@ def action_router(console: ConsoleContext) -> APIRouter:  # noqa: PLR0915 - one 
         return response
 
     @router.get("/login", response_class=HTMLResponse)
-    def login_form(request: Request, next: str = "/ui/") -> HTMLResponse:
-        return login_page(request, next_url=next)
+    def login_form(request: Request, next: str = "/ui/", name: str = "") -> HTMLResponse:
+        # ``name`` fills the name in (the demo's login URL names its operator).
+        return login_page(request, next_url=next, name=name)
 
     @router.post("/login", response_class=HTMLResponse)
     def login(request: Request, form: Form) -> Response:
