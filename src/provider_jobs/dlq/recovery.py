@@ -8,7 +8,9 @@ recovery categories are then replayed, oldest first, at
 log as a ``replay`` by the operator ``recovery``. Only records dead-lettered
 before the recovery began are looked at, so a replayed job that fails again is
 not replayed again by the same recovery; the archive's claims make each record
-go once even when several processes recover at the same time.
+go once even when several processes recover at the same time. Should the
+provider's breaker open again meanwhile, the rest of its records wait for it
+to close, as any replay's do.
 
 The categories are the triage policy's ``recovery_categories``:
 ``provider_not_found`` by default; a policy file may add the others that are
@@ -27,6 +29,7 @@ from typing import Any
 
 from ..health.directory import STALE_PERIODS, ProviderDirectory
 from ..health.stream import HealthFollower, HealthStream
+from ..health.watch import BreakerWatch
 from ..settings import Settings
 from .archive.filters import RecordFilter
 from .archive.store import DEAD, DeadLetterArchive
@@ -122,6 +125,9 @@ class RecoveryReplay:
             archive=archive, broker_url=settings.broker_url, who=RECOVERY_WHO
         )
         self.directory = ProviderDirectory()
+        #: The directory's breakers as a recovery's replay waits on them (a breaker that opens
+        #: again holds the rest of that provider's records back).
+        self.breakers = BreakerWatch(self.directory)
         self._available: set[str] = set()
         self._todo: queue.Queue[str | None] = queue.Queue()
         #: Each recovery's report, by provider, the last one kept.
@@ -147,7 +153,7 @@ class RecoveryReplay:
 
     def observe(self, event: Mapping[str, Any]) -> None:
         """Fold one health event in; a provider that became available is queued for recovery."""
-        self.directory.fold(event)
+        self.breakers.fold(event)
         closed = event.get("type") == "breaker" and event.get("event") == "closed"
         key = (event.get("state") or {}).get("key") if closed else None
         self._recheck(closed=key)
@@ -188,6 +194,7 @@ class RecoveryReplay:
             list(plan.record_ids),
             rate_per_s=self.rate_per_s,
             reason=f"recovery: provider {provider} is available again",
+            health=self.breakers,
         )
         self.reports[provider] = report
         logger.info(

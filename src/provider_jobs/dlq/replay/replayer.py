@@ -43,6 +43,7 @@ from ...tracing import tracer_of
 from ..archive.filters import RecordFilter
 from ..archive.records import DeadLetter
 from ..archive.store import DEAD, DISCARDED, REPLAYED, DeadLetterArchive
+from .gate import HealthGate, PauseHandler, ProviderHealth
 from .message import merge_patch, outgoing, prepare_message, unstorable
 from .pacing import Pacer
 
@@ -55,6 +56,7 @@ from .report import (
     ReplayReport,
     failed,
     not_claimed,
+    paused_outcome,
     record_id_of,
     unsent,
 )
@@ -195,10 +197,14 @@ class Replayer:
         reason: str | None = None,
         on_outcome: Callable[[ReplayOutcome], None] | None = None,
         pause_gc: bool = False,
+        health: ProviderHealth | None = None,
+        max_pause_s: float | None = None,
+        on_pause: PauseHandler | None = None,
     ) -> ReplayReport:
         """Replay the records ``ids``, in order.
 
-        Records go in batches of at most ``window``: each batch is claimed,
+        Records go in batches of at most ``window``, in order, those of paused providers
+        (see ``health``) set aside until they resume: each batch is claimed,
         published with its confirms in flight together, and then its records
         are marked replayed if RabbitMQ confirmed their message, or released if
         not. With ``rate_per_s`` a batch is about a second of messages, and each
@@ -218,6 +224,15 @@ class Replayer:
             pause_gc: Hold Python's cyclic garbage collector off, process-wide, during an unpaced
                 replay (a paced one may last hours). Off by default: the collector is the
                 host application's; ``provider-jobs dlq replay`` turns it on.
+            health: The providers' health (a :class:`~provider_jobs.health.BreakerWatch`): the
+                records of a provider whose breaker is open or whose ``Retry-After`` is pending
+                are held back, unclaimed, while the others go on, and go once it is not
+                (:mod:`.gate`). Default ``None``: every record goes at once.
+            max_pause_s: Longest a paused provider's records are held back; then they are
+                ``skipped`` with the pause as their detail. Default ``None``: until it resumes.
+            on_pause: Called on the calling thread with a provider and its
+                :class:`~provider_jobs.health.Pause` when its records start being held back,
+                and with the provider and ``None`` when they go again.
 
         Raises:
             RecordNotFound, InvalidJob, NotReplayable: From planning, or a ``reason`` no archive
@@ -244,6 +259,9 @@ class Replayer:
                 force=force,
                 reason=reason,
                 on_outcome=on_outcome,
+                health=health,
+                max_pause_s=max_pause_s,
+                on_pause=on_pause,
             )
 
     def _replay(
@@ -257,6 +275,9 @@ class Replayer:
         force: bool,
         reason: str | None,
         on_outcome: Callable[[ReplayOutcome], None] | None,
+        health: ProviderHealth | None,
+        max_pause_s: float | None,
+        on_pause: PauseHandler | None,
     ) -> ReplayReport:
         # Only the columns a replay needs: a whole record costs ten times as much to read.
         plans = self._plan(
@@ -273,7 +294,7 @@ class Replayer:
         size = (
             self.window if rate_per_s is None else max(1, min(self.window, int(rate_per_s * _PACED_CHUNK_S)))
         )
-        batches = [plans[first : first + size] for first in range(0, len(plans), size)]
+        gate = HealthGate(plans, size=size, health=health, max_pause_s=max_pause_s, on_pause=on_pause)
 
         def emit(outcomes: Sequence[ReplayOutcome]) -> None:
             for outcome in outcomes:
@@ -295,12 +316,21 @@ class Replayer:
         )
         try:
             if rate_per_s is None:
-                self._send_overlapped(batches, publisher, context, emit)
+                self._send_overlapped(gate, publisher, context, emit)
             else:
-                for batch in batches:
-                    emit(self._send_paced(batch, publisher, context))
+                while (batch := gate.next_batch()) or gate.holding:
+                    if batch:
+                        emit(self._send_paced(batch, publisher, context))
+                    else:
+                        gate.wait()
         finally:
             publisher.close()
+        emit([paused_outcome(plan, pause) for plan, pause in gate.given_up])
+        report.pauses = gate.pauses
+        if gate.pauses:
+            # Held-back records were settled after later ones: the report keeps the order asked for.
+            order = {record_id: k for k, record_id in enumerate(ids)}
+            report.outcomes.sort(key=lambda outcome: order[outcome.record_id])
         report.elapsed_s = time.monotonic() - started
         return report
 
@@ -308,7 +338,7 @@ class Replayer:
 
     def _send_overlapped(
         self,
-        batches: Sequence[Sequence[ReplayPlan[Any]]],
+        gate: HealthGate,
         publisher: BulkPublisher,
         context: _SendContext,
         emit: Callable[[Sequence[ReplayOutcome]], None],
@@ -321,20 +351,29 @@ class Replayer:
         and queued before the settling of the batch just sent, so that the next
         publish rarely waits for a claim. The thread runs one job at a time, in
         order, so claims and marks never wait for each other's locks. Outcomes are
-        handed to ``emit`` here, in order, as batches are settled.
+        handed to ``emit`` here, in order, as batches are settled. When only records of
+        paused providers are left, everything sent is settled before waiting for one to resume.
         """
         claiming: deque[Future[_Claimed]] = deque()
         settling: deque[Future[list[ReplayOutcome]]] = deque()
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="replay-archive") as archive_thread:
-            try:
-                for batch in batches[:_CLAIMS_AHEAD]:
+
+            def claim_ahead() -> None:
+                while len(claiming) < _CLAIMS_AHEAD and (batch := gate.next_batch()):
                     claiming.append(archive_thread.submit(self._claim, batch, context))
-                for k in range(len(batches)):
+
+            try:
+                claim_ahead()
+                while claiming or gate.holding:
+                    if not claiming:
+                        while settling:
+                            emit(settling.popleft().result())
+                        gate.wait()
+                        claim_ahead()
+                        continue
                     claimed_batch = claiming.popleft().result()
                     sent = self._publish(claimed_batch, publisher)
-                    if k + _CLAIMS_AHEAD < len(batches):
-                        ahead = batches[k + _CLAIMS_AHEAD]
-                        claiming.append(archive_thread.submit(self._claim, ahead, context))
+                    claim_ahead()
                     settling.append(archive_thread.submit(self._settle, claimed_batch, sent, context))
                     while settling and settling[0].done():
                         emit(settling.popleft().result())

@@ -6,6 +6,8 @@ import dataclasses
 import json
 from typing import Any, Generic, Protocol, TypeVar
 
+from ...health.watch import Pause
+
 __all__ = [
     "FAILED",
     "PUBLISHED",
@@ -17,6 +19,7 @@ __all__ = [
     "ReplayReport",
     "failed",
     "not_claimed",
+    "paused_outcome",
     "record_id_of",
     "unsent",
 ]
@@ -74,10 +77,11 @@ class ReplayOutcome:
 
 @dataclasses.dataclass
 class ReplayReport:
-    """Every record's outcome, in order."""
+    """Every record's outcome, in order, and each time a provider's records were held back."""
 
     outcomes: list[ReplayOutcome] = dataclasses.field(default_factory=list)
     elapsed_s: float = 0.0
+    pauses: list[Pause] = dataclasses.field(default_factory=list)
 
     def count(self, status: str) -> int:
         return sum(1 for o in self.outcomes if o.status == status)
@@ -128,4 +132,14 @@ def failed(plan: ReplayPlan[Any], detail: str) -> ReplayOutcome:
     """The outcome of a record that was not replayed, and why."""
     return ReplayOutcome(
         record_id=record_id_of(plan), status=FAILED, job_id=plan.record.job_id, detail=detail
+    )
+
+
+def paused_outcome(plan: ReplayPlan[Any], pause: Pause) -> ReplayOutcome:
+    """The outcome of a record held back for its provider longer than the replay would wait."""
+    return ReplayOutcome(
+        record_id=record_id_of(plan),
+        status=SKIPPED,
+        job_id=plan.record.job_id,
+        detail=f"paused: {pause.describe()}; not sent",
     )
