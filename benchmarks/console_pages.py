@@ -13,7 +13,6 @@ the same run, the insert rate with the search index against without it
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import re
 import time
@@ -33,7 +32,7 @@ _TOKEN = "bench-token"
 
 
 def _client(loaded: LoadedArchive) -> TestClient:
-    settings = dataclasses.replace(Settings.from_env(), api_token=_TOKEN, archive_url="sqlite:///unused")
+    settings = Settings.from_env().replace(api_token=_TOKEN, archive_url="sqlite:///unused")
     client = TestClient(create_app(settings, archive=loaded.archive))
     login = client.get("/ui/login")
     nonce = re.search(r'name="csrf" value="([^"]+)"', login.text)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import os
 import signal
 import threading
@@ -54,7 +53,7 @@ def queue(settings: Settings) -> Iterator[JobQueue]:
     """The document's configurations run with every default on, circuit breakers included; only
     delays are shortened."""
     defaults = Settings()
-    queue = JobQueue(settings=dataclasses.replace(settings, breaker_min_calls=defaults.breaker_min_calls))
+    queue = JobQueue(settings=settings.replace(breaker_min_calls=defaults.breaker_min_calls))
     yield queue
     queue.close()
 
@@ -131,8 +130,7 @@ def test_each_operation_waits_its_own_retry_delay(settings: Settings, amqp, queu
     """The document's per-operation delays: create waits longer than get, breakers on."""
     defaults = Settings()
     queue = JobQueue(
-        settings=dataclasses.replace(
-            settings,
+        settings=settings.replace(
             breaker_min_calls=defaults.breaker_min_calls,
             operation_delays_s={"create": 0.4, "get": 0.02},
         )

@@ -1,8 +1,15 @@
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from provider_jobs import ConfigurationError, Settings
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_defaults_follow_the_seed() -> None:
@@ -39,7 +46,8 @@ def test_every_field_is_read_from_its_prefixed_variable() -> None:
         ),
         (
             {"PROVIDER_JOBS_RETRY_DELAY_S": "1800"},
-            "RETRY_DELAY_S=1800.0 is not allowed: expected seconds >= 0 and below consumer_timeout_s",
+            "RETRY_DELAY_S=1800.0 is not allowed: "
+            "expected seconds >= 0 and below PROVIDER_JOBS_CONSUMER_TIMEOUT_S (1800)",
         ),
         ({"PROVIDER_JOBS_OPERATION_DELAYS_S": "create"}, "'create' is not operation=seconds"),
         ({"PROVIDER_JOBS_OPERATION_DELAYS_S": "create=4000"}, "OPERATION_DELAYS_S"),
@@ -49,7 +57,7 @@ def test_every_field_is_read_from_its_prefixed_variable() -> None:
     ],
 )
 def test_bad_values_fail_with_one_line_naming_the_variable(env: dict[str, str], message: str) -> None:
-    with pytest.raises(ConfigurationError, match=message.replace("(", r"\(").replace("?", r"\?")) as caught:
+    with pytest.raises(ConfigurationError, match=re.escape(message)) as caught:
         Settings.from_env(env)
     assert "\n" not in str(caught.value)
 
@@ -58,7 +66,7 @@ def test_bad_values_fail_with_one_line_naming_the_variable(env: dict[str, str], 
     ("env", "message"),
     [
         ({"PROVIDER_JOBS_API_PORT": "abc"}, "PROVIDER_JOBS_API_PORT='abc' is not allowed"),
-        ({"PROVIDER_JOBS_API_PORT": "99999"}, "API_PORT=99999 is not allowed: expected a TCP port"),
+        ({"PROVIDER_JOBS_API_PORT": "99999"}, "API_PORT=99999 is not allowed: expected 1 to 65535"),
         ({"PROVIDER_JOBS_ARCHIVE_RETENTION_DAYS": "nan"}, "expected a finite number"),
         ({"PROVIDER_JOBS_ARCHIVE_RETENTION_DAYS": "inf"}, "expected a finite number"),
         ({"PROVIDER_JOBS_ARCHIVE_RETENTION_DAYS": "1e300"}, "expected days > 0 and at most 36500"),
@@ -74,7 +82,7 @@ def test_bad_values_fail_with_one_line_naming_the_variable(env: dict[str, str], 
     ],
 )
 def test_numbers_at_their_limits_and_odd_text_fail_with_one_line(env: dict[str, str], message: str) -> None:
-    with pytest.raises(ConfigurationError, match=message.replace("(", r"\(")) as caught:
+    with pytest.raises(ConfigurationError, match=re.escape(message)) as caught:
         Settings.from_env(env)
     assert "\n" not in str(caught.value) and len(str(caught.value)) < 300
 
@@ -147,3 +155,71 @@ def test_the_redelivery_limits_are_read_and_a_single_crash_is_never_enough() -> 
         Settings.from_env({"PROVIDER_JOBS_MAX_CRASHES": "1"})
     with pytest.raises(ConfigurationError, match=r"^PROVIDER_JOBS_REDELIVERY_GRACE_S=61.0 is not allowed"):
         Settings.from_env({"PROVIDER_JOBS_REDELIVERY_GRACE_S": "61"})
+
+
+def test_the_constructor_reads_no_environment_and_from_env_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PROVIDER_JOBS_MAX_ATTEMPTS", "7")
+    assert Settings().max_attempts == 3
+    assert Settings.from_env().max_attempts == 7
+    assert Settings.from_env(max_attempts=4).max_attempts == 4
+
+
+def test_values_given_in_code_are_checked_as_variables_are() -> None:
+    with pytest.raises(
+        ConfigurationError, match=r"^PROVIDER_JOBS_WORKER_THREADS=0 is not allowed: expected 1 to"
+    ):
+        Settings(worker_threads=0)
+    with pytest.raises(
+        ConfigurationError, match=r"^PROVIDER_JOBS_QUEUE_TYPE='stream' is not allowed: expected"
+    ):
+        Settings().replace(queue_type="stream")
+    with pytest.raises(ConfigurationError, match=r"^'max_retries' is not a setting"):
+        Settings(max_retries=2)
+    changed = Settings().replace(queue_type="quorum", operation_delays_s={"create": 2.0})
+    assert (changed.queue_type, dict(changed.operation_delays_s)) == ("quorum", {"create": 2.0})
+
+
+def test_a_delay_at_or_above_the_consumer_timeout_names_both_variables() -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        Settings.from_env(
+            {"PROVIDER_JOBS_CONSUMER_TIMEOUT_S": "400", "PROVIDER_JOBS_MAX_RETRY_AFTER_S": "400"}
+        )
+    assert str(caught.value) == (
+        "PROVIDER_JOBS_MAX_RETRY_AFTER_S=400.0 is not allowed: "
+        "expected seconds >= 0 and below PROVIDER_JOBS_CONSUMER_TIMEOUT_S (400)"
+    )
+
+
+def test_lists_and_delays_are_read_comma_separated_not_as_json() -> None:
+    settings = Settings.from_env(
+        {
+            "PROVIDER_JOBS_ARCHIVER_QUEUES": "a.jobs, b.jobs,",
+            "PROVIDER_JOBS_BREAKER_CATEGORIES": "timeout",
+            "PROVIDER_JOBS_OPERATION_DELAYS_S": "create=1.5",
+        }
+    )
+    assert (settings.archiver_queues, settings.breaker_categories) == (("a.jobs", "b.jobs"), ("timeout",))
+    assert dict(settings.operation_delays_s) == {"create": 1.5}
+    with pytest.raises(ConfigurationError, match=r"'b=inf' is not operation=seconds"):
+        Settings.from_env({"PROVIDER_JOBS_OPERATION_DELAYS_S": "a=1,b=inf"})
+
+
+def test_every_setting_has_a_description() -> None:
+    assert [name for name, info in Settings.model_fields.items() if not info.description] == []
+
+
+def test_the_readme_settings_table_is_the_one_generated_from_the_model(tmp_path: Path) -> None:
+    script = ROOT / "scripts" / "settings_table.py"
+    current = subprocess.run([sys.executable, script, "--check"], capture_output=True, text=True, check=False)
+    assert current.returncode == 0, current.stderr
+    stale = tmp_path / "README.md"
+    stale.write_text(
+        (ROOT / "README.md")
+        .read_text(encoding="utf-8")
+        .replace("| `MAX_ATTEMPTS` | 3 |", "| `MAX_ATTEMPTS` | 4 |"),
+        encoding="utf-8",
+    )
+    checked = subprocess.run(
+        [sys.executable, script, "--check", "--readme", stale], capture_output=True, text=True, check=False
+    )
+    assert checked.returncode == 1 and "make settings-table" in checked.stderr

@@ -252,8 +252,7 @@ class ProviderWorker:
         self.worker_id = worker_id
         self.provider_registry = provider_registry
         self.job_queue = job_queue
-        self.settings = dataclasses.replace(
-            job_queue.settings,
+        self.settings = job_queue.settings.replace(
             worker_id=worker_id,
             max_attempts=max_retries,
             retry_delay_s=retry_delay,

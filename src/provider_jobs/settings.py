@@ -1,4 +1,10 @@
-"""Settings: every knob of provider-jobs, read once from the environment at the edge."""
+"""Settings: every knob of provider-jobs, declared once, read from the environment at the edge.
+
+Each setting is one field of :class:`Settings`: its type, default, bounds and
+description. ``PROVIDER_JOBS_<FIELD>`` sets it (pydantic-settings reads the
+variables in :meth:`Settings.from_env`); the README's settings table is
+generated from the fields (``make settings-table``).
+"""
 
 from __future__ import annotations
 
@@ -6,19 +12,31 @@ import math
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import Annotated, Any, Literal, get_args, get_origin
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    Field,
+    GetCoreSchemaHandler,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
+from pydantic_core import CoreSchema, PydanticCustomError, core_schema
+from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, SettingsConfigDict
 
 from .errors import ConfigurationError
 from .redaction import DEFAULT_REDACT_KEYS, Redactor, mask_url_password
 
-__all__ = ["ENV_PREFIX", "Settings"]
+__all__ = ["ENV_PREFIX", "Settings", "allowed_values"]
 
 #: Every environment variable we read starts with this.
 ENV_PREFIX = "PROVIDER_JOBS_"
-
-_T = TypeVar("_T")
 
 #: Variables an earlier release read, and what replaces each: set, they are refused, not ignored.
 _REPLACED = {
@@ -28,330 +46,400 @@ _REPLACED = {
     ),
 }
 
-
-def _parse_delays(text: str) -> Mapping[str, float]:
-    delays: dict[str, float] = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        name, sep, value = item.partition("=")
-        if not sep or not name.strip():
-            raise ValueError(f"{item!r} is not operation=seconds")
-        delays[name.strip()] = float(value)
-    return MappingProxyType(delays)
-
-
-def _shown(value: object) -> str:
-    """``value``'s repr for an error line: URL passwords masked, at most 80 characters."""
-    text = mask_url_password(repr(value))
-    return text if len(text) <= 80 else f"{text[:77]}..."
+#: What a value that cannot be read as the field's type is told, by pydantic's error type.
+_UNREADABLE = {
+    "int_parsing": "expected an integer",
+    "int_parsing_size": "expected an integer of at most 18 digits",
+    "int_from_float": "expected an integer",
+    "int_type": "expected an integer",
+    "float_parsing": "expected a number",
+    "float_type": "expected a number",
+    "finite_number": "expected a finite number",
+    "bool_parsing": "expected true or false",
+    "bool_type": "expected true or false",
+    "string_type": "expected text",
+}
 
 
-def _parse_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError("expected a finite number")
+@dataclass(frozen=True)
+class _Shape:
+    """A check of a value's shape that bounds cannot state, and what it allows, in words."""
+
+    check: Callable[[Any], bool]
+    allowed: str
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        return core_schema.no_info_after_validator_function(self._validate, handler(source))
+
+    def _validate(self, value: Any) -> Any:
+        if not self.check(value):
+            raise ValueError(f"expected {self.allowed}")
+        return value
+
+
+def _setting(
+    default: Any,
+    description: str,
+    *,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    unit: str = "",
+    note: str = "",
+    below: str = "",
+    shown: str = "",
+    secret: bool = False,
+) -> Any:
+    """A field: ``unit`` and ``note`` word its bounds, ``below`` names a setting it stays below,
+    ``shown`` stands for a default worked out at start, ``secret`` keeps the value out of reprs and errors."""
+    extra: dict[str, str | bool] = {
+        "unit": unit,
+        "note": note,
+        "below": below,
+        "shown": shown,
+        "secret": secret,
+    }
+    return Field(
+        default,
+        description=description,
+        ge=ge,
+        gt=gt,
+        le=le,
+        repr=not secret,
+        json_schema_extra={key: value for key, value in extra.items() if value},
+    )
+
+
+def _short_int(value: Any) -> Any:
+    # int() reads thousands of digits; no setting needs more than a few.
+    if isinstance(value, str) and len(value.strip()) > 18:
+        raise PydanticCustomError("int_parsing_size", "expected an integer of at most 18 digits")
     return value
 
 
-def _parse_int(text: str) -> int:
-    # int() reads thousands of digits; no setting needs more than a few.
-    if len(text.strip()) > 18:
-        raise ValueError("expected an integer of at most 18 digits")
-    return int(text)
-
-
-def _parse_names(text: str) -> tuple[str, ...]:
+def _split(text: str) -> tuple[str, ...]:
+    """``text``'s comma-separated parts, stripped, the empty ones left out."""
     return tuple(filter(None, (part.strip() for part in text.split(","))))
 
 
-def _parse_bool(text: str) -> bool:
-    lowered = text.strip().lower()
-    if lowered in {"1", "true", "yes", "on"}:
-        return True
-    if lowered in {"0", "false", "no", "off"}:
-        return False
-    raise ValueError("expected true or false")
+def _names(value: Any) -> Any:
+    return _split(value) if isinstance(value, str) else value
 
 
-@dataclass(frozen=True, kw_only=True)
-class Settings:
+def _delays(value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    return dict(_delay(item) for item in _split(value))
+
+
+def _delay(item: str) -> tuple[str, float]:
+    name, _, text = item.partition("=")
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not name.strip() or not math.isfinite(seconds):
+        raise ValueError(f"{item!r} is not operation=seconds (finite seconds)")
+    return name.strip(), seconds
+
+
+def _level(value: Any) -> Any:
+    return value.upper() if isinstance(value, str) else value
+
+
+def _amqp_urls(url: str) -> bool:
+    urls = _split(url)
+    return bool(urls) and all(u.startswith(("amqp://", "amqps://")) for u in urls)
+
+
+def _all_match(pattern: str) -> Callable[[tuple[str, ...]], bool]:
+    return lambda names: all(re.fullmatch(pattern, name) for name in names)
+
+
+def _token(token: str | None) -> bool:
+    return token is None or (token.isprintable() and not any(c.isspace() for c in token))
+
+
+_Int = Annotated[int, BeforeValidator(_short_int)]
+_Names = Annotated[tuple[str, ...], NoDecode, BeforeValidator(_names)]
+_Token = Annotated[str | None, _Shape(_token, "printable characters without spaces")]
+_Delays = Annotated[
+    Mapping[str, float],
+    NoDecode,
+    BeforeValidator(_delays),
+    AfterValidator(MappingProxyType),
+    _Shape(lambda delays: all(d >= 0 for d in delays.values()), "operation=seconds pairs, seconds >= 0"),
+]
+
+
+class Settings(BaseSettings):
     """Configuration of workers, producers and tools.
 
-    Every field is read from ``PROVIDER_JOBS_<FIELD>`` by :meth:`from_env`.
-
-    Args:
-        broker_url: RabbitMQ URL, or several separated by commas (the nodes of a
-            cluster): connections try them in order and fail over to the next.
-            Default ``amqp://guest:guest@127.0.0.1:5672/%2F``.
-        queue_type: ``classic`` or ``quorum`` (replicated over a cluster's nodes;
-            see :mod:`.rabbitmq.queue_types`). Default ``classic``.
-        queue_name: Queue the provider-operation actors use. Default ``provider.jobs``.
-        max_attempts: Attempts per job in total, the first included
-            (``ProviderWorker``'s ``max_retries``). Default 3.
-        retry_delay_s: Delay before each retry in seconds. Default 5.0.
-        retry_backoff: Grow the delay exponentially (with jitter) instead of
-            keeping it fixed. Default ``False``.
-        max_retry_delay_s: Cap on a backed-off delay. Default 300.
-        operation_delays_s: Per-operation retry delays, as
-            ``create=10,get=2,delete=5`` in the environment. Default none.
-        max_retry_after_s: Cap on a provider's ``Retry-After``. Default 300.
-        consumer_timeout_s: RabbitMQ's ``consumer_timeout``; delays must stay
-            below it. Default 1800.
-        hold_retries_up_to_ms: A retry due within this many ms is held by the
-            worker that ran the attempt (the job stays unacked in RabbitMQ) and
-            run again when due, instead of going through a delay queue. 0 never
-            holds. Default 1000.
-        max_deliveries: Deliveries of one job without an outcome, whatever
-            their cause (a crash, a lost connection), before it is dead-lettered
-            as ``crash_loop``: the coarse ceiling. Default 20 (RabbitMQ 4's own
-            for quorum queues).
-        redelivery_grace_s: How long a redelivered job waits for another worker's
-            announcement that it completed there (its ack lost with a connection)
-            before it runs again; 0 runs it at once. Default 10 (a stream is readable
-            again a few seconds after RabbitMQ restarts).
-        max_crashes: Crashes of its worker process counted against one job
-            (deliveries that ended without an outcome while it ran alone in its
-            process) before it is dead-lettered as ``crash_loop``: the precise
-            limit; at least 2. Default 3.
-        unknown_errors_retryable: Retry errors no rule recognises. Default ``True``.
-        worker_id: Name of this worker in logs and attempt records. Default ``host-pid``.
-        worker_threads: Worker threads per process. Default 8.
-        worker_timeout_ms: How often idle consumers wake, which bounds how late a
-            due retry can be. Default 100.
-        providers: Providers as ``Namespace/Type=http://base-url`` pairs
-            separated by ``;``. Default none.
-        providers_file: A TOML or JSON file of providers. Default none.
-        log_format: ``auto`` (console in a terminal, JSON otherwise), ``console`` or ``json``.
-        log_level: Root log level. Default ``INFO``.
-        api_host: Address ``provider-jobs api`` binds. Default ``127.0.0.1``.
-        api_port: Port of ``provider-jobs api``. Default 8001.
-        api_token: Bearer token the API's mutating endpoints require; with
-            none set they are refused (403). With it set, the read endpoints
-            under ``/dlq`` need it (or ``api_read_token``) too. Default none.
-        api_read_token: A bearer token for the API's read endpoints only. Default none.
-        api_max_body_bytes: Largest request body the API reads; larger ones are
-            refused with 413 before they are read. Default 1 MiB.
-        console_user_header: A request header a reverse proxy sets to the signed-in
-            user's name (``X-Forwarded-User``); the console's audit name is taken from
-            it instead of being asked at login. Default none.
-        trace_url: A link to a trace in your tracing backend, with ``{trace_id}``
-            where the trace id goes (``https://tempo.example/trace/{trace_id}``);
-            the console's record page links its trace ids there. Default none.
-        redact_keys: Key names whose values every view masks (CLI, API, logs,
-            webhooks), comma-separated; matched case-insensitively at any depth,
-            as a part of the key's name. Default :data:`~.redaction.DEFAULT_REDACT_KEYS`.
-        metrics_port: Port a worker serves ``/metrics`` on. Default none (not served).
-        archive_url: Dead-letter archive database: ``sqlite:///path`` (relative
-            to the working directory; the directory is created when the archive
-            is opened) or ``postgresql+psycopg://user@host/db``. Default
-            ``sqlite:///var/provider-jobs/archive.sqlite3``.
-        archive_retention_days: Archived records older than this are purged by
-            the archiver. Default 30.
-        archive_max_records: Cap on archived records: above it the oldest
-            replayed or discarded records are evicted, and unhandled dead
-            letters are kept with a warning. Default 100 000.
-        archiver_batch_size: Dead letters committed (then acked) together. Default 200.
-        archiver_flush_ms: Longest a partial batch waits before it is committed. Default 200.
-        archiver_queues: Other queues whose ``<queue>.XQ`` the archiver drains,
-            comma-separated. Default none.
-        archiver_max_backoff_s: Longest wait between retries while the archive
-            database is down. Default 30.
-        dlq_policy_file: TOML or JSON triage policy for ``dlq process``;
-            default: the built-in policy.
-        operator: Name written to the DLQ audit log. Default ``user@host``.
-        breaker_failure_rate: Share of a provider's jobs failing with a health
-            category (provider not available, connection, timeout, service
-            unavailable, busy) within ``breaker_window_s`` that opens its circuit
-            breaker; 0 < rate <= 1. Default 0.5.
-        breaker_min_calls: Health failures in a row that open a provider's
-            breaker, and calls within ``breaker_window_s`` before its failure
-            rate may; 0 turns breakers off. Default 20.
-        breaker_min_jobs: Distinct failing jobs within ``breaker_window_s`` before
-            a breaker may open; at least 2, so that one job never opens one. Default 3.
-        breaker_window_s: The sliding window calls are counted in. Default 60.
-        breaker_probe_interval_s: Seconds between probe rounds of an open breaker. Default 5.
-        breaker_probe_jobs: Distinct waiting jobs a probe round lets through. Default 3.
-        breaker_max_wait_s: Longest a job waits for an open breaker before it is
-            dead-lettered as ``provider_down``. Default 1800.
-        breaker_categories: Error categories that count against a breaker,
-            comma-separated. Default the five above.
-        providers_announce_s: How often a worker announces its providers and
-            breakers to other processes. Default 15.
-        recovery_replay_rate: Dead letters replayed per second when a provider
-            recovers; 0 turns recovery replay off. Default 20.
+    Each field is read from ``PROVIDER_JOBS_<FIELD>`` by :meth:`from_env`; the
+    constructor takes values only, and reads no environment. Each field's
+    description, default and bounds are in the README's settings table.
 
     Raises:
-        ConfigurationError: A value is not allowed; the message names the
+        ConfigurationError: A value is not allowed; the message, one line, names the
             variable, its value and what is allowed.
     """
 
-    broker_url: str = "amqp://guest:guest@127.0.0.1:5672/%2F"
-    queue_type: str = "classic"
-    queue_name: str = "provider.jobs"
-    max_attempts: int = 3
-    retry_delay_s: float = 5.0
-    retry_backoff: bool = False
-    max_retry_delay_s: float = 300.0
-    operation_delays_s: Mapping[str, float] = field(default_factory=lambda: MappingProxyType({}))
-    max_retry_after_s: float = 300.0
-    consumer_timeout_s: float = 1800.0
-    hold_retries_up_to_ms: int = 1000
-    max_deliveries: int = 20
-    max_crashes: int = 3
-    redelivery_grace_s: float = 10.0
-    unknown_errors_retryable: bool = True
-    worker_id: str | None = None
-    worker_threads: int = 8
-    worker_timeout_ms: int = 100
-    providers: str = ""
-    providers_file: str | None = None
-    log_format: str = "auto"
-    log_level: str = "INFO"
-    api_host: str = "127.0.0.1"
-    api_port: int = 8001
-    api_token: str | None = field(default=None, repr=False)
-    api_read_token: str | None = field(default=None, repr=False)
-    api_max_body_bytes: int = 1_048_576
-    console_user_header: str | None = None
-    trace_url: str | None = None
-    redact_keys: tuple[str, ...] = DEFAULT_REDACT_KEYS
-    metrics_port: int | None = None
-    archive_url: str = "sqlite:///var/provider-jobs/archive.sqlite3"
-    archive_retention_days: float = 30.0
-    archive_max_records: int = 100_000
-    archiver_batch_size: int = 200
-    archiver_flush_ms: int = 200
-    archiver_queues: tuple[str, ...] = ()
-    archiver_max_backoff_s: float = 30.0
-    dlq_policy_file: str | None = None
-    operator: str | None = None
-    breaker_failure_rate: float = 0.5
-    breaker_min_calls: int = 20
-    breaker_min_jobs: int = 3
-    breaker_window_s: float = 60.0
-    breaker_probe_interval_s: float = 5.0
-    breaker_probe_jobs: int = 3
-    breaker_max_wait_s: float = 1800.0
-    breaker_categories: tuple[str, ...] = (
-        "provider_not_available",
-        "connection_error",
-        "timeout",
-        "service_unavailable",
-        "busy",
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_ignore_empty=True, frozen=True, allow_inf_nan=False, extra="forbid"
     )
-    providers_announce_s: float = 15.0
-    recovery_replay_rate: float = 20.0
 
-    def __post_init__(self) -> None:
-        def refuse(name: str, allowed: str) -> None:
-            raise ConfigurationError(
-                f"{ENV_PREFIX}{name.upper()}={_shown(getattr(self, name))} is not allowed: {allowed}"
-            )
+    broker_url: Annotated[
+        str, _Shape(_amqp_urls, "an amqp:// or amqps:// URL, or several separated by commas")
+    ] = _setting(
+        "amqp://guest:guest@127.0.0.1:5672/%2F",
+        "RabbitMQ; several URLs separated by commas (a cluster's nodes): every client fails over in order",
+    )
+    queue_type: Literal["classic", "quorum"] = _setting(
+        "classic", '`quorum`: replicated queues on a cluster (see "Quorum mode and RabbitMQ clusters")'
+    )
+    queue_name: Annotated[
+        str, _Shape(lambda name: re.fullmatch(r"\S+", name) is not None, "a non-empty name without spaces")
+    ] = _setting("provider.jobs", "queue of the actors (`.DQ` delays, `.XQ` dead letters)")
+    max_attempts: _Int = _setting(3, "attempts in total, the first included", ge=1, unit="attempts")
+    retry_delay_s: float = _setting(
+        5.0, "delay before each retry", ge=0, unit="seconds", below="consumer_timeout_s"
+    )
+    retry_backoff: bool = _setting(False, "exponential backoff with jitter instead of a fixed delay")
+    max_retry_delay_s: float = _setting(
+        300.0, "backoff cap", ge=0, unit="seconds", below="consumer_timeout_s"
+    )
+    operation_delays_s: _Delays = _setting(
+        {},
+        "retry delays per operation, `create=10,get=2,delete=5`",
+        below="consumer_timeout_s",
+    )
+    max_retry_after_s: float = _setting(
+        300.0, "cap on a provider's `Retry-After`", ge=0, unit="seconds", below="consumer_timeout_s"
+    )
+    consumer_timeout_s: float = _setting(
+        1800.0, "RabbitMQ's `consumer_timeout`; delays must stay below", gt=0, unit="seconds"
+    )
+    hold_retries_up_to_ms: _Int = _setting(
+        1000,
+        "retries due this soon are held by the worker instead of a delay queue; 0 never",
+        ge=0,
+        le=60_000,
+        unit="ms",
+    )
+    max_deliveries: _Int = _setting(
+        20,
+        "deliveries without an outcome, whatever their cause, before a job is dead-lettered as "
+        "`crash_loop`: the coarse ceiling",
+        ge=1,
+        le=1000,
+        unit="deliveries",
+    )
+    max_crashes: _Int = _setting(
+        3,
+        "crashes of its worker counted against a job (it ran alone, as a suspect, and the process died) "
+        "before it is dead-lettered as `crash_loop`",
+        ge=2,
+        le=1000,
+        unit="crashes",
+        note="a first crash only makes a suspect",
+    )
+    redelivery_grace_s: float = _setting(
+        10.0,
+        "how long a redelivery waits for another worker's announcement that it completed (its ack lost "
+        "with a connection) before it runs again; 0 runs it at once",
+        ge=0,
+        le=60,
+        unit="seconds",
+    )
+    unknown_errors_retryable: bool = _setting(True, "retry what no rule recognises")
+    worker_id: str | None = _setting(None, "name in logs and attempt records", shown="host-pid")
+    worker_threads: _Int = _setting(8, "threads per worker process", ge=1, le=1024, unit="threads")
+    worker_timeout_ms: _Int = _setting(
+        100, "how often idle consumers wake (Dramatiq's `.DQ` path only)", ge=10, le=60_000, unit="ms"
+    )
+    providers: str = _setting("", "providers as `Namespace/Type=http://base-url` pairs separated by `;`")
+    providers_file: str | None = _setting(None, "a TOML or JSON file of providers")
+    log_format: Literal["auto", "console", "json"] = _setting(
+        "auto", "`console` / `json`; `auto`: console in a terminal, JSON otherwise"
+    )
+    log_level: Annotated[
+        Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], BeforeValidator(_level)
+    ] = _setting("INFO", "root log level")
+    api_host: str = _setting("127.0.0.1", "address of the HTTP API")
+    api_port: _Int = _setting(8001, "port of the HTTP API", ge=1, le=65_535, note="a TCP port")
+    api_token: _Token = _setting(
+        None,
+        "the API's token: it guards mutations, reveals and, once set, the `/dlq` reads",
+        secret=True,
+    )
+    api_read_token: _Token = _setting(None, "a second token for the `/dlq` reads only", secret=True)
+    api_max_body_bytes: _Int = _setting(
+        1_048_576,
+        "largest request body the API reads; larger ones get 413 unread",
+        ge=1024,
+        le=1 << 30,
+        unit="bytes",
+    )
+    console_user_header: Annotated[
+        str | None,
+        _Shape(
+            lambda name: name is None or re.fullmatch(r"[A-Za-z0-9\-]{1,100}", name) is not None,
+            "an HTTP header name (letters, digits, -)",
+        ),
+    ] = _setting(
+        None,
+        "a header a reverse proxy sets to the user's name (`X-Forwarded-User`): the console's audit name, "
+        "instead of the one asked at login",
+    )
+    trace_url: Annotated[
+        str | None,
+        _Shape(
+            lambda url: url is None or (re.match(r"https?://", url) is not None and "{trace_id}" in url),
+            "an http(s) URL with {trace_id} where the trace id goes",
+        ),
+    ] = _setting(
+        None,
+        "a link to a trace in your tracing backend, `{trace_id}` where its id goes: the console's record "
+        "page links trace ids there",
+    )
+    redact_keys: Annotated[
+        _Names,
+        _Shape(_all_match(r"[A-Za-z0-9_.\-]+"), "comma-separated key names (letters, digits, _ . -)"),
+    ] = _setting(DEFAULT_REDACT_KEYS, 'keys whose values every view masks (see "Secrets")')
+    metrics_port: _Int | None = _setting(
+        None, "a worker serves `/metrics` itself", ge=1, le=65_535, note="a TCP port"
+    )
+    archive_url: Annotated[
+        str,
+        _Shape(
+            lambda url: url.startswith(("sqlite://", "postgresql://", "postgresql+psycopg://")),
+            "a sqlite:///path or postgresql+psycopg://... URL",
+        ),
+    ] = _setting("sqlite:///var/provider-jobs/archive.sqlite3", "dead-letter archive")
+    archive_retention_days: float = _setting(
+        30.0, "records older than this are purged", gt=0, le=36_500, unit="days"
+    )
+    archive_max_records: _Int = _setting(
+        100_000,
+        "cap on archived records: above it the oldest replayed or discarded ones are evicted",
+        ge=1,
+        le=1_000_000_000,
+        unit="records",
+    )
+    archiver_batch_size: _Int = _setting(200, "batch per commit", ge=1, le=10_000, unit="messages")
+    archiver_flush_ms: _Int = _setting(
+        200, "longest a partial batch waits before it is committed", ge=1, le=60_000, unit="ms"
+    )
+    archiver_queues: Annotated[
+        _Names,
+        _Shape(_all_match(r"\S+"), "comma-separated queue names without spaces"),
+    ] = _setting((), "more queues whose XQ to drain")
+    archiver_max_backoff_s: float = _setting(
+        30.0, "longest wait between retries while the archive database is down", gt=0, le=3600, unit="seconds"
+    )
+    dlq_policy_file: str | None = _setting(None, "triage policy", shown="(built-in)")
+    operator: str | None = _setting(None, "who is written to the audit log", shown="user@host")
+    breaker_failure_rate: float = _setting(
+        0.5,
+        "share of the window's jobs failing that opens a provider's breaker",
+        gt=0,
+        le=1,
+        unit="a share",
+    )
+    breaker_min_calls: _Int = _setting(
+        20,
+        "new jobs failing in a row that open a provider's breaker, and calls within the window before its "
+        "failure rate may; 0 turns breakers off",
+        ge=0,
+        le=1_000_000,
+        unit="calls",
+        note="0 turns breakers off",
+    )
+    breaker_min_jobs: _Int = _setting(
+        3,
+        "distinct failing jobs either rule needs",
+        ge=2,
+        le=1_000_000,
+        unit="jobs",
+        note="one job never opens a breaker",
+    )
+    breaker_window_s: float = _setting(
+        60.0, "the sliding window calls are counted in", gt=0, le=86_400, unit="seconds"
+    )
+    breaker_probe_interval_s: float = _setting(
+        5.0, "one probe round per interval while open", gt=0, le=86_400, unit="seconds"
+    )
+    breaker_probe_jobs: _Int = _setting(
+        3, "distinct waiting jobs a probe round lets through", ge=1, le=1000, unit="jobs"
+    )
+    breaker_max_wait_s: float = _setting(
+        1800.0,
+        "longest a job waits for an open breaker before `provider_down`",
+        gt=0,
+        le=7 * 86_400,
+        unit="seconds",
+        note="7 days",
+    )
+    breaker_categories: Annotated[
+        _Names,
+        _Shape(_all_match(r"[a-z0-9_]+"), "comma-separated category names (a-z, 0-9, _)"),
+    ] = _setting(
+        ("provider_not_available", "connection_error", "timeout", "service_unavailable", "busy"),
+        "categories that count against a breaker",
+    )
+    providers_announce_s: float = _setting(
+        15.0, "how often workers announce their providers and breakers", gt=0, le=86_400, unit="seconds"
+    )
+    recovery_replay_rate: float = _setting(
+        20.0,
+        "dead letters per second replayed when a provider recovers; 0 off",
+        ge=0,
+        le=100_000,
+        unit="jobs per second",
+        note="0 turns recovery replay off",
+    )
+    breaker_release_rate: float = _setting(
+        1000.0,
+        "parked jobs released per second and provider when its breaker closes; 0 parks none",
+        ge=0,
+        le=100_000,
+        unit="jobs per second",
+        note="0: jobs wait for an open breaker in the retry delay queues instead of parking",
+    )
 
-        for item in fields(self):
-            value = getattr(self, item.name)
-            if isinstance(value, float) and not math.isfinite(value):
-                refuse(item.name, "expected a finite number")
-        if not self.broker_urls or not all(u.startswith(("amqp://", "amqps://")) for u in self.broker_urls):
-            refuse("broker_url", "expected an amqp:// or amqps:// URL, or several separated by commas")
-        if self.queue_type not in {"classic", "quorum"}:
-            refuse("queue_type", "expected classic or quorum")
-        if not self.queue_name or any(c.isspace() for c in self.queue_name):
-            refuse("queue_name", "expected a non-empty name without spaces")
-        if self.max_attempts < 1:
-            refuse("max_attempts", "expected 1 or more attempts")
-        if self.consumer_timeout_s <= 0:
-            refuse("consumer_timeout_s", "expected seconds > 0")
-        limit = f"expected seconds >= 0 and below consumer_timeout_s ({self.consumer_timeout_s:g})"
-        for name in ("retry_delay_s", "max_retry_delay_s", "max_retry_after_s"):
-            if not 0 <= getattr(self, name) < self.consumer_timeout_s:
-                refuse(name, limit)
-        if any(not 0 <= d < self.consumer_timeout_s for d in self.operation_delays_s.values()):
-            refuse("operation_delays_s", limit)
-        if not 0 <= self.hold_retries_up_to_ms <= 60_000:
-            refuse("hold_retries_up_to_ms", "expected 0 to 60000 ms")
-        self._check_redeliveries(refuse)
-        if not 1 <= self.worker_threads <= 1024:
-            refuse("worker_threads", "expected 1 to 1024 threads")
-        if not 10 <= self.worker_timeout_ms <= 60_000:
-            refuse("worker_timeout_ms", "expected 10 to 60000 ms")
-        if self.log_format not in {"auto", "console", "json"}:
-            refuse("log_format", "expected auto, console or json")
-        if self.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
-            refuse("log_level", "expected DEBUG, INFO, WARNING, ERROR or CRITICAL")
-        for name in ("api_port", "metrics_port"):
-            if getattr(self, name) is not None and not 1 <= getattr(self, name) <= 65_535:
-                refuse(name, "expected a TCP port, 1 to 65535")
-        if not self.archive_url.startswith(("sqlite://", "postgresql://", "postgresql+psycopg://")):
-            refuse("archive_url", "expected a sqlite:///path or postgresql+psycopg://... URL")
-        if not 0 < self.archive_retention_days <= 36_500:
-            refuse("archive_retention_days", "expected days > 0 and at most 36500")
-        if not 1 <= self.archive_max_records <= 1_000_000_000:
-            refuse("archive_max_records", "expected 1 to 1000000000 records")
-        self._check_api_and_views(refuse)
-        if not 1 <= self.archiver_batch_size <= 10_000:
-            refuse("archiver_batch_size", "expected 1 to 10000 messages")
-        if not 1 <= self.archiver_flush_ms <= 60_000:
-            refuse("archiver_flush_ms", "expected 1 to 60000 ms")
-        if any(not q or any(c.isspace() for c in q) for q in self.archiver_queues):
-            refuse("archiver_queues", "expected comma-separated queue names without spaces")
-        if not 0 < self.archiver_max_backoff_s <= 3600:
-            refuse("archiver_max_backoff_s", "expected seconds > 0 and at most 3600")
-        self._check_health(refuse)
+    def __init__(self, **values: Any) -> None:
+        # Values only: BaseSettings' own constructor would read the environment, which from_env does.
+        try:
+            BaseModel.__init__(self, **values)
+        except ValidationError as exc:
+            raise ConfigurationError(_one_line(exc)) from None
 
-    def _check_redeliveries(self, refuse: Callable[[str, str], None]) -> None:
-        """The limits on redeliveries (split out of ``__post_init__`` for size)."""
-        if not 1 <= self.max_deliveries <= 1000:
-            refuse("max_deliveries", "expected 1 to 1000 deliveries")
-        if not 2 <= self.max_crashes <= 1000:
-            refuse("max_crashes", "expected 2 to 1000 crashes (a first crash only makes a suspect)")
-        if not 0 <= self.redelivery_grace_s <= 60:
-            refuse("redelivery_grace_s", "expected 0 to 60 seconds")
-
-    def _check_health(self, refuse: Callable[[str, str], None]) -> None:
-        """The circuit breakers' and the recovery's settings (split out of ``__post_init__`` for size)."""
-        if not 0 < self.breaker_failure_rate <= 1:
-            refuse("breaker_failure_rate", "expected a share above 0 and at most 1")
-        if not 0 <= self.breaker_min_calls <= 1_000_000:
-            refuse("breaker_min_calls", "expected 0 (off) to 1000000 calls")
-        if not 2 <= self.breaker_min_jobs <= 1_000_000:
-            refuse("breaker_min_jobs", "expected 2 to 1000000 jobs (one job never opens a breaker)")
-        if not 1 <= self.breaker_probe_jobs <= 1000:
-            refuse("breaker_probe_jobs", "expected 1 to 1000 jobs")
-        for name in ("breaker_window_s", "breaker_probe_interval_s", "providers_announce_s"):
-            if not 0 < getattr(self, name) <= 86_400:
-                refuse(name, "expected seconds > 0 and at most 86400")
-        if not 0 < self.breaker_max_wait_s <= 7 * 86_400:
-            refuse("breaker_max_wait_s", "expected seconds > 0 and at most 604800 (7 days)")
-        if any(not re.fullmatch(r"[a-z0-9_]+", name) for name in self.breaker_categories):
-            refuse("breaker_categories", "expected comma-separated category names (a-z, 0-9, _)")
-        if not 0 <= self.recovery_replay_rate <= 100_000:
-            refuse("recovery_replay_rate", "expected 0 (off) to 100000 jobs per second")
-
-    def _check_api_and_views(self, refuse: Callable[[str, str], None]) -> None:
-        """The API's and the views' settings (split out of ``__post_init__`` for size)."""
-        if not 1024 <= self.api_max_body_bytes <= 1 << 30:
-            refuse("api_max_body_bytes", "expected 1024 to 1073741824 bytes")
-        if any(not re.fullmatch(r"[A-Za-z0-9_.\-]+", key) for key in self.redact_keys):
-            refuse("redact_keys", "expected comma-separated key names (letters, digits, _ . -)")
-        if self.console_user_header is not None and not re.fullmatch(
-            r"[A-Za-z0-9\-]{1,100}", self.console_user_header
-        ):
-            refuse("console_user_header", "expected an HTTP header name (letters, digits, -)")
-        if self.trace_url is not None and not (
-            re.match(r"https?://", self.trace_url) and "{trace_id}" in self.trace_url
-        ):
-            refuse("trace_url", "expected an http(s) URL with {trace_id} where the trace id goes")
-        for name in ("api_token", "api_read_token"):
-            token = getattr(self, name)
-            if token is not None and (not token.isprintable() or any(c.isspace() for c in token)):
-                raise ConfigurationError(
-                    f"{ENV_PREFIX}{name.upper()} is not allowed: expected printable characters without spaces"
+    @model_validator(mode="after")
+    def _below_their_limits(self) -> Settings:
+        """Delays stay below the setting their ``below`` names (``consumer_timeout_s``)."""
+        for name, info in type(self).model_fields.items():
+            limit_name = _extra(info).get("below")
+            if not limit_name:
+                continue
+            value = getattr(self, name)
+            limit = getattr(self, limit_name)
+            if any(v >= limit for v in (value.values() if isinstance(value, Mapping) else [value])):
+                raise PydanticCustomError(
+                    "not_allowed",
+                    "expected {allowed} ({limit})",
+                    {
+                        "setting": name,
+                        "value": dict(value) if isinstance(value, Mapping) else value,
+                        "allowed": allowed_values(name),
+                        "limit": _number(limit),
+                    },
                 )
+        return self
 
     @property
     def broker_urls(self) -> tuple[str, ...]:
         """``broker_url`` split at its commas: the URLs connections try, in order."""
-        return tuple(filter(None, (part.strip() for part in self.broker_url.split(","))))
+        return _split(self.broker_url)
 
     @property
     def max_retries(self) -> int:
@@ -371,81 +459,117 @@ class Settings:
         """The retry delay for ``operation``: its own, or ``retry_delay_s``."""
         return self.operation_delays_s.get(operation, self.retry_delay_s)
 
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
-        """Read settings from ``PROVIDER_JOBS_*`` variables; ``overrides`` win.
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with ``changes``, checked as the constructor checks them.
 
         Raises:
-            ConfigurationError: A variable cannot be parsed or is not allowed.
+            ConfigurationError: A changed value is not allowed.
         """
-        env = os.environ if environ is None else environ
-        parsers: dict[str, Callable[[str], Any]] = {
-            "broker_url": str,
-            "queue_type": str,
-            "queue_name": str,
-            "max_attempts": _parse_int,
-            "retry_delay_s": _parse_float,
-            "retry_backoff": _parse_bool,
-            "max_retry_delay_s": _parse_float,
-            "operation_delays_s": _parse_delays,
-            "max_retry_after_s": _parse_float,
-            "consumer_timeout_s": _parse_float,
-            "hold_retries_up_to_ms": _parse_int,
-            "max_deliveries": _parse_int,
-            "max_crashes": _parse_int,
-            "redelivery_grace_s": _parse_float,
-            "unknown_errors_retryable": _parse_bool,
-            "worker_id": str,
-            "worker_threads": _parse_int,
-            "worker_timeout_ms": _parse_int,
-            "providers": str,
-            "providers_file": str,
-            "log_format": str,
-            "log_level": str,
-            "api_host": str,
-            "api_port": _parse_int,
-            "api_token": str,
-            "api_read_token": str,
-            "api_max_body_bytes": _parse_int,
-            "console_user_header": str,
-            "trace_url": str,
-            "redact_keys": _parse_names,
-            "metrics_port": _parse_int,
-            "archive_url": str,
-            "archive_retention_days": _parse_float,
-            "archive_max_records": _parse_int,
-            "archiver_batch_size": _parse_int,
-            "archiver_flush_ms": _parse_int,
-            "archiver_queues": _parse_names,
-            "archiver_max_backoff_s": _parse_float,
-            "dlq_policy_file": str,
-            "operator": str,
-            "breaker_failure_rate": _parse_float,
-            "breaker_min_calls": _parse_int,
-            "breaker_min_jobs": _parse_int,
-            "breaker_window_s": _parse_float,
-            "breaker_probe_interval_s": _parse_float,
-            "breaker_probe_jobs": _parse_int,
-            "breaker_max_wait_s": _parse_float,
-            "breaker_categories": _parse_names,
-            "providers_announce_s": _parse_float,
-            "recovery_replay_rate": _parse_float,
-        }
+        return type(self)(**{**{name: getattr(self, name) for name in type(self).model_fields}, **changes})
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read settings from ``PROVIDER_JOBS_*`` variables (``os.environ`` by default); ``overrides`` win.
+
+        Raises:
+            ConfigurationError: A variable cannot be read, is not allowed, or is no longer read.
+        """
+        source = _Environment(cls, environ)
         for name, replacement in _REPLACED.items():
-            if env.get(ENV_PREFIX + name):
-                raise ConfigurationError(
-                    f"{ENV_PREFIX}{name}={_shown(env[ENV_PREFIX + name])} is no longer read: {replacement}"
-                )
-        values: dict[str, Any] = {}
-        for name, parse in parsers.items():
-            raw = env.get(ENV_PREFIX + name.upper())
-            if raw is None or raw == "":
-                continue
-            try:
-                values[name] = parse(raw)
-            except ValueError as exc:
-                raise ConfigurationError(
-                    f"{ENV_PREFIX}{name.upper()}={_shown(raw)} is not allowed: {mask_url_password(str(exc))}"
-                ) from None
-        values.update(overrides)
-        return cls(**values)
+            raw = source.variables.get(ENV_PREFIX + name)
+            if raw:
+                raise ConfigurationError(f"{ENV_PREFIX}{name}={_shown(raw)} is no longer read: {replacement}")
+        return cls(**{**source(), **overrides})
+
+
+class _Environment(EnvSettingsSource):
+    """pydantic-settings' reader of environment variables, over ``environ`` (``os.environ`` if None)."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str] | None) -> None:
+        self.variables = {
+            key: value
+            for key, value in (os.environ if environ is None else environ).items()
+            if key.startswith(ENV_PREFIX)
+        }
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return {key.lower(): value for key, value in self.variables.items() if value != ""}
+
+
+def _extra(info: FieldInfo) -> dict[str, Any]:
+    return info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def allowed_values(name: str) -> str:
+    """What field ``name`` of :class:`Settings` allows, in words (``1 to 1024 threads``); ``""``: anything."""
+    info = Settings.model_fields[name]
+    extra = _extra(info)
+    unit, note, below = extra.get("unit", ""), extra.get("note", ""), extra.get("below", "")
+    shapes = [item.allowed for item in info.metadata if isinstance(item, _Shape)]
+    bounds = {
+        key: _number(getattr(item, key))
+        for item in info.metadata
+        for key in ("ge", "gt", "le")
+        if hasattr(item, key)
+    }
+    choices = get_args(info.annotation) if get_origin(info.annotation) is Literal else ()
+    limit = f" and below {ENV_PREFIX}{below.upper()}" if below else ""
+    if shapes:
+        text = shapes[0] + limit
+    elif choices:
+        text = ", ".join(choices[:-1]) + f" or {choices[-1]}"
+    elif info.annotation is bool:
+        text = "true or false"
+    elif "ge" in bounds and "le" in bounds:
+        text = f"{bounds['ge']} to {bounds['le']} {unit}".rstrip()
+    elif "gt" in bounds and "le" in bounds:
+        text = f"{unit} > {bounds['gt']} and at most {bounds['le']}"
+    elif "gt" in bounds:
+        text = f"{unit} > {bounds['gt']}"
+    elif "ge" in bounds:
+        text = f"{unit} >= {bounds['ge']}{limit}" if below else f"{bounds['ge']} or more {unit}".rstrip()
+    else:
+        return ""
+    return f"{text} ({note})" if note else text
+
+
+def _shown(value: object) -> str:
+    """``value``'s repr for an error line: URL passwords masked, at most 80 characters."""
+    text = mask_url_password(repr(value))
+    return text if len(text) <= 80 else f"{text[:77]}..."
+
+
+def _one_line(exc: ValidationError) -> str:
+    """The first of ``exc``'s errors as one line: the variable, its value, what is allowed."""
+    error = exc.errors(include_url=False)[0]
+    context = error.get("ctx", {})
+    name = str(context.get("setting") or (error["loc"] or ("",))[0])
+    if name not in Settings.model_fields:
+        return f"{name!r} is not a setting of provider-jobs"
+    value = context["value"] if "setting" in context else _typed(name, error["input"])
+    if error["type"] in _UNREADABLE:
+        allowed = _UNREADABLE[error["type"]]
+    elif error["type"] == "value_error":
+        allowed = mask_url_password(str(context["error"]))
+    elif error["type"] in {"greater_than", "greater_than_equal", "less_than_equal", "literal_error"}:
+        allowed = f"expected {allowed_values(name)}"
+    else:
+        allowed = error["msg"]
+    variable = ENV_PREFIX + name.upper()
+    if _extra(Settings.model_fields[name]).get("secret"):
+        return f"{variable} is not allowed: {allowed}"
+    return f"{variable}={_shown(value)} is not allowed: {allowed}"
+
+
+def _typed(name: str, value: Any) -> Any:
+    """``value`` read as field ``name``'s type without its bounds (``'0'`` shows as ``0``), or as it came."""
+    annotation = Settings.model_fields[name].annotation
+    try:
+        return value if annotation is None else TypeAdapter(annotation).validate_python(value)
+    except ValidationError:
+        return value

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -68,8 +67,7 @@ def make_system(settings: Settings, registry: ProviderRegistry, amqp: Any) -> It
     brokers: list[dramatiq.Broker] = []
 
     def make(**changes: Any) -> System:
-        changed = dataclasses.replace(
-            settings,
+        changed = settings.replace(
             **{"breaker_min_calls": 3, "breaker_probe_interval_s": 0.2, "max_attempts": 2, **changes},
         )
         brokers.append(build_broker(changed))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import threading
 import time
@@ -40,7 +39,7 @@ class FailsFirst:
 
 
 def _system(settings: Any, provider: FailsFirst, **changes: Any) -> tuple[dramatiq.Broker, Any]:
-    changed = dataclasses.replace(settings, **changes)
+    changed = settings.replace(**changes)
     registry = ProviderRegistry()
     registry.register("ITL.Core", "ResourceGroup", FunctionProvider({"create": provider}))
     broker = build_broker(changed)

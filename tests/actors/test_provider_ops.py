@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import threading
 import time
@@ -63,7 +62,7 @@ def make_system(settings: Settings, registry: ProviderRegistry) -> Iterator[Call
     brokers: list[dramatiq.Broker] = []
 
     def make(**changes: Any) -> System:
-        changed = dataclasses.replace(settings, **changes)
+        changed = settings.replace(**changes)
         brokers.append(build_broker(changed))
         return brokers[-1], declare_provider_actors(brokers[-1], registry, changed)
 

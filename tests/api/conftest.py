@@ -3,7 +3,6 @@ test client, and real dead letters archived by the real archiver."""
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from support import queue_depth, wait_for
 @pytest.fixture
 def settings(settings: Settings, tmp_path: Path) -> Settings:
     """The session node and the test's queue, plus a SQLite archive in ``tmp_path``."""
-    return dataclasses.replace(settings, archive_url=f"sqlite:///{tmp_path}/archive.sqlite3")
+    return settings.replace(archive_url=f"sqlite:///{tmp_path}/archive.sqlite3")
 
 
 @pytest.fixture
@@ -45,7 +44,7 @@ def client(settings: Settings, archive: DeadLetterArchive) -> Iterator[TestClien
 
 @pytest.fixture
 def token_settings(settings: Settings) -> Settings:
-    return dataclasses.replace(settings, api_token=TOKEN)
+    return settings.replace(api_token=TOKEN)
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ With a token configured, reads need it (or the read-only token) too."""
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import pytest
@@ -101,7 +100,7 @@ def test_with_a_token_configured_reads_need_it_too(token_client: TestClient, pat
 def test_reads_take_the_token_or_the_read_only_one(
     token_settings: Settings, archive: DeadLetterArchive, archived: list[int]
 ) -> None:
-    settings = dataclasses.replace(token_settings, api_read_token="reader")
+    settings = token_settings.replace(api_read_token="reader")
     with TestClient(create_app(settings, archive=archive)) as client:
         for token in (TOKEN, "reader"):
             headers = {"Authorization": f"Bearer {token}"}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import subprocess
 from typing import Any
 
@@ -39,7 +38,7 @@ def test_metrics_expose_the_depth_of_each_queue(client: TestClient, settings: Se
 
 
 def test_metrics_report_the_broker_down_instead_of_failing_the_scrape(settings: Settings) -> None:
-    unreachable = dataclasses.replace(settings, broker_url="amqp://guest:guest@127.0.0.1:1/%2F")
+    unreachable = settings.replace(broker_url="amqp://guest:guest@127.0.0.1:1/%2F")
 
     with TestClient(create_app(unreachable)) as client:
         response = client.get("/metrics")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 from typing import Any
 
@@ -26,7 +25,7 @@ def announcing(settings: Settings, amqp: Any) -> Iterator[tuple[HealthSync, Prov
     registry.register("ITL.Core", "ResourceGroup", FunctionProvider({}))
     breakers = ProviderBreakers(min_calls=2, min_jobs=2, probe_interval_s=30)
     sync = HealthSync(
-        dataclasses.replace(settings, providers_announce_s=0.2, worker_id="api-test-worker"),
+        settings.replace(providers_announce_s=0.2, worker_id="api-test-worker"),
         breakers,
         registry=registry,
     )

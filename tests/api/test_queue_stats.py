@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import pika
@@ -94,7 +93,7 @@ def test_queues_not_declared_yet_are_reported_absent_with_zeros(
 
 
 def test_queue_stats_answer_503_naming_the_broker_when_it_cannot_be_reached(settings: Settings) -> None:
-    unreachable = dataclasses.replace(settings, broker_url="amqp://guest:s3cret@127.0.0.1:1/%2F")
+    unreachable = settings.replace(broker_url="amqp://guest:s3cret@127.0.0.1:1/%2F")
 
     with TestClient(create_app(unreachable)) as client:
         response = client.get("/queue-stats")

@@ -4,7 +4,6 @@ the token before the body, the body cap, strict types, NUL, duplicate ids."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import time
 import uuid
@@ -226,7 +225,7 @@ def test_a_streamed_body_is_read_only_up_to_the_cap() -> None:
 def test_the_body_cap_is_a_setting(
     token_settings: Settings, archive: DeadLetterArchive, secret_record: int
 ) -> None:
-    settings = dataclasses.replace(token_settings, api_max_body_bytes=1024)
+    settings = token_settings.replace(api_max_body_bytes=1024)
     with TestClient(create_app(settings, archive=archive)) as client:
         small = client.post("/dlq/replay", json={"ids": [secret_record], "dry_run": True}, headers=AUTH)
         large = client.post(

@@ -4,7 +4,6 @@ driven by Playwright (one browser per module)."""
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 import socket
 import threading
@@ -33,8 +32,7 @@ from support import depth_or_zero, running_worker, wait_for
 @pytest.fixture
 def settings(settings: Settings, tmp_path: Path) -> Settings:
     """The session node and the test's queue, a SQLite archive in ``tmp_path``, the API tokens."""
-    return dataclasses.replace(
-        settings,
+    return settings.replace(
         archive_url=f"sqlite:///{tmp_path}/archive.sqlite3",
         api_token=TOKEN,
         api_read_token=READ_TOKEN,
@@ -145,13 +143,13 @@ def console_url(settings: Settings, archive: DeadLetterArchive) -> Iterator[str]
 @pytest.fixture
 def open_console_url(settings: Settings, archive: DeadLetterArchive) -> Iterator[str]:
     """The API with its console and no token configured."""
-    yield from _serve(dataclasses.replace(settings, api_token=None, api_read_token=None), archive)
+    yield from _serve(settings.replace(api_token=None, api_read_token=None), archive)
 
 
 @pytest.fixture
 def proxy_console_url(settings: Settings, archive: DeadLetterArchive) -> Iterator[str]:
     """The API with its console behind a reverse proxy that names the user in ``X-Forwarded-User``."""
-    yield from _serve(dataclasses.replace(settings, console_user_header="X-Forwarded-User"), archive)
+    yield from _serve(settings.replace(console_user_header="X-Forwarded-User"), archive)
 
 
 @pytest.fixture(scope="module")

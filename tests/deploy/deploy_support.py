@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from pathlib import Path
 
@@ -25,7 +24,7 @@ _SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"),
 
 def settings_variables() -> set[str]:
     """Every ``PROVIDER_JOBS_*`` variable :class:`Settings` reads."""
-    return {ENV_PREFIX + field.name.upper() for field in dataclasses.fields(Settings)}
+    return {ENV_PREFIX + name.upper() for name in Settings.model_fields}
 
 
 def sample_names(*registries: CollectorRegistry) -> set[str]:

@@ -225,11 +225,10 @@ def test_a_replay_larger_than_its_window_goes_in_batches_and_publishes_each_reco
 def test_an_unroutable_record_is_released_while_the_rest_of_its_batch_is_marked_replayed(
     settings: Settings, amqp: Any, archive: DeadLetterArchive
 ) -> None:
-    import dataclasses
 
     _declare(amqp, settings.queue_name, settings.queue_type)
     routed = _store(archive, settings, count=2)
-    [lost] = _store(archive, dataclasses.replace(settings, queue_name=f"{settings.queue_name}.nowhere"))
+    [lost] = _store(archive, settings.replace(queue_name=f"{settings.queue_name}.nowhere"))
     report = Replayer(archive=archive, broker_url=settings.broker_url, who="a").replay(
         [routed[0], lost, routed[1]]
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import uuid
@@ -243,7 +242,7 @@ def test_the_api_search_takes_the_same_syntax(archive: DeadLetterArchive) -> Non
             _dead_letter("job-2", error="Quota exceeded on rg-8"),
         ]
     )
-    settings = dataclasses.replace(Settings.from_env(), archive_url="sqlite:///unused")
+    settings = Settings.from_env().replace(archive_url="sqlite:///unused")
     with TestClient(create_app(settings, archive=archive)) as client:
         answer = client.get("/dlq/records", params={"search": '"quota exceeded" rg-7'})
     assert answer.status_code == 200, answer.text

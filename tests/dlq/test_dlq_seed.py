@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ from support import queue_depth, wait_for
 def test_the_seeds_get_dlq_messages_and_submit_job_loop_ends_with_success(
     settings: Settings, amqp: Any, tmp_path: Path
 ) -> None:
-    settings = dataclasses.replace(settings, archive_url=f"sqlite:///{tmp_path}/archive.sqlite3")
+    settings = settings.replace(archive_url=f"sqlite:///{tmp_path}/archive.sqlite3")
     registry = ProviderRegistry()  # nothing registered yet: the job dead-letters
     provider = ResourceGroupProvider()
     queue = JobQueue(settings=settings)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import threading
 from collections.abc import Iterator
@@ -49,8 +48,7 @@ class Switch:
 
 @pytest.fixture
 def health(settings: Settings, tmp_path: Path, amqp: Any) -> Iterator[Settings]:
-    yield dataclasses.replace(
-        settings,
+    yield settings.replace(
         archive_url=f"sqlite:///{tmp_path}/archive.sqlite3",
         providers_announce_s=0.2,
         breaker_min_calls=3,

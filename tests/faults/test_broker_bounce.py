@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import dramatiq
@@ -61,8 +60,7 @@ def test_no_job_is_lost_when_the_broker_bounces_under_load(
 ) -> None:
     queue_type, hold_ms, down_s, up_s, outages = SCENARIOS[scenario]
     monkeypatch.setenv("FAULT_OUTCOMES_DIR", str(tmp_path))
-    settings = replace(
-        settings,
+    settings = settings.replace(
         queue_type=queue_type,
         hold_retries_up_to_ms=hold_ms,
         retry_delay_s=0.05,

@@ -16,7 +16,6 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
 
 import dramatiq
@@ -39,7 +38,7 @@ QUEUE_TYPES = pytest.mark.parametrize("queue_type", ["classic", "quorum"])
 def fault_settings(settings: Settings, queue_type: str) -> Iterator[Settings]:
     # The default delivery and crash limits: a job returned by a killed or disconnected worker is
     # never blamed for it.
-    yield replace(settings, queue_type=queue_type, retry_delay_s=0.05, worker_threads=4)
+    yield settings.replace(queue_type=queue_type, retry_delay_s=0.05, worker_threads=4)
     delete_queues(settings)
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -27,8 +26,7 @@ def test_a_job_that_kills_its_worker_runs_max_crashes_times_and_only_it_is_blame
     settings: Settings, amqp, tmp_path: Path, queue_type: str
 ) -> None:
     defaults = Settings()
-    settings = replace(
-        settings,
+    settings = settings.replace(
         queue_type=queue_type,
         max_deliveries=defaults.max_deliveries,
         max_crashes=defaults.max_crashes,

@@ -19,7 +19,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -189,7 +189,7 @@ def test_no_job_is_lost_when_cluster_nodes_stop_under_load(cluster: Cluster, tmp
         )
     archive = DeadLetterArchive(base.archive_url)
     archiver = DeadLetterArchiver.from_settings(
-        replace(base, broker_url=_rotated(cluster.urls, 2)), archive=archive, max_backoff_s=1.0
+        base.replace(broker_url=_rotated(cluster.urls, 2)), archive=archive, max_backoff_s=1.0
     )
     archiving = threading.Thread(target=archiver.run)
     producer = Producer(base)

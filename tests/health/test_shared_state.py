@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import subprocess
@@ -84,8 +83,7 @@ def provider() -> Iterator[Provider]:
 
 @pytest.fixture
 def fast(settings: Settings) -> Settings:
-    return dataclasses.replace(
-        settings,
+    return settings.replace(
         breaker_min_calls=3,
         breaker_probe_interval_s=0.3,
         providers_announce_s=0.5,
@@ -131,7 +129,7 @@ def test_two_worker_processes_share_the_breaker_and_a_starting_worker_learns_it(
         # A second worker, in this process, starts while the breaker is open: it learns it.
         registry = ProviderRegistry()
         registry.register("ITL.Core", "ResourceGroup", HttpProvider(provider.url))
-        local = dataclasses.replace(fast, worker_id="proc-a")
+        local = fast.replace(worker_id="proc-a")
         broker = build_broker(local)
         declare_provider_actors(broker, registry, local)
         breakers = next(m for m in broker.middleware if isinstance(m, ClassifiedRetries)).breakers
@@ -197,8 +195,8 @@ def test_dead_letters_of_an_http_provider_are_replayed_when_its_breaker_closes(
     from provider_jobs.dlq import DeadLetterArchive, DeadLetterArchiver
     from provider_jobs.dlq.recovery import HEALTH_CATEGORIES, RecoveryReplay
 
-    settings = dataclasses.replace(
-        fast, max_attempts=1, archive_url=f"sqlite:///{tmp_path}/archive.sqlite3", recovery_replay_rate=100.0
+    settings = fast.replace(
+        max_attempts=1, archive_url=f"sqlite:///{tmp_path}/archive.sqlite3", recovery_replay_rate=100.0
     )
     registry = ProviderRegistry()
     registry.register("ITL.Core", "ResourceGroup", HttpProvider(provider.url))

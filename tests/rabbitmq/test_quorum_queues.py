@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +51,7 @@ QUORUM_DEAD_LETTERING = {
 @pytest.fixture
 def quorum(settings: Settings, amqp: Any) -> Settings:
     """Quorum mode on the private node; the retry queue of the test's delay is deleted afterwards."""
-    yield replace(settings, queue_type="quorum", max_deliveries=3)
+    yield settings.replace(queue_type="quorum", max_deliveries=3)
     channel = amqp if amqp.is_open else amqp.connection.channel()
     channel.queue_delete(delay_queue_name(settings.queue_name, bucket_ms(int(settings.retry_delay_s * 1000))))
 
@@ -151,10 +150,10 @@ def test_a_job_sent_with_a_priority_runs_in_quorum_mode_and_the_start_warns_once
 def test_starting_in_quorum_mode_against_classic_queues_stops_with_one_line_on_how_to_migrate(
     settings: Settings,
 ) -> None:
-    classic = build_broker(replace(settings, queue_type="classic"))
+    classic = build_broker(settings.replace(queue_type="classic"))
     classic.declare_queue(settings.queue_name, ensure=True)
     classic.close()
-    broker = build_broker(replace(settings, queue_type="quorum"))
+    broker = build_broker(settings.replace(queue_type="quorum"))
     try:
         with pytest.raises(ConfigurationError) as caught:
             broker.declare_queue(settings.queue_name, ensure=True)
@@ -195,7 +194,7 @@ def test_a_job_returned_past_the_delivery_limit_is_archived_as_crash_loop(
 def test_every_client_fails_over_to_the_next_broker_url(
     quorum: Settings, rabbitmq_url: str, tmp_path: Path
 ) -> None:
-    failover = replace(quorum, broker_url=f"{DEAD_URL}, {rabbitmq_url}")
+    failover = quorum.replace(broker_url=f"{DEAD_URL}, {rabbitmq_url}")
     check_broker(failover.broker_url, timeout_s=1.0)
     outcomes: list[str] = []
     broker = build_broker(failover)
@@ -271,7 +270,7 @@ def test_a_quorum_queue_is_created_only_while_its_declarer_holds_the_cluster_wid
 def test_queues_migrate_turns_classic_queues_into_quorum_ones_keeping_every_message(
     settings: Settings, rabbitmq_url: str, tmp_path: Path
 ) -> None:
-    classic = replace(settings, queue_type="classic", retry_delay_s=60.0)
+    classic = settings.replace(queue_type="classic", retry_delay_s=60.0)
     broker = build_broker(classic)
     actors = declare_provider_actors(broker, None, classic)
     for i in range(30):
@@ -302,7 +301,7 @@ def test_queues_migrate_turns_classic_queues_into_quorum_ones_keeping_every_mess
     assert f"{retry}: now quorum, 1 message(s) kept" in result.output
     assert f"{xq_name(settings.queue_name)}: now quorum, 1 message(s) kept" in result.output
 
-    quorum = replace(settings, queue_type="quorum", retry_delay_s=60.0)
+    quorum = settings.replace(queue_type="quorum", retry_delay_s=60.0)
     connection = pika.BlockingConnection(pika.URLParameters(rabbitmq_url))
     try:
         assert _declared_as(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -75,7 +74,7 @@ def test_an_archived_dead_letter_has_an_archive_span_in_its_jobs_trace_and_keeps
 def test_a_replay_is_a_new_trace_linked_to_the_original_and_its_record_shows_both(
     settings, archive, tracer_provider, exporter
 ) -> None:
-    settings = dataclasses.replace(settings, hold_retries_up_to_ms=0)
+    settings = settings.replace(hold_retries_up_to_ms=0)
     _run_job_to_the_archive(settings, archive, tracer_provider, lambda actor: actor.send(RG))
     [first] = archive.find(limit=10)
     [original] = [s.context for s in exporter.get_finished_spans() if s.kind is SpanKind.PRODUCER]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import uuid
 from collections.abc import Iterator
@@ -56,7 +55,7 @@ def test_a_replayed_jobs_record_links_its_trace_and_the_one_it_replays(settings,
     record_id = _record(
         archive, {"trace_context": _carrier(TRACE), "replay_of_trace_context": _carrier(ORIGINAL)}
     )
-    settings = dataclasses.replace(settings, trace_url="https://tempo.example/trace/{trace_id}")
+    settings = settings.replace(trace_url="https://tempo.example/trace/{trace_id}")
     page = _page(settings, archive, record_id)
     assert f'<a href="https://tempo.example/trace/{TRACE}"><code>{TRACE}</code></a>' in page
     assert f'<a href="https://tempo.example/trace/{ORIGINAL}"><code>{ORIGINAL}</code></a>' in page

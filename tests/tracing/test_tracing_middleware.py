@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 from typing import Any
 
@@ -42,7 +41,7 @@ class Fails:
 
 
 def _system(settings: Any, provider: Fails, tracer_provider: Any, **changes: Any) -> tuple[Any, Any]:
-    changed = dataclasses.replace(settings, **changes)
+    changed = settings.replace(**changes)
     registry = ProviderRegistry()
     registry.register("ITL.Core", "ResourceGroup", FunctionProvider({"create": provider}))
     broker = build_broker(changed, tracer_provider=tracer_provider)

@@ -18,7 +18,7 @@ first).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import pika
@@ -131,7 +131,7 @@ def migrate_queues(settings: Settings, *, to: str, retry_delays_ms: tuple[int, .
         BrokerUnavailable: RabbitMQ cannot be reached.
         pika.exceptions.AMQPError: RabbitMQ refused a step; run again to finish.
     """
-    target = replace(settings, queue_type=to)
+    target = settings.replace(queue_type=to)
     queue = settings.queue_name
     retry_ms = {name: int(name.rsplit(".", 1)[1]) for name, role in queue_roles(settings) if role == "retry"}
     retry_ms.update({delay_queue_name(queue, ms): ms for ms in retry_delays_ms})
