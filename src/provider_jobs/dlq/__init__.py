@@ -7,6 +7,8 @@ Four rooms and one module, arrows pointing down:
 - :mod:`.archiver`: drains ``<queue>.XQ`` into the archive.
 - :mod:`.replay`: the :class:`Replayer`, which sends dead letters back.
 - :mod:`.triage`: the policy of :func:`process_dlq`.
+- :mod:`.operations`: bulk replays and discards stored in the archive
+  (:class:`Operations`), which the CLI, the API and the console start and steer.
 - :mod:`.cli`: ``provider-jobs dlq ...`` and ``provider-jobs archiver``.
 
 Never imports ``provider_jobs.actors``. Importing it opens nothing.
@@ -19,6 +21,7 @@ from .archive.filters import AuditEntry, Group, RecordFilter, RetentionReport
 from .archive.records import DeadLetter, dead_letter_from_delivery, fingerprint, normalise_error
 from .archive.store import DEAD, DISCARDED, REPLAYED, STATUSES, DeadLetterArchive, ReplayMark
 from .archiver.consumer import ArchiverStats, DeadLetterArchiver
+from .operations import Operations
 from .replay.replayer import Replayer, ReplayOutcome, ReplayPlan, ReplayReport, merge_patch
 from .triage import DEFAULT_POLICY, DlqPolicy, PolicyRule, TriageDecision, TriageReport, process_dlq
 
@@ -35,6 +38,7 @@ __all__ = [
     "DeadLetterArchiver",
     "DlqPolicy",
     "Group",
+    "Operations",
     "PolicyRule",
     "RecordFilter",
     "ReplayMark",

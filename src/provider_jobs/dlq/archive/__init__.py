@@ -1,14 +1,15 @@
 """The dead-letter archive: the store of dead letters and its audit log, in SQLite or PostgreSQL.
 
 Database, schema, schema versions (Alembic revisions in ``migrations/``),
-records, filters, text search, groups, fingerprints, statuses, audit, retention
-and claims. Knows nothing of the archiver, replay or the CLI.
+records, filters, text search, groups, fingerprints, statuses, audit, retention,
+claims and bulk operations. Knows nothing of the archiver, replay or the CLI.
 """
 
 from __future__ import annotations
 
 from .claims import ReplaySource
 from .filters import AuditEntry, Group, RecordFilter, RetentionReport
+from .operations import OperationRecord, OperationRow
 from .records import DeadLetter, dead_letter_from_delivery, fingerprint, normalise_error
 from .store import DEAD, DISCARDED, REPLAYED, STATUSES, DeadLetterArchive, ReplayMark
 
@@ -21,6 +22,8 @@ __all__ = [
     "DeadLetter",
     "DeadLetterArchive",
     "Group",
+    "OperationRecord",
+    "OperationRow",
     "RecordFilter",
     "ReplayMark",
     "ReplaySource",

@@ -27,6 +27,10 @@ class Tables:
             count, first and last dead-letter time and latest record, kept in
             the same transaction as every change to ``records``.
         audit: ``dlq_audit``, who did what to which record.
+        operations: ``dlq_operations``, one row per bulk replay or discard: who, the
+            selection, the record count, its state (:mod:`.operations`).
+        operation_records: ``dlq_operation_records``, one row per record of an
+            operation, in order: what became of it.
     """
 
     def __init__(self, metadata: sa.MetaData) -> None:
@@ -131,4 +135,38 @@ class Tables:
             sa.Column("record_id", sa.Integer, index=True),
             sa.Column("reason", sa.Text),
             sa.Column("details", sa.JSON, nullable=False),
+        )
+        self.operations = sa.Table(
+            "dlq_operations",
+            metadata,
+            sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+            sa.Column("action", sa.String(16), nullable=False),
+            sa.Column("who", sa.Text, nullable=False),
+            sa.Column("reason", sa.Text),
+            sa.Column("selection", sa.JSON, nullable=False),
+            sa.Column("options", sa.JSON, nullable=False),
+            sa.Column("total", sa.Integer, nullable=False),
+            sa.Column("state", sa.String(16), nullable=False),
+            sa.Column("error", sa.Text),
+            sa.Column("runner", sa.Text),
+            sa.Column("created_ms", sa.BigInteger, nullable=False),
+            sa.Column("updated_ms", sa.BigInteger, nullable=False),
+            sa.Column("heartbeat_ms", sa.BigInteger),
+            sa.Column("finished_ms", sa.BigInteger),
+        )
+        self.operation_records = sa.Table(
+            "dlq_operation_records",
+            metadata,
+            sa.Column("operation_id", sa.Integer, primary_key=True),
+            sa.Column("position", sa.Integer, primary_key=True),
+            sa.Column("record_id", sa.Integer, nullable=False),
+            sa.Column("state", sa.String(16), nullable=False),
+            sa.Column("detail", sa.Text),
+            sa.Column("message_id", sa.Text),
+            # The record's replay count when it was handed to the replayer: a higher count
+            # after a crash says the replay was marked, so sent.
+            sa.Column("replays_before", sa.Integer),
+            sa.Column("updated_ms", sa.BigInteger),
+            # Each state's records in order: the next pending chunk, the failures' page.
+            sa.Index("ix_dlq_operation_records_state", "operation_id", "state", "position"),
         )

@@ -3,7 +3,8 @@
 The archive is composed of one part per concept, each a module of its own:
 the connection and transactions (:mod:`.database`), replay claims and marks
 (:mod:`.claims`), status changes (:mod:`.status`), purges and retention
-(:mod:`.retention`) and the audit log (:mod:`.audit`). This module adds storing
+(:mod:`.retention`), the audit log (:mod:`.audit`) and bulk operations
+(:mod:`.operations`). This module adds storing
 and reading records. A record's status moves ``dead`` -> ``replayed`` or
 ``discarded``; a replay first *claims* the record with one conditional
 ``UPDATE``, which is what lets two operators replay the same records at the
@@ -28,6 +29,7 @@ from .claims import ArchiveClaims, ReplayMark
 from .database import json_text
 from .filters import Group, RecordFilter
 from .groups import GroupSummary
+from .operations import ArchiveOperations
 from .records import DeadLetter
 from .retention import ArchiveRetention
 from .schema import JSON_COLUMNS
@@ -71,7 +73,7 @@ def _insert_row(record: DeadLetter) -> tuple[Any, ...]:
     return tuple(values)
 
 
-class DeadLetterArchive(ArchiveClaims, ArchiveStatus, ArchiveRetention, ArchiveAudit):
+class DeadLetterArchive(ArchiveClaims, ArchiveStatus, ArchiveRetention, ArchiveAudit, ArchiveOperations):
     """The dead-letter archive.
 
     Nothing is connected or created until the first operation, which creates

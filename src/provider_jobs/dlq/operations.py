@@ -1,0 +1,425 @@
+"""Bulk operations: a replay or discard of a selection, stored in the archive, run chunk by chunk.
+
+What the CLI, the API and the console call to start, list, show, pause, resume
+and cancel an operation. The operation and each record's outcome are stored in
+the archive (:mod:`.archive.operations`) as it runs, so its progress outlives
+the process running it:
+
+- A chunk of records is marked ``sending`` and handed to the :class:`Replayer`,
+  whose claims and marks (:mod:`.archive.claims`) are what keep a record from
+  being sent twice; its outcomes are then written back.
+- Between chunks the runner says it is alive and reads the operation's state:
+  a pause or cancel asked by any process stops it there.
+- After the process running it died (a restart, a SIGKILL), :meth:`Operations.resume`
+  first settles the chunk it left ``sending`` from what the archive says of each
+  record (:meth:`~.archive.operations.ArchiveOperations.reconcile_operation`):
+  marked replayed is sent, never claimed is sent now, and a record still claimed
+  may have been published: it is ``uncertain``, listed, and never sent again.
+  At most one chunk (:data:`CHUNK` records) is uncertain.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from ..errors import (
+    ArchiveError,
+    BrokerUnavailable,
+    InvalidJob,
+    ProviderJobsError,
+    RecordConflict,
+    RecordNotFound,
+)
+from .archive.filters import RecordFilter
+from .archive.operations import (
+    CANCELLED,
+    DISCARDED_STATE,
+    DONE,
+    FAILED,
+    FAILED_STATE,
+    PAUSED,
+    RUNNING,
+    SENT,
+    SKIPPED,
+    OperationRecord,
+    OperationRow,
+)
+from .archive.store import DEAD, DISCARDED, DeadLetterArchive
+from .replay.message import unstorable
+from .replay.replayer import Replayer, ReplayOutcome
+
+__all__ = ["CHUNK", "STALE_AFTER_S", "Operations", "describe_filter", "interrupted", "this_runner"]
+
+logger = logging.getLogger("provider_jobs.dlq.operations")
+
+#: Records handed to the replayer at once; the most an interrupted replay cannot vouch for.
+CHUNK = 1000
+#: Seconds of messages a paced replay hands over at once (its runner says it is alive between).
+_PACED_CHUNK_S = 5.0
+#: A running operation whose runner has not said it is alive for this long is interrupted.
+STALE_AFTER_S = 60.0
+#: Outcome statuses of a replay, as a record's state in the operation.
+_REPLAY_STATES = {"published": SENT, "failed": FAILED_STATE}
+
+
+def this_runner() -> str:
+    """This process, as an operation's ``runner``: ``host:pid``."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _alive(runner: str | None) -> bool | None:
+    """Whether ``runner`` (``host:pid``) is alive; ``None`` when it is on another host."""
+    host, _, pid = (runner or "").rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return None
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def interrupted(operation: OperationRow, *, now_s: float | None = None) -> bool:
+    """Whether a ``running`` operation's runner is gone: its process is dead (same host) or it
+    has not said it is alive for :data:`STALE_AFTER_S`."""
+    if operation.state != RUNNING:
+        return False
+    alive = _alive(operation.runner)
+    if alive is not None:
+        return not alive
+    now_ms = (time.time() if now_s is None else now_s) * 1000
+    return now_ms - (operation.heartbeat_ms or 0) > STALE_AFTER_S * 1000
+
+
+def describe_filter(record_filter: RecordFilter) -> dict[str, Any]:
+    """A filter as an operation's stored selection: the fields set (ids only counted)."""
+    selection: dict[str, Any] = {}
+    for name, value in vars(record_filter).items():
+        if name == "ids":
+            if value is not None:
+                selection["ids"] = len(value)
+        elif value not in (None, False):
+            selection[name] = list(value) if isinstance(value, list | tuple) else value
+    return selection
+
+
+class Operations:
+    """Starts, runs and steers bulk operations over one archive.
+
+    Args:
+        archive: The dead-letter archive holding the records and the operations.
+        broker_url: RabbitMQ URL replays publish to.
+        tracer_provider: Passed to the :class:`Replayer`. Default: the global one, if set.
+    """
+
+    def __init__(self, archive: DeadLetterArchive, *, broker_url: str, tracer_provider: Any = None) -> None:
+        self.archive = archive
+        self.broker_url = broker_url
+        self._tracer_provider = tracer_provider
+        self._threads: dict[int, threading.Thread] = {}
+        self._lock = threading.Lock()
+
+    # -- starting -----------------------------------------------------------------
+
+    def start_replay(
+        self,
+        record_ids: Sequence[int],
+        *,
+        who: str,
+        selection: Mapping[str, Any],
+        reason: str | None = None,
+        force: bool = False,
+        rate_per_s: float | None = None,
+        request_patch: dict[str, Any] | None = None,
+        job_patch: dict[str, Any] | None = None,
+    ) -> int:
+        """Store a replay of ``record_ids`` as a new running operation; nothing is sent yet
+        (:meth:`run` sends). An edit is checked on every record first.
+
+        Returns:
+            The operation's id.
+
+        Raises:
+            RecordNotFound, InvalidJob, NotReplayable: From checking the edits, or a ``reason``
+                no archive can store; nothing was stored.
+            ValueError: ``rate_per_s`` is not positive.
+        """
+        if rate_per_s is not None and rate_per_s <= 0:
+            raise ValueError(f"rate_per_s={rate_per_s!r} is not allowed: expected messages per second > 0")
+        self._check_reason(reason)
+        if request_patch is not None or job_patch is not None:
+            self._replayer(who).plan(
+                record_ids, request_patch=request_patch, job_patch=job_patch, force=force
+            )
+        options = {"force": force, "rate_per_s": rate_per_s, "request_patch": request_patch,
+                   "job_patch": job_patch}  # fmt: skip
+        return self.archive.create_operation(
+            action="replay", who=who, reason=reason, selection=selection, options=options,
+            record_ids=record_ids, runner=this_runner(),
+        )  # fmt: skip
+
+    def start_discard(
+        self, record_ids: Sequence[int], *, who: str, selection: Mapping[str, Any], reason: str
+    ) -> int:
+        """Store a discard of ``record_ids`` (those still dead letters awaiting action when their
+        chunk runs) as a new running operation.
+
+        Returns:
+            The operation's id.
+
+        Raises:
+            InvalidJob: ``reason`` is empty or cannot be stored.
+        """
+        if not reason.strip():
+            raise InvalidJob("A discard needs a reason: it is written to the audit log")
+        self._check_reason(reason)
+        return self.archive.create_operation(
+            action="discard", who=who, reason=reason, selection=selection, options={},
+            record_ids=record_ids, runner=this_runner(),
+        )  # fmt: skip
+
+    @staticmethod
+    def _check_reason(reason: str | None) -> None:
+        problem = unstorable(reason)
+        if problem is not None:
+            raise InvalidJob(f"The reason holds {problem}; nothing was sent")
+
+    # -- reading ------------------------------------------------------------------
+
+    def get(self, operation_id: int) -> OperationRow:
+        """The operation and its counts.
+
+        Raises:
+            RecordNotFound: No such operation.
+        """
+        found = self.archive.operation(operation_id)
+        if found is None:
+            raise RecordNotFound(f"No operation with id {operation_id}")
+        return found
+
+    def latest(self, *, limit: int = 50) -> list[OperationRow]:
+        """The latest operations, newest first."""
+        return self.archive.operations(limit=limit)
+
+    def records(
+        self, operation_id: int, *, states: Sequence[str] | None = None, limit: int = 100, offset: int = 0
+    ) -> list[OperationRecord]:
+        """The operation's records in ``states`` (default all), in order."""
+        return self.archive.operation_records(operation_id, states=states, limit=limit, offset=offset)
+
+    # -- steering -----------------------------------------------------------------
+
+    def pause(self, operation_id: int) -> OperationRow:
+        """Ask a running operation to stop after its current chunk; :meth:`resume` goes on.
+
+        Raises:
+            RecordNotFound: No such operation.
+            RecordConflict: It is not running.
+        """
+        self._move(operation_id, PAUSED, only_from=(RUNNING,))
+        return self.get(operation_id)
+
+    def cancel(self, operation_id: int) -> OperationRow:
+        """Stop an operation for good (after its current chunk); its pending records stay unsent.
+
+        Raises:
+            RecordNotFound: No such operation.
+            RecordConflict: It is done or cancelled already.
+        """
+        self._move(operation_id, CANCELLED, only_from=(RUNNING, PAUSED, FAILED))
+        return self.get(operation_id)
+
+    def _move(self, operation_id: int, state: str, *, only_from: Sequence[str]) -> None:
+        current = self.get(operation_id)
+        if not self.archive.set_operation_state(operation_id, state, only_from=only_from):
+            raise RecordConflict(f"Operation {operation_id} is {current.state}: it cannot be {state}")
+
+    def resume(
+        self, operation_id: int, *, on_outcome: Callable[[ReplayOutcome], None] | None = None
+    ) -> OperationRow:
+        """Go on with a paused, failed or interrupted operation in this process, until it ends
+        or is paused or cancelled again.
+
+        Raises:
+            RecordNotFound: No such operation.
+            RecordConflict: It is done, cancelled, or running in a live process.
+        """
+        self.take_over(operation_id)
+        return self.run(operation_id, on_outcome=on_outcome)
+
+    def take_over(self, operation_id: int) -> dict[str, int]:
+        """Make a paused, failed or interrupted operation this process's, running again, and
+        settle the records its last runner left being sent.
+
+        Returns:
+            How many records the settling moved to each state (``uncertain``: may have been sent).
+
+        Raises:
+            RecordNotFound: No such operation.
+            RecordConflict: It is done, cancelled, or running in a live process.
+        """
+        current = self.get(operation_id)
+        resumable = [PAUSED, FAILED] + ([RUNNING] if interrupted(current) else [])
+        if current.state not in resumable:
+            why = f"running in {current.runner}" if current.state == RUNNING else current.state
+            raise RecordConflict(f"Operation {operation_id} is {why}: it cannot be resumed")
+        if not self.archive.set_operation_state(
+            operation_id, RUNNING, only_from=resumable, runner=this_runner()
+        ):
+            raise RecordConflict(f"Operation {operation_id} changed meanwhile: look again")
+        moved = self.archive.reconcile_operation(operation_id, action=current.action)
+        if moved:
+            logger.warning("Operation %d resumed: records left being sent settled as %s", operation_id, moved)
+        return moved
+
+    # -- running ------------------------------------------------------------------
+
+    def run_in_background(self, operation_id: int, *, take_over: bool = False) -> None:
+        """Run (or, with ``take_over``, resume) the operation in a thread of this process."""
+
+        def work() -> None:
+            try:
+                if take_over:
+                    self.take_over(operation_id)
+                self.run(operation_id)
+            except Exception:  # a thread's failure is logged and stored, never lost
+                logger.exception("Operation %d stopped", operation_id)
+            finally:
+                with self._lock:
+                    self._threads.pop(operation_id, None)
+
+        thread = threading.Thread(target=work, name=f"dlq-operation-{operation_id}", daemon=True)
+        with self._lock:
+            self._threads[operation_id] = thread
+        thread.start()
+
+    def join(self, timeout_s: float | None = None) -> None:
+        """Wait for the operations running in this process's threads."""
+        with self._lock:
+            threads = list(self._threads.values())
+        for thread in threads:
+            thread.join(timeout_s)
+
+    def run(
+        self, operation_id: int, *, on_outcome: Callable[[ReplayOutcome], None] | None = None
+    ) -> OperationRow:
+        """Run a running operation in this thread, chunk by chunk, until its records are settled
+        (then ``done``) or it is paused or cancelled; an error stops it as ``failed``.
+
+        Args:
+            operation_id: A ``running`` operation this process owns (started or taken over).
+            on_outcome: Called with each replayed record's outcome (progress bars).
+
+        Returns:
+            The operation as it stopped.
+
+        Raises:
+            RecordNotFound: No such operation.
+        """
+        operation = self.get(operation_id)
+        chunk = CHUNK
+        rate = operation.options.get("rate_per_s")
+        if rate:
+            chunk = max(1, min(CHUNK, int(rate * _PACED_CHUNK_S)))
+        try:
+            while self.archive.operation_heartbeat(operation_id) == RUNNING:
+                pending = self.archive.next_pending(operation_id, limit=chunk)
+                if not pending:
+                    self.archive.set_operation_state(operation_id, DONE, only_from=(RUNNING,))
+                    break
+                self.archive.begin_sending(operation_id, [position for position, _ in pending])
+                if operation.action == "discard":
+                    self._discard_chunk(operation, pending)
+                else:
+                    self._replay_chunk(operation, pending, on_outcome)
+        except ProviderJobsError as exc:
+            logger.error("Operation %d failed: %s", operation_id, exc)
+            self._fail(operation_id, str(exc))
+        except Exception as exc:
+            self._fail(operation_id, f"{type(exc).__name__}: {exc}")
+            raise
+        return self.get(operation_id)
+
+    def _fail(self, operation_id: int, error: str) -> None:
+        """Store the operation as failed (resumable), if the archive can be written."""
+        try:
+            self.archive.set_operation_state(operation_id, FAILED, only_from=(RUNNING,), error=error)
+        except ArchiveError as exc:
+            logger.error(
+                "Operation %d could not be marked failed (%s): it shows as interrupted", operation_id, exc
+            )
+
+    def _replayer(self, who: str) -> Replayer:
+        return Replayer(
+            archive=self.archive, broker_url=self.broker_url, who=who, tracer_provider=self._tracer_provider
+        )
+
+    def _replay_chunk(
+        self,
+        operation: OperationRow,
+        pending: Sequence[tuple[int, int]],
+        on_outcome: Callable[[ReplayOutcome], None] | None,
+    ) -> None:
+        options = operation.options
+        positions = {record_id: position for position, record_id in pending}
+        try:
+            report = self._replayer(operation.who).replay(
+                [record_id for _, record_id in pending],
+                request_patch=options.get("request_patch"),
+                job_patch=options.get("job_patch"),
+                rate_per_s=options.get("rate_per_s"),
+                force=bool(options.get("force")),
+                reason=operation.reason,
+                on_outcome=on_outcome,
+            )
+        except BrokerUnavailable:
+            # Nothing of the chunk was published: it is pending again, for a resume.
+            self.archive.reconcile_operation(operation.id, action=operation.action)
+            raise
+        except RecordNotFound:
+            # A record purged since the operation started: the chunk goes on without it.
+            self.archive.reconcile_operation(operation.id, action=operation.action)
+            self._skip_missing(operation, pending)
+            return
+        self.archive.settle_operation_records(
+            operation.id,
+            [
+                (positions[o.record_id], _REPLAY_STATES.get(o.status, SKIPPED), o.detail, o.message_id)
+                for o in report.outcomes
+            ],
+        )
+
+    def _skip_missing(self, operation: OperationRow, pending: Sequence[tuple[int, int]]) -> None:
+        present = set(self.archive.ids(RecordFilter(ids=[record_id for _, record_id in pending])))
+        self.archive.settle_operation_records(
+            operation.id,
+            [(p, SKIPPED, "no longer in the archive", None) for p, r in pending if r not in present],
+        )
+
+    def _discard_chunk(self, operation: OperationRow, pending: Sequence[tuple[int, int]]) -> None:
+        changed = set(
+            self.archive.set_status(
+                RecordFilter(ids=[record_id for _, record_id in pending], statuses=[DEAD]),
+                DISCARDED,
+                who=operation.who,
+                reason=operation.reason,
+                action="discard",
+            )
+        )
+        self.archive.settle_operation_records(
+            operation.id,
+            [
+                (position, DISCARDED_STATE, None, None)
+                if record_id in changed
+                else (position, SKIPPED, "not a dead letter awaiting action (or being replayed)", None)
+                for position, record_id in pending
+            ],
+        )
