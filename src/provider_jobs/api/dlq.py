@@ -28,7 +28,9 @@ from ..dlq import (
     ReplayReport,
 )
 from ..dlq.archive.search import SEARCH_HELP
+from ..dlq.replay.gate import PauseHandler, ProviderHealth
 from ..dlq.replay.message import unstorable
+from ..health.watch import follow_breakers
 from ..redaction import Redactor
 from ..settings import Settings
 from ..tracing import trace_ids
@@ -157,6 +159,9 @@ def replay_records(
     reason: str | None = None,
     rate_per_s: float | None = None,
     on_outcome: Callable[[ReplayOutcome], None] | None = None,
+    health: ProviderHealth | None = None,
+    max_pause_s: float | None = None,
+    on_pause: PauseHandler | None = None,
 ) -> ReplayReport:
     """Replay the records ``ids``, or those of ``record_filter``: what ``POST /dlq/replay``
     and the console's replays do.
@@ -174,6 +179,10 @@ def replay_records(
         reason: Why, for the audit log.
         rate_per_s: Messages per second at most. Default: as fast as confirms allow.
         on_outcome: Called with each record's outcome as it is settled (progress).
+        health: Providers' breakers (:func:`~provider_jobs.health.follow_breakers`): a paused
+            provider's records wait for it. Default ``None``: every record goes at once.
+        max_pause_s: Longest they wait before they are skipped. Default: until it resumes.
+        on_pause: Told when a provider's records start waiting, and when they go again.
 
     Raises:
         RecordNotFound, InvalidJob, NotReplayable, BrokerUnavailable: As :meth:`Replayer.replay`.
@@ -189,6 +198,9 @@ def replay_records(
         reason=reason,
         rate_per_s=rate_per_s,
         on_outcome=on_outcome,
+        health=health,
+        max_pause_s=max_pause_s,
+        on_pause=on_pause,
     )
 
 
@@ -227,17 +239,41 @@ class ReplayRequest(_Selection):
         default=False, strict=True, description="Also replay records already replayed or discarded."
     )
     dry_run: bool = Field(default=False, strict=True)
+    ignore_breaker: bool = Field(
+        default=False,
+        strict=True,
+        description="Send records whose provider's circuit breaker is open too, at once. By default "
+        "they wait until it closes while the others go, and the response lists the pause.",
+    )
+    max_pause_s: float | None = Field(
+        default=None,
+        ge=0,
+        le=86_400,
+        description="Longest a paused provider's records wait before they are skipped (0: at once); "
+        "default: until its breaker closes.",
+    )
     # JSON columns store a NUL (escaped) and lone surrogates; only text columns cannot.
     request_patch: dict[str, Any] | None = Field(
         default=None, description="JSON merge patch for each request."
     )
 
 
+class PauseModel(BaseModel):
+    """A provider whose records waited: since when (epoch seconds) and why."""
+
+    provider: str
+    since: float
+    reason: Literal["down", "retry_after"]
+    until: float | None = Field(description="When a Retry-After ends (epoch seconds)")
+    description: str = Field(examples=["ITL.Core/ResourceGroup down since 12:03"])
+
+
 class ReplayResponse(BaseModel):
-    """Each record's outcome."""
+    """Each record's outcome, and each provider whose records waited for its breaker."""
 
     published: int
     failed: int
+    paused: list[PauseModel] = Field(default_factory=list)
     # The replayer's own dataclass: one definition of an outcome.
     outcomes: list[ReplayOutcome]
 
@@ -424,24 +460,31 @@ def dlq_router(
             422: {"description": "Nothing selected, or an edit makes a job invalid"},
         },
         summary="Send dead letters again with a fresh attempt budget",
+        description="The records of a provider whose circuit breaker is open (or whose Retry-After "
+        "is pending) wait until it closes while the others go, and the response lists each such "
+        "pause; the request lasts until then, unless `max_pause_s` or `ignore_breaker` says otherwise.",
     )
     def replay(body: ReplayRequest) -> ReplayResponse:
         statuses = None if body.force else [DEAD]
         ids = body.ids if body.group is None and body.category is None else None
-        report = replay_records(
-            archive,
-            broker_url=settings.broker_url,
-            who=who,
-            ids=ids,
-            record_filter=body.record_filter(statuses=statuses),
-            request_patch=body.request_patch,
-            dry_run=body.dry_run,
-            force=body.force,
-            reason=body.reason,
-        )
+        with follow_breakers(settings, ignore=body.ignore_breaker or body.dry_run) as health:
+            report = replay_records(
+                archive,
+                broker_url=settings.broker_url,
+                who=who,
+                ids=ids,
+                record_filter=body.record_filter(statuses=statuses),
+                request_patch=body.request_patch,
+                dry_run=body.dry_run,
+                force=body.force,
+                reason=body.reason,
+                health=health,
+                max_pause_s=body.max_pause_s,
+            )
         return ReplayResponse(
             published=report.published,
             failed=report.failed,
+            paused=[PauseModel(**pause.as_dict()) for pause in report.pauses],
             outcomes=[ReplayOutcome(**redactor.view(outcome)) for outcome in report.outcomes],
         )
 

@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from ..api.dlq import discard_records, replay_records
-from ..dlq import DEAD, RecordFilter, Replayer
+from ..dlq import DEAD, RecordFilter, Replayer, ReplayOutcome, ReplayReport
+from ..dlq.replay.gate import PauseHandler
 from ..dlq.replay.message import unstorable
 from ..errors import ArchiveError, BrokerUnavailable, InvalidJob, NotReplayable, RecordNotFound
+from ..health.watch import follow_breakers
 from .context import CSRF_REFUSED, ConsoleContext, Form, Refused
 from .pages import render_record
 from .render import SECURITY_HEADERS
@@ -157,10 +160,13 @@ def action_router(console: ConsoleContext) -> APIRouter:  # noqa: PLR0915 - one 
             if problem is not None:
                 return record_error(request, operator, record_id, 422, errors={field: problem}, **kept)
         try:
-            report = replay_records(
-                archive, broker_url=settings.broker_url, who=who, ids=[record_id],
-                request_patch=patches["patch"], job_patch=patches["job_patch"], reason=reason,
-            )  # fmt: skip
+            # A page does not wait out an outage: a record whose provider is down is not sent.
+            with follow_breakers(settings, ignore=form.get("ignore_breaker") == "yes") as health:
+                report = replay_records(
+                    archive, broker_url=settings.broker_url, who=who, ids=[record_id],
+                    request_patch=patches["patch"], job_patch=patches["job_patch"], reason=reason,
+                    health=health, max_pause_s=0,
+                )  # fmt: skip
         except RecordNotFound as exc:
             raise Refused(404, str(exc)) from None
         except (InvalidJob, NotReplayable) as exc:
@@ -246,12 +252,15 @@ def action_router(console: ConsoleContext) -> APIRouter:  # noqa: PLR0915 - one 
         if not 0 < rate <= MAX_RATE:
             raise Refused(422, f"rate: expected messages per second above 0 and at most {MAX_RATE:g}")
         reason = _reason(form, required=False)
-        run = console.runs.start(
-            lambda on_outcome: replay_records(archive, broker_url=settings.broker_url, who=who, ids=ids,
-                                              reason=reason, rate_per_s=rate, on_outcome=on_outcome),
-            total=len(ids),
-            rate_per_s=rate,
-        )  # fmt: skip
+        ignore_breaker = form.get("ignore_breaker") == "yes"
+
+        def replay(on_outcome: Callable[[ReplayOutcome], None], on_pause: PauseHandler) -> ReplayReport:
+            with follow_breakers(settings, ignore=ignore_breaker) as health:
+                return replay_records(archive, broker_url=settings.broker_url, who=who, ids=ids,
+                                      reason=reason, rate_per_s=rate, on_outcome=on_outcome,
+                                      health=health, on_pause=on_pause)  # fmt: skip
+
+        run = console.runs.start(replay, total=len(ids), rate_per_s=rate)
         return RedirectResponse(f"/ui/groups/{fingerprint}?run={run.id}", status_code=303)
 
     @router.post("/groups/{fingerprint}/discard", response_class=HTMLResponse)

@@ -9,7 +9,9 @@ import threading
 from collections.abc import Callable
 
 from ..dlq import ReplayOutcome, ReplayReport
+from ..dlq.replay.gate import PauseHandler
 from ..errors import ProviderJobsError
+from ..health.watch import Pause
 
 __all__ = ["ReplayRun", "ReplayRuns"]
 
@@ -31,6 +33,9 @@ class ReplayRun:
     failed: int = 0
     done: bool = False
     error: str | None = None
+    #: Providers whose records wait for their breaker now, each with its line
+    #: (``ITL.Core/ResourceGroup down since 12:03``).
+    paused: dict[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def settled(self) -> int:
@@ -49,12 +54,13 @@ class ReplayRuns:
 
     def start(
         self,
-        replay: Callable[[Callable[[ReplayOutcome], None]], ReplayReport],
+        replay: Callable[[Callable[[ReplayOutcome], None], PauseHandler], ReplayReport],
         *,
         total: int,
         rate_per_s: float,
     ) -> ReplayRun:
-        """Start ``replay(on_outcome)`` in a thread; its run counts each outcome."""
+        """Start ``replay(on_outcome, on_pause)`` in a thread; its run counts each outcome and
+        shows the providers paused."""
         with self._lock:
             run = ReplayRun(id=next(self._ids), total=total, rate_per_s=rate_per_s)
             self._runs[run.id] = run
@@ -71,15 +77,23 @@ class ReplayRuns:
                 else:
                     run.skipped += 1
 
+        def show(provider: str, pause: Pause | None) -> None:
+            with self._lock:
+                if pause is None:
+                    run.paused.pop(provider, None)
+                else:
+                    run.paused[provider] = pause.describe()
+
         def work() -> None:
             try:
-                replay(count)
+                replay(count, show)
             except ProviderJobsError as exc:
                 run.error = self._describe_error(exc)
             except Exception as exc:  # a thread's failure must reach the page, not vanish
                 logger.exception("Console replay %d failed", run.id)
                 run.error = self._describe_error(exc)
             finally:
+                run.paused.clear()
                 run.done = True
 
         threading.Thread(target=work, name=f"console-replay-{run.id}", daemon=True).start()

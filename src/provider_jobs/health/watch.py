@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -22,6 +23,8 @@ from .directory import STALE_PERIODS, ProviderDirectory
 from .stream import HealthFollower, HealthStream
 
 __all__ = ["DOWN", "RETRY_AFTER", "BreakerWatch", "Pause", "follow_breakers"]
+
+logger = logging.getLogger("provider_jobs.health")
 
 #: Why a provider is paused: its breaker is open (or half-open, letting only probes through).
 DOWN = "down"
@@ -114,13 +117,17 @@ class BreakerWatch:
 
 @contextlib.contextmanager
 def follow_breakers(
-    settings: Settings, *, catch_up_s: float = CATCH_UP_S
-) -> Iterator[tuple[BreakerWatch, bool]]:
-    """A :class:`BreakerWatch` following the health stream while the block runs.
+    settings: Settings, *, ignore: bool = False, catch_up_s: float = CATCH_UP_S
+) -> Iterator[BreakerWatch | None]:
+    """A :class:`BreakerWatch` following the health stream while the block runs; ``None``
+    when ``ignore`` (a replay told to send whatever the breakers say).
 
-    Yields the watch and whether it read the stream up to now within ``catch_up_s``
-    (when not, it knows no breaker yet and keeps trying to read them in the background).
+    It waits up to ``catch_up_s`` to have read the stream up to now; when it could not
+    (RabbitMQ unreachable), a warning says so and it knows no breaker until it can.
     """
+    if ignore:
+        yield None
+        return
     watch = BreakerWatch()
     follower = HealthFollower(
         HealthStream(settings.broker_url, settings.queue_name),
@@ -130,6 +137,13 @@ def follow_breakers(
     )
     follower.start()
     try:
-        yield watch, follower.caught_up.wait(catch_up_s)
+        if not follower.caught_up.wait(catch_up_s):
+            logger.warning(
+                "The health stream %s was not read within %g s: breakers are not known yet, "
+                "records are sent whatever their provider's state until they are",
+                follower.stream.name,
+                catch_up_s,
+            )
+        yield watch
     finally:
         follower.stop()

@@ -13,6 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ...errors import InvalidJob
+from ...health.watch import Pause, follow_breakers
 from ...redaction import Redactor
 from ...settings import Settings
 from ..archive.store import DEAD, DISCARDED
@@ -85,10 +86,19 @@ def replay(
     edit: Annotated[str | None, typer.Option(help="JSON merge patch applied to each job's request.")] = None,
     edit_job: Annotated[str | None, typer.Option(help="JSON merge patch applied to each job.")] = None,
     force: Annotated[bool, typer.Option(help="Also replay records already replayed or discarded.")] = False,
+    ignore_breaker: Annotated[
+        bool,
+        typer.Option("--ignore-breaker", help="Send records whose provider's breaker is open too, at once."),
+    ] = False,
     reason: ReasonOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Send dead letters again with a fresh attempt budget, each record once."""
+    """Send dead letters again with a fresh attempt budget, each record once.
+
+    The records of a provider whose circuit breaker is open (or whose Retry-After is
+    pending), as running workers share it on the stream <queue>.health, wait until it
+    closes while the others go; --ignore-breaker sends them anyway.
+    """
     selecting = any(v is not None for v in (group, category, provider, operation, since, until, search))
     if not ids and not selecting and not all_matching:
         raise typer.BadParameter("name ids, a --group, filters, or --all")
@@ -114,7 +124,10 @@ def replay(
             _err.print("No dead letter matched.")
             raise typer.Exit(EXIT_NOT_FOUND)
         replayer = Replayer(archive=archive, broker_url=settings.broker_url, who=_who(settings))
-        with _progress(len(chosen), enabled=not as_json and len(chosen) > 1) as advance:
+        with (
+            follow_breakers(settings, ignore=dry_run or ignore_breaker) as health,
+            _progress(len(chosen), enabled=not as_json and len(chosen) > 1) as advance,
+        ):
             report = replayer.replay(
                 chosen,
                 request_patch=request_patch,
@@ -125,11 +138,19 @@ def replay(
                 reason=reason,
                 on_outcome=advance,
                 pause_gc=True,  # this process is ours, and its objects live until the call returns
+                health=health,
+                on_pause=_show_pause,
             )
     redactor = settings.redactor()
     outcomes = [redactor.view(o) for o in report.outcomes]
     if as_json:
-        _print_json({"elapsed_s": report.elapsed_s, "outcomes": outcomes})
+        _print_json(
+            {
+                "elapsed_s": report.elapsed_s,
+                "paused": [pause.as_dict() for pause in report.pauses],
+                "outcomes": outcomes,
+            }
+        )
     else:
         table = Table(
             title=f"{'dry run: ' if dry_run else ''}{len(report.outcomes)} record(s) in "
@@ -147,10 +168,21 @@ def replay(
                 Text(o["message_id"] or o["detail"] or ""),
             )
         _out.print(table)
+        for pause in report.pauses:
+            _out.print(Text(f"paused: {pause.describe()}, then sent"))
     if report.failed:
         raise typer.Exit(EXIT_BROKER)
     if not dry_run and not report.published:
         raise typer.Exit(EXIT_NOT_FOUND)
+
+
+def _show_pause(provider: str, pause: Pause | None) -> None:
+    """Say, as it happens, that a provider's records wait for its breaker, and that they go again."""
+    if pause is None:
+        line = f"resumed: {provider}"
+    else:
+        line = f"paused: {pause.describe()} (its records wait for it; --ignore-breaker sends them anyway)"
+    _err.print(line, markup=False, highlight=False, soft_wrap=True)
 
 
 @contextlib.contextmanager
