@@ -29,7 +29,7 @@ def serving(settings: Settings, *providers: str) -> Iterator[ProviderBreakers]:
         namespace, _, resource_type = key.partition("/")
         registry.register(namespace, resource_type, FunctionProvider({}))
     breakers = ProviderBreakers(min_calls=2, min_jobs=2, probe_interval_s=30)
-    sync = HealthSync(settings, breakers, registry=registry)
+    sync = HealthSync(settings.replace(worker_id="breaker-test-worker"), breakers, registry=registry)
     sync.start()
     assert sync.wait_caught_up(10)
     try:

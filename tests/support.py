@@ -1,4 +1,4 @@
-"""Test helpers: condition waits with deadlines, queue depths."""
+"""Test helpers: condition waits with deadlines, queue depths, the work queue declared as workers do."""
 
 from __future__ import annotations
 
@@ -12,6 +12,24 @@ import dramatiq
 import pika
 import pika.exceptions
 from dramatiq.common import xq_name
+
+from provider_jobs.rabbitmq.queue_types import queue_arguments
+from provider_jobs.settings import Settings
+
+
+def declare_work_queue(channel: Any, queue_name: str, queue_type: str = "classic") -> None:
+    """Declare the work queue as the workers of ``queue_type`` (``--queue-type``) do."""
+    quorum = queue_arguments(queue_type, delivery_limit=Settings().max_deliveries - 1)
+    type_arguments = quorum if queue_type == "quorum" else {"x-max-priority": 10}
+    channel.queue_declare(
+        queue_name,
+        durable=True,
+        arguments={
+            "x-dead-letter-exchange": "",
+            "x-dead-letter-routing-key": f"{queue_name}.XQ",
+            **type_arguments,
+        },
+    )
 
 
 def wait_for(predicate: Callable[[], Any], *, timeout_s: float = 10.0, interval_s: float = 0.01) -> Any:

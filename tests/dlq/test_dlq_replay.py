@@ -15,9 +15,9 @@ from provider_jobs.dlq import DeadLetterArchive, Replayer, ReplaySource, dead_le
 from provider_jobs.dlq.replay.message import outgoing
 from provider_jobs.errors import InvalidJob
 from provider_jobs.rabbitmq.bulk import BulkPublisher
-from provider_jobs.rabbitmq.queue_types import queue_arguments
 from provider_jobs.settings import Settings
 
+from support import declare_work_queue as _declare
 from support import queue_depth, wait_for
 
 
@@ -43,21 +43,6 @@ def _store(archive: DeadLetterArchive, settings: Settings, count: int = 1, **job
         records.append(dead_letter_from_delivery(json.dumps(body).encode(), {}, source_queue="x.XQ"))
     archive.store(records)
     return [r.id for r in archive.find(limit=1000, oldest_first=True) if r.id is not None][-count:]
-
-
-def _declare(channel: Any, queue_name: str, queue_type: str = "classic") -> None:
-    """Declare the work queue as the workers of ``queue_type`` (``--queue-type``) do."""
-    quorum = queue_arguments(queue_type, delivery_limit=Settings().max_deliveries - 1)
-    type_arguments = quorum if queue_type == "quorum" else {"x-max-priority": 10}
-    channel.queue_declare(
-        queue_name,
-        durable=True,
-        arguments={
-            "x-dead-letter-exchange": "",
-            "x-dead-letter-routing-key": f"{queue_name}.XQ",
-            **type_arguments,
-        },
-    )
 
 
 def _drain(channel: Any, queue_name: str) -> list[tuple[Any, dict[str, Any]]]:

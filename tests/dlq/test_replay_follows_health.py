@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_dlq_replay import _declare
 from typer.testing import CliRunner
 
 from breaker_support import (
@@ -29,7 +28,7 @@ from provider_jobs.dlq.cli.app import dlq_app
 from provider_jobs.health import follow_breakers
 from provider_jobs.settings import Settings
 
-from support import queue_depth, wait_for
+from support import declare_work_queue, queue_depth, wait_for
 
 
 @pytest.fixture
@@ -55,7 +54,7 @@ def env(settings: Settings, archive_url: str, monkeypatch: pytest.MonkeyPatch) -
 @pytest.fixture
 def outage(settings: Settings, amqp: Any) -> Iterator[Any]:
     """Both providers served; the first one's breaker open."""
-    _declare(amqp, settings.queue_name, settings.queue_type)
+    declare_work_queue(amqp, settings.queue_name, settings.queue_type)
     with serving(settings, DOWN, UP) as breakers:
         open_breaker(breakers, DOWN)
         yield breakers

@@ -1,0 +1,85 @@
+"""POST /dlq/replay follows the providers' health, on the private node: a provider whose breaker
+is open gets nothing until it closes, the others go on, and the response lists the pause."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from api_support import TOKEN
+from fastapi.testclient import TestClient
+
+from breaker_support import (
+    DOWN,
+    UP,
+    close_breaker,
+    open_breaker,
+    published_providers,
+    serving,
+    store_dead_letters,
+)
+from provider_jobs.dlq import DeadLetterArchive
+from provider_jobs.settings import Settings
+
+from support import declare_work_queue, queue_depth, wait_for
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture
+def outage(settings: Settings, amqp: Any, archive: DeadLetterArchive) -> Iterator[Any]:
+    """Three dead letters of a provider whose breaker is open, two of one that is up."""
+    declare_work_queue(amqp, settings.queue_name, settings.queue_type)
+    store_dead_letters(archive, settings.queue_name, DOWN, 3)
+    store_dead_letters(archive, settings.queue_name, UP, 2)
+    with serving(settings, DOWN, UP) as breakers:
+        open_breaker(breakers, DOWN)
+        yield breakers
+
+
+def test_a_replay_sends_the_up_provider_and_answers_once_the_down_one_recovered(
+    token_client: TestClient, settings: Settings, amqp: Any, outage: Any
+) -> None:
+    answers: list[Any] = []
+    request = threading.Thread(
+        target=lambda: answers.append(
+            token_client.post("/dlq/replay", json={"category": "service_unavailable"}, headers=AUTH)
+        )
+    )
+    request.start()
+    wait_for(lambda: queue_depth(amqp, settings.queue_name) == 2)
+    assert request.is_alive() and published_providers(amqp, settings.queue_name) == [UP, UP]
+    close_breaker(outage, DOWN)
+    request.join(15)
+    [answer] = answers
+    assert answer.status_code == 200
+    body = answer.json()
+    assert body["published"] == 5
+    [pause] = body["paused"]
+    assert (pause["provider"], pause["reason"]) == (DOWN, "down")
+    assert pause["description"].startswith(f"{DOWN} down since ")
+    assert published_providers(amqp, settings.queue_name) == [DOWN] * 3
+
+
+def test_max_pause_s_0_answers_at_once_and_leaves_the_down_provider_dead(
+    token_client: TestClient, settings: Settings, amqp: Any, archive: DeadLetterArchive, outage: Any
+) -> None:
+    body = token_client.post(
+        "/dlq/replay", json={"category": "service_unavailable", "max_pause_s": 0}, headers=AUTH
+    ).json()
+    assert body["published"] == 2 and [p["provider"] for p in body["paused"]] == [DOWN]
+    skipped = [o for o in body["outcomes"] if o["status"] == "skipped"]
+    assert len(skipped) == 3 and all(o["detail"].startswith(f"paused: {DOWN}") for o in skipped)
+    assert {archive.get(o["record_id"]).status for o in skipped} == {"dead"}
+
+
+def test_ignore_breaker_sends_every_record_at_once(
+    token_client: TestClient, settings: Settings, amqp: Any, outage: Any
+) -> None:
+    body = token_client.post(
+        "/dlq/replay", json={"category": "service_unavailable", "ignore_breaker": True}, headers=AUTH
+    ).json()
+    assert (body["published"], body["paused"]) == (5, [])
+    assert sorted(published_providers(amqp, settings.queue_name)) == [DOWN] * 3 + [UP] * 2
