@@ -21,7 +21,7 @@ def _replay_of(channel: Any, queue_name: str) -> list[int]:
     """The archive id each message on the queue replays, in queue order (the messages are consumed)."""
     import json
 
-    ids = []
+    ids: list[int] = []
     while True:
         method, _, body = channel.basic_get(queue_name, auto_ack=True)
         if method is None:
@@ -56,9 +56,12 @@ def test_a_paused_operation_stops_after_its_chunk_and_resumes_where_it_stopped(
     ids = _store(archive, settings, 12)
     ops = Operations(archive, broker_url=settings.broker_url)
     op_id = ops.start_replay(ids, who="carol", selection={"ids": 12})
-    paused = ops.run(
-        op_id, on_outcome=lambda _: ops.pause(op_id) if ops.get(op_id).state == "running" else None
-    )
+
+    def pause_once(_: object) -> None:
+        if ops.get(op_id).state == "running":
+            ops.pause(op_id)
+
+    paused = ops.run(op_id, on_outcome=pause_once)
     assert (paused.state, paused.counts) == ("paused", {"sent": 5, "pending": 7})
     with pytest.raises(RecordConflict, match="paused: it cannot be paused"):
         ops.pause(op_id)

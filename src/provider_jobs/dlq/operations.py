@@ -20,6 +20,7 @@ the process running it:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import socket
@@ -54,7 +55,15 @@ from .archive.store import DEAD, DISCARDED, DeadLetterArchive
 from .replay.message import unstorable
 from .replay.replayer import Replayer, ReplayOutcome
 
-__all__ = ["CHUNK", "STALE_AFTER_S", "Operations", "describe_filter", "interrupted", "this_runner"]
+__all__ = [
+    "CHUNK",
+    "STALE_AFTER_S",
+    "Operations",
+    "describe_filter",
+    "interrupted",
+    "operation_view",
+    "this_runner",
+]
 
 logger = logging.getLogger("provider_jobs.dlq.operations")
 
@@ -97,6 +106,16 @@ def interrupted(operation: OperationRow, *, now_s: float | None = None) -> bool:
         return not alive
     now_ms = (time.time() if now_s is None else now_s) * 1000
     return now_ms - (operation.heartbeat_ms or 0) > STALE_AFTER_S * 1000
+
+
+def operation_view(operation: OperationRow) -> dict[str, Any]:
+    """The operation as JSON-ready data (the CLI's ``--json``, the API, the console): its
+    fields, ``settled`` and ``interrupted`` (running, but its process is gone)."""
+    return {
+        **dataclasses.asdict(operation),
+        "settled": operation.settled,
+        "interrupted": interrupted(operation),
+    }
 
 
 def describe_filter(record_filter: RecordFilter) -> dict[str, Any]:
@@ -283,13 +302,20 @@ class Operations:
     # -- running ------------------------------------------------------------------
 
     def run_in_background(self, operation_id: int, *, take_over: bool = False) -> None:
-        """Run (or, with ``take_over``, resume) the operation in a thread of this process."""
+        """Run the operation in a thread of this process; with ``take_over``, first make it
+        this process's (:meth:`take_over`, which may refuse).
+
+        Raises:
+            RecordNotFound, RecordConflict: From :meth:`take_over`; nothing was started.
+        """
+        if take_over:
+            self.take_over(operation_id)
 
         def work() -> None:
             try:
-                if take_over:
-                    self.take_over(operation_id)
                 self.run(operation_id)
+            except ProviderJobsError:
+                pass  # logged and stored by run: the operation shows it failed, and why
             except Exception:  # a thread's failure is logged and stored, never lost
                 logger.exception("Operation %d stopped", operation_id)
             finally:
@@ -323,6 +349,8 @@ class Operations:
 
         Raises:
             RecordNotFound: No such operation.
+            BrokerUnavailable, ArchiveError: The operation stopped on it; it is stored ``failed``
+                with the error, and can be resumed.
         """
         operation = self.get(operation_id)
         chunk = CHUNK
@@ -343,6 +371,7 @@ class Operations:
         except ProviderJobsError as exc:
             logger.error("Operation %d failed: %s", operation_id, exc)
             self._fail(operation_id, str(exc))
+            raise
         except Exception as exc:
             self._fail(operation_id, f"{type(exc).__name__}: {exc}")
             raise

@@ -18,6 +18,7 @@ from .archiver import archiver
 from .change import discard, process, purge, replay
 from .common import EXIT_ARCHIVE, EXIT_BROKER, EXIT_NOT_FOUND, EXIT_USAGE
 from .inspect import audit, groups, list_records, show
+from .operations import operations_app
 from .upgrade import upgrade
 
 __all__ = [
@@ -40,6 +41,7 @@ dlq_app.command()(discard)
 dlq_app.command()(purge)
 dlq_app.command()(audit)
 dlq_app.command()(process)
+dlq_app.add_typer(operations_app, name="operations")
 
 archive_app = typer.Typer(help="The dead-letter archive's schema.", no_args_is_help=True)
 archive_app.command()(upgrade)

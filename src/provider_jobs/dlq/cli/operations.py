@@ -1,0 +1,291 @@
+"""``provider-jobs dlq operations ...``: bulk replays and discards stored in the archive.
+
+``replay`` and ``discard`` start one over a selection and run it here, with a
+progress bar; ``list`` and ``show`` read them; ``pause`` and ``cancel`` ask the
+process running one to stop after its chunk; ``resume`` goes on with a paused,
+failed or interrupted one (its process died) in this process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+from rich.text import Text
+
+from ...errors import ArchiveError, BrokerUnavailable, RecordConflict
+from ...gc_pause import paused_gc
+from ..archive.operations import DONE, FAILED_STATE, SKIPPED, UNCERTAIN, OperationRow
+from ..archive.store import DEAD, DeadLetterArchive
+from ..operations import Operations, describe_filter, interrupted, operation_view
+from .common import (
+    EXIT_NOT_FOUND,
+    EXIT_USAGE,
+    MAX_RECORD_ID,
+    CategoryOpt,
+    GroupOpt,
+    JsonOpt,
+    OperationOpt,
+    ProviderOpt,
+    ReasonOpt,
+    SearchOpt,
+    SinceOpt,
+    UntilOpt,
+    _check_text,
+    _err,
+    _filter,
+    _out,
+    _print_json,
+    _session,
+    _when,
+    _who,
+)
+
+__all__ = ["operations_app"]
+
+operations_app = typer.Typer(
+    help="Bulk replays and discards stored in the archive: start, list, show, pause, resume, cancel.",
+    no_args_is_help=True,
+)
+
+OperationIdArg = Annotated[int, typer.Argument(min=1, max=MAX_RECORD_ID, help="Operation id.")]
+#: Records of one state ``show`` lists at most.
+_SHOWN = 1000
+
+
+def _state(operation: OperationRow) -> str:
+    return f"{operation.state} (interrupted)" if interrupted(operation) else operation.state
+
+
+def _counts(operation: OperationRow) -> str:
+    return ", ".join(f"{state} {count}" for state, count in sorted(operation.counts.items()))
+
+
+@contextlib.contextmanager
+def _progress(operation: OperationRow, *, enabled: bool) -> Iterator[Any]:
+    if not enabled:
+        yield None
+        return
+    columns = (
+        TextColumn(f"operation {operation.id}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=_err, transient=True) as progress:
+        task = progress.add_task("operation", total=operation.total, completed=operation.settled)
+        yield lambda _outcome: progress.advance(task)
+
+
+def _run(operations: Operations, op_id: int, *, resume: bool, as_json: bool, paced: bool) -> None:
+    """Run (or resume) the operation here, then print how it stands; exit 4 if it failed."""
+    operation = operations.get(op_id)
+    with (
+        # This process is ours: the collector is held off while a replay runs as fast as it goes.
+        paused_gc() if not paced else contextlib.nullcontext(),
+        _progress(operation, enabled=not as_json) as advance,
+    ):
+        try:
+            if resume:
+                moved = operations.take_over(op_id)
+                if moved.get(UNCERTAIN):
+                    _err.print(
+                        f"operation {op_id}: {moved[UNCERTAIN]} record(s) were claimed when its process "
+                        "stopped and may have been sent: they are not sent again (`show` lists them)",
+                        highlight=False,
+                    )
+            stopped = operations.run(op_id, on_outcome=advance)
+        except RecordConflict as exc:
+            _err.print(f"provider-jobs dlq: {exc}", markup=False, highlight=False)
+            raise typer.Exit(EXIT_USAGE) from None
+        except (ArchiveError, BrokerUnavailable) as exc:
+            # Stored as failed: one line says so, and how to go on.
+            raise type(exc)(f"{exc}; `provider-jobs dlq operations resume {op_id}` goes on") from exc
+    _print_operation(stopped, as_json=as_json)
+    if stopped.state != DONE:
+        _err.print(
+            f"operation {op_id} is {stopped.state}: `provider-jobs dlq operations resume {op_id}` goes on",
+            highlight=False,
+        )
+
+
+def _print_operation(operation: OperationRow, *, as_json: bool) -> None:
+    if as_json:
+        _print_json(operation_view(operation))
+        return
+    _out.print(
+        Text(
+            f"operation {operation.id}: {operation.action} by {operation.who}, {_state(operation)}, "
+            f"{operation.settled}/{operation.total} settled ({_counts(operation)})"
+        )
+    )
+
+
+@operations_app.command()
+def replay(
+    group: GroupOpt = None,
+    *,
+    category: CategoryOpt = None,
+    provider: ProviderOpt = None,
+    operation: OperationOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    search: SearchOpt = None,
+    all_matching: Annotated[
+        bool, typer.Option("--all", help="Replay every dead letter matching the filters.")
+    ] = False,
+    rate: Annotated[float | None, typer.Option(min=0.001, help="Messages per second at most.")] = None,
+    reason: ReasonOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Replay the dead letters of a selection as an operation stored in the archive."""
+    _check_text(reason, "--reason")
+    record_filter = _filter(DEAD, category, provider, operation, group, since, until, search)
+    if not all_matching and record_filter == _filter(DEAD, None, None, None, None, None, None, None):
+        raise typer.BadParameter("name a --group, filters, or --all")
+    with _session() as (settings, archive):
+        chosen = _chosen(archive, record_filter)
+        operations = Operations(archive, broker_url=settings.broker_url)
+        op_id = operations.start_replay(
+            chosen, who=_who(settings), selection=describe_filter(record_filter), reason=reason,
+            rate_per_s=rate,
+        )  # fmt: skip
+        _err.print(f"operation {op_id}: replaying {len(chosen)} record(s)", highlight=False)
+        _run(operations, op_id, resume=False, as_json=as_json, paced=rate is not None)
+
+
+@operations_app.command()
+def discard(
+    group: GroupOpt = None,
+    *,
+    reason: Annotated[str, typer.Option(help="Why (required, kept in the audit log).")] = "",
+    category: CategoryOpt = None,
+    provider: ProviderOpt = None,
+    operation: OperationOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    search: SearchOpt = None,
+    all_matching: Annotated[
+        bool, typer.Option("--all", help="Discard every dead letter matching the filters.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Discard the dead letters of a selection as an operation stored in the archive."""
+    if not reason.strip():
+        raise typer.BadParameter("say why", param_hint="--reason")
+    _check_text(reason, "--reason")
+    record_filter = _filter(DEAD, category, provider, operation, group, since, until, search)
+    if not all_matching and record_filter == _filter(DEAD, None, None, None, None, None, None, None):
+        raise typer.BadParameter("name a --group, filters, or --all")
+    with _session() as (settings, archive):
+        chosen = _chosen(archive, record_filter)
+        operations = Operations(archive, broker_url=settings.broker_url)
+        op_id = operations.start_discard(
+            chosen, who=_who(settings), selection=describe_filter(record_filter), reason=reason
+        )
+        _run(operations, op_id, resume=False, as_json=as_json, paced=False)
+
+
+def _chosen(archive: DeadLetterArchive, record_filter: Any) -> list[int]:
+    chosen = archive.ids(record_filter)
+    if not chosen:
+        _err.print("No dead letter matched.")
+        raise typer.Exit(EXIT_NOT_FOUND)
+    return chosen
+
+
+@operations_app.command("list")
+def list_operations(
+    limit: Annotated[int, typer.Option(min=1, max=1000, help="Operations, newest first.")] = 20,
+    as_json: JsonOpt = False,
+) -> None:
+    """The latest operations, newest first."""
+    with _session() as (_, archive):
+        found = Operations(archive, broker_url="").latest(limit=limit)
+    if as_json:
+        _print_json([operation_view(o) for o in found])
+        return
+    table = Table(title=f"{len(found)} operation(s)", title_justify="left")
+    for name in ("id", "started (UTC)", "action", "who", "state", "settled", "outcomes", "selection"):
+        table.add_column(name, overflow="fold")
+    for o in found:
+        table.add_row(
+            str(o.id),
+            _when(o.created_ms),
+            o.action,
+            Text(o.who),
+            _state(o),
+            f"{o.settled}/{o.total}",
+            _counts(o),
+            Text(", ".join(f"{k}={v}" for k, v in o.selection.items())),
+        )
+    _out.print(table)
+    if not found:
+        raise typer.Exit(EXIT_NOT_FOUND)
+
+
+@operations_app.command()
+def show(operation_id: OperationIdArg, as_json: JsonOpt = False) -> None:
+    """One operation: its progress, and each record it failed, skipped or cannot vouch for."""
+    with _session() as (settings, archive):
+        operations = Operations(archive, broker_url="")
+        found = operations.get(operation_id)
+        listed = operations.records(operation_id, states=[FAILED_STATE, UNCERTAIN, SKIPPED], limit=_SHOWN)
+    redactor = settings.redactor()
+    if as_json:
+        _print_json({**operation_view(found), "records": [redactor.view(r) for r in listed]})
+        return
+    _print_operation(found, as_json=False)
+    _out.print(
+        Text(
+            f"selection: {found.selection}; reason: {found.reason or '-'}; "
+            f"runner: {found.runner or '-'}; error: {found.error or '-'}"
+        )
+    )
+    if listed:
+        table = Table(title="records not sent as asked", title_justify="left")
+        for name in ("record", "state", "why"):
+            table.add_column(name, overflow="fold")
+        for r in listed:
+            table.add_row(str(r.record_id), r.state, Text(redactor.view(r.detail or "")))
+        _out.print(table)
+
+
+@operations_app.command()
+def pause(operation_id: OperationIdArg, as_json: JsonOpt = False) -> None:
+    """Ask a running operation to stop after its current chunk."""
+    _steer(operation_id, "pause", as_json=as_json)
+
+
+@operations_app.command()
+def cancel(operation_id: OperationIdArg, as_json: JsonOpt = False) -> None:
+    """Stop an operation for good after its current chunk; what is pending is not sent."""
+    _steer(operation_id, "cancel", as_json=as_json)
+
+
+def _steer(operation_id: int, action: str, *, as_json: bool) -> None:
+    with _session() as (_, archive):
+        operations = Operations(archive, broker_url="")
+        try:
+            steered = operations.pause(operation_id) if action == "pause" else operations.cancel(operation_id)
+        except RecordConflict as exc:
+            _err.print(f"provider-jobs dlq: {exc}", markup=False, highlight=False)
+            raise typer.Exit(EXIT_USAGE) from None
+    _print_operation(steered, as_json=as_json)
+
+
+@operations_app.command()
+def resume(operation_id: OperationIdArg, as_json: JsonOpt = False) -> None:
+    """Go on with a paused, failed or interrupted operation, here, until it ends.
+
+    Records its stopped process had marked are not sent again; records it had claimed
+    may have been sent and are listed as uncertain, never sent again.
+    """
+    with _session() as (settings, archive):
+        operations = Operations(archive, broker_url=settings.broker_url)
+        paced = bool(operations.get(operation_id).options.get("rate_per_s"))
+        _run(operations, operation_id, resume=True, as_json=as_json, paced=paced)
