@@ -268,12 +268,12 @@ def behaviours_of(ids: Iterable[str], sent: Sent) -> Counter[str]:
     return Counter(sent.behaviours[i] for i in ids)
 
 
-def main() -> None:
-    """One worker process on the workload, until SIGTERM (or until a job kills it)."""
+def main(providers: ProviderRegistry | None = None) -> None:
+    """One worker process on the workload (or on ``providers``), until SIGTERM (or until a job kills it)."""
     settings = Settings.from_env()
     broker = build_broker(settings)
     dramatiq.set_broker(broker)
-    declare_provider_actors(broker, fault_registry(), settings)
+    declare_provider_actors(broker, providers or fault_registry(), settings)
     worker = dramatiq.Worker(broker, worker_threads=settings.worker_threads, worker_timeout=20)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

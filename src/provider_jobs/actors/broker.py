@@ -28,6 +28,7 @@ from ..settings import Settings
 from ..tracing import active_provider
 from .consumer import WorkerConsumer
 from .encoder import OrjsonEncoder
+from .parking import ParkingKeeper
 from .settled import SettledLedger
 from .solo_runs import SoloRuns
 
@@ -204,6 +205,12 @@ def build_broker(
         worker_id=settings.worker_id,
         hold_retries_up_to_ms=settings.hold_retries_up_to_ms,
         breakers=breakers,
+        park_waiting=breakers is not None and settings.breaker_release_rate > 0,
+    )
+    keeper = (
+        [ParkingKeeper(settings, breakers, retries.parking)]
+        if breakers is not None and retries.parking is not None
+        else []
     )
     quorum = settings.queue_type == "quorum"
     urls = settings.broker_urls
@@ -227,6 +234,7 @@ def build_broker(
             LogContext(),
             metrics,
             *([HealthSync(settings, breakers)] if breakers is not None else []),
+            *keeper,
             *middleware,
             retries,
         ],

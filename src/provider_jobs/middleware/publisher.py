@@ -74,6 +74,14 @@ class ConfirmPublisher:
         self._declared: set[str] = set()
         self._declared_lock = threading.Lock()
 
+    def channel(self, broker: RabbitmqBroker) -> Any:
+        """The calling thread's confirmed channel on ``broker``'s connection, opened when needed."""
+        return self._channel(broker)
+
+    def drop_channel(self) -> None:
+        """Forget the calling thread's channel after a failure: the next call opens another."""
+        self._local.channel = None
+
     def _channel(self, broker: RabbitmqBroker) -> Any:
         connection = broker.connection
         channel = getattr(self._local, "channel", None)
@@ -91,13 +99,20 @@ class ConfirmPublisher:
         *,
         priority: int | None = None,
         headers: dict[str, Any] | None = None,
+        expiration_ms: int | None = None,
     ) -> None:
         """Publish persistently to ``routing_key`` and return once RabbitMQ confirmed it.
 
         A connection found dead (the broker restarted since this thread last
-        published) is reopened once before giving up.
+        published) is reopened once before giving up. ``expiration_ms`` is the
+        message's own TTL (AMQP ``expiration``); ``None``: none.
         """
-        properties = pika.BasicProperties(delivery_mode=2, priority=amqp_priority(priority), headers=headers)
+        properties = pika.BasicProperties(
+            delivery_mode=2,
+            priority=amqp_priority(priority),
+            headers=headers,
+            expiration=None if expiration_ms is None else str(expiration_ms),
+        )
         for attempt in (1, 2):
             try:
                 self._channel(broker).basic_publish(

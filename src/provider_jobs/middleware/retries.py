@@ -20,9 +20,12 @@ defaults, and :class:`dramatiq.Retry` still asks for another attempt; a
   original is acked (see :mod:`.dead_letters`);
 - a retry whose publish fails is dead-lettered, never acked and lost;
 - with ``breakers``, a job for a provider whose breaker is open (or whose
-  ``Retry-After`` runs) is not run: it waits in a delay queue until the next
-  probe, without spending an attempt, and is dead-lettered as ``provider_down``
-  after the breaker's ``max_wait_s`` (see :mod:`.breaker`).
+  ``Retry-After`` runs) is not run: it waits, without spending an attempt, and
+  is dead-lettered as ``provider_down`` after the breaker's ``max_wait_s`` (see
+  :mod:`.breaker`). With ``park_waiting`` it waits for an open breaker in the
+  provider's parking queue, untouched until a probe round or the breaker's
+  closing takes it out (see :mod:`.parking`); else, and for a ``Retry-After``,
+  in a delay queue until the next probe.
 
 Like ``Retries`` it must be the last middleware in the broker's list, so that
 its ``after_process_message`` runs first.
@@ -52,6 +55,7 @@ from .delays import (
     DEFAULT_MIN_BACKOFF_MS,
     RetryConfigurationError,
 )
+from .parking import PARKED_OPTION, Parking
 from .publisher import ConfirmPublisher, bucket_ms
 from .retry_log import BREAKER_WAIT_ATTRIBUTE, DropWorkerFailureLogs, RetryLog, logger
 
@@ -114,6 +118,10 @@ class ClassifiedRetries(Middleware):
         breakers: Circuit breakers per provider: a job whose breaker is open waits for
             its next probe in a delay queue, without spending an attempt. Default ``None``:
             no breaker.
+        park_waiting: On RabbitMQ with ``native_delays``, a job whose breaker is open
+            waits in the provider's parking queue instead (see :mod:`.parking`); some
+            process must then take parked jobs out (``ParkingKeeper``, which
+            ``build_broker`` adds). Default ``False``.
 
     Raises:
         RetryConfigurationError: A delay is not whole ms >= 0 (here or when an
@@ -139,6 +147,7 @@ class ClassifiedRetries(Middleware):
         retry_priority_boost: int = 1,
         hold_retries_up_to_ms: int = 0,
         breakers: ProviderBreakers | None = None,
+        park_waiting: bool = False,
     ) -> None:
         self.classifier: Classifier = classifier or ErrorClassifier()
         self.max_retries = max_retries
@@ -159,6 +168,8 @@ class ClassifiedRetries(Middleware):
         self.hold_retries_up_to_ms = hold_retries_up_to_ms
         self.breakers = breakers
         self._publisher = ConfirmPublisher()
+        #: Where jobs wait for an open breaker; ``None``: in the delay queues.
+        self.parking = Parking(self._publisher) if park_waiting else None
         delays.check_delays(
             "ClassifiedRetries",
             None,
@@ -238,6 +249,11 @@ class ClassifiedRetries(Middleware):
         key = self.breakers.key(message)
         if key is None:
             return
+        if message.options.pop(PARKED_OPTION, None) and self._waited_too_long(message):
+            # It expired in its parking queue, which sent it here: it is not run again.
+            self._wait_for_breaker(broker, message, key, 0.0, "open")
+            setattr(message, BREAKER_WAIT_ATTRIBUTE, True)
+            raise SkipMessage(f"job waited for provider {key} longer than its breaker's max_wait_s")
         gate = self.breakers.gate(key, job=job_of(message))
         if gate.admit:
             if not gate.probe:
@@ -249,6 +265,14 @@ class ClassifiedRetries(Middleware):
         # Not run: the worker acks it (its copy waits in a delay queue) or nacks a failed one.
         setattr(message, BREAKER_WAIT_ATTRIBUTE, True)
         raise SkipMessage(f"provider {key} is not taking jobs ({gate.reason})")
+
+    def _waited_too_long(self, message: dramatiq.MessageProxy) -> bool:
+        """Whether ``message`` has waited for its breaker its ``max_wait_s``."""
+        assert self.breakers is not None
+        since = message.options.get(WAITING_SINCE_OPTION)
+        if not isinstance(since, int):
+            return False
+        return time.time() * 1000 - since >= self.breakers.max_wait_s * 1000
 
     def _wait_for_breaker(
         self, broker: dramatiq.Broker, message: dramatiq.MessageProxy, key: str, wait_s: float, reason: str
@@ -284,6 +308,8 @@ class ClassifiedRetries(Middleware):
             )
             return
         options[WAITS_OPTION] = int(options.get(WAITS_OPTION, 0) or 0) + 1
+        if reason == "open" and self._park(broker, message, key, left_s):
+            return
         delay_ms = max(1, int(min(wait_s, left_s) * 1000) + 1)
         # A fifth of a probe interval at most late: a few delay queues per interval, not one per 100 ms.
         step_ms = max(1, int(self.breakers.probe_interval_s * 200))
@@ -317,6 +343,27 @@ class ClassifiedRetries(Middleware):
             key,
             reason,
         )
+
+    def _park(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy, key: str, left_s: float) -> bool:
+        """Park ``message`` for ``key``'s open breaker, to expire when its wait is over; whether
+        it was parked (else it waits in a delay queue)."""
+        if self.parking is None or not self._native(broker):
+            return False
+        message.options[PARKED_OPTION] = True
+        try:
+            self.parking.park(broker, message, key, int(left_s * 1000) + 1)
+        except Exception as exc:
+            message.options.pop(PARKED_OPTION, None)
+            logger.warning(
+                "Job %s: could not park it for provider %s (%s: %s); it waits in a delay queue",
+                job_of(message),
+                key,
+                type(exc).__name__,
+                exc,
+            )
+            return False
+        logger.debug("Job %s parked until provider %s takes jobs again", job_of(message), key)
+        return True
 
     # -- the decision -------------------------------------------------------------
 
