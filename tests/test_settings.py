@@ -67,7 +67,10 @@ def test_bad_values_fail_with_one_line_naming_the_variable(env: dict[str, str], 
     [
         ({"PROVIDER_JOBS_API_PORT": "abc"}, "PROVIDER_JOBS_API_PORT='abc' is not allowed"),
         ({"PROVIDER_JOBS_API_PORT": "99999"}, "API_PORT=99999 is not allowed: expected 1 to 65535"),
-        ({"PROVIDER_JOBS_ARCHIVE_RETENTION_DAYS": "nan"}, "expected a finite number"),
+        (
+            {"PROVIDER_JOBS_ARCHIVE_RETENTION_DAYS": "nan"},
+            "DAYS='nan' is not allowed: expected a finite number",
+        ),
         ({"PROVIDER_JOBS_ARCHIVE_RETENTION_DAYS": "inf"}, "expected a finite number"),
         ({"PROVIDER_JOBS_ARCHIVE_RETENTION_DAYS": "1e300"}, "expected days > 0 and at most 36500"),
         ({"PROVIDER_JOBS_CONSUMER_TIMEOUT_S": "inf"}, "expected a finite number"),

@@ -553,7 +553,7 @@ def _one_line(exc: ValidationError) -> str:
         return f"{name!r} is not a setting of provider-jobs"
     value = context["value"] if "setting" in context else _typed(name, error["input"])
     if error["type"] in _UNREADABLE:
-        allowed = _UNREADABLE[error["type"]]
+        value, allowed = error["input"], _UNREADABLE[error["type"]]
     elif error["type"] == "value_error":
         allowed = mask_url_password(str(context["error"]))
     elif error["type"] in {"greater_than", "greater_than_equal", "less_than_equal", "literal_error"}:
