@@ -25,6 +25,7 @@ from breaker_support import (
 )
 from provider_jobs.dlq import DeadLetterArchive, Replayer
 from provider_jobs.dlq.cli.app import dlq_app
+from provider_jobs.dlq.recovery import RecoveryReplay
 from provider_jobs.health import follow_breakers
 from provider_jobs.settings import Settings
 
@@ -148,3 +149,25 @@ def test_ignore_breaker_sends_at_once(
     assert result.exit_code == 0, result.output
     assert '"paused": []' in result.stdout
     assert published_providers(amqp, settings.queue_name) == [DOWN] * len(down_ids)
+
+
+def test_a_recovery_replay_waits_while_the_breaker_is_open_again(
+    settings: Settings, amqp: Any, archive: DeadLetterArchive, outage: Any
+) -> None:
+    down_ids, _ = store_dead_letters(archive, settings.queue_name, DOWN, 3)
+    recovery = RecoveryReplay(settings, archive, categories=("service_unavailable",))
+    recovery.start()
+    try:
+        wait_for(lambda: recovery.breakers.pause_of(DOWN) is not None)
+        recovering = threading.Thread(target=recovery.recover, args=(DOWN,))
+        recovering.start()
+        wait_for(lambda: recovery.breakers.pause_of(DOWN) is not None and recovering.is_alive())
+        recovering.join(0.5)
+        assert recovering.is_alive() and queue_depth(amqp, settings.queue_name) == 0
+        close_breaker(outage, DOWN)
+        recovering.join(15)
+        assert not recovering.is_alive()
+    finally:
+        recovery.stop()
+    assert published_providers(amqp, settings.queue_name) == [DOWN] * len(down_ids)
+    assert {archive.get(i).status for i in down_ids} == {"replayed"}
