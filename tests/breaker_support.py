@@ -16,6 +16,8 @@ from provider_jobs.middleware.breaker import ProviderBreakers
 from provider_jobs.providers import FunctionProvider, ProviderRegistry
 from provider_jobs.settings import Settings
 
+from support import declare_work_queue
+
 #: The provider that goes down in these tests, and one that stays up.
 DOWN, UP = "ITL.Core/ResourceGroup", "ITL.Core/VirtualMachine"
 
@@ -36,6 +38,16 @@ def serving(settings: Settings, *providers: str) -> Iterator[ProviderBreakers]:
         yield breakers
     finally:
         sync.stop()
+
+
+@contextlib.contextmanager
+def outage(settings: Settings, channel: Any) -> Iterator[ProviderBreakers]:
+    """The work queue declared as workers do, both providers served, the :data:`DOWN` one's
+    breaker open. Yields the breakers."""
+    declare_work_queue(channel, settings.queue_name, settings.queue_type)
+    with serving(settings, DOWN, UP) as breakers:
+        open_breaker(breakers, DOWN)
+        yield breakers
 
 
 def open_breaker(breakers: ProviderBreakers, key: str) -> None:

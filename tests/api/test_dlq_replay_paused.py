@@ -11,19 +11,12 @@ import pytest
 from api_support import TOKEN
 from fastapi.testclient import TestClient
 
-from breaker_support import (
-    DOWN,
-    UP,
-    close_breaker,
-    open_breaker,
-    published_providers,
-    serving,
-    store_dead_letters,
-)
+from breaker_support import DOWN, UP, close_breaker, published_providers, store_dead_letters
+from breaker_support import outage as provider_outage
 from provider_jobs.dlq import DeadLetterArchive
 from provider_jobs.settings import Settings
 
-from support import declare_work_queue, queue_depth, wait_for
+from support import queue_depth, wait_for
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
@@ -31,11 +24,9 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 @pytest.fixture
 def outage(settings: Settings, amqp: Any, archive: DeadLetterArchive) -> Iterator[Any]:
     """Three dead letters of a provider whose breaker is open, two of one that is up."""
-    declare_work_queue(amqp, settings.queue_name, settings.queue_type)
     store_dead_letters(archive, settings.queue_name, DOWN, 3)
     store_dead_letters(archive, settings.queue_name, UP, 2)
-    with serving(settings, DOWN, UP) as breakers:
-        open_breaker(breakers, DOWN)
+    with provider_outage(settings, amqp) as breakers:
         yield breakers
 
 

@@ -21,6 +21,8 @@ from provider_jobs.dlq import (
 from provider_jobs.errors import PolicyError
 from provider_jobs.settings import Settings
 
+from support import declare_work_queue
+
 
 def _store(
     archive: DeadLetterArchive,
@@ -49,18 +51,6 @@ def _store(
     return max(r.id for r in archive.find(limit=1000) if r.id is not None)
 
 
-def _declare(channel: Any, queue_name: str) -> None:
-    channel.queue_declare(
-        queue_name,
-        durable=True,
-        arguments={
-            "x-dead-letter-exchange": "",
-            "x-dead-letter-routing-key": f"{queue_name}.XQ",
-            "x-max-priority": 10,
-        },
-    )
-
-
 class _Hook(BaseHTTPRequestHandler):
     received: ClassVar[list[dict[str, Any]]] = []
 
@@ -76,7 +66,7 @@ class _Hook(BaseHTTPRequestHandler):
 def test_the_default_policy_replays_discards_and_escalates(
     settings: Settings, amqp: Any, archive: DeadLetterArchive, caplog: pytest.LogCaptureFixture
 ) -> None:
-    _declare(amqp, settings.queue_name)
+    declare_work_queue(amqp, settings.queue_name)
     back = _store(archive, settings, "provider_not_found", "No provider found for ITL.Core/ResourceGroup")
     missing = _store(
         archive,

@@ -18,10 +18,11 @@ from breaker_support import (
     DOWN,
     UP,
     close_breaker,
-    open_breaker,
     published_providers,
-    serving,
     store_dead_letters,
+)
+from breaker_support import (
+    outage as provider_outage,
 )
 from provider_jobs.dlq import DeadLetterArchive, Replayer
 from provider_jobs.dlq.cli.app import dlq_app
@@ -29,7 +30,7 @@ from provider_jobs.dlq.recovery import RecoveryReplay
 from provider_jobs.health import follow_breakers
 from provider_jobs.settings import Settings
 
-from support import declare_work_queue, queue_depth, wait_for
+from support import queue_depth, wait_for
 
 
 @pytest.fixture
@@ -54,10 +55,7 @@ def env(settings: Settings, archive_url: str, monkeypatch: pytest.MonkeyPatch) -
 
 @pytest.fixture
 def outage(settings: Settings, amqp: Any) -> Iterator[Any]:
-    """Both providers served; the first one's breaker open."""
-    declare_work_queue(amqp, settings.queue_name, settings.queue_type)
-    with serving(settings, DOWN, UP) as breakers:
-        open_breaker(breakers, DOWN)
+    with provider_outage(settings, amqp) as breakers:
         yield breakers
 
 

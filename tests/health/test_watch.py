@@ -7,18 +7,12 @@ import threading
 import time
 from typing import Any
 
+from test_directory import Clock
+
 from provider_jobs.health import BreakerWatch, Pause
 from provider_jobs.health.watch import RETRY_AFTER
 
 KEY = "ITL.Core/ResourceGroup"
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1_000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def announce(at: float, *, breakers: list[dict[str, Any]] | None = None) -> dict[str, Any]:
