@@ -14,11 +14,14 @@ keeper, once per tick:
   work queue, oldest first, at ``breaker_release_rate`` per second, each with
   its own priority, and stops as soon as the breaker opens again.
 
-A job is moved by a publish to the work queue that RabbitMQ confirms, and only
-then acked in the parking queue: a keeper killed in between leaves the job in
-both queues (at most one job per kill), and the job's ``idempotency_key`` lets
-its provider take the second call as the first. Nothing is lost: what the
-keeper took and did not ack goes back to the parking queue.
+Jobs are moved in batches, each one AMQP transaction on the keeper's channel:
+the batch's publishes to the work queue and its ack in the parking queue are
+committed together. A keeper killed before the commit moved nothing (what it
+had taken goes back to the parking queue); after it, the whole batch moved.
+Nothing is lost, and a kill doubles nothing. (Only a RabbitMQ node failing in
+the middle of a commit could leave part of one applied: RabbitMQ's
+transactions span queues without that guarantee. Then the jobs'
+``idempotency_key`` lets their provider take a second call as the first.)
 """
 
 from __future__ import annotations
@@ -108,7 +111,7 @@ class ParkingKeeper(Middleware):
                 self._connect()
                 if self._take_lease():
                     self._round()
-                self._connection.process_data_events(time_limit=self.tick_s)
+                self._connection.sleep(self.tick_s)
             except pika.exceptions.AMQPError as exc:
                 logger.debug(
                     "Parking keeper: connection lost (%s: %s); reconnecting", type(exc).__name__, exc
@@ -126,7 +129,7 @@ class ParkingKeeper(Middleware):
             return
         self._connection = pika.BlockingConnection(broker_parameters(self.settings.broker_url))
         self._channel = self._connection.channel()
-        self._channel.confirm_delivery()
+        self._channel.tx_select()
 
     def _disconnect(self) -> None:
         connection, self._connection, self._channel, self._lease = self._connection, None, None, None
@@ -228,17 +231,18 @@ class ParkingKeeper(Middleware):
                 break
             pause = started + released / self.rate_per_s - time.monotonic()
             if pause > 0:
-                self._connection.process_data_events(time_limit=pause)
+                self._connection.sleep(pause)
         logger.info("Released %d parked job(s) of %s in %.1f s", released, key, time.monotonic() - started)
 
     def _move(self, name: str, work: str, limit: int, *, release: bool) -> int:
-        """Move up to ``limit`` messages from ``name`` to ``work``, oldest first: each published
-        with its priority and confirmed, then acked; returns how many. A released job loses its
-        parked mark; a probe keeps it (still parked, it is dead-lettered once it waited too long)."""
+        """Move up to ``limit`` messages from ``name`` to ``work``, oldest first, in one
+        transaction: each published with its priority, all acked, then committed; returns how
+        many. A released job loses its parked mark; a probe keeps it (still parked, it is
+        dead-lettered once it waited too long)."""
         channel = self._channel
-        moved = 0
-        while moved < limit:
-            method, properties, body = channel.basic_get(name, auto_ack=False)
+        channel.basic_qos(prefetch_count=limit)
+        moved, last_tag = 0, None
+        for method, properties, body in channel.consume(name, inactivity_timeout=_RELEASE_STEP_S):
             if method is None:
                 break
             channel.basic_publish(
@@ -248,9 +252,13 @@ class ParkingKeeper(Middleware):
                 properties=pika.BasicProperties(
                     delivery_mode=2, priority=properties.priority, headers=properties.headers
                 ),
-                mandatory=True,
             )
-            channel.basic_ack(method.delivery_tag)
-            moved += 1
+            moved, last_tag = moved + 1, method.delivery_tag
+            if moved >= limit:
+                break
+        channel.cancel()
+        if last_tag is not None:
+            channel.basic_ack(last_tag, multiple=True)
+            channel.tx_commit()
         self.moved += moved
         return moved
