@@ -26,6 +26,12 @@ OPERATIONS = {
     "GET /dlq/groups",
     "POST /dlq/replay",
     "POST /dlq/discard",
+    "GET /dlq/operations",
+    "GET /dlq/operations/{operation_id}",
+    "POST /dlq/operations",
+    "POST /dlq/operations/{operation_id}/pause",
+    "POST /dlq/operations/{operation_id}/resume",
+    "POST /dlq/operations/{operation_id}/cancel",
 }
 
 

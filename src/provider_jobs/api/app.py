@@ -31,6 +31,7 @@ from .auth import bearer_token_guard, check_token, read_token_guard
 from .dlq import dlq_router
 from .exposition import api_registry
 from .gate import RequestGate
+from .operations import operations_router
 from .providers import ProviderModel, providers_router, read_providers
 from .queue_stats import read_queue_stats
 
@@ -150,18 +151,15 @@ def create_app(settings: Settings, *, archive: DeadLetterArchive | None = None) 
     for kind, _ in _ERROR_STATUS:
         app.add_exception_handler(kind, error_response)
     app.add_exception_handler(RequestValidationError, invalid_request)
-    app.include_router(
-        dlq_router(
-            settings,
-            archive,
-            bearer_token_guard(settings.api_token, read_token=settings.api_read_token),
-            # With no token configured reads are open, and the schema says so.
-            read_guard=read_token_guard(settings.api_token, settings.api_read_token)
-            if settings.api_token or settings.api_read_token
-            else None,
-            redactor=redactor,
-        )
+    guard = bearer_token_guard(settings.api_token, read_token=settings.api_read_token)
+    # With no token configured reads are open, and the schema says so.
+    read_guard = (
+        read_token_guard(settings.api_token, settings.api_read_token)
+        if settings.api_token or settings.api_read_token
+        else None
     )
+    app.include_router(dlq_router(settings, archive, guard, read_guard=read_guard, redactor=redactor))
+    app.include_router(operations_router(settings, archive, guard, read_guard=read_guard, redactor=redactor))
     app.include_router(providers_router(settings))
     if installed("console"):
         # Imported here: the console builds on this package's helpers, so it imports ``api`` itself.

@@ -69,6 +69,8 @@ logger = logging.getLogger("provider_jobs.dlq.operations")
 
 #: Records handed to the replayer at once; the most an interrupted replay cannot vouch for.
 CHUNK = 1000
+#: Batches the replayer sends a chunk in, so that its claims and marks overlap its publishing.
+_BATCHES_PER_CHUNK = 4
 #: Seconds of messages a paced replay hands over at once (its runner says it is alive between).
 _PACED_CHUNK_S = 5.0
 #: A running operation whose runner has not said it is alive for this long is interrupted.
@@ -388,7 +390,11 @@ class Operations:
 
     def _replayer(self, who: str) -> Replayer:
         return Replayer(
-            archive=self.archive, broker_url=self.broker_url, who=who, tracer_provider=self._tracer_provider
+            archive=self.archive,
+            broker_url=self.broker_url,
+            who=who,
+            window=max(1, CHUNK // _BATCHES_PER_CHUNK),
+            tracer_provider=self._tracer_provider,
         )
 
     def _replay_chunk(

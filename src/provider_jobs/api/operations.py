@@ -1,0 +1,214 @@
+"""The ``/dlq/operations`` endpoints: start a bulk replay or discard as an operation stored in the
+archive, list and show operations, pause, resume and cancel them.
+
+An operation started here runs in a thread of the API process and outlives the
+request; its progress is read back from the archive (:mod:`provider_jobs.dlq.operations`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Path, Query
+from pydantic import AfterValidator, BaseModel, Field
+
+from ..dlq import DEAD, DeadLetterArchive, RecordFilter
+from ..dlq.archive.operations import FAILED_STATE, SKIPPED, UNCERTAIN
+from ..dlq.operations import Operations, describe_filter, operation_view
+from ..redaction import Redactor
+from ..settings import Settings
+from .dlq import _NO_NUL, MAX_ID, DiscardRequest, _no_nul, _Selection
+
+__all__ = [
+    "DiscardOperationRequest",
+    "OperationModel",
+    "OperationRequest",
+    "ReplayOperationRequest",
+    "operations_router",
+]
+
+OperationId = Annotated[int, Path(ge=1, le=MAX_ID)]
+#: Records of the states that need a look (failed, uncertain, skipped) one operation's view lists.
+_LISTED = 1000
+
+
+class ReplayOperationRequest(_Selection):
+    """A replay of a selection, stored as an operation and run in the background."""
+
+    action: Literal["replay"]
+    reason: Annotated[str | None, AfterValidator(_no_nul)] = Field(
+        default=None,
+        max_length=1000,
+        strict=True,
+        json_schema_extra=_NO_NUL,
+        description="Why, for the audit log.",
+    )
+    force: bool = Field(
+        default=False, strict=True, description="Also send records already replayed or discarded."
+    )
+    rate_per_s: float | None = Field(
+        default=None, gt=0, le=100_000, description="Messages per second at most."
+    )
+
+
+class DiscardOperationRequest(DiscardRequest):
+    """A discard of a selection (dead letters awaiting action), stored as an operation and run in the
+    background."""
+
+    action: Literal["discard"]
+
+
+#: The body of ``POST /dlq/operations``: a replay or a discard, told apart by ``action``.
+OperationRequest = Annotated[ReplayOperationRequest | DiscardOperationRequest, Field(discriminator="action")]
+
+
+class OperationRecordModel(BaseModel):
+    """One record of an operation and what became of it."""
+
+    position: int
+    record_id: int
+    state: str
+    detail: str | None
+    message_id: str | None
+
+
+class OperationModel(BaseModel):
+    """One operation: who, the selection, its state and how many records are in each state."""
+
+    id: int
+    action: str
+    who: str
+    reason: str | None
+    selection: dict[str, Any]
+    options: dict[str, Any]
+    total: int
+    settled: int
+    state: Literal["running", "paused", "done", "failed", "cancelled"]
+    interrupted: bool = Field(description="Running, but the process running it is gone: it can be resumed")
+    counts: dict[str, int]
+    error: str | None
+    runner: str | None
+    created_ms: int
+    updated_ms: int
+    heartbeat_ms: int | None
+    finished_ms: int | None
+    records: list[OperationRecordModel] | None = Field(
+        default=None, description="In one operation's view: the records failed, uncertain or skipped"
+    )
+
+
+def operations_router(
+    settings: Settings,
+    archive: DeadLetterArchive,
+    guard: Callable[..., None],
+    *,
+    read_guard: Callable[..., None] | None = None,
+    redactor: Redactor | None = None,
+) -> APIRouter:
+    """The ``/dlq/operations`` routes on ``archive``; mutations pass ``guard``, reads ``read_guard``.
+
+    Args:
+        settings: Broker URL (replays publish there) and the operator name for the audit log.
+        archive: The dead-letter archive.
+        guard: A FastAPI dependency that refuses unauthorised mutations.
+        read_guard: A FastAPI dependency that refuses unauthorised reads. Default: reads are open.
+        redactor: How the records' details are masked. Default: ``settings.redactor()``.
+    """
+    reads = [Depends(read_guard)] if read_guard is not None else []
+    router = APIRouter(prefix="/dlq/operations", tags=["dlq"])
+    operations = Operations(archive, broker_url=settings.broker_url)
+    who = settings.operator or "api"
+    redactor = redactor if redactor is not None else settings.redactor()
+    mutation_responses: dict[int | str, dict[str, Any]] = {
+        401: {"description": "No or a wrong bearer token"},
+        403: {"description": "No API token is configured"},
+        404: {"description": "No such operation"},
+        409: {"description": "The operation's state does not allow it"},
+    }
+
+    def model(operation_id: int, *, with_records: bool = False) -> OperationModel:
+        view = operation_view(operations.get(operation_id))
+        if with_records:
+            listed = operations.records(
+                operation_id, states=[FAILED_STATE, UNCERTAIN, SKIPPED], limit=_LISTED
+            )
+            view["records"] = [redactor.view(r) for r in listed]
+        return OperationModel.model_validate(view)
+
+    @router.get(
+        "", response_model=list[OperationModel], dependencies=reads, summary="Operations, newest first"
+    )
+    def list_operations(limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> list[OperationModel]:
+        return [OperationModel.model_validate(operation_view(o)) for o in operations.latest(limit=limit)]
+
+    @router.get(
+        "/{operation_id}",
+        response_model=OperationModel,
+        dependencies=reads,
+        responses={404: {"description": "No such operation"}},
+        summary="One operation, with the records it failed, skipped or cannot vouch for",
+    )
+    def show_operation(operation_id: OperationId) -> OperationModel:
+        return model(operation_id, with_records=True)
+
+    @router.post(
+        "",
+        response_model=OperationModel,
+        status_code=202,
+        dependencies=[Depends(guard)],
+        responses={
+            **mutation_responses,
+            422: {"description": "Nothing selected, or no reason for a discard"},
+        },
+        summary="Start a replay or discard of a selection, run in the background",
+    )
+    def start_operation(body: OperationRequest) -> OperationModel:
+        force = isinstance(body, ReplayOperationRequest) and body.force
+        record_filter: RecordFilter = body.record_filter(statuses=None if force else [DEAD])
+        chosen = archive.ids(record_filter)
+        selection = describe_filter(record_filter)
+        if isinstance(body, DiscardOperationRequest):
+            op_id = operations.start_discard(chosen, who=who, selection=selection, reason=body.reason)
+        else:
+            op_id = operations.start_replay(
+                chosen, who=who, selection=selection, reason=body.reason, force=body.force,
+                rate_per_s=body.rate_per_s,
+            )  # fmt: skip
+        operations.run_in_background(op_id)
+        return model(op_id)
+
+    @router.post(
+        "/{operation_id}/pause",
+        response_model=OperationModel,
+        dependencies=[Depends(guard)],
+        responses=mutation_responses,
+        summary="Stop a running operation after its current chunk",
+    )
+    def pause_operation(operation_id: OperationId) -> OperationModel:
+        operations.pause(operation_id)
+        return model(operation_id)
+
+    @router.post(
+        "/{operation_id}/resume",
+        response_model=OperationModel,
+        dependencies=[Depends(guard)],
+        responses=mutation_responses,
+        summary="Go on with a paused, failed or interrupted operation, in the background",
+    )
+    def resume_operation(operation_id: OperationId) -> OperationModel:
+        operations.run_in_background(operation_id, take_over=True)
+        return model(operation_id)
+
+    @router.post(
+        "/{operation_id}/cancel",
+        response_model=OperationModel,
+        dependencies=[Depends(guard)],
+        responses=mutation_responses,
+        summary="Stop an operation for good after its current chunk",
+    )
+    def cancel_operation(operation_id: OperationId) -> OperationModel:
+        operations.cancel(operation_id)
+        return model(operation_id)
+
+    return router
