@@ -90,5 +90,5 @@ def test_a_worker_killed_while_releasing_parked_jobs_loses_none(settings: Settin
     twice = sorted(job for job, count in runs.items() if count > 1)
     print(f"{left} parked jobs left at the kill; {len(twice)} job(s) ran twice")
     assert set(runs) == set(jobs)
-    # What the killed process ran without acking, and the one job it may have moved without acking.
+    # Releases are transactions: only jobs the killed process ran without its ack reaching RabbitMQ.
     assert len(twice) <= fault.worker_threads + 50

@@ -154,38 +154,37 @@ class ParkingKeeper(Middleware):
         return True
 
     def _round(self) -> None:
-        """One round: declare the parking queues of open breakers, probe, release."""
+        """One round: find the parking queues other processes made, probe, release."""
         broker = self._broker
         assert broker is not None
         work_queues = sorted(q for q in broker.get_declared_queues() if not q.endswith((".DQ", ".XQ")))
+        known = self.parking.queues()
         for state in self.breakers.states():
             for queue in work_queues:
                 name = parking_queue_name(queue, state.key)
-                if name in self.parking.queues():
+                # Any process may park while its breaker is open; a closed one's queue is looked
+                # for once (jobs parked before this process began).
+                if name in known or (state.state == CLOSED and name in self._checked):
                     continue
-                if state.state != CLOSED:
-                    self.parking.declare(broker, self._channel, queue, state.key)
-                elif name not in self._checked:
-                    self._checked.add(name)
-                    self._find(queue, state.key)
+                self._checked.add(name)
+                if self._waiting(name) is not None:
+                    self.parking.adopt(name, queue, state.key)
         for name, (work, key) in sorted(self.parking.queues().items()):
             if self._stop.is_set():
                 return
             self._keep(name, work, key)
 
-    def _find(self, queue: str, key: str) -> None:
-        """Adopt ``key``'s parking queue of ``queue`` if it exists (parked before this process began)."""
-        name = parking_queue_name(queue, key)
-        probe = self._connection.channel()
+    def _waiting(self, name: str) -> int | None:
+        """Jobs ready in queue ``name``; ``None`` when there is no such queue."""
+        channel = self._connection.channel()
         try:
-            probe.queue_declare(name, passive=True)
+            waiting = int(channel.queue_declare(name, passive=True).method.message_count)
         except pika.exceptions.ChannelClosedByBroker as exc:
             if exc.reply_code != 404:
                 raise
-            return
-        probe.close()
-        assert self._broker is not None
-        self.parking.declare(self._broker, self._channel, queue, key)
+            return None
+        channel.close()
+        return waiting
 
     def _keep(self, name: str, work: str, key: str) -> None:
         now = time.time()
@@ -207,7 +206,9 @@ class ParkingKeeper(Middleware):
 
     def _release(self, name: str, work: str, key: str) -> None:
         """Move ``key``'s parked jobs to ``work`` at ``rate_per_s`` while its breaker stays closed."""
-        waiting = int(self._channel.queue_declare(name, passive=True).method.message_count)
+        waiting = self._waiting(name)
+        if waiting is None:
+            self.parking.forget(name)
         if not waiting:
             return
         per_step = max(1, round(self.rate_per_s * _RELEASE_STEP_S))

@@ -12,9 +12,9 @@ option, ``namespace/resource_type``). It moves between three states:
   ``failure_rate`` of the jobs seen within ``window_s`` keep failing; either
   needs failures from ``min_jobs`` distinct jobs, so one job alone never opens
   it, however often it is retried.
-- ``open``: jobs are not sent to the provider. They wait in the retry delay
-  queues until the next probe, without spending attempts (see
-  :class:`.ClassifiedRetries`).
+- ``open``: jobs are not sent to the provider. They wait, without spending
+  attempts, parked until the breaker closes or in the retry delay queues until
+  the next probe (see :class:`.ClassifiedRetries` and :mod:`.parking`).
 - ``half_open``: every ``probe_interval_s`` a probe round begins: up to
   ``probe_jobs`` distinct waiting jobs are let through. The first success
   closes the breaker; when every probe of the round failed it opens again

@@ -57,7 +57,7 @@ def released_body(body: bytes) -> bytes:
 
 
 class Parking:
-    """Parks messages, and remembers which parking queues this process declared.
+    """Parks messages, and remembers which parking queues this process declared or found.
 
     Args:
         publisher: Publishes with confirms on the calling thread's connection.
@@ -70,7 +70,7 @@ class Parking:
         self._lock = threading.Lock()
 
     def queues(self) -> dict[str, tuple[str, str]]:
-        """The parking queues declared by this process: name -> (work queue, breaker key)."""
+        """The parking queues this process declared or found: name -> (work queue, breaker key)."""
         with self._lock:
             return dict(self._queues)
 
@@ -89,9 +89,18 @@ class Parking:
             declare(channel, name, arguments)
         else:
             channel.queue_declare(name, durable=True, arguments=arguments)
+        self.adopt(name, queue_name, key)
+        return name
+
+    def adopt(self, name: str, queue_name: str, key: str) -> None:
+        """Count ``name``, ``key``'s parking queue of ``queue_name``, among this process's queues."""
         with self._lock:
             self._queues[name] = (str(q_name(queue_name)), key)
-        return name
+
+    def forget(self, name: str) -> None:
+        """No longer count parking queue ``name`` (it was deleted)."""
+        with self._lock:
+            self._queues.pop(name, None)
 
     def park(
         self, broker: dramatiq.Broker, message: dramatiq.MessageProxy, key: str, expires_ms: int
