@@ -38,6 +38,21 @@ def fail_once(rounds: int, n: int) -> list[Result]:
     ]
 
 
+def fail_once_health(rounds: int, n: int) -> list[Result]:
+    return [
+        interleave(
+            "2b fail once with a connection error (a breaker's evidence), then succeed",
+            [
+                Variant(name, lambda name=name: workers.fail_once(name, n, health=True))
+                for name in workers.VARIANTS
+            ],
+            rounds=rounds,
+            unit="jobs/s",
+            target="(reported)",
+        )
+    ]
+
+
 def _lateness(title: str, target: str, measure: Callable[[str], list[float]], rounds: int) -> list[Result]:
     """p50 and p99 rows from one ``measure(variant)`` run per variant and round."""
     runs: dict[str, list[float]] = {}
@@ -127,6 +142,7 @@ def memory(rounds: int, n: int) -> list[Result]:
 WORKLOADS = {
     "success": (success, 20_000),
     "fail-once": (fail_once, 5_000),
+    "fail-once-health": (fail_once_health, 5_000),
     "lateness": (lateness, 50),
     "backlog": (backlog, 20_000),
     "memory": (memory, 100_000),

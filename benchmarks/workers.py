@@ -116,8 +116,7 @@ def _ours(
         worker_threads=THREADS,
         worker_timeout_ms=WORKER_TIMEOUT_MS,
         max_attempts=3,
-        # Workload 2 fails every job once on purpose: each job's own failure, not an outage.
-        breaker_min_calls=0,
+        # Every default on, the breakers, the ledger of lost acks and the suspects' queue included.
     )
     broker = build_broker(settings, tracer_provider=tracer_provider)
 
@@ -164,8 +163,15 @@ class _FailOnce:
     """A handler that fails each job's first attempt (only those in ``only``, when given),
     counts successes, and records how late (ms) each second attempt ran after its due time."""
 
-    def __init__(self, counter: Counter, delay_ms: int, only: set[str] | None = None) -> None:
+    def __init__(
+        self,
+        counter: Counter,
+        delay_ms: int,
+        only: set[str] | None = None,
+        error: Callable[[], Exception] = lambda: RuntimeError("the resource is not ready yet"),
+    ) -> None:
         self.counter = counter
+        self.error = error
         self.delay_ms = delay_ms
         self.only = only
         self.failed_at: dict[str, float] = {}
@@ -182,7 +188,7 @@ class _FailOnce:
                 else:
                     self.lateness.append((now - self.failed_at[key]) * 1000 - self.delay_ms)
             if first:
-                raise ConnectionError("connection reset by peer")
+                raise self.error()
         self.counter.add()
 
 
@@ -196,11 +202,17 @@ def _build_retrying(
     return build(queue, handler, delay_s=delay_ms / 1000)
 
 
-def fail_once(variant: str, n: int, delay_ms: int = 10) -> float:
-    """Workload 2: every job fails once (retryable), then succeeds; jobs per second."""
+def fail_once(variant: str, n: int, delay_ms: int = 10, *, health: bool = False) -> float:
+    """Workload 2: every job fails once (retryable), then succeeds; jobs per second.
+
+    The failure is the job's own (an error the classifier calls ``unknown``, retried); with
+    ``health``, it is a connection error, which a provider's circuit breaker counts: every new job
+    failing is how an outage begins, so the breaker opens and holds jobs until a probe."""
     queue = f"bench.failonce.{uuid.uuid4().hex[:8]}"
     counter = Counter()
-    broker, actor = _build_retrying(variant, queue, _FailOnce(counter, delay_ms), delay_ms)
+    error = (lambda: ConnectionError("connection reset by peer")) if health else None
+    handler = _FailOnce(counter, delay_ms, error=error) if error else _FailOnce(counter, delay_ms)
+    broker, actor = _build_retrying(variant, queue, handler, delay_ms)
     _publish_raw(queue, VARIANTS[variant][1](actor, n))
     try:
         return _drain(broker, counter, n)

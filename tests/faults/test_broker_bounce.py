@@ -8,6 +8,7 @@ a different, live message (and its dead letter would be dropped later).
 from __future__ import annotations
 
 import os
+import random
 import threading
 import time
 from pathlib import Path
@@ -22,13 +23,18 @@ from provider_jobs.settings import Settings
 
 from fault_workload import Tally, delete_queues, fault_registry, send, settled
 
-#: (queue type, held retries up to ms, seconds down, seconds up between, outages)
-SCENARIOS = {
+#: (queue type, held retries up to ms, seconds down, seconds up between (or a random range), outages)
+SCENARIOS: dict[str, tuple[str, int, float, float | tuple[float, float], int]] = {
     "bounced-classic-held-retries": ("classic", 1000, 1.0, 2.5, 6),
     "bounced-classic-no-held-retries": ("classic", 0, 1.0, 2.5, 6),
     "bounced-quorum": ("quorum", 1000, 1.0, 2.5, 6),
     "stopped-5s-classic": ("classic", 1000, 5.0, 3.0, 1),
+    # The flapping connection as it was reported: 1 s down every 3-6 s, ten times.
+    "flapping-classic": ("classic", 1000, 1.0, (2.0, 5.0), 10),
 }
+#: Jobs that may run twice after completing, per scenario: those whose ack was lost with the
+#: connection and whose announcement was lost with it too (none seen here; 194 of 3,000 before).
+MAX_RUN_TWICE = 10
 
 
 def _bounce(
@@ -36,11 +42,11 @@ def _bounce(
     stop: threading.Event,
     count: list[int],
     down_s: float,
-    up_s: float,
+    up_s: float | tuple[float, float],
     n: int,
 ) -> None:
     for _ in range(n):
-        if stop.wait(up_s):
+        if stop.wait(up_s if isinstance(up_s, float) else random.uniform(*up_s)):
             return
         rabbitmq_proc.rabbitctl_output("stop_app")
         time.sleep(down_s)
@@ -49,7 +55,7 @@ def _bounce(
 
 
 @pytest.mark.fault
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(240)
 @pytest.mark.parametrize("scenario", list(SCENARIOS))
 def test_no_job_is_lost_when_the_broker_bounces_under_load(
     settings: Settings,
@@ -78,7 +84,7 @@ def test_no_job_is_lost_when_the_broker_bounces_under_load(
             worker.start()
             workers.append((worker, broker))
         bouncer.start()
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 180
         while not (
             not bouncer.is_alive()
             and settled(tally, sent, tmp_path, settings.broker_url, settings.queue_name)
@@ -97,5 +103,6 @@ def test_no_job_is_lost_when_the_broker_bounces_under_load(
     assert not tally.lost(sent)
     assert not tally.wrong_outcome(sent), tally.summary(sent)
     assert not tally.both(), tally.summary(sent)
+    assert tally.run_twice() <= MAX_RUN_TWICE, tally.summary(sent)
     # With every default on: a bounce returns what workers held, but nothing is blamed for it.
     assert not tally.blamed(sent), tally.summary(sent)
