@@ -10,7 +10,8 @@ from console_support import Demo, log_in
 from playwright.sync_api import expect
 
 from provider_jobs.api.dlq import discard_records
-from provider_jobs.dlq import DeadLetterArchive, RecordFilter
+from provider_jobs.dlq import DeadLetterArchive, Operations, RecordFilter
+from provider_jobs.settings import Settings
 
 from support import wait_for
 
@@ -89,6 +90,26 @@ def test_a_group_is_replayed_at_a_rate_after_its_dry_run(
     assert archive.get(record.id).status == "replayed"
     [entry] = archive.audit(record_id=record.id, action="replay")
     assert entry.who == "alice"
+    # The replay was stored as an operation, which its page follows.
+    page.get_by_role("link", name=re.compile(r"operation \d+")).click()
+    expect(page.locator("#operation-status")).to_contain_text("Operation finished: 1 of 1 settled, 1 sent")
+
+
+def test_a_paused_operation_is_resumed_from_its_page_which_follows_its_progress(
+    page: Any, console_url: str, worker: Demo, archive: DeadLetterArchive, settings: Settings
+) -> None:
+    operations = Operations(archive, broker_url=settings.broker_url)
+    op_id = operations.start_replay(worker.ids, who="bob", selection={"ids": 2}, reason="fixed")
+    operations.pause(op_id)
+    log_in(page, console_url, next_path="/ui/operations")
+    page.get_by_role("link", name=str(op_id), exact=True).click()
+    expect(page.locator("#operation-status")).to_contain_text("Paused: 0 of 2 settled, 2 pending")
+    page.get_by_role("button", name="Resume").click()
+    # The page refreshes its progress by itself until the operation is done.
+    expect(page.locator("#operation-status")).to_contain_text("Operation finished: 2 of 2 settled, 2 sent")
+    assert {archive.get(record_id).status for record_id in worker.ids} == {"replayed"}
+    refused = page.request.post(f"{console_url}/ui/operations/{op_id}/pause", form={"csrf": "x"})
+    assert refused.status == 403
 
 
 def test_a_record_discarded_with_a_reason_is_found_in_the_audit_page(

@@ -25,6 +25,7 @@ from .context import ConsoleContext
 from .context import LoginRequired as _LoginRequired
 from .context import Refused as _Refused
 from .context import login_url as _login_url
+from .operations import operations_router as _operations_router
 from .pages import page_router as _page_router
 from .render import SECURITY_HEADERS as _SECURITY_HEADERS
 
@@ -87,6 +88,7 @@ def install_console(app: FastAPI, settings: Settings, archive: DeadLetterArchive
     app.add_exception_handler(_Refused, refused)
     app.include_router(_page_router(console))
     app.include_router(_action_router(console))
+    app.include_router(_operations_router(console))
     app.mount("/ui/static", StaticFiles(directory=_STATIC), name="console-static")
 
     @app.get("/ui", include_in_schema=False)

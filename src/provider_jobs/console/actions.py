@@ -12,7 +12,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from ..api.dlq import discard_records, replay_records
-from ..dlq import DEAD, RecordFilter, Replayer, ReplayOutcome, ReplayReport
+from ..dlq import DEAD, RecordFilter, Replayer, ReplayOutcome
+from ..dlq.archive.operations import DISCARDED_STATE
+from ..dlq.operations import describe_filter
 from ..dlq.replay.gate import PauseHandler
 from ..dlq.replay.message import unstorable
 from ..errors import ArchiveError, BrokerUnavailable, InvalidJob, NotReplayable, RecordNotFound
@@ -243,7 +245,8 @@ def action_router(console: ConsoleContext) -> APIRouter:  # noqa: PLR0915 - one 
     @router.post("/groups/{fingerprint}/replay", response_class=HTMLResponse)
     def group_replay(request: Request, fingerprint: str, form: Form) -> Response:
         _, who = console.writer(request, form)
-        ids = archive.ids(group_selection(fingerprint))
+        selection = group_selection(fingerprint)
+        ids = archive.ids(selection)
         confirmed(form, len(ids))
         try:
             rate = float(form.get("rate", str(DEFAULT_RATE)))
@@ -254,13 +257,16 @@ def action_router(console: ConsoleContext) -> APIRouter:  # noqa: PLR0915 - one 
         reason = _reason(form, required=False)
         ignore_breaker = form.get("ignore_breaker") == "yes"
 
-        def replay(on_outcome: Callable[[ReplayOutcome], None], on_pause: PauseHandler) -> ReplayReport:
-            with follow_breakers(settings, ignore=ignore_breaker) as health:
-                return replay_records(archive, broker_url=settings.broker_url, who=who, ids=ids,
-                                      reason=reason, rate_per_s=rate, on_outcome=on_outcome,
-                                      health=health, on_pause=on_pause)  # fmt: skip
+        # Stored as an operation: its progress outlives this process, and it can be paused and resumed.
+        op_id = console.operations.start_replay(
+            ids, who=who, selection=describe_filter(selection), reason=reason, rate_per_s=rate
+        )
 
-        run = console.runs.start(replay, total=len(ids), rate_per_s=rate)
+        def replay(on_outcome: Callable[[ReplayOutcome], None], on_pause: PauseHandler) -> None:
+            with follow_breakers(settings, ignore=ignore_breaker) as health:
+                console.operations.run(op_id, on_outcome=on_outcome, health=health, on_pause=on_pause)
+
+        run = console.runs.start(replay, total=len(ids), rate_per_s=rate, operation_id=op_id)
         return RedirectResponse(f"/ui/groups/{fingerprint}?run={run.id}", status_code=303)
 
     @router.post("/groups/{fingerprint}/discard", response_class=HTMLResponse)
@@ -270,7 +276,11 @@ def action_router(console: ConsoleContext) -> APIRouter:  # noqa: PLR0915 - one 
         confirmed(form, archive.count(selection))
         reason = _reason(form, required=True)
         assert reason is not None
-        changed = discard_records(archive, selection, who=who, reason=reason)
-        return RedirectResponse(f"/ui/groups/{fingerprint}?discarded={len(changed)}", status_code=303)
+        operations = console.operations
+        op_id = operations.start_discard(
+            archive.ids(selection), who=who, selection=describe_filter(selection), reason=reason
+        )
+        discarded = operations.run(op_id).counts.get(DISCARDED_STATE, 0)
+        return RedirectResponse(f"/ui/groups/{fingerprint}?discarded={discarded}", status_code=303)
 
     return router

@@ -9,7 +9,7 @@ from urllib.parse import parse_qsl, quote
 
 from fastapi import Depends, Request
 
-from ..dlq import DeadLetterArchive
+from ..dlq import DeadLetterArchive, Operations
 from ..redaction import Redactor
 from ..settings import Settings
 from .render import Pages
@@ -78,6 +78,7 @@ class ConsoleContext:
         self.sessions = SessionKeeper(settings)
         self.pages = Pages()
         self.runs = ReplayRuns(describe_error=lambda exc: redactor.text(str(exc)))
+        self.operations = Operations(archive, broker_url=settings.broker_url)
 
     def operator(self, request: Request) -> Operator:
         """Who is asking.

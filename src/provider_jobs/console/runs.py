@@ -8,7 +8,7 @@ import logging
 import threading
 from collections.abc import Callable
 
-from ..dlq import ReplayOutcome, ReplayReport
+from ..dlq import ReplayOutcome
 from ..dlq.replay.gate import PauseHandler
 from ..errors import ProviderJobsError
 from ..health.watch import Pause
@@ -33,6 +33,8 @@ class ReplayRun:
     failed: int = 0
     done: bool = False
     error: str | None = None
+    #: The operation stored in the archive for this replay, which outlives this process.
+    operation_id: int | None = None
     #: Providers whose records wait for their breaker now, each with its line
     #: (``ITL.Core/ResourceGroup down since 12:03``).
     paused: dict[str, str] = dataclasses.field(default_factory=dict)
@@ -54,15 +56,16 @@ class ReplayRuns:
 
     def start(
         self,
-        replay: Callable[[Callable[[ReplayOutcome], None], PauseHandler], ReplayReport],
+        replay: Callable[[Callable[[ReplayOutcome], None], PauseHandler], object],
         *,
         total: int,
         rate_per_s: float,
+        operation_id: int | None = None,
     ) -> ReplayRun:
         """Start ``replay(on_outcome, on_pause)`` in a thread; its run counts each outcome and
         shows the providers paused."""
         with self._lock:
-            run = ReplayRun(id=next(self._ids), total=total, rate_per_s=rate_per_s)
+            run = ReplayRun(id=next(self._ids), total=total, rate_per_s=rate_per_s, operation_id=operation_id)
             self._runs[run.id] = run
             for old in sorted(self._runs)[:-_KEPT]:
                 if self._runs[old].done:

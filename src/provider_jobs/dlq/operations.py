@@ -52,6 +52,7 @@ from .archive.operations import (
     OperationRow,
 )
 from .archive.store import DEAD, DISCARDED, DeadLetterArchive
+from .replay.gate import PauseHandler, ProviderHealth
 from .replay.message import unstorable
 from .replay.replayer import Replayer, ReplayOutcome
 
@@ -337,7 +338,12 @@ class Operations:
             thread.join(timeout_s)
 
     def run(
-        self, operation_id: int, *, on_outcome: Callable[[ReplayOutcome], None] | None = None
+        self,
+        operation_id: int,
+        *,
+        on_outcome: Callable[[ReplayOutcome], None] | None = None,
+        health: ProviderHealth | None = None,
+        on_pause: PauseHandler | None = None,
     ) -> OperationRow:
         """Run a running operation in this thread, chunk by chunk, until its records are settled
         (then ``done``) or it is paused or cancelled; an error stops it as ``failed``.
@@ -345,6 +351,9 @@ class Operations:
         Args:
             operation_id: A ``running`` operation this process owns (started or taken over).
             on_outcome: Called with each replayed record's outcome (progress bars).
+            health: The providers' health: a replay holds back the records of a provider whose
+                breaker is open (see :meth:`Replayer.replay`). Default: sends whatever it says.
+            on_pause: Called when a provider's records start or stop being held back.
 
         Returns:
             The operation as it stopped.
@@ -369,7 +378,7 @@ class Operations:
                 if operation.action == "discard":
                     self._discard_chunk(operation, pending)
                 else:
-                    self._replay_chunk(operation, pending, on_outcome)
+                    self._replay_chunk(operation, pending, on_outcome, health=health, on_pause=on_pause)
         except ProviderJobsError as exc:
             logger.error("Operation %d failed: %s", operation_id, exc)
             self._fail(operation_id, str(exc))
@@ -402,6 +411,9 @@ class Operations:
         operation: OperationRow,
         pending: Sequence[tuple[int, int]],
         on_outcome: Callable[[ReplayOutcome], None] | None,
+        *,
+        health: ProviderHealth | None,
+        on_pause: PauseHandler | None,
     ) -> None:
         options = operation.options
         positions = {record_id: position for position, record_id in pending}
@@ -414,6 +426,8 @@ class Operations:
                 force=bool(options.get("force")),
                 reason=operation.reason,
                 on_outcome=on_outcome,
+                health=health,
+                on_pause=on_pause,
             )
         except BrokerUnavailable:
             # Nothing of the chunk was published: it is pending again, for a resume.
