@@ -82,9 +82,11 @@ def test_delayed_messages_run_in_the_order_they_fall_due(
     def append(x: int) -> None:
         results.append(x)
 
-    append.send_with_options(args=(1,), delay=150)
-    append.send_with_options(args=(2,), delay=50)
+    # The worker runs before they are sent: one that starts after both fell due (a loaded
+    # machine) would take them in the order they were sent, which says nothing about delays.
     with running_worker(rabbitmq_broker, threads=1):
+        append.send_with_options(args=(1,), delay=600)
+        append.send_with_options(args=(2,), delay=200)
         wait_for(lambda: len(results) == 2)
     assert results == [2, 1]
 
