@@ -150,7 +150,7 @@ def test_discard_all_needs_the_flag_as_replay_all_does(env: DeadLetterArchive) -
     assert _json(["discard", "--all", "--reason", "again"], code=1) == {"discarded": []}
 
 
-def test_operations_replay_a_group_and_are_listed_shown_and_steered(
+def test_replays_and_discards_are_operations_listed_shown_and_steered(
     env: DeadLetterArchive, settings: Settings, amqp: Any
 ) -> None:
     amqp.queue_declare(
@@ -163,20 +163,20 @@ def test_operations_replay_a_group_and_are_listed_shown_and_steered(
         },
     )
     group = _json(["groups"])[0]["fingerprint"]
-    assert runner.invoke(dlq_app, ["operations", "replay"]).exit_code == 2  # a selection is required
-    replayed = _json(["operations", "replay", "--group", group, "--reason", "provider deployed"])
-    assert (replayed["state"], replayed["counts"], replayed["who"]) == ("done", {"sent": 3}, "carol")
-    assert replayed["selection"] == {"statuses": ["dead"], "fingerprint": group}
-    assert queue_depth(amqp, settings.queue_name) == 3
-    discarded = _json(["operations", "discard", "--all", "--reason", "outage over"])
-    assert (discarded["action"], discarded["counts"]) == ("discard", {"discarded": 1})
+    replayed = _json(["replay", "--group", group, "--reason", "provider deployed"])
+    assert [o["status"] for o in replayed["outcomes"]] == ["published"] * 3
+    assert _json(["discard", "--all", "--reason", "outage over"]) == {"discarded": [4]}
     listed = _json(["operations", "list"])
-    assert [(o["id"], o["action"], o["state"]) for o in listed] == [
-        (2, "discard", "done"),
-        (1, "replay", "done"),
+    assert [(o["id"], o["action"], o["state"], o["who"]) for o in listed] == [
+        (2, "discard", "done", "carol"),
+        (replayed["operation"], "replay", "done", "carol"),
     ]
-    shown = _json(["operations", "show", "1"])
-    assert shown["total"] == 3 and shown["settled"] == 3 and shown["records"] == []
+    shown = _json(["operations", "show", str(replayed["operation"])])
+    assert (shown["total"], shown["counts"], shown["records"]) == (3, {"sent": 3}, [])
+    assert shown["selection"] == {"statuses": ["dead"], "fingerprint": group}
+    assert queue_depth(amqp, settings.queue_name) == 3
     refused = runner.invoke(dlq_app, ["operations", "pause", "1"])
     assert refused.exit_code == 2 and "Operation 1 is done: it cannot be paused" in refused.stderr
+    refused = runner.invoke(dlq_app, ["operations", "resume", "1"])
+    assert refused.exit_code == 2 and "Operation 1 is done: it cannot be resumed" in refused.stderr
     assert runner.invoke(dlq_app, ["operations", "show", "9"]).exit_code == 1

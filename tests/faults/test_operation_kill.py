@@ -94,7 +94,7 @@ def test_a_group_replay_killed_halfway_is_resumed_and_sends_no_record_twice(
         }
         env = {**os.environ, **{f"PROVIDER_JOBS_{name}": value for name, value in variables.items()}}
         started = time.monotonic()
-        replay = ["dlq", "operations", "replay", "--group", group.fingerprint, "--reason", "deployed"]
+        replay = ["dlq", "replay", "--group", group.fingerprint, "--reason", "deployed"]
         first = subprocess.Popen([*CLI, *replay], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         try:
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from typing import Annotated, Any
 
 import typer
@@ -12,12 +14,16 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from ...errors import InvalidJob
+from ...errors import ArchiveError, BrokerUnavailable, InvalidJob
+from ...gc_pause import paused_gc
 from ...health.watch import Pause, follow_breakers
 from ...redaction import Redactor
 from ...settings import Settings
+from ..archive.operations import DISCARDED_STATE, DONE
 from ..archive.store import DEAD, DISCARDED
-from ..replay.replayer import FAILED, Replayer, ReplayOutcome
+from ..operations import Operations, describe_filter
+from ..replay.gate import ProviderHealth
+from ..replay.replayer import FAILED, Replayer, ReplayOutcome, ReplayReport
 from ..triage import DEFAULT_POLICY, DlqPolicy, process_dlq
 from .common import (
     EXIT_BROKER,
@@ -39,6 +45,7 @@ from .common import (
     _filter,
     _out,
     _print_json,
+    _resume_hint,
     _session,
     _who,
 )
@@ -107,46 +114,42 @@ def replay(
     with _session() as (settings, archive):
         request_patch, job_patch = _json_patch(edit, "--edit"), _json_patch(edit_job, "--edit-job")
         default_status = None if force else DEAD
-        chosen = ids or archive.ids(
-            _filter(
-                status,
-                category,
-                provider,
-                operation,
-                group,
-                since,
-                until,
-                search,
-                default_status=default_status,
-            )
+        record_filter = _filter(
+            status, category, provider, operation, group, since, until, search, default_status=default_status
         )
+        chosen = ids or archive.ids(record_filter)
         if not chosen:
             _err.print("No dead letter matched.")
             raise typer.Exit(EXIT_NOT_FOUND)
-        replayer = Replayer(archive=archive, broker_url=settings.broker_url, who=_who(settings))
         with (
             follow_breakers(settings, ignore=dry_run or ignore_breaker) as health,
             _progress(len(chosen), enabled=not as_json and len(chosen) > 1) as advance,
         ):
-            report = replayer.replay(
-                chosen,
-                request_patch=request_patch,
-                job_patch=job_patch,
-                dry_run=dry_run,
-                rate_per_s=rate,
-                force=force,
-                reason=reason,
-                on_outcome=advance,
-                pause_gc=True,  # this process is ours, and its objects live until the call returns
-                health=health,
-                on_pause=_show_pause,
-            )
+            send = _Send(health=health, advance=advance)
+            if dry_run:
+                replayer = Replayer(archive=archive, broker_url=settings.broker_url, who=_who(settings))
+                report = replayer.replay(
+                    chosen, request_patch=request_patch, job_patch=job_patch, dry_run=True, force=force
+                )
+            else:
+                report = send.as_operation(
+                    Operations(archive, broker_url=settings.broker_url),
+                    chosen,
+                    who=_who(settings),
+                    selection={"ids": len(chosen)} if ids else describe_filter(record_filter),
+                    reason=reason,
+                    force=force,
+                    rate_per_s=rate,
+                    request_patch=request_patch,
+                    job_patch=job_patch,
+                )
     redactor = settings.redactor()
     outcomes = [redactor.view(o) for o in report.outcomes]
     if as_json:
         _print_json(
             {
                 "elapsed_s": report.elapsed_s,
+                "operation": send.operation_id,
                 "paused": [pause.as_dict() for pause in report.pauses],
                 "outcomes": outcomes,
             }
@@ -154,7 +157,7 @@ def replay(
     else:
         table = Table(
             title=f"{'dry run: ' if dry_run else ''}{len(report.outcomes)} record(s) in "
-            f"{report.elapsed_s:.2f} s",
+            f"{report.elapsed_s:.2f} s" + (f" (operation {send.operation_id})" if send.operation_id else ""),
             title_justify="left",
         )
         for name in ("id", "outcome", "job", "queue", "new message id / detail"):
@@ -174,6 +177,49 @@ def replay(
         raise typer.Exit(EXIT_BROKER)
     if not dry_run and not report.published:
         raise typer.Exit(EXIT_NOT_FOUND)
+
+
+@dataclasses.dataclass
+class _Send:
+    """A replay sent as an operation stored in the archive, its outcomes and pauses gathered
+    into one report as the command prints it."""
+
+    health: ProviderHealth | None
+    advance: Callable[[ReplayOutcome], None] | None
+    operation_id: int | None = None
+
+    def as_operation(
+        self, operations: Operations, chosen: list[int], *, who: str, **options: Any
+    ) -> ReplayReport:
+        """Start the operation, run it here, and report each record's outcome and each pause.
+
+        Raises:
+            BrokerUnavailable, ArchiveError: The operation stopped; the message says how to resume it.
+        """
+        started = time.monotonic()
+        report = ReplayReport()
+        self.operation_id = op_id = operations.start_replay(chosen, who=who, **options)
+
+        def outcome(done: ReplayOutcome) -> None:
+            report.outcomes.append(done)
+            if self.advance is not None:
+                self.advance(done)
+
+        def pause(provider: str, paused: Pause | None) -> None:
+            if paused is not None:
+                report.pauses.append(paused)
+            _show_pause(provider, paused)
+
+        # This process is ours: the collector is held off while a replay runs as fast as it goes.
+        with paused_gc() if options.get("rate_per_s") is None else contextlib.nullcontext():
+            try:
+                stopped = operations.run(op_id, on_outcome=outcome, health=self.health, on_pause=pause)
+            except (ArchiveError, BrokerUnavailable) as exc:
+                raise type(exc)(f"{exc}; {_resume_hint(op_id)}") from exc
+        if stopped.state != DONE:
+            _err.print(f"operation {op_id} is {stopped.state}: {_resume_hint(op_id)}", highlight=False)
+        report.elapsed_s = time.monotonic() - started
+        return report
 
 
 def _show_pause(provider: str, pause: Pause | None) -> None:
@@ -230,13 +276,19 @@ def discard(
     with _session() as (settings, archive):
         for record_id in ids or ():
             archive.get(record_id)
-        changed = archive.set_status(
-            _filter(None, category, provider, operation, group, since, until, search, ids=ids),
-            DISCARDED,
-            who=_who(settings),
-            reason=reason,
-            action="discard",
-        )
+        record_filter = _filter(None, category, provider, operation, group, since, until, search, ids=ids)
+        chosen = archive.ids(record_filter)
+        changed: list[int] = []
+        if chosen:
+            # Stored as an operation, as every bulk discard is: `dlq operations show` lists it.
+            operations = Operations(archive, broker_url=settings.broker_url)
+            op_id = operations.start_discard(
+                chosen, who=_who(settings), selection=describe_filter(record_filter), reason=reason
+            )
+            operations.run(op_id)
+            changed = [
+                r.record_id for r in operations.records(op_id, states=[DISCARDED_STATE], limit=len(chosen))
+            ]
     if as_json:
         _print_json({"discarded": changed})
     else:

@@ -211,3 +211,8 @@ def _filter(  # noqa: PLR0917 - mirrors the commands' shared filter options
 
 def _print_json(data: Any) -> None:
     typer.echo(json.dumps(data, indent=2, default=str))
+
+
+def _resume_hint(operation_id: int) -> str:
+    """How to go on with an operation that stopped."""
+    return f"`provider-jobs dlq operations resume {operation_id}` goes on"

@@ -1,9 +1,9 @@
-"""``provider-jobs dlq operations ...``: bulk replays and discards stored in the archive.
+"""``provider-jobs dlq operations ...``: the bulk replays and discards stored in the archive.
 
-``replay`` and ``discard`` start one over a selection and run it here, with a
-progress bar; ``list`` and ``show`` read them; ``pause`` and ``cancel`` ask the
-process running one to stop after its chunk; ``resume`` goes on with a paused,
-failed or interrupted one (its process died) in this process.
+``dlq replay`` and ``dlq discard`` start them; ``list`` and ``show`` read them;
+``pause`` and ``cancel`` ask the process running one to stop after its chunk;
+``resume`` goes on with a paused, failed or interrupted one (its process died)
+in this process.
 """
 
 from __future__ import annotations
@@ -19,36 +19,28 @@ from rich.text import Text
 
 from ...errors import ArchiveError, BrokerUnavailable, RecordConflict
 from ...gc_pause import paused_gc
+from ...health.watch import follow_breakers
+from ...settings import Settings
 from ..archive.operations import DONE, FAILED_STATE, SKIPPED, UNCERTAIN, OperationRow
-from ..archive.store import DEAD, DeadLetterArchive
-from ..operations import Operations, describe_filter, interrupted, operation_view
+from ..operations import Operations, interrupted, operation_view
+from .change import _show_pause
 from .common import (
     EXIT_NOT_FOUND,
     EXIT_USAGE,
     MAX_RECORD_ID,
-    CategoryOpt,
-    GroupOpt,
     JsonOpt,
-    OperationOpt,
-    ProviderOpt,
-    ReasonOpt,
-    SearchOpt,
-    SinceOpt,
-    UntilOpt,
-    _check_text,
     _err,
-    _filter,
     _out,
     _print_json,
+    _resume_hint,
     _session,
     _when,
-    _who,
 )
 
 __all__ = ["operations_app"]
 
 operations_app = typer.Typer(
-    help="Bulk replays and discards stored in the archive: start, list, show, pause, resume, cancel.",
+    help="Bulk replays and discards stored in the archive: list, show, pause, resume, cancel.",
     no_args_is_help=True,
 )
 
@@ -81,36 +73,36 @@ def _progress(operation: OperationRow, *, enabled: bool) -> Iterator[Any]:
         yield lambda _outcome: progress.advance(task)
 
 
-def _run(operations: Operations, op_id: int, *, resume: bool, as_json: bool, paced: bool) -> None:
-    """Run (or resume) the operation here, then print how it stands; exit 4 if it failed."""
+def _resume(
+    settings: Settings, operations: Operations, op_id: int, *, as_json: bool, ignore_breaker: bool
+) -> None:
+    """Take the operation over and run it here, then print how it stands."""
     operation = operations.get(op_id)
+    replay = operation.action == "replay"
     with (
+        follow_breakers(settings, ignore=ignore_breaker or not replay) as health,
         # This process is ours: the collector is held off while a replay runs as fast as it goes.
-        paused_gc() if not paced else contextlib.nullcontext(),
+        paused_gc() if not operation.options.get("rate_per_s") else contextlib.nullcontext(),
         _progress(operation, enabled=not as_json) as advance,
     ):
         try:
-            if resume:
-                moved = operations.take_over(op_id)
-                if moved.get(UNCERTAIN):
-                    _err.print(
-                        f"operation {op_id}: {moved[UNCERTAIN]} record(s) were claimed when its process "
-                        "stopped and may have been sent: they are not sent again (`show` lists them)",
-                        highlight=False,
-                    )
-            stopped = operations.run(op_id, on_outcome=advance)
+            moved = operations.take_over(op_id)
+            if moved.get(UNCERTAIN):
+                _err.print(
+                    f"operation {op_id}: {moved[UNCERTAIN]} record(s) were claimed when its process "
+                    "stopped and may have been sent: they are not sent again (`show` lists them)",
+                    highlight=False,
+                )
+            stopped = operations.run(op_id, on_outcome=advance, health=health, on_pause=_show_pause)
         except RecordConflict as exc:
             _err.print(f"provider-jobs dlq: {exc}", markup=False, highlight=False)
             raise typer.Exit(EXIT_USAGE) from None
         except (ArchiveError, BrokerUnavailable) as exc:
             # Stored as failed: one line says so, and how to go on.
-            raise type(exc)(f"{exc}; `provider-jobs dlq operations resume {op_id}` goes on") from exc
+            raise type(exc)(f"{exc}; {_resume_hint(op_id)}") from exc
     _print_operation(stopped, as_json=as_json)
     if stopped.state != DONE:
-        _err.print(
-            f"operation {op_id} is {stopped.state}: `provider-jobs dlq operations resume {op_id}` goes on",
-            highlight=False,
-        )
+        _err.print(f"operation {op_id} is {stopped.state}: {_resume_hint(op_id)}", highlight=False)
 
 
 def _print_operation(operation: OperationRow, *, as_json: bool) -> None:
@@ -123,79 +115,6 @@ def _print_operation(operation: OperationRow, *, as_json: bool) -> None:
             f"{operation.settled}/{operation.total} settled ({_counts(operation)})"
         )
     )
-
-
-@operations_app.command()
-def replay(
-    group: GroupOpt = None,
-    *,
-    category: CategoryOpt = None,
-    provider: ProviderOpt = None,
-    operation: OperationOpt = None,
-    since: SinceOpt = None,
-    until: UntilOpt = None,
-    search: SearchOpt = None,
-    all_matching: Annotated[
-        bool, typer.Option("--all", help="Replay every dead letter matching the filters.")
-    ] = False,
-    rate: Annotated[float | None, typer.Option(min=0.001, help="Messages per second at most.")] = None,
-    reason: ReasonOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
-    """Replay the dead letters of a selection as an operation stored in the archive."""
-    _check_text(reason, "--reason")
-    record_filter = _filter(DEAD, category, provider, operation, group, since, until, search)
-    if not all_matching and record_filter == _filter(DEAD, None, None, None, None, None, None, None):
-        raise typer.BadParameter("name a --group, filters, or --all")
-    with _session() as (settings, archive):
-        chosen = _chosen(archive, record_filter)
-        operations = Operations(archive, broker_url=settings.broker_url)
-        op_id = operations.start_replay(
-            chosen, who=_who(settings), selection=describe_filter(record_filter), reason=reason,
-            rate_per_s=rate,
-        )  # fmt: skip
-        _err.print(f"operation {op_id}: replaying {len(chosen)} record(s)", highlight=False)
-        _run(operations, op_id, resume=False, as_json=as_json, paced=rate is not None)
-
-
-@operations_app.command()
-def discard(
-    group: GroupOpt = None,
-    *,
-    reason: Annotated[str, typer.Option(help="Why (required, kept in the audit log).")] = "",
-    category: CategoryOpt = None,
-    provider: ProviderOpt = None,
-    operation: OperationOpt = None,
-    since: SinceOpt = None,
-    until: UntilOpt = None,
-    search: SearchOpt = None,
-    all_matching: Annotated[
-        bool, typer.Option("--all", help="Discard every dead letter matching the filters.")
-    ] = False,
-    as_json: JsonOpt = False,
-) -> None:
-    """Discard the dead letters of a selection as an operation stored in the archive."""
-    if not reason.strip():
-        raise typer.BadParameter("say why", param_hint="--reason")
-    _check_text(reason, "--reason")
-    record_filter = _filter(DEAD, category, provider, operation, group, since, until, search)
-    if not all_matching and record_filter == _filter(DEAD, None, None, None, None, None, None, None):
-        raise typer.BadParameter("name a --group, filters, or --all")
-    with _session() as (settings, archive):
-        chosen = _chosen(archive, record_filter)
-        operations = Operations(archive, broker_url=settings.broker_url)
-        op_id = operations.start_discard(
-            chosen, who=_who(settings), selection=describe_filter(record_filter), reason=reason
-        )
-        _run(operations, op_id, resume=False, as_json=as_json, paced=False)
-
-
-def _chosen(archive: DeadLetterArchive, record_filter: Any) -> list[int]:
-    chosen = archive.ids(record_filter)
-    if not chosen:
-        _err.print("No dead letter matched.")
-        raise typer.Exit(EXIT_NOT_FOUND)
-    return chosen
 
 
 @operations_app.command("list")
@@ -279,7 +198,14 @@ def _steer(operation_id: int, action: str, *, as_json: bool) -> None:
 
 
 @operations_app.command()
-def resume(operation_id: OperationIdArg, as_json: JsonOpt = False) -> None:
+def resume(
+    operation_id: OperationIdArg,
+    ignore_breaker: Annotated[
+        bool,
+        typer.Option("--ignore-breaker", help="Send records whose provider's breaker is open too, at once."),
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
     """Go on with a paused, failed or interrupted operation, here, until it ends.
 
     Records its stopped process had marked are not sent again; records it had claimed
@@ -287,5 +213,4 @@ def resume(operation_id: OperationIdArg, as_json: JsonOpt = False) -> None:
     """
     with _session() as (settings, archive):
         operations = Operations(archive, broker_url=settings.broker_url)
-        paced = bool(operations.get(operation_id).options.get("rate_per_s"))
-        _run(operations, operation_id, resume=True, as_json=as_json, paced=paced)
+        _resume(settings, operations, operation_id, as_json=as_json, ignore_breaker=ignore_breaker)
