@@ -14,7 +14,7 @@ from provider_jobs.dlq import DeadLetterArchive, dead_letter_from_delivery
 from provider_jobs.dlq.cli.app import dlq_app
 from provider_jobs.settings import Settings
 
-from support import queue_depth
+from support import declare_work_queue, queue_depth
 
 runner = CliRunner()
 
@@ -89,15 +89,7 @@ def test_an_unknown_id_or_an_empty_result_exits_1(env: DeadLetterArchive) -> Non
 def test_an_invalid_edit_exits_2_and_sends_nothing(
     env: DeadLetterArchive, settings: Settings, amqp: Any
 ) -> None:
-    amqp.queue_declare(
-        settings.queue_name,
-        durable=True,
-        arguments={
-            "x-dead-letter-exchange": "",
-            "x-dead-letter-routing-key": f"{settings.queue_name}.XQ",
-            "x-max-priority": 10,
-        },
-    )
+    declare_work_queue(amqp, settings.queue_name)
     for edit in (["--edit", "{not json"], ["--edit", "[1, 2]"], ["--edit-job", '{"priority": "high"}']):
         result = runner.invoke(dlq_app, ["replay", "1", "2", *edit])
         assert result.exit_code == 2, result.output
@@ -109,15 +101,7 @@ def test_an_invalid_edit_exits_2_and_sends_nothing(
 def test_replay_a_group_then_discard_with_a_reason_and_read_the_audit(
     env: DeadLetterArchive, settings: Settings, amqp: Any
 ) -> None:
-    amqp.queue_declare(
-        settings.queue_name,
-        durable=True,
-        arguments={
-            "x-dead-letter-exchange": "",
-            "x-dead-letter-routing-key": f"{settings.queue_name}.XQ",
-            "x-max-priority": 10,
-        },
-    )
+    declare_work_queue(amqp, settings.queue_name)
     group = _json(["groups"])[0]["fingerprint"]
     replayed = _json(["replay", "--group", group, "--reason", "provider deployed"])
     assert [o["status"] for o in replayed["outcomes"]] == ["published"] * 3
@@ -153,15 +137,7 @@ def test_discard_all_needs_the_flag_as_replay_all_does(env: DeadLetterArchive) -
 def test_replays_and_discards_are_operations_listed_shown_and_steered(
     env: DeadLetterArchive, settings: Settings, amqp: Any
 ) -> None:
-    amqp.queue_declare(
-        settings.queue_name,
-        durable=True,
-        arguments={
-            "x-dead-letter-exchange": "",
-            "x-dead-letter-routing-key": f"{settings.queue_name}.XQ",
-            "x-max-priority": 10,
-        },
-    )
+    declare_work_queue(amqp, settings.queue_name)
     group = _json(["groups"])[0]["fingerprint"]
     replayed = _json(["replay", "--group", group, "--reason", "provider deployed"])
     assert [o["status"] for o in replayed["outcomes"]] == ["published"] * 3

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from test_dlq_replay import _declare, _store
+from test_dlq_replay import _store
 
 from provider_jobs.dlq import DeadLetterArchive, Replayer
 from provider_jobs.dlq import operations as operations_module
@@ -14,7 +14,7 @@ from provider_jobs.dlq.operations import Operations
 from provider_jobs.errors import RecordConflict
 from provider_jobs.settings import Settings
 
-from support import queue_depth
+from support import declare_work_queue, queue_depth
 
 
 def _replay_of(channel: Any, queue_name: str) -> list[int]:
@@ -33,7 +33,7 @@ def test_a_replay_operation_sends_each_record_once_and_accounts_for_each(
     archive: DeadLetterArchive, settings: Settings, amqp: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(operations_module, "CHUNK", 7)
-    _declare(amqp, settings.queue_name)
+    declare_work_queue(amqp, settings.queue_name)
     ids = _store(archive, settings, 20)
     ops = Operations(archive, broker_url=settings.broker_url)
     op_id = ops.start_replay(ids, who="carol", selection={"ids": 20}, reason="provider deployed")
@@ -52,7 +52,7 @@ def test_a_paused_operation_stops_after_its_chunk_and_resumes_where_it_stopped(
     archive: DeadLetterArchive, settings: Settings, amqp: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(operations_module, "CHUNK", 5)
-    _declare(amqp, settings.queue_name)
+    declare_work_queue(amqp, settings.queue_name)
     ids = _store(archive, settings, 12)
     ops = Operations(archive, broker_url=settings.broker_url)
     op_id = ops.start_replay(ids, who="carol", selection={"ids": 12})
@@ -76,7 +76,7 @@ def test_a_cancelled_operation_sends_nothing_more(
     archive: DeadLetterArchive, settings: Settings, amqp: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(operations_module, "CHUNK", 4)
-    _declare(amqp, settings.queue_name)
+    declare_work_queue(amqp, settings.queue_name)
     ids = _store(archive, settings, 10)
     ops = Operations(archive, broker_url=settings.broker_url)
     op_id = ops.start_replay(ids, who="carol", selection={"ids": 10})
@@ -94,7 +94,7 @@ def test_a_resumed_operation_sends_only_what_its_stopped_runner_never_claimed(
 ) -> None:
     """The runner died with a chunk of ten handed over: five replayed and marked, two claimed
     (maybe published), three not reached. A resume sends the three, never the seven."""
-    _declare(amqp, settings.queue_name)
+    declare_work_queue(amqp, settings.queue_name)
     ids = _store(archive, settings, 12)
     ops = Operations(archive, broker_url=settings.broker_url)
     op_id = ops.start_replay(ids, who="carol", selection={"ids": 12})
@@ -127,7 +127,7 @@ def test_a_running_operation_of_a_live_process_cannot_be_resumed(
 def test_a_discard_operation_discards_only_dead_letters_awaiting_action(
     archive: DeadLetterArchive, settings: Settings, amqp: Any
 ) -> None:
-    _declare(amqp, settings.queue_name)
+    declare_work_queue(amqp, settings.queue_name)
     ids = _store(archive, settings, 4)
     Replayer(archive=archive, broker_url=settings.broker_url, who="carol").replay(ids[:1])
     ops = Operations(archive, broker_url=settings.broker_url)

@@ -20,7 +20,7 @@ from provider_jobs.dlq import DeadLetterArchive, dead_letter_from_delivery
 from provider_jobs.dlq.operations import CHUNK
 from provider_jobs.settings import Settings
 
-from support import queue_depth, wait_for
+from support import declare_work_queue, queue_depth, wait_for
 
 CLI = [sys.executable, "-c", "from provider_jobs.cli import main; main()"]
 #: Records of the group: the issue's 50,000 scaled down to run in seconds (measured by hand at 50,000).
@@ -73,12 +73,7 @@ def test_a_group_replay_killed_halfway_is_resumed_and_sends_no_record_twice(
     settings: Settings, amqp: Any, tmp_path: Path
 ) -> None:
     url = f"sqlite:///{tmp_path}/archive.sqlite3"
-    amqp.queue_declare(
-        settings.queue_name,
-        durable=True,
-        arguments={"x-dead-letter-exchange": "", "x-dead-letter-routing-key": f"{settings.queue_name}.XQ",
-                   "x-max-priority": 10},
-    )  # fmt: skip
+    declare_work_queue(amqp, settings.queue_name)
     archive = DeadLetterArchive(url)
     try:
         ids = _seed(archive, settings.queue_name, RECORDS)
