@@ -19,7 +19,6 @@ from pydantic import (
 
 from ..dlq import (
     DEAD,
-    DISCARDED,
     DeadLetterArchive,
     Group,
     RecordFilter,
@@ -27,7 +26,9 @@ from ..dlq import (
     ReplayOutcome,
     ReplayReport,
 )
+from ..dlq.archive.operations import DISCARDED_STATE
 from ..dlq.archive.search import SEARCH_HELP
+from ..dlq.operations import Operations, describe_filter
 from ..dlq.replay.gate import PauseHandler, ProviderHealth
 from ..dlq.replay.message import unstorable
 from ..health.watch import follow_breakers
@@ -163,8 +164,8 @@ def replay_records(
     max_pause_s: float | None = None,
     on_pause: PauseHandler | None = None,
 ) -> ReplayReport:
-    """Replay the records ``ids``, or those of ``record_filter``: what ``POST /dlq/replay``
-    and the console's replays do.
+    """Replay the records ``ids``, or those of ``record_filter``, as an operation stored in the
+    archive (a dry run is not one): what ``POST /dlq/replay`` and the console's replays do.
 
     Args:
         archive: The dead-letter archive.
@@ -187,28 +188,36 @@ def replay_records(
     Raises:
         RecordNotFound, InvalidJob, NotReplayable, BrokerUnavailable: As :meth:`Replayer.replay`.
     """
-    chosen = ids if ids is not None else archive.ids(record_filter or RecordFilter(statuses=[DEAD]))
-    replayer = Replayer(archive=archive, broker_url=broker_url, who=who)
-    return replayer.replay(
+    record_filter = record_filter or RecordFilter(statuses=[DEAD])
+    chosen = ids if ids is not None else archive.ids(record_filter)
+    if dry_run:
+        replayer = Replayer(archive=archive, broker_url=broker_url, who=who)
+        return replayer.replay(
+            chosen, request_patch=request_patch, job_patch=job_patch, dry_run=True, force=force
+        )
+    # Stored as an operation (:mod:`provider_jobs.dlq.operations`), which outlives this process.
+    _, report = Operations(archive, broker_url=broker_url).replay(
         chosen,
+        who=who,
+        selection={"ids": len(chosen)} if ids is not None else describe_filter(record_filter),
+        on_outcome=on_outcome,
+        health=health,
+        on_pause=on_pause,
         request_patch=request_patch,
         job_patch=job_patch,
-        dry_run=dry_run,
         force=force,
         reason=reason,
         rate_per_s=rate_per_s,
-        on_outcome=on_outcome,
-        health=health,
         max_pause_s=max_pause_s,
-        on_pause=on_pause,
     )
+    return report
 
 
 def discard_records(
     archive: DeadLetterArchive, record_filter: RecordFilter, *, who: str, reason: str
 ) -> list[int]:
-    """Mark the dead letters awaiting action that ``record_filter`` selects discarded, audited:
-    what ``POST /dlq/discard`` and the console's discards do.
+    """Mark the dead letters awaiting action that ``record_filter`` selects discarded, audited,
+    as an operation stored in the archive: what ``POST /dlq/discard`` and the console's discards do.
 
     Records already replayed or discarded stay as they are, as the CLI leaves them.
 
@@ -220,13 +229,15 @@ def discard_records(
     """
     for record_id in record_filter.ids if record_filter.ids is not None else ():
         archive.get(record_id)
-    return archive.set_status(
-        dataclasses.replace(record_filter, statuses=[DEAD]),
-        DISCARDED,
-        who=who,
-        reason=reason,
-        action="discard",
-    )
+    record_filter = dataclasses.replace(record_filter, statuses=[DEAD])
+    chosen = archive.ids(record_filter)
+    if not chosen:
+        return []
+    # Stored as an operation (:mod:`provider_jobs.dlq.operations`), as every bulk discard is.
+    operations = Operations(archive, broker_url="")
+    op_id = operations.start_discard(chosen, who=who, selection=describe_filter(record_filter), reason=reason)
+    operations.run(op_id)
+    return [r.record_id for r in operations.records(op_id, states=[DISCARDED_STATE], limit=len(chosen))]
 
 
 class ReplayRequest(_Selection):

@@ -13,7 +13,6 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from ..api.dlq import discard_records, replay_records
 from ..dlq import DEAD, RecordFilter, Replayer, ReplayOutcome
-from ..dlq.archive.operations import DISCARDED_STATE
 from ..dlq.operations import describe_filter
 from ..dlq.replay.gate import PauseHandler
 from ..dlq.replay.message import unstorable
@@ -276,11 +275,7 @@ def action_router(console: ConsoleContext) -> APIRouter:  # noqa: PLR0915 - one 
         confirmed(form, archive.count(selection))
         reason = _reason(form, required=True)
         assert reason is not None
-        operations = console.operations
-        op_id = operations.start_discard(
-            archive.ids(selection), who=who, selection=describe_filter(selection), reason=reason
-        )
-        discarded = operations.run(op_id).counts.get(DISCARDED_STATE, 0)
-        return RedirectResponse(f"/ui/groups/{fingerprint}?discarded={discarded}", status_code=303)
+        changed = discard_records(archive, selection, who=who, reason=reason)
+        return RedirectResponse(f"/ui/groups/{fingerprint}?discarded={len(changed)}", status_code=303)
 
     return router

@@ -37,6 +37,7 @@ from ..errors import (
     RecordConflict,
     RecordNotFound,
 )
+from ..health.watch import Pause
 from .archive.filters import RecordFilter
 from .archive.operations import (
     CANCELLED,
@@ -54,7 +55,7 @@ from .archive.operations import (
 from .archive.store import DEAD, DISCARDED, DeadLetterArchive
 from .replay.gate import PauseHandler, ProviderHealth
 from .replay.message import unstorable
-from .replay.replayer import Replayer, ReplayOutcome
+from .replay.replayer import Replayer, ReplayOutcome, ReplayReport
 
 __all__ = [
     "CHUNK",
@@ -162,9 +163,12 @@ class Operations:
         rate_per_s: float | None = None,
         request_patch: dict[str, Any] | None = None,
         job_patch: dict[str, Any] | None = None,
+        max_pause_s: float | None = None,
     ) -> int:
         """Store a replay of ``record_ids`` as a new running operation; nothing is sent yet
-        (:meth:`run` sends). An edit is checked on every record first.
+        (:meth:`run` sends). An edit is checked on every record first. ``max_pause_s``: how
+        long a paused provider's records wait for its breaker before they are skipped, when
+        the operation runs with ``health`` (default: until it closes).
 
         Returns:
             The operation's id.
@@ -182,7 +186,7 @@ class Operations:
                 record_ids, request_patch=request_patch, job_patch=job_patch, force=force
             )
         options = {"force": force, "rate_per_s": rate_per_s, "request_patch": request_patch,
-                   "job_patch": job_patch}  # fmt: skip
+                   "job_patch": job_patch, "max_pause_s": max_pause_s}  # fmt: skip
         return self.archive.create_operation(
             action="replay", who=who, reason=reason, selection=selection, options=options,
             record_ids=record_ids, runner=this_runner(),
@@ -213,6 +217,50 @@ class Operations:
         problem = unstorable(reason)
         if problem is not None:
             raise InvalidJob(f"The reason holds {problem}; nothing was sent")
+
+    def replay(
+        self,
+        record_ids: Sequence[int],
+        *,
+        who: str,
+        selection: Mapping[str, Any],
+        on_outcome: Callable[[ReplayOutcome], None] | None = None,
+        health: ProviderHealth | None = None,
+        on_pause: PauseHandler | None = None,
+        **options: Any,
+    ) -> tuple[int, ReplayReport]:
+        """Start a replay operation (:meth:`start_replay` takes ``options``) and run it in this
+        thread to its end: what ``dlq replay`` and ``POST /dlq/replay`` do.
+
+        Returns:
+            The operation's id, and each record's outcome and each provider paused, as
+            :meth:`Replayer.replay` reports them.
+
+        Raises:
+            RecordNotFound, InvalidJob, NotReplayable: From :meth:`start_replay`; nothing was stored.
+            BrokerUnavailable, ArchiveError: The operation stopped (stored as failed, resumable).
+        """
+        started = time.monotonic()
+        report = ReplayReport()
+        op_id = self.start_replay(record_ids, who=who, selection=selection, **options)
+
+        def outcome(done: ReplayOutcome) -> None:
+            report.outcomes.append(done)
+            if on_outcome is not None:
+                on_outcome(done)
+
+        def pause(provider: str, paused: Pause | None) -> None:
+            if paused is not None:
+                report.pauses.append(paused)
+            if on_pause is not None:
+                on_pause(provider, paused)
+
+        try:
+            self.run(op_id, on_outcome=outcome, health=health, on_pause=pause)
+        except (ArchiveError, BrokerUnavailable) as exc:
+            raise type(exc)(f"{exc} (operation {op_id} stopped; it can be resumed)") from exc
+        report.elapsed_s = time.monotonic() - started
+        return op_id, report
 
     # -- reading ------------------------------------------------------------------
 
@@ -427,6 +475,7 @@ class Operations:
                 reason=operation.reason,
                 on_outcome=on_outcome,
                 health=health,
+                max_pause_s=options.get("max_pause_s"),
                 on_pause=on_pause,
             )
         except BrokerUnavailable:

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Annotated, Any
 
 import typer
@@ -14,7 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from ...errors import ArchiveError, BrokerUnavailable, InvalidJob
+from ...errors import InvalidJob
 from ...gc_pause import paused_gc
 from ...health.watch import Pause, follow_breakers
 from ...redaction import Redactor
@@ -22,7 +20,6 @@ from ...settings import Settings
 from ..archive.operations import DISCARDED_STATE, DONE
 from ..archive.store import DEAD, DISCARDED
 from ..operations import Operations, describe_filter
-from ..replay.gate import ProviderHealth
 from ..replay.replayer import FAILED, Replayer, ReplayOutcome, ReplayReport
 from ..triage import DEFAULT_POLICY, DlqPolicy, process_dlq
 from .common import (
@@ -125,18 +122,21 @@ def replay(
             follow_breakers(settings, ignore=dry_run or ignore_breaker) as health,
             _progress(len(chosen), enabled=not as_json and len(chosen) > 1) as advance,
         ):
-            send = _Send(health=health, advance=advance)
+            op_id: int | None = None
             if dry_run:
                 replayer = Replayer(archive=archive, broker_url=settings.broker_url, who=_who(settings))
                 report = replayer.replay(
                     chosen, request_patch=request_patch, job_patch=job_patch, dry_run=True, force=force
                 )
             else:
-                report = send.as_operation(
+                op_id, report = _replay_operation(
                     Operations(archive, broker_url=settings.broker_url),
                     chosen,
                     who=_who(settings),
                     selection={"ids": len(chosen)} if ids else describe_filter(record_filter),
+                    on_outcome=advance,
+                    health=health,
+                    on_pause=_show_pause,
                     reason=reason,
                     force=force,
                     rate_per_s=rate,
@@ -149,7 +149,7 @@ def replay(
         _print_json(
             {
                 "elapsed_s": report.elapsed_s,
-                "operation": send.operation_id,
+                "operation": op_id,
                 "paused": [pause.as_dict() for pause in report.pauses],
                 "outcomes": outcomes,
             }
@@ -157,7 +157,7 @@ def replay(
     else:
         table = Table(
             title=f"{'dry run: ' if dry_run else ''}{len(report.outcomes)} record(s) in "
-            f"{report.elapsed_s:.2f} s" + (f" (operation {send.operation_id})" if send.operation_id else ""),
+            f"{report.elapsed_s:.2f} s" + (f" (operation {op_id})" if op_id else ""),
             title_justify="left",
         )
         for name in ("id", "outcome", "job", "queue", "new message id / detail"):
@@ -179,47 +179,17 @@ def replay(
         raise typer.Exit(EXIT_NOT_FOUND)
 
 
-@dataclasses.dataclass
-class _Send:
-    """A replay sent as an operation stored in the archive, its outcomes and pauses gathered
-    into one report as the command prints it."""
-
-    health: ProviderHealth | None
-    advance: Callable[[ReplayOutcome], None] | None
-    operation_id: int | None = None
-
-    def as_operation(
-        self, operations: Operations, chosen: list[int], *, who: str, **options: Any
-    ) -> ReplayReport:
-        """Start the operation, run it here, and report each record's outcome and each pause.
-
-        Raises:
-            BrokerUnavailable, ArchiveError: The operation stopped; the message says how to resume it.
-        """
-        started = time.monotonic()
-        report = ReplayReport()
-        self.operation_id = op_id = operations.start_replay(chosen, who=who, **options)
-
-        def outcome(done: ReplayOutcome) -> None:
-            report.outcomes.append(done)
-            if self.advance is not None:
-                self.advance(done)
-
-        def pause(provider: str, paused: Pause | None) -> None:
-            if paused is not None:
-                report.pauses.append(paused)
-            _show_pause(provider, paused)
-
-        # This process is ours: the collector is held off while a replay runs as fast as it goes.
-        with paused_gc() if options.get("rate_per_s") is None else contextlib.nullcontext():
-            try:
-                stopped = operations.run(op_id, on_outcome=outcome, health=self.health, on_pause=pause)
-            except (ArchiveError, BrokerUnavailable) as exc:
-                raise type(exc)(f"{exc}; {_resume_hint(op_id)}") from exc
-        if stopped.state != DONE:
-            _err.print(f"operation {op_id} is {stopped.state}: {_resume_hint(op_id)}", highlight=False)
-        report.elapsed_s = time.monotonic() - started
-        return report
+def _replay_operation(
+    operations: Operations, chosen: list[int], **arguments: Any
+) -> tuple[int, ReplayReport]:
+    """:meth:`Operations.replay` with the collector held off unless paced (this process is
+    ours); an operation that did not finish says how to go on."""
+    with paused_gc() if arguments.get("rate_per_s") is None else contextlib.nullcontext():
+        op_id, report = operations.replay(chosen, **arguments)
+    stopped = operations.get(op_id)
+    if stopped.state != DONE:
+        _err.print(f"operation {op_id} is {stopped.state}: {_resume_hint(op_id)}", highlight=False)
+    return op_id, report
 
 
 def _show_pause(provider: str, pause: Pause | None) -> None:
