@@ -50,17 +50,23 @@ class _Supervisor:
         self.log = log.open("ab")
         self.processes: list[subprocess.Popen[bytes]] = []
         self.kills = 0
+        # The test's thread restarts processes while the fault's thread kills them.
+        self._lock = threading.Lock()
 
     def keep_running(self) -> None:
-        self.processes = [p for p in self.processes if p.poll() is None]
-        while len(self.processes) < self.count:
-            self.processes.append(
-                subprocess.Popen(self.command, env=self.env, stdout=self.log, stderr=self.log)
-            )
+        with self._lock:
+            self.processes = [p for p in self.processes if p.poll() is None]
+            while len(self.processes) < self.count:
+                self.processes.append(
+                    subprocess.Popen(self.command, env=self.env, stdout=self.log, stderr=self.log)
+                )
 
     def kill_one(self) -> None:
-        alive = [p for p in self.processes if p.poll() is None]
-        if alive:
+        """SIGKILL one process, restarting the dead first (on a loaded machine the test's thread
+        may not have yet): every call is a kill."""
+        self.keep_running()
+        with self._lock:
+            alive = [p for p in self.processes if p.poll() is None]
             alive[self.kills % len(alive)].send_signal(signal.SIGKILL)
             self.kills += 1
 
