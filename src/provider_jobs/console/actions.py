@@ -16,7 +16,14 @@ from ..dlq import DEAD, RecordFilter, Replayer, ReplayOutcome
 from ..dlq.operations import describe_filter
 from ..dlq.replay.gate import PauseHandler
 from ..dlq.replay.message import unstorable
-from ..errors import ArchiveError, BrokerUnavailable, InvalidJob, NotReplayable, RecordNotFound
+from ..errors import (
+    ArchiveError,
+    BrokerUnavailable,
+    InvalidJob,
+    NotReplayable,
+    RecordConflict,
+    RecordNotFound,
+)
 from ..health.watch import follow_breakers
 from .context import CSRF_REFUSED, ConsoleContext, Form, Refused
 from .pages import render_record
@@ -263,7 +270,12 @@ def action_router(console: ConsoleContext) -> APIRouter:  # noqa: PLR0915 - one 
 
         def replay(on_outcome: Callable[[ReplayOutcome], None], on_pause: PauseHandler) -> None:
             with follow_breakers(settings, ignore=ignore_breaker) as health:
-                console.operations.run(op_id, on_outcome=on_outcome, health=health, on_pause=on_pause)
+                stopped = console.operations.run(
+                    op_id, on_outcome=on_outcome, health=health, on_pause=on_pause
+                )
+            if stopped.state != "done":
+                # Paused or cancelled from the operation's page: the run says so, not "finished".
+                raise RecordConflict(f"operation {op_id} is {stopped.state}; its page resumes it")
 
         run = console.runs.start(replay, total=len(ids), rate_per_s=rate, operation_id=op_id)
         return RedirectResponse(f"/ui/groups/{fingerprint}?run={run.id}", status_code=303)
