@@ -10,7 +10,7 @@ from test_dlq_replay import _store
 
 from provider_jobs.dlq import DeadLetterArchive, Replayer
 from provider_jobs.dlq import operations as operations_module
-from provider_jobs.dlq.operations import Operations
+from provider_jobs.dlq.operations import Operations, this_runner
 from provider_jobs.errors import RecordConflict
 from provider_jobs.settings import Settings
 
@@ -137,3 +137,21 @@ def test_a_discard_operation_discards_only_dead_letters_awaiting_action(
     [skipped] = ops.records(op_id, states=["skipped"])
     assert skipped.record_id == ids[0] and "awaiting action" in (skipped.detail or "")
     assert [e.action for e in archive.audit()].count("discard") == 3
+
+
+def test_of_two_processes_taking_over_an_interrupted_operation_one_does(
+    archive: DeadLetterArchive, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ids = _store(archive, settings, 2)
+    first, second = (Operations(archive, broker_url=settings.broker_url) for _ in range(2))
+    op_id = first.start_replay(ids, who="carol", selection={"ids": 2})
+    archive.set_operation_state(op_id, "running", runner="elsewhere:1")
+    with archive._write("ageing the heartbeat") as conn:
+        conn.execute(archive.tables.operations.update().values(heartbeat_ms=0))
+    seen = first.get(op_id)
+    first.take_over(op_id)
+    # The second had read the operation as interrupted too; its take-over finds it changed.
+    monkeypatch.setattr(second, "get", lambda _: seen)
+    with pytest.raises(RecordConflict, match="changed meanwhile"):
+        second.take_over(op_id)
+    assert first.get(op_id).runner == this_runner()

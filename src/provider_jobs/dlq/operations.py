@@ -342,7 +342,11 @@ class Operations:
             why = f"running in {current.runner}" if current.state == RUNNING else current.state
             raise RecordConflict(f"Operation {operation_id} is {why}: it cannot be resumed")
         if not self.archive.set_operation_state(
-            operation_id, RUNNING, only_from=resumable, runner=this_runner()
+            operation_id,
+            RUNNING,
+            only_from=resumable,
+            runner=this_runner(),
+            heartbeat_ms=current.heartbeat_ms,
         ):
             raise RecordConflict(f"Operation {operation_id} changed meanwhile: look again")
         moved = self.archive.reconcile_operation(operation_id, action=current.action)

@@ -193,8 +193,11 @@ class ArchiveOperations(ArchiveDatabase):
         only_from: Sequence[str] | None = None,
         error: str | None = None,
         runner: str | None = None,
+        heartbeat_ms: int | None = None,
     ) -> bool:
-        """Move the operation to ``state`` if it is in one of ``only_from`` (default any).
+        """Move the operation to ``state`` if it is in one of ``only_from`` (default any) and,
+        with ``heartbeat_ms``, its runner last said it was alive then (so that of two processes
+        taking over an interrupted operation at once, one does).
 
         Returns:
             Whether it moved.
@@ -209,6 +212,8 @@ class ArchiveOperations(ArchiveDatabase):
         update = ops.update().where(ops.c.id == operation_id).values(values)
         if only_from is not None:
             update = update.where(ops.c.state.in_(list(only_from)))
+        if heartbeat_ms is not None:
+            update = update.where(ops.c.heartbeat_ms == heartbeat_ms)
         with self._write(f"setting operation {operation_id} {state}") as conn:
             return bool(conn.execute(update).rowcount)
 
