@@ -272,3 +272,36 @@ def test_state_and_transitions_are_exported_as_metrics(clock) -> None:
     assert registry.get_sample_value("provider_jobs_breaker_state", {"provider": P}) == 0
     labels = {"provider": P, "event": "opened"}
     assert registry.get_sample_value("provider_jobs_breaker_transitions_total", labels) == 1
+
+
+def test_an_opening_on_first_attempts_is_closed_by_a_retry_of_the_streak_that_succeeds(breakers) -> None:
+    """Every job failing its first call and succeeding on its second (a stale connection pool,
+    say) looks like an outage beginning; the streak's own retries tell it apart at once."""
+    assert fail_jobs(breakers, 4)
+    assert not breakers.gate(P, job="job-9").admit  # a new job waits
+    assert breakers.gate(P, job="job-0").probe  # a retry of the streak's first job goes at once
+    assert not breakers.gate(P, job="job-0").admit  # ... once
+    breakers.record_success(P, job="job-0")
+    assert breakers.state(P).state == CLOSED
+    assert breakers.gate(P, job="job-9").admit
+
+
+def test_an_opening_on_first_attempts_stays_open_when_the_streaks_retries_fail_again(
+    breakers, clock, events
+) -> None:
+    assert fail_jobs(breakers, 4)
+    for job in ("job-0", "job-1"):  # min_jobs of the streak are let through to confirm it
+        assert breakers.gate(P, job=job).probe
+        assert breakers.record_failure(P, "timeout", job=job, attempt=2)
+    assert not breakers.gate(P, job="job-2").admit and not breakers.gate(P, job="job-9").admit
+    assert breakers.state(P).state == OPEN and events == [(P, "opened")]
+    clock.now += 5
+    assert breakers.gate(P, job="job-9").probe  # then probe rounds as before
+
+
+def test_an_opening_on_the_failure_rate_waits_for_its_probe_round(breakers) -> None:
+    """Its evidence is decided already (jobs failing again): no job is let through before the round."""
+    opened = [breakers.record_failure(P, "timeout", job=f"job-{n}", attempt=2) for n in range(4)]
+    assert opened == [False, False, False, True]
+    assert breakers.state(P).history[-1]["rule"] == "failure_rate"
+    assert not any(breakers.gate(P, job=f"job-{n}").admit for n in range(4))

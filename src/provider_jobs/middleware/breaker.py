@@ -15,6 +15,12 @@ option, ``namespace/resource_type``). It moves between three states:
 - ``open``: jobs are not sent to the provider. They wait, without spending
   attempts, parked until the breaker closes or in the retry delay queues until
   the next probe (see :class:`.ClassifiedRetries` and :mod:`.parking`).
+  An opening on first attempts alone (every new job failed) is confirmed by
+  the retries of the streak's first jobs, each let through once when it comes
+  back: one success closes the breaker again (the failures were the jobs'
+  own, as when every job fails its first call and succeeds on its second),
+  failures leave it open until its probe round. Only the process that opened
+  it knows those jobs.
 - ``half_open``: every ``probe_interval_s`` a probe round begins: up to
   ``probe_jobs`` distinct waiting jobs are let through. The first success
   closes the breaker; when every probe of the round failed it opens again
@@ -36,7 +42,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import dramatiq
@@ -85,6 +91,8 @@ class _Breaker:
     round_jobs: set[str] | None = None
     #: Health failures of those jobs.
     round_failures: int = 0
+    #: Jobs whose retry is let through at once to confirm an opening on first attempts alone.
+    confirming: set[str] = field(default_factory=set)
 
 
 class ProviderBreakers:
@@ -202,6 +210,11 @@ class ProviderBreakers:
                 return Gate(False, wait_s=current.retry_after_until - now, reason="retry_after")
             if current.state == CLOSED:
                 return _ADMIT
+            if job is not None and job in breaker.confirming:
+                # A retry of the streak that opened it: it tells whether those failures were the
+                # provider's. One success closes the breaker; failures leave it open.
+                breaker.confirming.discard(job)
+                return Gate(True, probe=True)
             due = (current.next_probe_at or now) + self._probe_offset_s
             if now < due:
                 round_jobs = breaker.round_jobs
@@ -240,6 +253,7 @@ class ProviderBreakers:
                 return
             breaker.window.clear()
             breaker.round_jobs = None
+            breaker.confirming.clear()
             state = self._change(
                 breaker, now, "closed", state=CLOSED, failures=0, opened_at=None, next_probe_at=None, probes=0
             )
@@ -282,6 +296,7 @@ class ProviderBreakers:
             current = breaker.state
             if current.state == CLOSED and trip is not None:
                 event = "opened"
+                breaker.confirming = set(trip.undecided)
                 state = self._change(
                     breaker,
                     now,
@@ -362,6 +377,7 @@ class ProviderBreakers:
                 merged = replace(remote)
                 if remote.state == CLOSED:
                     breaker.window.clear()
+                    breaker.confirming.clear()
                 elif local.state != CLOSED and local.next_probe_at is not None:
                     merged = replace(
                         merged, next_probe_at=max(local.next_probe_at, remote.next_probe_at or 0)

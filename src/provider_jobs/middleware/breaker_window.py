@@ -64,12 +64,16 @@ class Trip:
         failing: Failing jobs: distinct jobs in the streak, or jobs voting failing.
         jobs: Jobs that gave evidence (the streak's calls for ``every_call_failed``).
         calls: Calls the rule looked at.
+        undecided: The streak's first jobs (``every_new_job_failed``): first failures, not yet votes.
     """
 
     rule: str
     failing: int
     jobs: int
     calls: int
+    #: For ``every_new_job_failed``: the first jobs of the streak, whose retries tell whether the
+    #: failures were the provider's (they fail again) or the jobs' own (they succeed).
+    undecided: frozenset[str] = frozenset()
 
 
 class FailureWindow:
@@ -133,7 +137,13 @@ class FailureWindow:
             if len(self._streak_jobs) < self.min_jobs:
                 self._streak_jobs.add(job)
             if self._streak >= self.min_calls and len(self._streak_jobs) >= self.min_jobs:
-                return Trip("every_new_job_failed", len(self._streak_jobs), self._streak, self._streak)
+                return Trip(
+                    "every_new_job_failed",
+                    len(self._streak_jobs),
+                    self._streak,
+                    self._streak,
+                    frozenset(self._streak_jobs),
+                )
         failing, answered = self._counts[Evidence.FAILING], self._counts[Evidence.ANSWERED]
         if (
             self._call_count >= self.min_calls
