@@ -41,6 +41,16 @@ def test_a_redelivered_dead_letter_is_stored_once(archive: DeadLetterArchive) ->
     assert archive.count() == 1
 
 
+def test_a_batch_holding_an_archived_record_is_stored_and_indexed_once(archive: DeadLetterArchive) -> None:
+    first, second = _record(job_id="job-first"), _record(job_id="job-second")
+    archive.store([first])
+    # The batch's insert is rolled back and the batch stored again record by record.
+    assert archive.store([second, first]) == [second.dedupe_key]
+    assert [r.job_id for r in archive.find(RecordFilter(text="job-second"))] == ["job-second"]
+    assert archive.count(RecordFilter(text="job-")) == 2
+    assert [g.count for g in archive.groups()] == [2]
+
+
 def test_find_filters_and_pages_newest_first(archive: DeadLetterArchive) -> None:
     now = int(time.time() * 1000)
     old = _record(dead_ms=now - 3_600_000, job_id="old-job")

@@ -100,6 +100,9 @@ class GroupSummary:
                 .with_for_update()
             )
         conn.execute(self._refresh, [{"fp": fp, "st": st, "delta": deltas[(fp, st)]} for fp, st in pairs])
+        if all(deltas[pair] > 0 for pair in pairs):
+            # Only added records (the archiver's every batch): each group now counts one at least.
+            return
         conn.execute(
             g.delete().where(
                 g.c.fingerprint.in_({fp for fp, _ in pairs}), sa.or_(g.c.count <= 0, g.c.latest_id.is_(None))

@@ -23,6 +23,7 @@ import re
 from collections.abc import Sequence
 from typing import Any, Protocol
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.compiler import compiles
@@ -144,7 +145,7 @@ class SearchDocuments:
         ]
         if record.request is not None:
             masked = self._masked(record.request, 0)
-            parts.append(json.dumps(masked, ensure_ascii=False, separators=(",", ":"), default=str))
+            parts.append(_request_text(masked))
         document = "\n".join(part for part in parts if part)
         if self._may_hold_secrets(document):
             document = self.redactor.text(document)
@@ -186,6 +187,15 @@ class SearchDocuments:
         if isinstance(value, list):
             return None if depth >= _MAX_DEPTH else [self._masked(item, depth + 1) for item in value]
         return value
+
+
+def _request_text(request: Any) -> str:
+    """``request`` as compact JSON text, non-ASCII as it is: orjson, four times the stdlib's speed;
+    the stdlib for what orjson refuses (integers beyond 64 bits, lone surrogates)."""
+    try:
+        return orjson.dumps(request, default=str).decode()
+    except TypeError:
+        return json.dumps(request, ensure_ascii=False, separators=(",", ":"), default=str)
 
 
 class SearchMatch(ColumnElement[bool]):

@@ -73,6 +73,10 @@ def _insert_row(record: DeadLetter) -> tuple[Any, ...]:
     return tuple(values)
 
 
+class _HoldsArchived(Exception):
+    """A batch's insert skipped a record already archived: its transaction is rolled back."""
+
+
 class DeadLetterArchive(ArchiveClaims, ArchiveStatus, ArchiveRetention, ArchiveAudit, ArchiveOperations):
     """The dead-letter archive.
 
@@ -133,9 +137,11 @@ class DeadLetterArchive(ArchiveClaims, ArchiveStatus, ArchiveRetention, ArchiveA
     def store(self, records: Sequence[DeadLetter]) -> list[str]:
         """Insert ``records`` in one transaction; those already archived are skipped.
 
-        One ``executemany`` of a prepared insert; only a batch that holds an
-        already archived record (a redelivery) is stored again row by row, to
-        tell which ones were new.
+        One ``executemany`` of a prepared insert. A batch that holds an already
+        archived record (a redelivery) inserts fewer rows than it holds: that
+        transaction is rolled back and the batch stored again row by row, to tell
+        which ones were new. Redeliveries are rare (a crash between commit and ack),
+        so the common batch pays for no savepoint.
 
         Returns:
             The dedupe keys of the records that were new.
@@ -149,29 +155,31 @@ class DeadLetterArchive(ArchiveClaims, ArchiveStatus, ArchiveRetention, ArchiveA
         documents = [self.search_documents(record) for record in unique]
         rows = [(*_insert_row(record), document) for record, document in zip(unique, documents, strict=True)]
         sql = self._compiled_insert()
-        with self._write(f"storing {len(rows)} dead letter(s)") as conn:
-            savepoint = conn.begin_nested()
-            if conn.exec_driver_sql(sql, rows).rowcount == len(rows):
-                savepoint.commit()
-                new = unique
-            else:
-                savepoint.rollback()
-                insert = self._insert().returning(self.records.c.dedupe_key)
-                new = [
-                    record
-                    for record, document in zip(unique, documents, strict=True)
-                    if conn.execute(
-                        insert,
-                        {
-                            **{
-                                name: getattr(record, name) if name in JSON_COLUMNS else value
-                                for name, value in zip(_INSERT_COLUMNS, _insert_row(record), strict=True)
-                            },
-                            "updated_ms": record.archived_ms,
-                            SEARCH_COLUMN: document,
+        try:
+            with self._write(f"storing {len(rows)} dead letter(s)") as conn:
+                if conn.exec_driver_sql(sql, rows).rowcount != len(rows):
+                    raise _HoldsArchived
+                self._groups.apply(conn, Counter((r.fingerprint, r.status) for r in unique))
+            return [r.dedupe_key for r in unique]
+        except _HoldsArchived:
+            pass
+        insert = self._insert().returning(self.records.c.dedupe_key)
+        with self._write(f"storing {len(rows)} dead letter(s) one by one") as conn:
+            new = [
+                record
+                for record, document in zip(unique, documents, strict=True)
+                if conn.execute(
+                    insert,
+                    {
+                        **{
+                            name: getattr(record, name) if name in JSON_COLUMNS else value
+                            for name, value in zip(_INSERT_COLUMNS, _insert_row(record), strict=True)
                         },
-                    ).first()
-                ]
+                        "updated_ms": record.archived_ms,
+                        SEARCH_COLUMN: document,
+                    },
+                ).first()
+            ]
             self._groups.apply(conn, Counter((r.fingerprint, r.status) for r in new))
         return [r.dedupe_key for r in new]
 
