@@ -3,6 +3,8 @@ after the process running them stopped halfway."""
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Any
 
 import pytest
@@ -155,3 +157,25 @@ def test_of_two_processes_taking_over_an_interrupted_operation_one_does(
     with pytest.raises(RecordConflict, match="changed meanwhile"):
         second.take_over(op_id)
     assert first.get(op_id).runner == this_runner()
+
+
+def test_a_runner_says_it_is_alive_through_a_long_chunk(
+    archive: DeadLetterArchive, settings: Settings, amqp: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(operations_module, "_BEAT_S", 0.02)
+    declare_work_queue(amqp, settings.queue_name)
+    ids = _store(archive, settings, 4)
+    ops = Operations(archive, broker_url=settings.broker_url)
+    # Paced at 10 a second: one chunk of four records that lasts about 0.3 s.
+    op_id = ops.start_replay(ids, who="carol", selection={"ids": 4}, rate_per_s=10)
+    before = ops.get(op_id).heartbeat_ms
+    running = threading.Thread(target=ops.run, args=(op_id,))
+    running.start()
+    beats = set()
+    while running.is_alive():
+        beats.add(archive.operation(op_id).heartbeat_ms)  # type: ignore[union-attr]
+        time.sleep(0.01)
+    running.join()
+    assert ops.get(op_id).counts == {"sent": 4}
+    # Between chunks the runner says so twice at most: the rest are beats during the chunk.
+    assert len(beats - {before}) >= 5, "the heartbeat moved while the chunk was sent"

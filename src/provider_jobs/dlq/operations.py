@@ -20,13 +20,14 @@ the process running it:
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from ..errors import (
@@ -77,6 +78,8 @@ _BATCHES_PER_CHUNK = 4
 _PACED_CHUNK_S = 5.0
 #: A running operation whose runner has not said it is alive for this long is interrupted.
 STALE_AFTER_S = 60.0
+#: How often a runner says it is alive.
+_BEAT_S = STALE_AFTER_S / 6
 #: Outcome statuses of a replay, as a record's state in the operation.
 _REPLAY_STATES = {"published": SENT, "failed": FAILED_STATE}
 
@@ -421,16 +424,8 @@ class Operations:
         if rate:
             chunk = max(1, min(CHUNK, int(rate * _PACED_CHUNK_S)))
         try:
-            while self.archive.operation_heartbeat(operation_id) == RUNNING:
-                pending = self.archive.next_pending(operation_id, limit=chunk)
-                if not pending:
-                    self.archive.set_operation_state(operation_id, DONE, only_from=(RUNNING,))
-                    break
-                self.archive.begin_sending(operation_id, [position for position, _ in pending])
-                if operation.action == "discard":
-                    self._discard_chunk(operation, pending)
-                else:
-                    self._replay_chunk(operation, pending, on_outcome, health=health, on_pause=on_pause)
+            with self._beating(operation_id):
+                self._run_chunks(operation, chunk, on_outcome, health=health, on_pause=on_pause)
         except ProviderJobsError as exc:
             logger.error("Operation %d failed: %s", operation_id, exc)
             self._fail(operation_id, str(exc))
@@ -439,6 +434,50 @@ class Operations:
             self._fail(operation_id, f"{type(exc).__name__}: {exc}")
             raise
         return self.get(operation_id)
+
+    def _run_chunks(
+        self,
+        operation: OperationRow,
+        chunk: int,
+        on_outcome: Callable[[ReplayOutcome], None] | None,
+        *,
+        health: ProviderHealth | None,
+        on_pause: PauseHandler | None,
+    ) -> None:
+        operation_id = operation.id
+        while True:
+            if self.archive.operation_heartbeat(operation_id) != RUNNING:
+                return
+            pending = self.archive.next_pending(operation_id, limit=chunk)
+            if not pending:
+                self.archive.set_operation_state(operation_id, DONE, only_from=(RUNNING,))
+                return
+            self.archive.begin_sending(operation_id, [position for position, _ in pending])
+            if operation.action == "discard":
+                self._discard_chunk(operation, pending)
+            else:
+                self._replay_chunk(operation, pending, on_outcome, health=health, on_pause=on_pause)
+
+    @contextlib.contextmanager
+    def _beating(self, operation_id: int) -> Iterator[None]:
+        """Say the operation's runner is alive every :data:`_BEAT_S` while the block runs, also
+        through a chunk that waits long (a paced one, or records held back by a breaker)."""
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(_BEAT_S):
+                try:
+                    self.archive.operation_heartbeat(operation_id)
+                except ArchiveError as exc:
+                    logger.warning("Operation %d: could not say it is alive (%s)", operation_id, exc)
+
+        beater = threading.Thread(target=beat, name=f"dlq-operation-{operation_id}-heartbeat", daemon=True)
+        beater.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            beater.join()
 
     def _fail(self, operation_id: int, error: str) -> None:
         """Store the operation as failed (resumable), if the archive can be written."""
