@@ -17,6 +17,9 @@ down_revision: str | None = "0002"
 
 def upgrade() -> None:
     schema: str | None = op.get_context().opts.get("archive_schema")
+    # An archive whose version was not recorded is taken for the baseline: what exists stays.
+    if sa.inspect(op.get_bind()).has_table("dlq_operations", schema=schema):
+        return
     op.create_table(
         "dlq_operations",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
