@@ -16,7 +16,7 @@ from test_breaker_flow import KEY, RG, Flaky, breakers_of
 from provider_jobs.actors.parking import ParkingKeeper, keeper_lease_name
 from provider_jobs.dlq import DeadLetterArchive, DeadLetterArchiver
 from provider_jobs.middleware import ClassifiedRetries, Metrics
-from provider_jobs.middleware.parking import PARKED_OPTION, parking_queue_name
+from provider_jobs.middleware.parking import PARKED_OPTION, parking_queue_name, released_body
 from provider_jobs.settings import Settings
 
 from support import depth_or_zero, queue_depth, running_worker, wait_for
@@ -180,3 +180,16 @@ def test_only_one_process_keeps_the_parking_queues(make_system, registry, queue_
             connection.channel().queue_declare(keeper_lease_name(queue_name), passive=True)
     finally:
         connection.close()
+
+
+def test_a_released_body_loses_only_its_parked_mark_and_a_body_that_is_no_message_goes_as_it_is(
+    make_system,
+) -> None:
+    make_system()  # sets the workers' encoder
+    message = dramatiq.Message(
+        queue_name="q", actor_name="a", args=(), kwargs={}, options={PARKED_OPTION: True, "retries": 2}
+    )
+    released = dramatiq.Message.decode(released_body(message.encode()))
+    assert released.options == {"retries": 2}
+    assert released.message_id == message.message_id
+    assert released_body(b"not a message") == b"not a message"

@@ -32,6 +32,7 @@ from typing import Any
 
 import dramatiq
 from dramatiq.common import q_name
+from dramatiq.errors import DecodeError
 
 from .publisher import ConfirmPublisher, amqp_priority
 
@@ -49,8 +50,12 @@ def parking_queue_name(queue_name: str, key: str) -> str:
 
 
 def released_body(body: bytes) -> bytes:
-    """A parked message's ``body`` as it is released: the same message without :data:`PARKED_OPTION`."""
-    message = dramatiq.Message.decode(body)
+    """A parked message's ``body`` as it is released: the same message without :data:`PARKED_OPTION`;
+    a body that is not a Dramatiq message goes as it is (its worker's consumer refuses it)."""
+    try:
+        message = dramatiq.Message.decode(body)
+    except DecodeError:
+        return body
     options = {k: v for k, v in message.options.items() if k != PARKED_OPTION}
     released: bytes = message._replace(options=options).encode()
     return released
