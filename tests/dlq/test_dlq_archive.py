@@ -89,18 +89,18 @@ def test_only_one_of_two_concurrent_claims_wins(archive_url: str) -> None:
     first.store([_record()])
     archives = [DeadLetterArchive(archive_url) for _ in range(8)]
     barrier = threading.Barrier(len(archives))
-    tokens: list[str | None] = []
+    won: list[list[int]] = []
 
     def claim(a: DeadLetterArchive) -> None:
         barrier.wait()
-        tokens.append(a.claim(1))
+        won.append(a.claim_many([1])[1])
 
     threads = [threading.Thread(target=claim, args=(a,)) for a in archives]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert sum(t is not None for t in tokens) == 1
+    assert sorted(won) == [[]] * 7 + [[1]]
     for a in [first, *archives]:
         a.close()
 

@@ -6,7 +6,7 @@ import time
 import sqlalchemy as sa
 from test_dlq_archive import _record
 
-from provider_jobs.dlq import DeadLetterArchive, RecordFilter
+from provider_jobs.dlq import DeadLetterArchive, RecordFilter, ReplayMark
 from provider_jobs.dlq.archive.versions import VERSION_TABLE
 
 
@@ -57,10 +57,11 @@ def test_the_group_summary_follows_stores_status_changes_purges_and_retention(
 
     newest = archive.find(RecordFilter(category="provider_not_found"), limit=1)[0]
     archive.set_status(RecordFilter(ids=[newest.id]), "discarded", who="t", reason=None, action="discard")
-    token = archive.claim(archive.find(RecordFilter(category="validation"), limit=1)[0].id)
-    assert token is not None
     replayed_id = archive.find(RecordFilter(category="validation"), limit=1)[0].id
-    archive.mark_replayed(replayed_id, token, message_id="m-1", who="t")
+    token, won = archive.claim_many([replayed_id])
+    assert won == [replayed_id]
+    lost = archive.mark_replayed_many([ReplayMark(record_id=replayed_id, message_id="m-1")], token, who="t")
+    assert lost == []
     for statuses in (["dead"], ["discarded"], ["replayed"], ["dead", "replayed", "discarded"]):
         assert _summary(archive, RecordFilter(statuses=statuses)) == _recounted(archive, statuses), statuses
 

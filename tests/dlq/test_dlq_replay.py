@@ -234,11 +234,6 @@ class _ClaimClock(DeadLetterArchive):
             self.claimed_at_ms[record_id] = int(time.time() * 1000)
         return token, won
 
-    def claim(self, record_id: int, **options: Any) -> Any:
-        token = super().claim(record_id, **options)
-        self.claimed_at_ms[record_id] = int(time.time() * 1000)
-        return token
-
 
 def test_a_paced_replay_holds_no_claim_through_a_pacing_wait(
     settings: Settings, amqp: Any, archive_url: str

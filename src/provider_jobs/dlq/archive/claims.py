@@ -4,13 +4,14 @@ A replay first *claims* a record with one conditional ``UPDATE``, which is
 what lets two operators replay the same records at the same moment and
 publish each once; a claim older than ``claim_ttl_s`` is taken over. What a
 replay reads of a record before claiming it is a :class:`ReplaySource`: the
-few columns it needs, not the whole record.
+few columns it needs, not the whole record. Claims, releases and marks work a
+batch at a time; in SQLite a batch goes as one JSON parameter
+(:mod:`.sqlite_batches`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import sqlite3
 import uuid
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
@@ -19,10 +20,9 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from ...errors import RecordConflict
-from .audit import audit_row
 from .database import ArchiveDatabase, chunks, epoch_ms, json_text, moved
 from .delivery import decode_message
+from .sqlite_batches import claim_in_sqlite, json_batches, mark_in_sqlite, read_sources_in_sqlite
 from .status import DEAD, REPLAYED
 
 __all__ = ["ArchiveClaims", "ReplayMark", "ReplaySource"]
@@ -88,7 +88,7 @@ class ArchiveClaims(ArchiveDatabase):
 
     def replay_sources(self, ids: Sequence[int]) -> dict[int, ReplaySource]:
         """The :class:`ReplaySource` of each of ``ids`` that exists, by id, read in one
-        transaction: one query in SQLite (see ``_json_batches``), elsewhere a few hundred ids each."""
+        transaction: one query in SQLite (:mod:`.sqlite_batches`), elsewhere a few hundred ids each."""
         table = self.records
         query = sa.select(
             table.c.id,
@@ -102,14 +102,7 @@ class ArchiveClaims(ArchiveDatabase):
         found: dict[int, ReplaySource] = {}
         with self._read(f"reading {len(ids)} record(s) to replay") as conn:
             if self._json_batches:
-                # One statement over the ids as JSON, its rows unprocessed: 2.5x the ORM's speed.
-                batches: Iterable[Iterable[Any]] = [
-                    conn.exec_driver_sql(
-                        "SELECT id, status, queue_name, message_id, job_id, error, body FROM dead_letters "
-                        "WHERE id IN (SELECT value FROM json_each(?))",
-                        (json_text(list(dict.fromkeys(ids))),),
-                    ).fetchall()
-                ]
+                batches: Iterable[Iterable[Any]] = [read_sources_in_sqlite(conn, ids)]
             else:
                 batches = (
                     conn.execute(query.where(table.c.id.in_(chunk)))
@@ -127,30 +120,6 @@ class ArchiveClaims(ArchiveDatabase):
                         body=bytes(row[6]),
                     )
         return found
-
-    def claim(self, record_id: int, *, allow_statuses: Iterable[str] = (DEAD,)) -> str | None:
-        """Claim a record for replay: one atomic ``UPDATE``, so two replayers
-        cannot both win.
-
-        Returns:
-            The claim token, or ``None`` when the record is not in one of
-            ``allow_statuses`` or someone else holds a fresh claim.
-        """
-        token = uuid.uuid4().hex
-        now = epoch_ms()
-        stale = now - int(self.claim_ttl_s * 1000)
-        table = self.records
-        with self._write(f"claiming record {record_id}") as conn:
-            result = conn.execute(
-                table.update()
-                .where(
-                    table.c.id == record_id,
-                    table.c.status.in_(list(allow_statuses)),
-                    sa.or_(table.c.claim_token.is_(None), table.c.claimed_ms < stale),
-                )
-                .values(claim_token=token, claimed_ms=now)
-            )
-            return token if result.rowcount == 1 else None
 
     def claim_many(
         self, ids: Sequence[int], *, allow_statuses: Iterable[str] = (DEAD,), token: str | None = None
@@ -179,7 +148,7 @@ class ArchiveClaims(ArchiveDatabase):
         won: set[int] = set()
         with self._write(f"claiming {len(ids)} record(s)") as conn:
             if self._json_batches:
-                won = self._claim_in_sqlite(conn, ids, allow_statuses, token=token, now=now, stale=stale)
+                won = claim_in_sqlite(conn, ids, allow_statuses, token=token, now=now, stale=stale)
                 return token, [i for i in dict.fromkeys(ids) if i in won]
             # The ids won come back from the update itself where the database can say
             # (PostgreSQL, SQLite 3.35+), or are read back under the token.
@@ -205,31 +174,6 @@ class ArchiveClaims(ArchiveDatabase):
                     )
                 )
         return token, [i for i in dict.fromkeys(ids) if i in won]
-
-    def _claim_in_sqlite(
-        self,
-        conn: sa.Connection,
-        ids: Sequence[int],
-        allow_statuses: Iterable[str],
-        *,
-        token: str,
-        now: int,
-        stale: int,
-    ) -> set[int]:
-        """Claim ``ids`` in one statement and read back those won as one row (see ``_json_batches``)."""
-        wanted = json_text(list(dict.fromkeys(ids)))
-        conn.exec_driver_sql(
-            "UPDATE dead_letters SET claim_token = ?, claimed_ms = ? "
-            "WHERE id IN (SELECT value FROM json_each(?)) AND status IN (SELECT value FROM json_each(?)) "
-            "AND (claim_token IS NULL OR claimed_ms < ?)",
-            (token, now, wanted, json_text(list(allow_statuses)), stale),
-        )
-        won = conn.exec_driver_sql(
-            "SELECT json_group_array(id) FROM dead_letters "
-            "WHERE claim_token = ? AND id IN (SELECT value FROM json_each(?))",
-            (token, wanted),
-        ).scalar_one()
-        return set(orjson.loads(won))
 
     def release_many(self, ids: Sequence[int], token: str) -> None:
         """Give back the claims ``token`` holds on ``ids`` (their publish failed), in one transaction."""
@@ -262,60 +206,15 @@ class ArchiveClaims(ArchiveDatabase):
         by_id = {m.record_id: m for m in marks}
         with self._write(f"marking {len(by_id)} record(s) replayed") as conn:
             if self._json_batches:
-                marked = self._mark_in_sqlite(conn, by_id, token, who=who, reason=reason)
+                marked = mark_in_sqlite(conn, self._groups, by_id, token, who=who, reason=reason)
             else:
                 marked = self._mark_rows(conn, by_id, token, who=who, reason=reason)
         return [i for i in by_id if i not in marked]
 
     @property
     def _json_batches(self) -> bool:
-        """Whether a batch of ids or marks goes to the database as one JSON parameter.
-
-        SQLite only (3.38+, where JSON functions are always built in): the sqlite3
-        module releases the GIL for every row stepped, and each row of an
-        ``executemany`` or a result then waits for the publishing thread to hand the
-        GIL back, which cost more than the database's own work. One statement over a
-        ``json_each`` of the batch is one step, and its result one aggregated row.
-        """
-        return self.is_sqlite and sqlite3.sqlite_version_info >= (3, 38)
-
-    def _mark_in_sqlite(
-        self, conn: sa.Connection, by_id: dict[int, ReplayMark], token: str, *, who: str, reason: str | None
-    ) -> set[int]:
-        """Mark and audit the records ``token`` holds, three statements in all; the ids marked."""
-        found = conn.exec_driver_sql(
-            "SELECT json_group_array(json_array(id, fingerprint, status)) FROM dead_letters "
-            "WHERE claim_token = ? AND id IN (SELECT value FROM json_each(?))",
-            (token, json_text(list(by_id))),
-        ).scalar_one()
-        rows: list[list[Any]] = orjson.loads(found)
-        if not rows:
-            return set()
-        now = epoch_ms()
-        conn.exec_driver_sql(
-            "UPDATE dead_letters SET status = ?, replay_count = replay_count + 1, "
-            "replay_message_ids = json_insert(coalesce(replay_message_ids, '[]'), '$[#]', "
-            "json_extract(marks.value, '$[1]')), claim_token = NULL, claimed_ms = NULL, updated_ms = ? "
-            "FROM json_each(?) AS marks WHERE dead_letters.id = json_extract(marks.value, '$[0]') "
-            "AND dead_letters.claim_token = ?",
-            (REPLAYED, now, json_text([[r[0], by_id[r[0]].message_id] for r in rows]), token),
-        )
-        self._groups.apply(conn, moved([(r[1], r[2]) for r in rows], REPLAYED))
-        entries = [
-            [
-                (mark := by_id[r[0]]).action,
-                r[0],
-                json_text({"message_id": mark.message_id, **mark.details}),
-            ]
-            for r in rows
-        ]
-        conn.exec_driver_sql(
-            "INSERT INTO dlq_audit (at_ms, who, action, record_id, reason, details) "
-            "SELECT ?, ?, json_extract(value, '$[0]'), json_extract(value, '$[1]'), ?, "
-            "json_extract(value, '$[2]') FROM json_each(?)",
-            (now, who, reason, json_text(entries)),
-        )
-        return {r[0] for r in rows}
+        """Whether batches go to the database as one JSON parameter (:mod:`.sqlite_batches`)."""
+        return json_batches(self.is_sqlite)
 
     def _mark_rows(
         self, conn: sa.Connection, by_id: dict[int, ReplayMark], token: str, *, who: str, reason: str | None
@@ -403,64 +302,3 @@ class ArchiveClaims(ArchiveDatabase):
             assert compiled.positiontup is not None
             statement = cache[name] = _DriverStatement(str(compiled), tuple(compiled.positiontup))
         return statement
-
-    def release(self, record_id: int, token: str) -> None:
-        """Give a claim back without replaying (the publish failed)."""
-        table = self.records
-        with self._write(f"releasing record {record_id}") as conn:
-            conn.execute(
-                table.update()
-                .where(table.c.id == record_id, table.c.claim_token == token)
-                .values(claim_token=None, claimed_ms=None)
-            )
-
-    def mark_replayed(
-        self,
-        record_id: int,
-        token: str,
-        *,
-        message_id: str,
-        who: str,
-        reason: str | None = None,
-        details: dict[str, Any] | None = None,
-        action: str = "replay",
-    ) -> None:
-        """Record a published replay under its claim, and audit it, in one transaction.
-
-        Raises:
-            RecordConflict: The claim was lost (taken over after ``claim_ttl_s``).
-        """
-        table = self.records
-        with self._write(f"marking record {record_id} replayed") as conn:
-            row = conn.execute(
-                sa.select(table.c.replay_message_ids, table.c.fingerprint, table.c.status)
-                .where(table.c.id == record_id, table.c.claim_token == token)
-                .with_for_update()
-            ).first()
-            if row is None:
-                raise RecordConflict(f"Record {record_id}: replay claim lost; it may be replayed twice")
-            now = epoch_ms()
-            conn.execute(
-                table.update()
-                .where(table.c.id == record_id)
-                .values(
-                    status=REPLAYED,
-                    replay_count=table.c.replay_count + 1,
-                    replay_message_ids=[*(row[0] or []), message_id],
-                    claim_token=None,
-                    claimed_ms=None,
-                    updated_ms=now,
-                )
-            )
-            self._groups.apply(conn, moved([(row.fingerprint, row.status)], REPLAYED))
-            conn.execute(
-                self.audit_log.insert(),
-                audit_row(
-                    who=who,
-                    action=action,
-                    record_id=record_id,
-                    reason=reason,
-                    at_ms=now,
-                    details={"message_id": message_id, **(details or {})},
-                ),
-            )
