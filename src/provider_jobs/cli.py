@@ -5,10 +5,8 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import os
 import secrets
 import signal
-import socket
 import sys
 import threading
 import time
@@ -19,6 +17,7 @@ from urllib.parse import quote
 import dramatiq
 import typer
 
+from . import identity
 from .api.server import api_command
 from .demo import DEMO_JOBS, demo_registry
 from .dlq.cli.app import archive_app, archiver, dlq_app
@@ -99,6 +98,8 @@ def _run_worker(
     from .actors.broker import build_broker
     from .actors.provider_ops import declare_provider_actors
 
+    # Worked out once: the broker's middleware and consumers, and the log line below, name it alike.
+    settings = settings.replace(worker_id=identity.worker_id(settings.worker_id))
     broker = build_broker(settings, tracer_provider=configure_tracing(service_name="provider-jobs-worker"))
     declare_provider_actors(broker, registry, settings)
     # A queue of the other type (PROVIDER_JOBS_QUEUE_TYPE) stops here with one line.
@@ -148,7 +149,7 @@ def _run_worker(
         thread.start()
     logger.info(
         "Worker %s consuming %s with %d thread(s); providers: %s",
-        settings.worker_id or f"{socket.gethostname()}-{os.getpid()}",
+        settings.worker_id,
         settings.queue_name,
         settings.worker_threads,
         ", ".join(registry.keys()) or "none",

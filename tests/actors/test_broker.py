@@ -121,3 +121,23 @@ def test_dead_letters_published_by_the_consumer_land_enriched_and_their_original
     assert {body["options"]["dead_letter"]["category"] for _, body in letters} == {"validation"}
     assert all(p.message_id == body["message_id"] for p, body in letters)
     assert depth_or_zero(rabbitmq_url, queue_name) == 0
+
+
+def test_the_worker_id_is_worked_out_once_and_every_component_names_it(settings) -> None:
+    from provider_jobs.health import HealthSync
+    from provider_jobs.identity import worker_id
+    from provider_jobs.middleware import ClassifiedRetries, Metrics
+
+    broker = build_broker(settings.replace(worker_id=None, breaker_min_calls=3))
+    named = {
+        type(m).__name__: m.worker_id
+        for m in broker.middleware
+        if isinstance(m, ClassifiedRetries | Metrics | HealthSync)
+    }
+    retries = next(m for m in broker.middleware if isinstance(m, ClassifiedRetries))
+    assert retries.breakers is not None
+    named["ProviderBreakers"] = retries.breakers.worker_id
+    named["broker"] = broker.worker_id  # type: ignore[attr-defined]
+    assert named == dict.fromkeys(
+        ["ClassifiedRetries", "Metrics", "HealthSync", "ProviderBreakers", "broker"], worker_id()
+    )

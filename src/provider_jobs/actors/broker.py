@@ -20,6 +20,7 @@ from dramatiq.middleware import (
     TimeLimit,
 )
 
+from .. import identity
 from ..health import HealthSync
 from ..middleware import ClassifiedRetries, Classifier, ErrorClassifier, LogContext, Metrics
 from ..middleware.breaker import ProviderBreakers
@@ -54,9 +55,12 @@ class _ProviderBroker(RabbitmqBroker):
     list, in order, with Dramatiq's error handling.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, worker_id: str, **kwargs: Any) -> None:
         self._hooks_of: dict[str, _Hooks] = {}
         self._hooks_for: tuple[Middleware, ...] = ()
+        #: The worker's id, worked out once by :func:`build_broker`: its consumers write it into
+        #: the dead letters they publish, as its middleware do into theirs.
+        self.worker_id = worker_id
         super().__init__(*args, **kwargs)
 
     #: Its consumers hold retries that ``ClassifiedRetries`` marks (``hold_retries_up_to_ms``).
@@ -179,7 +183,8 @@ def build_broker(
             :func:`~provider_jobs.tracing.configure_tracing`); with none, no tracing middleware.
     """
     dramatiq.set_encoder(OrjsonEncoder())
-    metrics = Metrics(worker_id=settings.worker_id, http_port=settings.metrics_port)
+    worker_id = identity.worker_id(settings.worker_id)
+    metrics = Metrics(worker_id=worker_id, http_port=settings.metrics_port)
     breakers = None
     if settings.breaker_min_calls:
         breakers = ProviderBreakers(
@@ -191,7 +196,7 @@ def build_broker(
             probe_jobs=settings.breaker_probe_jobs,
             max_wait_s=settings.breaker_max_wait_s,
             categories=settings.breaker_categories,
-            worker_id=metrics.worker_id,
+            worker_id=worker_id,
             registry=metrics.registry,
         )
     retries = ClassifiedRetries(
@@ -202,7 +207,7 @@ def build_broker(
         max_backoff=int(settings.max_retry_delay_s * 1000) or None,
         max_retry_after_ms=int(settings.max_retry_after_s * 1000),
         consumer_timeout_ms=int(settings.consumer_timeout_s * 1000),
-        worker_id=settings.worker_id,
+        worker_id=worker_id,
         hold_retries_up_to_ms=settings.hold_retries_up_to_ms,
         breakers=breakers,
         park_waiting=breakers is not None and settings.breaker_release_rate > 0,
@@ -215,6 +220,7 @@ def build_broker(
     quorum = settings.queue_type == "quorum"
     urls = settings.broker_urls
     broker = _ProviderBroker(
+        worker_id=worker_id,
         url=list(urls) if len(urls) > 1 else urls[0],
         confirm_delivery=True,
         # Quorum queues refuse x-max-priority; RabbitMQ 4 gives them two priority bands of its own.
@@ -233,7 +239,7 @@ def build_broker(
             CurrentMessage(),
             LogContext(),
             metrics,
-            *([HealthSync(settings, breakers)] if breakers is not None else []),
+            *([HealthSync(settings, breakers, worker_id=worker_id)] if breakers is not None else []),
             *keeper,
             *middleware,
             retries,

@@ -173,10 +173,8 @@ class WorkerConsumer(_RabbitmqConsumer):
         self._solo: SoloRuns | None = next((m for m in broker.middleware if isinstance(m, SoloRuns)), None)
         if self._solo is not None:
             self._solo.watch(self._quiet)
-        #: The worker's name for crash_loop dead letters: the one its retry middleware writes.
-        self._worker_id: str | None = next(
-            (m.worker_id for m in broker.middleware if isinstance(getattr(m, "worker_id", None), str)), None
-        )
+        #: The worker's id for crash_loop dead letters, from the broker that built this consumer.
+        self._worker_id: str | None = getattr(broker, "worker_id", None)
         #: Where the count of held retries is reported (the broker's Metrics middleware), if any.
         self._report_held = next(
             (m.set_retries_held for m in broker.middleware if hasattr(m, "set_retries_held")), None

@@ -9,8 +9,6 @@ when the worker boots, when its registry changes, every
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
 import time
 from typing import Any
@@ -18,6 +16,7 @@ from typing import Any
 import dramatiq
 from dramatiq.middleware import Middleware
 
+from .. import identity
 from ..middleware.breaker import BreakerState, ProviderBreakers
 from ..providers import ProviderRegistry
 from ..settings import Settings
@@ -33,19 +32,26 @@ class HealthSync(Middleware):
     """Shares breakers and announces providers through the health stream while a worker runs.
 
     Args:
-        settings: Broker URL, queue name, worker id, ``providers_announce_s``.
+        settings: Broker URL, queue name, ``providers_announce_s``.
         breakers: The worker's breakers; their ``on_change`` is set to share each transition.
         registry: The worker's providers; :func:`~provider_jobs.actors.declare_provider_actors`
             sets it when ``None``.
+        worker_id: Who announces and shares. Default: :func:`~provider_jobs.identity.worker_id`
+            of ``settings.worker_id``.
     """
 
     def __init__(
-        self, settings: Settings, breakers: ProviderBreakers, *, registry: ProviderRegistry | None = None
+        self,
+        settings: Settings,
+        breakers: ProviderBreakers,
+        *,
+        registry: ProviderRegistry | None = None,
+        worker_id: str | None = None,
     ) -> None:
         self.settings = settings
         self.breakers = breakers
         self.registry = registry
-        self.worker_id = settings.worker_id or f"{socket.gethostname()}-{os.getpid()}"
+        self.worker_id = worker_id or identity.worker_id(settings.worker_id)
         self.announce_s = settings.providers_announce_s
         self._follower: HealthFollower | None = None
         self._next_announce = 0.0

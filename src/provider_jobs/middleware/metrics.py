@@ -30,7 +30,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import socket
 import threading
 import time
 from typing import Any
@@ -40,6 +39,7 @@ from dramatiq.middleware import Middleware
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, multiprocess
 from prometheus_client.exposition import start_http_server
 
+from .. import identity
 from .prometheus_multiprocess import metrics_registry, multiprocess_dir, reap_dead_processes, render_metrics
 
 __all__ = [
@@ -111,7 +111,7 @@ class Metrics(Middleware):
         http_port: int | None = None,
         http_host: str = "0.0.0.0",  # noqa: S104 - a metrics port is scraped from outside the pod
     ) -> None:
-        self.worker_id = worker_id or f"{socket.gethostname()}-{os.getpid()}"
+        self.worker_id = identity.worker_id(worker_id)
         self.registry = registry if registry is not None else CollectorRegistry()
         self.http_port = http_port
         self.http_host = http_host

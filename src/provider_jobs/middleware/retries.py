@@ -34,8 +34,6 @@ its ``after_process_message`` runs first.
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -44,6 +42,7 @@ import dramatiq
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
 from dramatiq.middleware import Middleware, SkipMessage
 
+from .. import identity
 from . import dead_letters, delays
 from .breaker import ProviderBreakers, ProviderDown, job_of
 from .classifier import PROVIDER_DOWN, RETRY_REQUESTED, Classification, ErrorClassifier
@@ -71,10 +70,6 @@ WAITS_OPTION = "breaker_waits"
 
 #: Classifies an exception; an :class:`ErrorClassifier` is one.
 Classifier = Callable[[BaseException], Classification]
-
-
-def _default_worker_id() -> str:
-    return f"{socket.gethostname()}-{os.getpid()}"
 
 
 class ClassifiedRetries(Middleware):
@@ -160,7 +155,7 @@ class ClassifiedRetries(Middleware):
         self.retry_delay_ms = retry_delay_ms
         self.retry_backoff = retry_backoff
         self.max_retry_after_ms = max_retry_after_ms
-        self.worker_id = worker_id or _default_worker_id()
+        self.worker_id = identity.worker_id(worker_id)
         self._log = RetryLog(self.worker_id)
         self.log_success = log_success
         self.native_delays = native_delays
