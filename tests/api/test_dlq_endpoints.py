@@ -103,7 +103,7 @@ def test_queue_stats_count_the_archive_by_status_and_category(
 
     archive = token_client.get("/queue-stats").json()["archive"]
 
-    assert archive["by_status"] == {"dead": len(archived) - 1, "replayed": 0, "discarded": 1}
+    assert archive["by_status"] == {"dead": len(archived) - 1, "replayed": 0, "discarded": 1, "uncertain": 0}
     assert sum(archive["awaiting_by_category"].values()) == len(archived) - 1
     assert archive["oldest_awaiting_ms"] is not None
     assert archive["oldest_awaiting_age_s"] >= 0

@@ -24,8 +24,9 @@ from breaker_support import (
 from breaker_support import (
     outage as provider_outage,
 )
-from provider_jobs.dlq import DeadLetterArchive, Replayer
+from provider_jobs.dlq import DeadLetterArchive, DlqPolicy, PolicyRule, Replayer, process_dlq
 from provider_jobs.dlq.cli.app import dlq_app
+from provider_jobs.dlq.operations import Operations
 from provider_jobs.dlq.recovery import RecoveryReplay
 from provider_jobs.health import follow_breakers
 from provider_jobs.settings import Settings
@@ -169,3 +170,88 @@ def test_a_recovery_replay_waits_while_the_breaker_is_open_again(
         recovery.stop()
     assert published_providers(amqp, settings.queue_name) == [DOWN] * len(down_ids)
     assert {archive.get(i).status for i in down_ids} == {"replayed"}
+
+
+def test_a_paused_operation_stops_while_its_records_wait_for_the_breaker(
+    settings: Settings, amqp: Any, archive: DeadLetterArchive, outage: Any
+) -> None:
+    down_ids, _ = store_dead_letters(archive, settings.queue_name, DOWN, 3)
+    up_ids, _ = store_dead_letters(archive, settings.queue_name, UP, 2)
+    ops = Operations(archive, broker_url=settings.broker_url)
+    op_id = ops.start_replay(down_ids + up_ids, who="carol", selection={"ids": 5})
+    stopped: list[Any] = []
+
+    def run() -> None:
+        with follow_breakers(settings) as health:
+            stopped.append(ops.run(op_id, health=health))
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    wait_for(lambda: queue_depth(amqp, settings.queue_name) == len(up_ids))
+    assert thread.is_alive()
+    ops.pause(op_id)
+    thread.join(5)
+    assert not thread.is_alive(), "the pause stopped the wait for the breaker"
+    [paused] = stopped
+    assert (paused.state, paused.counts) == ("paused", {"sent": 2, "pending": 3})
+    assert {archive.get(i).status for i in down_ids} == {"dead"}
+    close_breaker(outage, DOWN)
+    with follow_breakers(settings) as health:
+        ops.take_over(op_id)
+        done = ops.run(op_id, health=health)
+    assert (done.state, done.counts) == ("done", {"sent": 5})
+    assert published_providers(amqp, settings.queue_name) == [UP] * 2 + [DOWN] * 3
+
+
+def test_triage_replays_wait_for_the_breaker(
+    settings: Settings, amqp: Any, archive: DeadLetterArchive, outage: Any
+) -> None:
+    down_ids, _ = store_dead_letters(archive, settings.queue_name, DOWN, 2)
+    up_ids, _ = store_dead_letters(archive, settings.queue_name, UP, 2)
+    policy = DlqPolicy(rules=(PolicyRule(name="all", action="replay"),))
+    replayer = Replayer(archive=archive, broker_url=settings.broker_url, who="triage")
+    pauses: list[tuple[str, bool]] = []
+    reports: list[Any] = []
+
+    def triage() -> None:
+        with follow_breakers(settings) as health:
+            reports.append(
+                process_dlq(
+                    archive,
+                    policy=policy,
+                    replayer=replayer,
+                    health=health,
+                    on_pause=lambda key, pause: pauses.append((key, pause is not None)),
+                )
+            )
+
+    thread = threading.Thread(target=triage)
+    thread.start()
+    wait_for(lambda: queue_depth(amqp, settings.queue_name) == len(up_ids))
+    thread.join(0.5)
+    assert thread.is_alive() and pauses == [(DOWN, True)]
+    assert {archive.get(i).status for i in down_ids} == {"dead"}
+    close_breaker(outage, DOWN)
+    thread.join(15)
+    assert not thread.is_alive()
+    [report] = reports
+    assert report.replay is not None and report.replay.published == 4
+    assert [p.provider for p in report.replay.pauses] == [DOWN]
+    assert published_providers(amqp, settings.queue_name) == [UP] * 2 + [DOWN] * 2
+
+
+def test_dlq_process_ignore_breaker_sends_at_once(
+    settings: Settings,
+    amqp: Any,
+    archive: DeadLetterArchive,
+    outage: Any,
+    env: dict[str, str],
+    tmp_path: Path,
+) -> None:
+    down_ids, _ = store_dead_letters(archive, settings.queue_name, DOWN, 2)
+    policy = tmp_path / "policy.toml"
+    policy.write_text('[[rules]]\nname = "all"\naction = "replay"\n')
+    result = CliRunner().invoke(dlq_app, ["process", "--policy", str(policy), "--ignore-breaker", "--json"])
+    assert result.exit_code == 0, result.output
+    assert '"paused": []' in result.stdout
+    assert published_providers(amqp, settings.queue_name) == [DOWN] * len(down_ids)

@@ -14,8 +14,12 @@ the process running it:
   first settles the chunk it left ``sending`` from what the archive says of each
   record (:meth:`~.archive.operations.ArchiveOperations.reconcile_operation`):
   marked replayed is sent, never claimed is sent now, and a record still claimed
-  may have been published: it is ``uncertain``, listed, and never sent again.
-  At most one chunk (:data:`CHUNK` records) is uncertain.
+  may have been published: it is ``uncertain``, listed, and its record takes the
+  status ``uncertain``, which no replay sends (single, group, filter, triage,
+  recovery, forced or not) until an operator says whether it was sent
+  (:meth:`Operations.resolve`). At most one chunk (:data:`CHUNK` records) is uncertain.
+- A replay waiting for a provider's breaker to close asks every second whether the
+  operation was paused or cancelled meanwhile, and stops there if it was.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
 from ..errors import (
@@ -61,6 +66,7 @@ from .replay.replayer import Replayer, ReplayOutcome, ReplayReport
 __all__ = [
     "CHUNK",
     "STALE_AFTER_S",
+    "HealthSource",
     "Operations",
     "describe_filter",
     "interrupted",
@@ -82,6 +88,36 @@ STALE_AFTER_S = 60.0
 _BEAT_S = STALE_AFTER_S / 6
 #: Outcome statuses of a replay, as a record's state in the operation.
 _REPLAY_STATES = {"published": SENT, "failed": FAILED_STATE}
+#: How often a replay waiting for a breaker reads whether its operation was paused or cancelled.
+_STOP_CHECK_S = 1.0
+
+#: Opens the providers' health for a run and closes it after (:func:`~provider_jobs.health.follow_breakers`).
+HealthSource = Callable[[], AbstractContextManager[ProviderHealth | None]]
+
+
+class _Stopped(Exception):
+    """The operation was paused or cancelled while its replay waited for a breaker."""
+
+
+class _StoppableHealth:
+    """A replay's health that, while it waits for a breaker, stops the replay once the
+    operation is no longer running (read at most every :data:`_STOP_CHECK_S`)."""
+
+    def __init__(self, health: ProviderHealth, still_running: Callable[[], bool]) -> None:
+        self._health = health
+        self._still_running = still_running
+        self._checked = time.monotonic()
+
+    def pause_of(self, provider: str) -> Pause | None:
+        return self._health.pause_of(provider)
+
+    def wait(self, timeout_s: float) -> None:
+        self._health.wait(timeout_s)
+        now = time.monotonic()
+        if now - self._checked >= _STOP_CHECK_S:
+            self._checked = now
+            if not self._still_running():
+                raise _Stopped
 
 
 def this_runner() -> str:
@@ -357,11 +393,47 @@ class Operations:
             logger.warning("Operation %d resumed: records left being sent settled as %s", operation_id, moved)
         return moved
 
+    def resolve(
+        self,
+        operation_id: int,
+        *,
+        sent: bool,
+        who: str,
+        reason: str | None = None,
+        record_ids: Sequence[int] | None = None,
+    ) -> list[int]:
+        """Say what became of the operation's uncertain records (all, or ``record_ids``): with
+        ``sent`` they are marked replayed; otherwise they are dead letters awaiting action
+        again, which any replay may send (:meth:`~.archive.operations.ArchiveOperations.resolve_uncertain`).
+
+        Returns:
+            The record ids resolved.
+
+        Raises:
+            RecordNotFound: No such operation.
+            InvalidJob: ``reason`` cannot be stored.
+        """
+        self.get(operation_id)
+        self._check_reason(reason)
+        return self.archive.resolve_uncertain(
+            operation_id, sent=sent, who=who, reason=reason, record_ids=record_ids
+        )
+
     # -- running ------------------------------------------------------------------
 
-    def run_in_background(self, operation_id: int, *, take_over: bool = False) -> None:
+    def run_in_background(
+        self, operation_id: int, *, take_over: bool = False, health: HealthSource | None = None
+    ) -> None:
         """Run the operation in a thread of this process; with ``take_over``, first make it
         this process's (:meth:`take_over`, which may refuse).
+
+        Args:
+            operation_id: The operation.
+            take_over: Make a paused, failed or interrupted operation this process's first.
+            health: Opens the providers' health in the thread for the run (``follow_breakers``
+                with the settings); a replay holds back the records of a provider whose breaker
+                is open, and a pause or cancel still stops it within a second or so. Default:
+                sends whatever the breakers say.
 
         Raises:
             RecordNotFound, RecordConflict: From :meth:`take_over`; nothing was started.
@@ -371,7 +443,8 @@ class Operations:
 
         def work() -> None:
             try:
-                self.run(operation_id)
+                with health() if health is not None else contextlib.nullcontext() as watch:
+                    self.run(operation_id, health=watch)
             except ProviderJobsError:
                 pass  # logged and stored by run: the operation shows it failed, and why
             except Exception:  # a thread's failure is logged and stored, never lost
@@ -508,6 +581,16 @@ class Operations:
     ) -> None:
         options = operation.options
         positions = {record_id: position for position, record_id in pending}
+        seen: list[ReplayOutcome] = []
+
+        def outcome(done: ReplayOutcome) -> None:
+            seen.append(done)
+            if on_outcome is not None:
+                on_outcome(done)
+
+        def still_running() -> bool:
+            return self.archive.operation_heartbeat(operation.id) == RUNNING
+
         try:
             report = self._replayer(operation.who).replay(
                 [record_id for _, record_id in pending],
@@ -516,11 +599,17 @@ class Operations:
                 rate_per_s=options.get("rate_per_s"),
                 force=bool(options.get("force")),
                 reason=operation.reason,
-                on_outcome=on_outcome,
-                health=health,
+                on_outcome=outcome,
+                health=None if health is None else _StoppableHealth(health, still_running),
                 max_pause_s=options.get("max_pause_s"),
                 on_pause=on_pause,
             )
+        except _Stopped:
+            # Paused or cancelled while records waited for a breaker: whatever was sent is
+            # settled, the records held back are pending again (unclaimed), for a resume.
+            self._settle_outcomes(operation, positions, seen)
+            self.archive.reconcile_operation(operation.id, action=operation.action)
+            return
         except BrokerUnavailable:
             # Nothing of the chunk was published: it is pending again, for a resume.
             self.archive.reconcile_operation(operation.id, action=operation.action)
@@ -530,11 +619,16 @@ class Operations:
             self.archive.reconcile_operation(operation.id, action=operation.action)
             self._skip_missing(operation, pending)
             return
+        self._settle_outcomes(operation, positions, report.outcomes)
+
+    def _settle_outcomes(
+        self, operation: OperationRow, positions: Mapping[int, int], outcomes: Sequence[ReplayOutcome]
+    ) -> None:
         self.archive.settle_operation_records(
             operation.id,
             [
                 (positions[o.record_id], _REPLAY_STATES.get(o.status, SKIPPED), o.detail, o.message_id)
-                for o in report.outcomes
+                for o in outcomes
             ],
         )
 

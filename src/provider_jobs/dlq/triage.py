@@ -48,6 +48,7 @@ from ..redaction import Redactor
 from .archive.filters import RecordFilter
 from .archive.records import DeadLetter
 from .archive.store import DEAD, DISCARDED, DeadLetterArchive
+from .replay.gate import PauseHandler, ProviderHealth
 from .replay.replayer import Replayer, ReplayReport
 
 __all__ = [
@@ -250,6 +251,8 @@ def process_dlq(
     limit: int = 10_000,
     now_ms: int | None = None,
     redactor: Redactor | None = None,
+    health: ProviderHealth | None = None,
+    on_pause: PauseHandler | None = None,
 ) -> TriageReport:
     """Triage dead records by ``policy``.
 
@@ -266,6 +269,10 @@ def process_dlq(
         redactor: Masks the records a webhook is sent (secret values, URL
             passwords) and caps their size. Default: a :class:`~provider_jobs.redaction.Redactor`
             with the default keys.
+        health: The providers' health (:func:`~provider_jobs.health.follow_breakers`): the
+            records a rule replays wait while their provider's breaker is open, as in any
+            replay (:meth:`Replayer.replay`). Default: sent whatever the breakers say.
+        on_pause: Told when a provider's records start or stop being held back.
 
     Raises:
         PolicyError: A record should be replayed but no ``replayer`` was given.
@@ -341,7 +348,7 @@ def process_dlq(
     if to_replay:
         if replayer is None:
             raise PolicyError("the policy replays dead letters but no replayer (broker) was given")
-        report.replay = replayer.replay(to_replay, reason="dlq process")
+        report.replay = replayer.replay(to_replay, reason="dlq process", health=health, on_pause=on_pause)
     return report
 
 

@@ -7,7 +7,9 @@ A record is ``pending`` until its chunk is handed over (``sending``), then
 process running it died, :meth:`ArchiveOperations.reconcile_operation` reads
 what the archive itself says of the records left ``sending``: a record marked
 replayed since is ``sent``, one still claimed may have been published and is
-``uncertain`` (never sent again), any other is ``pending`` again. The runner is
+``uncertain``, any other is ``pending`` again. An uncertain record takes the
+status ``uncertain`` too, which no replay sends, until an operator says what
+became of it (:meth:`ArchiveOperations.resolve_uncertain`). The runner is
 :mod:`provider_jobs.dlq.operations`.
 """
 
@@ -19,8 +21,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from .database import ArchiveDatabase, chunks, epoch_ms
-from .status import DISCARDED, REPLAYED
+from .audit import audit_row
+from .database import ArchiveDatabase, chunks, epoch_ms, moved
+from .status import DEAD, DISCARDED, REPLAYED
+from .status import UNCERTAIN as UNCERTAIN_STATUS
 
 __all__ = [
     "OPERATION_STATES",
@@ -47,6 +51,11 @@ PENDING, SENDING, SENT, DISCARDED_STATE, SKIPPED, FAILED_STATE, UNCERTAIN = (
 RECORD_STATES = (PENDING, SENDING, SENT, DISCARDED_STATE, SKIPPED, FAILED_STATE, UNCERTAIN)
 #: Rows per statement when writing an operation's records.
 _WRITE_CHUNK = 500
+#: Why a record is uncertain, in its operation.
+_UNCERTAIN_DETAIL = (
+    "claimed when the process running the operation stopped: it may have been published; "
+    "not sent again until an operator resolves it (dlq operations resolve)"
+)
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -289,19 +298,22 @@ class ArchiveOperations(ArchiveDatabase):
 
         For a replay: ``sent`` if the record was marked replayed since it was handed
         over (its newest message id kept), ``uncertain`` if it is still claimed (it may
-        have been published), ``pending`` otherwise (never published). For a discard:
-        ``discarded`` if the record is, ``pending`` otherwise.
+        have been published; the record's status becomes ``uncertain``, audited, so that
+        no replay sends it once the claim expires), ``pending`` otherwise (never
+        published). For a discard: ``discarded`` if the record is, ``pending`` otherwise.
 
         Returns:
             How many records went to each state.
         """
         rows, records = self.tables.operation_records, self.records
-        moved: dict[str, int] = {}
+        settled_as: dict[str, int] = {}
         with self._write(f"reconciling operation {operation_id}") as conn:
             found = conn.execute(
                 sa.select(
                     rows.c.position,
+                    rows.c.record_id,
                     rows.c.replays_before,
+                    records.c.fingerprint,
                     records.c.status,
                     records.c.replay_count,
                     records.c.replay_message_ids,
@@ -311,7 +323,8 @@ class ArchiveOperations(ArchiveDatabase):
                 .where(rows.c.operation_id == operation_id, rows.c.state == SENDING)
             ).all()
             outcomes: list[tuple[int, str, str | None, str | None]] = []
-            for position, before, status, count, message_ids, claim in found:
+            uncertain: list[tuple[int, str, str]] = []
+            for position, record_id, before, fingerprint, status, count, message_ids, claim in found:
                 detail: str | None = None
                 message_id: str | None = None
                 if status is None:
@@ -322,14 +335,98 @@ class ArchiveOperations(ArchiveDatabase):
                     state, message_id = SENT, (list(message_ids or []) or [None])[-1]
                 elif claim is not None:
                     state = UNCERTAIN
-                    detail = (
-                        "claimed when the process running the operation stopped: it may have been "
-                        "published; not sent again"
-                    )
+                    detail = _UNCERTAIN_DETAIL
+                    uncertain.append((record_id, fingerprint, status))
                 else:
                     state = PENDING
-                moved[state] = moved.get(state, 0) + 1
+                settled_as[state] = settled_as.get(state, 0) + 1
                 outcomes.append((position, state, detail, message_id))
             if outcomes:
                 self._write_outcomes(conn, operation_id, outcomes)
-        return moved
+            if uncertain:
+                self._set_statuses(
+                    conn, uncertain, UNCERTAIN_STATUS, action="uncertain", who="dlq-operations",
+                    details={"operation": operation_id},
+                )  # fmt: skip
+        return settled_as
+
+    def resolve_uncertain(
+        self,
+        operation_id: int,
+        *,
+        sent: bool,
+        who: str,
+        reason: str | None = None,
+        record_ids: Sequence[int] | None = None,
+    ) -> list[int]:
+        """Say what became of the operation's uncertain records (all, or those of ``record_ids``),
+        in one transaction: ``sent`` makes them ``replayed`` (the operator found their jobs ran),
+        otherwise they are dead letters awaiting action again, which any replay may send. The
+        operation's records become ``sent`` or ``skipped`` with who decided; audited.
+
+        Returns:
+            The ids resolved: those still ``uncertain`` (one marked replayed since is left alone).
+        """
+        rows, records = self.tables.operation_records, self.records
+        query = (
+            sa.select(rows.c.position, rows.c.record_id, records.c.fingerprint, records.c.status)
+            .select_from(rows.join(records, records.c.id == rows.c.record_id))
+            .where(
+                rows.c.operation_id == operation_id,
+                rows.c.state == UNCERTAIN,
+                records.c.status == UNCERTAIN_STATUS,
+            )
+        )
+        if record_ids is not None:
+            query = query.where(rows.c.record_id.in_(list(record_ids)))
+        status, state = (REPLAYED, SENT) if sent else (DEAD, SKIPPED)
+        detail = (
+            f"resolved by {who}: "
+            + ("sent" if sent else "not sent; a dead letter awaiting action again")
+            + (f" ({reason})" if reason else "")
+        )
+        with self._write(f"resolving the uncertain records of operation {operation_id}") as conn:
+            found = conn.execute(query.with_for_update()).all()
+            if not found:
+                return []
+            self._set_statuses(
+                conn, [(r.record_id, r.fingerprint, r.status) for r in found], status,
+                action="resolve", who=who, reason=reason,
+                details={"operation": operation_id, "sent": sent}, count_replay=sent,
+            )  # fmt: skip
+            self._write_outcomes(conn, operation_id, [(r.position, state, detail, None) for r in found])
+        return [int(r.record_id) for r in found]
+
+    def _set_statuses(
+        self,
+        conn: sa.Connection,
+        found: Sequence[tuple[int, str, str]],
+        status: str,
+        *,
+        action: str,
+        who: str,
+        details: dict[str, Any],
+        reason: str | None = None,
+        count_replay: bool = False,
+    ) -> None:
+        """Give records ``(id, fingerprint, old status)`` ``status`` (an ``uncertain`` one keeps its
+        claim, so that its replayer, if alive, still marks it; otherwise the claim is dropped),
+        keeping the group summary and the audit log."""
+        table = self.records
+        now = epoch_ms()
+        values: dict[str, Any] = {"status": status, "updated_ms": now}
+        if status != UNCERTAIN_STATUS:
+            values.update(claim_token=None, claimed_ms=None)
+        if count_replay:
+            values["replay_count"] = table.c.replay_count + 1
+        ids = [record_id for record_id, _, _ in found]
+        for chunk in chunks(ids, _WRITE_CHUNK):
+            conn.execute(table.update().where(table.c.id.in_(chunk)).values(values))
+        self._groups.apply(conn, moved([(fingerprint, old) for _, fingerprint, old in found], status))
+        conn.execute(
+            self.audit_log.insert(),
+            [
+                audit_row(who=who, action=action, record_id=i, reason=reason, at_ms=now, details=details)
+                for i in ids
+            ],
+        )

@@ -7,7 +7,7 @@ import sqlalchemy as sa
 from .audit import audit_row
 from .database import ArchiveDatabase, chunks, epoch_ms, removed
 from .filters import RecordFilter, RetentionReport
-from .status import DEAD
+from .status import DEAD, UNCERTAIN
 
 __all__ = ["ArchiveRetention"]
 
@@ -48,7 +48,7 @@ class ArchiveRetention(ArchiveDatabase):
         self, *, retention_days: float, max_records: int, who: str = "archiver", now_ms: int | None = None
     ) -> RetentionReport:
         """Purge records older than ``retention_days``; above ``max_records``, evict the
-        oldest replayed or discarded ones. Unhandled dead letters are never evicted
+        oldest replayed or discarded ones. Unhandled and uncertain dead letters are never evicted
         for the cap: the report says by how much the archive is over it.
         """
         now = now_ms if now_ms is not None else epoch_ms()
@@ -70,7 +70,7 @@ class ArchiveRetention(ArchiveDatabase):
                     r[0]
                     for r in conn.execute(
                         sa.select(table.c.id)
-                        .where(table.c.status != DEAD, table.c.claim_token.is_(None))
+                        .where(table.c.status.notin_([DEAD, UNCERTAIN]), table.c.claim_token.is_(None))
                         .order_by(table.c.archived_ms, table.c.id)
                         .limit(total - max_records)
                     )

@@ -11,11 +11,14 @@ from .audit import audit_row
 from .database import ArchiveDatabase, chunks, epoch_ms, moved
 from .filters import RecordFilter
 
-__all__ = ["DEAD", "DISCARDED", "REPLAYED", "STATUSES", "ArchiveStatus"]
+__all__ = ["DEAD", "DISCARDED", "REPLAYED", "STATUSES", "UNCERTAIN", "ArchiveStatus"]
 
 DEAD, REPLAYED, DISCARDED = "dead", "replayed", "discarded"
+#: A record an interrupted operation may have sent: no replay sends it (not even forced)
+#: until an operator says whether it was sent (:meth:`~.operations.ArchiveOperations.resolve_uncertain`).
+UNCERTAIN = "uncertain"
 #: Every status a record can have.
-STATUSES = (DEAD, REPLAYED, DISCARDED)
+STATUSES = (DEAD, REPLAYED, DISCARDED, UNCERTAIN)
 
 
 class ArchiveStatus(ArchiveDatabase):

@@ -320,12 +320,18 @@ def _announced_providers(settings: Settings) -> set[str]:
 def process(
     policy_file: Annotated[str | None, typer.Option("--policy", help="TOML or JSON policy file.")] = None,
     dry_run: Annotated[bool, typer.Option(help="Print the plan; change nothing.")] = False,
+    ignore_breaker: Annotated[
+        bool,
+        typer.Option("--ignore-breaker", help="Send records whose provider's breaker is open too, at once."),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Triage dead letters by policy: replay, discard, escalate (default: the built-in policy).
 
     A provider counts as registered when it is configured here or a running worker
     announces it; --dry-run also shows what a recovery of each healthy provider would replay.
+    The records a rule replays wait while their provider's circuit breaker is open, as in
+    `dlq replay`; --ignore-breaker sends them anyway.
     """
     from ...providers import ProviderRegistry, load_providers
     from ..recovery import recovery_plan
@@ -337,15 +343,18 @@ def process(
         load_providers(registry, spec=settings.providers, path=settings.providers_file)
         healthy = _announced_providers(settings)
         replayer = Replayer(archive=archive, broker_url=settings.broker_url, who=_who(settings))
-        report = process_dlq(
-            archive,
-            policy=policy,
-            replayer=replayer,
-            providers=set(registry.keys()) | healthy,
-            dry_run=dry_run,
-            who=_who(settings),
-            redactor=settings.redactor(),
-        )
+        with follow_breakers(settings, ignore=dry_run or ignore_breaker) as health:
+            report = process_dlq(
+                archive,
+                policy=policy,
+                replayer=replayer,
+                providers=set(registry.keys()) | healthy,
+                dry_run=dry_run,
+                who=_who(settings),
+                redactor=settings.redactor(),
+                health=health,
+                on_pause=_show_pause,
+            )
         recoveries = (
             [recovery_plan(archive, key, policy.recovery_categories) for key in sorted(healthy)]
             if dry_run
@@ -358,6 +367,7 @@ def process(
                 "dry_run": dry_run,
                 "decisions": [redactor.view(d) for d in report.decisions],
                 "replay": [redactor.view(o) for o in report.replay.outcomes] if report.replay else [],
+                "paused": [p.as_dict() for p in report.replay.pauses] if report.replay else [],
                 "recovery": [
                     {"provider": p.provider, "record_ids": list(p.record_ids)}
                     for p in recoveries
@@ -382,6 +392,8 @@ def process(
                 Text(redactor.view(d.detail)),
             )
         _out.print(table)
+        for pause in report.replay.pauses if report.replay else []:
+            _out.print(Text(f"paused: {pause.describe()}, then sent"))
         for plan in recoveries:
             if plan.record_ids:
                 _out.print(

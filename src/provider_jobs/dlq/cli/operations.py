@@ -3,7 +3,7 @@
 ``dlq replay`` and ``dlq discard`` start them; ``list`` and ``show`` read them;
 ``pause`` and ``cancel`` ask the process running one to stop after its chunk;
 ``resume`` goes on with a paused, failed or interrupted one (its process died)
-in this process.
+in this process; ``resolve`` says whether the records it cannot vouch for were sent.
 """
 
 from __future__ import annotations
@@ -29,18 +29,21 @@ from .common import (
     EXIT_USAGE,
     MAX_RECORD_ID,
     JsonOpt,
+    ReasonOpt,
+    _check_text,
     _err,
     _out,
     _print_json,
     _resume_hint,
     _session,
     _when,
+    _who,
 )
 
 __all__ = ["operations_app"]
 
 operations_app = typer.Typer(
-    help="Bulk replays and discards stored in the archive: list, show, pause, resume, cancel.",
+    help="Bulk replays and discards stored in the archive: list, show, pause, resume, cancel, resolve.",
     no_args_is_help=True,
 )
 
@@ -90,7 +93,8 @@ def _resume(
             if moved.get(UNCERTAIN):
                 _err.print(
                     f"operation {op_id}: {moved[UNCERTAIN]} record(s) were claimed when its process "
-                    "stopped and may have been sent: they are not sent again (`show` lists them)",
+                    "stopped and may have been sent: no replay sends them until `dlq operations "
+                    f"resolve {op_id} --sent|--not-sent` says (`show` lists them)",
                     highlight=False,
                 )
             stopped = operations.run(op_id, on_outcome=advance, health=health, on_pause=_show_pause)
@@ -214,3 +218,46 @@ def resume(
     with _session() as (settings, archive):
         operations = Operations(archive, broker_url=settings.broker_url)
         _resume(settings, operations, operation_id, as_json=as_json, ignore_breaker=ignore_breaker)
+
+
+@operations_app.command()
+def resolve(
+    operation_id: OperationIdArg,
+    sent: Annotated[
+        bool | None,
+        typer.Option(
+            "--sent/--not-sent",
+            help="--sent: their jobs ran, mark them replayed; --not-sent: make them dead letters "
+            "awaiting action again, which any replay may send.",
+            show_default=False,
+        ),
+    ] = None,
+    record_ids: Annotated[
+        list[int] | None,
+        typer.Option("--id", min=1, max=MAX_RECORD_ID, help="Only this record (repeatable)."),
+    ] = None,
+    reason: ReasonOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Say whether the records an interrupted operation cannot vouch for (uncertain) were sent.
+
+    An uncertain record was claimed when the process running the operation stopped: its
+    message may have been published. No replay sends it until this says what became of it.
+    """
+    if sent is None:
+        raise typer.BadParameter("say --sent or --not-sent")
+    _check_text(reason, "--reason")
+    with _session() as (settings, archive):
+        operations = Operations(archive, broker_url="")
+        resolved = operations.resolve(
+            operation_id, sent=sent, who=_who(settings), reason=reason, record_ids=record_ids
+        )
+        after = operations.get(operation_id)
+    if as_json:
+        _print_json({"resolved": resolved, "operation": operation_view(after)})
+    else:
+        outcome = "marked replayed" if sent else "dead letters awaiting action again"
+        _out.print(Text(f"{len(resolved)} uncertain record(s) of operation {operation_id}: {outcome}"))
+        _print_operation(after, as_json=False)
+    if not resolved:
+        raise typer.Exit(EXIT_NOT_FOUND)

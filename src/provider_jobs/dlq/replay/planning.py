@@ -15,6 +15,7 @@ from typing import Any
 from ...errors import NotReplayable, RecordNotFound
 from ..archive.filters import RecordFilter
 from ..archive.records import DeadLetter
+from ..archive.status import UNCERTAIN
 from ..archive.store import DEAD, DISCARDED, REPLAYED, DeadLetterArchive
 from .message import prepare_message
 from .report import RecordT, ReplayPlan
@@ -23,6 +24,12 @@ __all__ = ["allowed_statuses", "plan_records", "read_records"]
 
 #: Records read per archive query when planning.
 _READ_BATCH = 500
+
+#: Why no replay sends an uncertain record, forced or not.
+_UNCERTAIN_SKIP = (
+    "status is uncertain: an interrupted operation may have sent it; no replay sends it until "
+    "`dlq operations resolve` says whether it was sent"
+)
 
 
 def allowed_statuses(allow_statuses: Sequence[str], *, force: bool) -> Sequence[str]:
@@ -63,7 +70,9 @@ def plan_records(
                 ReplayPlan(
                     record=record,
                     message=None,
-                    skip_reason=f"status is {record.status} (use force to replay it again)",
+                    skip_reason=_UNCERTAIN_SKIP
+                    if record.status == UNCERTAIN
+                    else f"status is {record.status} (use force to replay it again)",
                 )
             )
             continue
