@@ -318,7 +318,7 @@ def _demo_access(settings: Settings) -> tuple[Settings, str]:
         # The operator's own token is theirs to paste: it is not printed.
         return settings, base
     token = secrets.token_urlsafe(24)
-    operator = settings.operator or "demo"
+    operator = identity.operator_name(settings.operator, default="demo")
     settings = Settings.from_env(api_token=token, operator=operator)
     return settings, f"{base}?name={quote(operator)}#token={token}"
 

@@ -6,10 +6,8 @@ The exit codes are listed in :mod:`provider_jobs.dlq.cli.app`.
 from __future__ import annotations
 
 import contextlib
-import getpass
 import json
 import re
-import socket
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -27,6 +25,7 @@ from ...errors import (
     ProviderJobsError,
     RecordNotFound,
 )
+from ...identity import operator_name
 from ...redaction import Redactor
 from ...settings import Settings
 from ..archive.filters import RecordFilter
@@ -121,7 +120,7 @@ def _settings(service_name: str = "provider-jobs-dlq") -> Settings:
 
 
 def _who(settings: Settings) -> str:
-    return settings.operator or f"{getpass.getuser()}@{socket.gethostname()}"
+    return operator_name(settings.operator)
 
 
 @contextlib.contextmanager
