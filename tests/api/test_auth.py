@@ -30,6 +30,8 @@ def _mutating_routes(settings: Settings) -> list[tuple[str, str]]:
 def _body(path: str, archived: list[int]) -> dict[str, Any]:
     if path == "/dlq/operations":
         return {"action": "discard", "ids": archived[:1], "reason": "auth test"}
+    if path.endswith("/resolve"):
+        return {"sent": False}
     return {"ids": archived[:1], "reason": "auth test"}
 
 
@@ -39,6 +41,7 @@ def test_the_mutating_endpoints_are_replay_discard_and_operations(settings: Sett
         ("POST", "/dlq/operations"),
         ("POST", "/dlq/operations/{operation_id}/cancel"),
         ("POST", "/dlq/operations/{operation_id}/pause"),
+        ("POST", "/dlq/operations/{operation_id}/resolve"),
         ("POST", "/dlq/operations/{operation_id}/resume"),
         ("POST", "/dlq/replay"),
     ]

@@ -74,3 +74,29 @@ def test_ignore_breaker_sends_every_record_at_once(
     ).json()
     assert (body["published"], body["paused"]) == (5, [])
     assert sorted(published_providers(amqp, settings.queue_name)) == [DOWN] * 3 + [UP] * 2
+
+
+def test_an_operation_started_here_waits_for_the_breaker_and_can_be_paused_meanwhile(
+    token_client: TestClient, settings: Settings, amqp: Any, archive: DeadLetterArchive, outage: Any
+) -> None:
+    started = token_client.post(
+        "/dlq/operations", json={"action": "replay", "category": "service_unavailable"}, headers=AUTH
+    )
+    assert started.status_code == 202, started.text
+    op_id = started.json()["id"]
+
+    def state() -> dict[str, Any]:
+        found: dict[str, Any] = token_client.get(f"/dlq/operations/{op_id}", headers=AUTH).json()
+        return found
+
+    wait_for(lambda: queue_depth(amqp, settings.queue_name) == 2)
+    assert published_providers(amqp, settings.queue_name) == [UP, UP]
+    assert state()["state"] == "running"
+    assert token_client.post(f"/dlq/operations/{op_id}/pause", headers=AUTH).status_code == 200
+    paused = wait_for(lambda: (found := state())["counts"].get("sending") is None and found, timeout_s=5)
+    assert (paused["state"], paused["counts"]) == ("paused", {"sent": 2, "pending": 3})
+    close_breaker(outage, DOWN)
+    assert token_client.post(f"/dlq/operations/{op_id}/resume", headers=AUTH).status_code == 200
+    done = wait_for(lambda: (found := state())["state"] == "done" and found, timeout_s=20)
+    assert done["counts"] == {"sent": 5}
+    assert published_providers(amqp, settings.queue_name) == [DOWN] * 3

@@ -8,6 +8,7 @@ from api_support import DEAD_LETTERS, TOKEN
 from fastapi.testclient import TestClient
 
 from provider_jobs.dlq import DeadLetterArchive
+from provider_jobs.dlq.operations import Operations
 from provider_jobs.settings import Settings
 
 from support import queue_depth, wait_for
@@ -67,3 +68,33 @@ def test_operations_are_refused_without_a_token_configured(client: TestClient, a
     body = {"action": "discard", "category": "validation", "reason": "bad input"}
     assert client.post("/dlq/operations", json=body).status_code == 403
     assert client.get("/dlq/operations").json() == []
+
+
+def test_uncertain_records_are_resolved_as_sent_or_not(
+    token_client: TestClient, archived: list[int], archive: DeadLetterArchive, settings: Settings
+) -> None:
+    """An operation whose runner died holding claims on two records: a resume leaves them
+    uncertain; the operator says one ran and the other was not sent."""
+    ops = Operations(archive, broker_url=settings.broker_url)
+    chosen = archived[:2]
+    op_id = ops.start_replay(chosen, who="carol", selection={"ids": 2})
+    archive.begin_sending(op_id, [0, 1])
+    archive.claim_many(chosen)
+    archive.set_operation_state(op_id, "running", runner="elsewhere:1")  # a runner long gone
+    with archive._write("ageing the heartbeat") as conn:
+        conn.execute(archive.tables.operations.update().values(heartbeat_ms=0))
+    ops.take_over(op_id)
+    assert {archive.get(i).status for i in chosen} == {"uncertain"}
+    url = f"/dlq/operations/{op_id}/resolve"
+    assert token_client.post(url, json={"sent": True}).status_code == 401
+    assert token_client.post(url, json={}, headers=AUTH).status_code == 422
+    ran = token_client.post(url, json={"sent": True, "record_ids": chosen[:1], "reason": "ran"}, headers=AUTH)
+    assert ran.status_code == 200, ran.text
+    assert ran.json()["resolved"] == chosen[:1]
+    body = token_client.post(url, json={"sent": False}, headers=AUTH).json()
+    assert body["resolved"] == chosen[1:]
+    assert body["operation"]["counts"] == {"sent": 1, "skipped": 1}
+    assert [archive.get(i).status for i in chosen] == ["replayed", "dead"]
+    assert (
+        token_client.post("/dlq/operations/999/resolve", json={"sent": True}, headers=AUTH).status_code == 404
+    )

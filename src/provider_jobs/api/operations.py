@@ -1,8 +1,9 @@
 """The ``/dlq/operations`` endpoints: start a bulk replay or discard as an operation stored in the
-archive, list and show operations, pause, resume and cancel them.
+archive, list and show operations, pause, resume and cancel them, and resolve their uncertain records.
 
-An operation started here runs in a thread of the API process and outlives the
-request; its progress is read back from the archive (:mod:`provider_jobs.dlq.operations`).
+An operation started or resumed here runs in a thread of the API process and outlives the
+request, following the providers' breakers as every replay does; its progress is read back
+from the archive (:mod:`provider_jobs.dlq.operations`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pydantic import AfterValidator, BaseModel, Field
 from ..dlq import DEAD, DeadLetterArchive, RecordFilter
 from ..dlq.archive.operations import FAILED_STATE, SKIPPED, UNCERTAIN
 from ..dlq.operations import Operations, describe_filter, operation_view
+from ..health.watch import follow_breakers
 from ..redaction import Redactor
 from ..settings import Settings
 from .dlq import _NO_NUL, MAX_ID, DiscardRequest, _no_nul, _Selection
@@ -25,6 +27,8 @@ __all__ = [
     "OperationModel",
     "OperationRequest",
     "ReplayOperationRequest",
+    "ResolveRequest",
+    "ResolvedModel",
     "operations_router",
 ]
 
@@ -50,6 +54,46 @@ class ReplayOperationRequest(_Selection):
     rate_per_s: float | None = Field(
         default=None, gt=0, le=100_000, description="Messages per second at most."
     )
+    ignore_breaker: bool = Field(
+        default=False,
+        strict=True,
+        description="Send records whose provider's circuit breaker is open too, at once. By default "
+        "they wait until it closes while the others go (a pause or cancel still stops the operation).",
+    )
+    max_pause_s: float | None = Field(
+        default=None,
+        ge=0,
+        le=86_400,
+        description="Longest a paused provider's records wait before they are skipped (0: at once); "
+        "default: until its breaker closes.",
+    )
+
+
+class ResolveRequest(BaseModel):
+    """What became of an operation's uncertain records, as the operator found out."""
+
+    sent: bool = Field(
+        strict=True,
+        description="true: their jobs ran, mark them replayed; false: they were not sent, make them "
+        "dead letters awaiting action again (any replay may then send them).",
+    )
+    record_ids: list[Annotated[int, Field(ge=1, le=MAX_ID)]] | None = Field(
+        default=None, max_length=10_000, description="Only these records; default every uncertain one."
+    )
+    reason: Annotated[str | None, AfterValidator(_no_nul)] = Field(
+        default=None,
+        max_length=1000,
+        strict=True,
+        json_schema_extra=_NO_NUL,
+        description="Why, for the audit log.",
+    )
+
+
+class ResolvedModel(BaseModel):
+    """The records resolved, and the operation after."""
+
+    resolved: list[int]
+    operation: OperationModel
 
 
 class DiscardOperationRequest(DiscardRequest):
@@ -173,9 +217,10 @@ def operations_router(
         else:
             op_id = operations.start_replay(
                 chosen, who=who, selection=selection, reason=body.reason, force=body.force,
-                rate_per_s=body.rate_per_s,
+                rate_per_s=body.rate_per_s, max_pause_s=body.max_pause_s,
             )  # fmt: skip
-        operations.run_in_background(op_id)
+        ignore = not isinstance(body, ReplayOperationRequest) or body.ignore_breaker
+        operations.run_in_background(op_id, health=lambda: follow_breakers(settings, ignore=ignore))
         return model(op_id)
 
     @router.post(
@@ -196,8 +241,18 @@ def operations_router(
         responses=mutation_responses,
         summary="Go on with a paused, failed or interrupted operation, in the background",
     )
-    def resume_operation(operation_id: OperationId) -> OperationModel:
-        operations.run_in_background(operation_id, take_over=True)
+    def resume_operation(
+        operation_id: OperationId,
+        ignore_breaker: Annotated[
+            bool, Query(description="Send records whose provider's circuit breaker is open too, at once.")
+        ] = False,
+    ) -> OperationModel:
+        replay = operations.get(operation_id).action == "replay"
+        operations.run_in_background(
+            operation_id,
+            take_over=True,
+            health=lambda: follow_breakers(settings, ignore=ignore_breaker or not replay),
+        )
         return model(operation_id)
 
     @router.post(
@@ -210,5 +265,21 @@ def operations_router(
     def cancel_operation(operation_id: OperationId) -> OperationModel:
         operations.cancel(operation_id)
         return model(operation_id)
+
+    @router.post(
+        "/{operation_id}/resolve",
+        response_model=ResolvedModel,
+        dependencies=[Depends(guard)],
+        responses={k: v for k, v in mutation_responses.items() if k != 409},
+        summary="Say whether the records an interrupted operation cannot vouch for were sent",
+        description="Uncertain records (claimed when the process running the operation stopped) "
+        "are sent by no replay until resolved: `sent: true` marks them replayed, `sent: false` "
+        "makes them dead letters awaiting action again.",
+    )
+    def resolve_operation(operation_id: OperationId, body: ResolveRequest) -> ResolvedModel:
+        resolved = operations.resolve(
+            operation_id, sent=body.sent, who=who, reason=body.reason, record_ids=body.record_ids
+        )
+        return ResolvedModel(resolved=resolved, operation=model(operation_id, with_records=True))
 
     return router
