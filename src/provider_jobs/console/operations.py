@@ -1,5 +1,6 @@
 """The console's operations: bulk replays and discards stored in the archive, listed, followed live
-(the progress part refreshes itself), and paused, resumed or cancelled by a form."""
+(the progress part refreshes itself), paused, resumed (following the providers' breakers) or
+cancelled by a form, and their uncertain records resolved as sent or not sent."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from ..dlq.archive.operations import FAILED_STATE, SKIPPED, UNCERTAIN
 from ..dlq.operations import operation_view
 from ..errors import RecordConflict
+from ..health.watch import follow_breakers
 from .context import ConsoleContext, Form, Refused
 from .session import Operator
 
@@ -65,14 +67,23 @@ def operations_router(console: ConsoleContext) -> APIRouter:
 
     @router.post("/{operation_id}/{action}", response_class=HTMLResponse)
     def steer(request: Request, action: str, form: Form, operation_id: OperationId) -> Response:
-        console.writer(request, form)
+        _, who = console.writer(request, form)
         try:
             if action == "pause":
                 operations.pause(operation_id)
             elif action == "cancel":
                 operations.cancel(operation_id)
             elif action == "resume":
-                operations.run_in_background(operation_id, take_over=True)
+                replay = operations.get(operation_id).action == "replay"
+                operations.run_in_background(
+                    operation_id,
+                    take_over=True,
+                    health=lambda: follow_breakers(console.settings, ignore=not replay),
+                )
+            elif action == "resolve":
+                if form.get("sent") not in ("yes", "no"):
+                    raise Refused(422, "sent: expected yes or no")
+                operations.resolve(operation_id, sent=form["sent"] == "yes", who=who)
             else:
                 raise Refused(404, f"No such action on an operation: {action}")
         except RecordConflict as exc:
