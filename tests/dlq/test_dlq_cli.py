@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from provider_jobs.dlq import DeadLetterArchive, dead_letter_from_delivery
 from provider_jobs.dlq.cli.app import dlq_app
+from provider_jobs.dlq.operations import Operations
 from provider_jobs.settings import Settings
 
 from support import declare_work_queue, queue_depth
@@ -156,3 +157,29 @@ def test_replays_and_discards_are_operations_listed_shown_and_steered(
     refused = runner.invoke(dlq_app, ["operations", "resume", "1"])
     assert refused.exit_code == 2 and "Operation 1 is done: it cannot be resumed" in refused.stderr
     assert runner.invoke(dlq_app, ["operations", "show", "9"]).exit_code == 1
+
+
+def test_an_operations_uncertain_records_are_resolved_from_the_cli(
+    env: DeadLetterArchive, settings: Settings, amqp: Any
+) -> None:
+    declare_work_queue(amqp, settings.queue_name)
+    ops = Operations(env, broker_url=settings.broker_url)
+    op_id = ops.start_replay([1, 2], who="carol", selection={"ids": 2})
+    # Its process died holding claims on both records: they may have been published.
+    env.begin_sending(op_id, [0, 1])
+    env.claim_many([1, 2])
+    env.set_operation_state(op_id, "failed", error="killed")
+    resumed = runner.invoke(dlq_app, ["operations", "resume", str(op_id), "--json"])
+    assert resumed.exit_code == 0, resumed.output
+    assert f"resolve {op_id} --sent|--not-sent" in resumed.stderr
+    replay = _json(["replay", "1", "2", "--force"], code=1)
+    assert [o["status"] for o in replay["outcomes"]] == ["skipped", "skipped"]
+    refused = runner.invoke(dlq_app, ["operations", "resolve", str(op_id)])
+    assert refused.exit_code == 2 and "--sent or --not-sent" in refused.output
+    resolved = _json(["operations", "resolve", str(op_id), "--sent", "--id", "1", "--reason", "it ran"])
+    assert resolved["resolved"] == [1] and resolved["operation"]["counts"] == {"sent": 1, "uncertain": 1}
+    resolved = _json(["operations", "resolve", str(op_id), "--not-sent"])
+    assert resolved["resolved"] == [2] and resolved["operation"]["counts"] == {"sent": 1, "skipped": 1}
+    assert _json(["operations", "resolve", str(op_id), "--not-sent"], code=1)["resolved"] == []
+    assert [env.get(1).status, env.get(2).status] == ["replayed", "dead"]
+    assert queue_depth(amqp, settings.queue_name) == 0
