@@ -213,7 +213,7 @@ def resume(
     """Go on with a paused, failed or interrupted operation, here, until it ends.
 
     Records its stopped process had marked are not sent again; records it had claimed
-    may have been sent and are listed as uncertain, never sent again.
+    may have been sent: they are uncertain, and no replay sends them until `resolve`.
     """
     with _session() as (settings, archive):
         operations = Operations(archive, broker_url=settings.broker_url)
