@@ -9,8 +9,7 @@ from typing import Any
 from console_support import Demo, log_in
 from playwright.sync_api import expect
 
-from provider_jobs.api.dlq import discard_records
-from provider_jobs.dlq import DeadLetterArchive, Operations, RecordFilter
+from provider_jobs.dlq import DeadLetterArchive, Operations, RecordFilter, discard_records
 from provider_jobs.settings import Settings
 
 from support import wait_for

@@ -28,10 +28,10 @@ from dramatiq.common import xq_name
 from provider_jobs import JobQueue, ProviderJob, ProviderRegistry
 from provider_jobs.actors.broker import build_broker
 from provider_jobs.actors.provider_ops import declare_provider_actors
-from provider_jobs.api.queue_stats import read_queue_stats
 from provider_jobs.dlq.archive.store import DeadLetterArchive
 from provider_jobs.dlq.archiver.consumer import DeadLetterArchiver
 from provider_jobs.dlq.replay.replayer import Replayer
+from provider_jobs.rabbitmq import read_queue_stats
 from provider_jobs.settings import Settings
 from rabbitmq_cluster import Cluster, Node
 from test_compat import CustomProviderWorker

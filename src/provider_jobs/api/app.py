@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
 
 from ..dlq import DeadLetterArchive
+from ..dlq.summary import summarise_archive
 from ..errors import (
     ArchiveError,
     ArchiveUnavailable,
@@ -24,16 +25,16 @@ from ..errors import (
 from ..extras import installed
 from ..middleware.metrics import render_metrics
 from ..rabbitmq.connectivity import check_broker
+from ..rabbitmq.queue_stats import read_queue_stats
 from ..redaction import Redactor
 from ..settings import Settings
-from .archive_stats import ArchiveCollector, summarise_archive
+from .archive_stats import ArchiveCollector
 from .auth import bearer_token_guard, check_token, read_token_guard
 from .dlq import dlq_router
 from .exposition import api_registry
 from .gate import RequestGate
 from .operations import operations_router
 from .providers import ProviderModel, providers_router, read_providers
-from .queue_stats import read_queue_stats
 
 __all__ = ["create_app"]
 

@@ -11,8 +11,8 @@ from prometheus_client.registry import Collector
 
 from ..errors import BrokerUnavailable
 from ..middleware.metrics import metrics_registry, multiprocess_dir
+from ..rabbitmq.queue_stats import read_queue_stats
 from ..settings import Settings
-from .queue_stats import read_queue_stats
 
 __all__ = ["QueueCollector", "api_registry"]
 

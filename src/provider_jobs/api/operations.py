@@ -20,7 +20,7 @@ from ..dlq.operations import Operations, describe_filter, operation_view
 from ..health.watch import follow_breakers
 from ..redaction import Redactor
 from ..settings import Settings
-from .dlq import _NO_NUL, MAX_ID, DiscardRequest, _no_nul, _Selection
+from .schemas import MAX_ID, NO_NUL, DiscardRequest, Selection, no_nul
 
 __all__ = [
     "DiscardOperationRequest",
@@ -37,15 +37,15 @@ OperationId = Annotated[int, Path(ge=1, le=MAX_ID)]
 _LISTED = 1000
 
 
-class ReplayOperationRequest(_Selection):
+class ReplayOperationRequest(Selection):
     """A replay of a selection, stored as an operation and run in the background."""
 
     action: Literal["replay"]
-    reason: Annotated[str | None, AfterValidator(_no_nul)] = Field(
+    reason: Annotated[str | None, AfterValidator(no_nul)] = Field(
         default=None,
         max_length=1000,
         strict=True,
-        json_schema_extra=_NO_NUL,
+        json_schema_extra=NO_NUL,
         description="Why, for the audit log.",
     )
     force: bool = Field(
@@ -80,11 +80,11 @@ class ResolveRequest(BaseModel):
     record_ids: list[Annotated[int, Field(ge=1, le=MAX_ID)]] | None = Field(
         default=None, max_length=10_000, description="Only these records; default every uncertain one."
     )
-    reason: Annotated[str | None, AfterValidator(_no_nul)] = Field(
+    reason: Annotated[str | None, AfterValidator(no_nul)] = Field(
         default=None,
         max_length=1000,
         strict=True,
-        json_schema_extra=_NO_NUL,
+        json_schema_extra=NO_NUL,
         description="Why, for the audit log.",
     )
 

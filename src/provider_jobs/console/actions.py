@@ -11,8 +11,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from ..api.dlq import discard_records, replay_records
-from ..dlq import DEAD, RecordFilter, Replayer, ReplayOutcome
+from ..dlq import DEAD, RecordFilter, Replayer, ReplayOutcome, discard_records, replay_records
 from ..dlq.operations import describe_filter
 from ..dlq.replay.gate import PauseHandler
 from ..dlq.replay.message import unstorable
@@ -170,7 +169,7 @@ def action_router(console: ConsoleContext) -> APIRouter:  # noqa: PLR0915 - one 
         try:
             # A page does not wait out an outage: a record whose provider is down is not sent.
             with follow_breakers(settings, ignore=form.get("ignore_breaker") == "yes") as health:
-                report = replay_records(
+                _, report = replay_records(
                     archive, broker_url=settings.broker_url, who=who, ids=[record_id],
                     request_patch=patches["patch"], job_patch=patches["job_patch"], reason=reason,
                     health=health, max_pause_s=0,
@@ -218,7 +217,7 @@ def action_router(console: ConsoleContext) -> APIRouter:  # noqa: PLR0915 - one 
         # The dry run plans the oldest records (those a replay sends first), at most a sample of them.
         sample = [r.id for r in archive.find(selection, limit=DRY_RUN_SAMPLE, oldest_first=True) if r.id]
         who = operator.who or "console"
-        report = replay_records(archive, broker_url=settings.broker_url, who=who, ids=sample, dry_run=True)
+        _, report = replay_records(archive, broker_url=settings.broker_url, who=who, ids=sample, dry_run=True)
         plans = Replayer(archive=archive, broker_url=settings.broker_url, who=who).plan(sample[:PREVIEW])
         return pages.render(
             request,

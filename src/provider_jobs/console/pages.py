@@ -11,12 +11,12 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse
 from prometheus_client import REGISTRY
 
-from ..api.archive_stats import summarise_archive
-from ..api.queue_stats import QueueStat, read_queue_stats
 from ..dlq import DEAD, STATUSES, DeadLetter, DeadLetterArchive, RecordFilter
 from ..dlq.archive.groups import GroupSummary
+from ..dlq.summary import summarise_archive
 from ..errors import ArchiveError, BrokerUnavailable, RecordNotFound
 from ..middleware.metrics import metrics_registry, multiprocess_dir
+from ..rabbitmq.queue_stats import QueueStat, read_queue_stats
 from ..tracing import trace_ids
 from .chart import WINDOWS, HourlyCounts, hourly_chart
 from .context import ConsoleContext, Refused

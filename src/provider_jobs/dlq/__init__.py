@@ -1,6 +1,6 @@
 """The dead-letter room: archive every dead letter, group, triage and replay them.
 
-Four rooms and one module, arrows pointing down:
+Four rooms and a few modules, arrows pointing down:
 
 - :mod:`.archive`: the store (:class:`DeadLetterArchive`, SQLite or PostgreSQL);
   it knows nothing of the rooms below.
@@ -9,6 +9,10 @@ Four rooms and one module, arrows pointing down:
 - :mod:`.triage`: the policy of :func:`process_dlq`.
 - :mod:`.operations`: bulk replays and discards stored in the archive
   (:class:`Operations`), which the CLI, the API and the console start and steer.
+- :mod:`.actions`: :func:`replay_records` and :func:`discard_records`, the one path
+  by which the CLI, the API and the console replay or discard a selection.
+- :mod:`.summary`: what the archive holds (:func:`summarise_archive`), for the
+  API's metrics and the console's overview.
 - :mod:`.cli`: ``provider-jobs dlq ...`` and ``provider-jobs archiver``.
 
 Never imports ``provider_jobs.actors``. Importing it opens nothing.
@@ -16,6 +20,7 @@ Never imports ``provider_jobs.actors``. Importing it opens nothing.
 
 from __future__ import annotations
 
+from .actions import discard_records, replay_records
 from .archive.claims import ReplaySource
 from .archive.filters import AuditEntry, Group, RecordFilter, RetentionReport
 from .archive.records import DeadLetter, dead_letter_from_delivery, fingerprint, normalise_error
@@ -23,6 +28,7 @@ from .archive.store import DEAD, DISCARDED, REPLAYED, STATUSES, DeadLetterArchiv
 from .archiver.consumer import ArchiverStats, DeadLetterArchiver
 from .operations import Operations
 from .replay.replayer import Replayer, ReplayOutcome, ReplayPlan, ReplayReport, merge_patch
+from .summary import ArchiveSummary, summarise_archive
 from .triage import DEFAULT_POLICY, DlqPolicy, PolicyRule, TriageDecision, TriageReport, process_dlq
 
 __all__ = [
@@ -31,6 +37,7 @@ __all__ = [
     "DISCARDED",
     "REPLAYED",
     "STATUSES",
+    "ArchiveSummary",
     "ArchiverStats",
     "AuditEntry",
     "DeadLetter",
@@ -51,8 +58,11 @@ __all__ = [
     "TriageDecision",
     "TriageReport",
     "dead_letter_from_delivery",
+    "discard_records",
     "fingerprint",
     "merge_patch",
     "normalise_error",
     "process_dlq",
+    "replay_records",
+    "summarise_archive",
 ]

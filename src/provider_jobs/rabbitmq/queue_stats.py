@@ -8,9 +8,9 @@ import pika
 import pika.exceptions
 
 from ..errors import BrokerUnavailable
-from ..rabbitmq.connectivity import broker_parameters, redact_url
-from ..rabbitmq.queues import queue_roles
 from ..settings import Settings
+from .connectivity import broker_parameters, redact_url
+from .queues import queue_roles
 
 __all__ = ["QueueStat", "read_queue_stats"]
 

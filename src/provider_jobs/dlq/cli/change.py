@@ -17,10 +17,11 @@ from ...gc_pause import paused_gc
 from ...health.watch import Pause, follow_breakers
 from ...redaction import Redactor
 from ...settings import Settings
-from ..archive.operations import DISCARDED_STATE, DONE
+from ..actions import discard_records, replay_records
+from ..archive.operations import DONE
 from ..archive.store import DEAD, DISCARDED
 from ..operations import Operations, describe_filter
-from ..replay.replayer import FAILED, Replayer, ReplayOutcome, ReplayReport
+from ..replay.replayer import FAILED, Replayer, ReplayOutcome
 from ..triage import DEFAULT_POLICY, DlqPolicy, process_dlq
 from .common import (
     EXIT_BROKER,
@@ -122,18 +123,15 @@ def replay(
             follow_breakers(settings, ignore=dry_run or ignore_breaker) as health,
             _progress(len(chosen), enabled=not as_json and len(chosen) > 1) as advance,
         ):
-            op_id: int | None = None
-            if dry_run:
-                replayer = Replayer(archive=archive, broker_url=settings.broker_url, who=_who(settings))
-                report = replayer.replay(
-                    chosen, request_patch=request_patch, job_patch=job_patch, dry_run=True, force=force
-                )
-            else:
-                op_id, report = _replay_operation(
-                    Operations(archive, broker_url=settings.broker_url),
-                    chosen,
+            # The collector is held off unless paced: this process is ours.
+            with paused_gc() if rate is None and not dry_run else contextlib.nullcontext():
+                op_id, report = replay_records(
+                    archive,
+                    broker_url=settings.broker_url,
                     who=_who(settings),
+                    ids=chosen,
                     selection={"ids": len(chosen)} if ids else describe_filter(record_filter),
+                    dry_run=dry_run,
                     on_outcome=advance,
                     health=health,
                     on_pause=_show_pause,
@@ -143,6 +141,8 @@ def replay(
                     request_patch=request_patch,
                     job_patch=job_patch,
                 )
+            if op_id is not None:
+                _say_if_stopped(Operations(archive, broker_url=settings.broker_url), op_id)
     redactor = settings.redactor()
     outcomes = [redactor.view(o) for o in report.outcomes]
     if as_json:
@@ -179,17 +179,11 @@ def replay(
         raise typer.Exit(EXIT_NOT_FOUND)
 
 
-def _replay_operation(
-    operations: Operations, chosen: list[int], **arguments: Any
-) -> tuple[int, ReplayReport]:
-    """:meth:`Operations.replay` with the collector held off unless paced (this process is
-    ours); an operation that did not finish says how to go on."""
-    with paused_gc() if arguments.get("rate_per_s") is None else contextlib.nullcontext():
-        op_id, report = operations.replay(chosen, **arguments)
+def _say_if_stopped(operations: Operations, op_id: int) -> None:
+    """An operation that did not finish (paused, cancelled, failed) says how to go on."""
     stopped = operations.get(op_id)
     if stopped.state != DONE:
         _err.print(f"operation {op_id} is {stopped.state}: {_resume_hint(op_id)}", highlight=False)
-    return op_id, report
 
 
 def _show_pause(provider: str, pause: Pause | None) -> None:
@@ -244,21 +238,9 @@ def discard(
     if not ids and not selecting and not all_matching:
         raise typer.BadParameter("name ids, a --group, filters, or --all")
     with _session() as (settings, archive):
-        for record_id in ids or ():
-            archive.get(record_id)
         record_filter = _filter(None, category, provider, operation, group, since, until, search, ids=ids)
-        chosen = archive.ids(record_filter)
-        changed: list[int] = []
-        if chosen:
-            # Stored as an operation, as every bulk discard is: `dlq operations show` lists it.
-            operations = Operations(archive, broker_url=settings.broker_url)
-            op_id = operations.start_discard(
-                chosen, who=_who(settings), selection=describe_filter(record_filter), reason=reason
-            )
-            operations.run(op_id)
-            changed = [
-                r.record_id for r in operations.records(op_id, states=[DISCARDED_STATE], limit=len(chosen))
-            ]
+        # Stored as an operation, as every bulk discard is: `dlq operations show` lists it.
+        changed = discard_records(archive, record_filter, who=_who(settings), reason=reason)
     if as_json:
         _print_json({"discarded": changed})
     else:
