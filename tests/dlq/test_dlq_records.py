@@ -225,3 +225,12 @@ def test_a_death_time_beyond_any_date_is_not_taken_as_the_dead_letter_time() -> 
         b"not json", {"x-death": x_death}, source_queue="provider.jobs.XQ", now_ms=1_700_000_000_000
     )
     assert record.dead_lettered_ms == 1_700_000_000_000
+
+
+def test_a_dead_letter_field_of_the_wrong_type_is_pieced_together_and_the_rest_kept() -> None:
+    body = json.loads(_enriched("job-9", "boom", "validation"))
+    body["options"]["dead_letter"].update(attempts="3", dead_lettered_at_ms=True)
+    record = dead_letter_from_delivery(json.dumps(body).encode(), {}, source_queue="provider.jobs.XQ")
+    assert (record.category, record.error, record.max_retries) == ("validation", "boom", 2)
+    assert record.attempts == 1  # from the attempt history
+    assert record.dead_lettered_ms == record.archived_ms  # no x-death either: archived now

@@ -20,6 +20,7 @@ from dramatiq.common import xq_name
 from dramatiq.errors import ConnectionClosed
 
 from ..envelope import misdelivery
+from ..middleware.dead_letter_details import DeadLetterDetails
 from ..middleware.dead_letters import CRASH_LOOP, DEAD_LETTER_HEADER, DeadLetter, take_dead_letter
 from ..middleware.delays import take_hold
 from ..rabbitmq.queue_types import declare_queue
@@ -754,29 +755,33 @@ def _crash_loop_body(body: bytes, deliveries: int, crashes: int, worker_id: str 
         message = dramatiq.Message.decode(body)
         if not isinstance(message.options, dict):
             return body
+        retries, max_retries = (_int_or_none(message.options.get(key)) for key in ("retries", "max_retries"))
+        details = DeadLetterDetails(
+            reason=CRASH_LOOP,
+            category=CRASH_LOOP,
+            retryable=False,
+            error_type="WorkerCrashLoop",
+            error=(
+                f"The worker process died while running this job, {crashes} times (alone in its process "
+                f"at least once; {deliveries} deliveries without an outcome); it was not run again"
+            ),
+            traceback=None,
+            attempts=(retries or 0) + 1,
+            max_retries=max_retries,
+            deliveries=deliveries,
+            crashes=crashes,
+            worker_id=worker_id,
+            queue_name=message.queue_name,
+            dead_lettered_at_ms=int(time.time() * 1000),
+        )
     except Exception:
         return body
-    retries = message.options.get("retries")
-    error = (
-        f"The worker process died while running this job, {crashes} times (alone in its process "
-        f"at least once; {deliveries} deliveries without an outcome); it was not run again"
-    )
-    message.options["dead_letter"] = {
-        "reason": CRASH_LOOP,
-        "category": CRASH_LOOP,
-        "retryable": False,
-        "error_type": "WorkerCrashLoop",
-        "error": error,
-        "traceback": None,
-        "attempts": (retries if isinstance(retries, int) else 0) + 1,
-        "max_retries": message.options.get("max_retries"),
-        "deliveries": deliveries,
-        "crashes": crashes,
-        "worker_id": worker_id,
-        "queue_name": message.queue_name,
-        "dead_lettered_at_ms": int(time.time() * 1000),
-    }
+    message.options["dead_letter"] = details.as_option()
     return bytes(message.encode())
+
+
+def _int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _recompute_wait() -> None:

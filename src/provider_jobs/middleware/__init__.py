@@ -1,6 +1,7 @@
 """Middleware reusable by any Dramatiq application: error classification,
 classified retries, circuit breakers per provider, log context and Prometheus
-metrics. Depends on Dramatiq and nothing else of ours."""
+metrics, and the shape of the dead letters they write. Depends on Dramatiq and
+nothing else of ours."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from .classifier import (
     message_rule,
     type_rule,
 )
+from .dead_letter_details import DeadLetterDetails
 from .log_context import LogContext
 from .metrics import Metrics, metrics_registry, multiprocess_dir, render_metrics
 from .retries import ClassifiedRetries, Classifier, RetryConfigurationError
@@ -25,6 +27,7 @@ __all__ = [
     "ClassificationRule",
     "ClassifiedRetries",
     "Classifier",
+    "DeadLetterDetails",
     "ErrorCategory",
     "ErrorClassifier",
     "LogContext",

@@ -26,6 +26,7 @@ from dramatiq.common import xq_name
 
 from ..envelope import shortstr_or_none
 from .classifier import Classification
+from .dead_letter_details import DeadLetterDetails
 from .publisher import ConfirmPublisher, amqp_priority
 from .retry_log import logger
 
@@ -135,19 +136,19 @@ def stamp_dead_letter(
     # Formatted once, for the final attempt only: retries carry the error in
     # their attempt history, and formatting a traceback per failure is costly.
     message.options["traceback"] = format_traceback(exception)
-    message.options["dead_letter"] = {
-        "reason": reason,
-        "category": classification.category.name,
-        "retryable": classification.retryable,
-        "error_type": type(exception).__qualname__,
-        "error": str(exception),
-        "traceback": message.options["traceback"],
-        "attempts": retries + 1,
-        "max_retries": max_retries,
-        "worker_id": worker_id,
-        "queue_name": message.queue_name,
-        "dead_lettered_at_ms": int(time.time() * 1000),
-    }
+    message.options["dead_letter"] = DeadLetterDetails(
+        reason=reason,
+        category=classification.category.name,
+        retryable=classification.retryable,
+        error_type=type(exception).__qualname__,
+        error=str(exception),
+        traceback=message.options["traceback"],
+        attempts=retries + 1,
+        max_retries=max_retries,
+        worker_id=worker_id,
+        queue_name=message.queue_name,
+        dead_lettered_at_ms=int(time.time() * 1000),
+    ).as_option()
 
 
 def notify_exhausted(

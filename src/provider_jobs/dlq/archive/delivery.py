@@ -1,9 +1,11 @@
 """Reading one XQ delivery: its body as a Dramatiq message, its x-death, its final failure.
 
 Helpers of :func:`~.records.dead_letter_from_delivery`. A dead letter's failure
-comes from ``options["dead_letter"]`` when ``ClassifiedRetries`` enriched it,
-else it is pieced together from RabbitMQ's ``x-death`` headers, the age limit
-and the previous attempt's options.
+comes from ``options["dead_letter"]`` (a
+:class:`~provider_jobs.middleware.dead_letter_details.DeadLetterDetails`) when
+``ClassifiedRetries`` or the worker's consumer enriched it, else it is pieced
+together from RabbitMQ's ``x-death`` headers, the age limit and the previous
+attempt's options.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from datetime import datetime
 from typing import Any, NamedTuple
 
 from ...envelope import MAX_TIMESTAMP_MS, misdelivery, read_message
+from ...middleware.dead_letter_details import DeadLetterDetails
 from ...middleware.dead_letters import CRASH_LOOP as CRASH_LOOP  # noqa: PLC0414 (written by the worker)
 from ...middleware.dead_letters import DEAD_LETTER_HEADER as DEAD_LETTER_HEADER  # noqa: PLC0414
 
@@ -120,7 +123,7 @@ def final_failure(
     message: dict[str, Any],
     *,
     history: list[dict[str, Any]],
-    dead: dict[str, Any] | None,
+    dead: DeadLetterDetails | None,
     headers: dict[str, Any],
     last_death: dict[str, Any],
     death_ms: int,
@@ -130,14 +133,14 @@ def final_failure(
     options: dict[str, Any] = message["options"]
     if dead is not None:
         return Failure(
-            category=str(dead.get("category") or "unknown"),
-            reason=str(dead.get("reason") or headers.get(DEAD_LETTER_HEADER) or "unknown"),
-            error=str(dead.get("error") or ""),
-            error_type=dead.get("error_type"),
-            traceback=dead.get("traceback"),
-            retryable=dead.get("retryable"),
-            attempts=int_or_none(dead.get("attempts")) or len(history),
-            dead_lettered_ms=ms_or_none(dead.get("dead_lettered_at_ms")) or death_ms,
+            category=dead.category or "unknown",
+            reason=dead.reason or str(headers.get(DEAD_LETTER_HEADER) or "unknown"),
+            error=dead.error or "",
+            error_type=dead.error_type,
+            traceback=dead.traceback,
+            retryable=dead.retryable,
+            attempts=dead.attempts or len(history),
+            dead_lettered_ms=dead.dead_lettered_at_ms or death_ms,
         )
     reason = str(last_death.get("reason") or "direct")
     attempts = max(int_or_none(options.get("retries")) or 0, len(history))

@@ -21,6 +21,7 @@ from typing import Any
 
 from dramatiq.common import q_name
 
+from ...middleware.dead_letter_details import DeadLetterDetails
 from .delivery import AGE_LIMIT as AGE_LIMIT  # noqa: PLC0414
 from .delivery import DEAD_LETTER_HEADER as DEAD_LETTER_HEADER  # noqa: PLC0414
 from .delivery import REJECTED as REJECTED  # noqa: PLC0414
@@ -205,7 +206,7 @@ def dead_letter_from_delivery(
     if (not namespace or not resource_type) and provider is not None:
         namespace, _, resource_type = provider.partition("/")
     history = [h for h in options.get("attempt_history") or [] if isinstance(h, dict)]
-    dead = options.get("dead_letter")
+    dead = DeadLetterDetails.read(options.get("dead_letter"))
     message_timestamp = message["message_timestamp"]
     failure = final_failure(
         message,
@@ -240,7 +241,7 @@ def dead_letter_from_delivery(
         error=error,
         traceback=_text(failure.traceback),
         attempts=failure.attempts,
-        max_retries=int_or_none((dead or {}).get("max_retries")),
+        max_retries=dead.max_retries if dead is not None else None,
         attempt_history=history,
         x_death=x_death,
         headers=plain_headers,
