@@ -51,8 +51,9 @@ def test_every_public_class_or_function_defined_there_is_exported(name: str) -> 
 
 
 def test_the_import_contracts_of_the_layout_are_kept() -> None:
-    """middleware reusable on its own, the archive below the rooms that use it, nothing above the CLI
-    (the contracts are in pyproject.toml; `make check` runs them too)."""
+    """The package's layers (entry points on top, middleware and the leaves at the bottom), dlq's
+    (the archive at its bottom), and the operator CLI, the API and the console independent (the
+    contracts are in pyproject.toml; `make check` runs them too)."""
     import subprocess
     import sys
     from pathlib import Path
