@@ -32,6 +32,7 @@ OPERATIONS = {
     "POST /dlq/operations/{operation_id}/pause",
     "POST /dlq/operations/{operation_id}/resume",
     "POST /dlq/operations/{operation_id}/cancel",
+    "POST /dlq/operations/{operation_id}/resolve",
 }
 
 
