@@ -98,3 +98,20 @@ def test_uncertain_records_are_resolved_as_sent_or_not(
     assert (
         token_client.post("/dlq/operations/999/resolve", json={"sent": True}, headers=AUTH).status_code == 404
     )
+
+
+def test_a_configured_operator_names_the_mutations_of_both_dlq_routers(
+    token_settings: Settings, archived: list[int], archive: DeadLetterArchive
+) -> None:
+    from provider_jobs.api import create_app
+
+    with TestClient(create_app(token_settings.replace(operator="carol"), archive=archive)) as client:
+        discarded = client.post("/dlq/discard", json={"ids": archived[:1], "reason": "bad"}, headers=AUTH)
+        assert discarded.status_code == 200, discarded.text
+        started = client.post(
+            "/dlq/operations", json={"action": "discard", "ids": archived[1:2], "reason": "bad"}, headers=AUTH
+        )
+        assert started.status_code == 202, started.text
+        listed = client.get("/dlq/operations", headers=AUTH).json()
+    assert {o["who"] for o in listed} == {"carol"} and len(listed) == 2
+    assert {entry.who for entry in archive.audit()} == {"carol"}

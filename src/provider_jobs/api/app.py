@@ -23,6 +23,7 @@ from ..errors import (
     RecordNotFound,
 )
 from ..extras import installed
+from ..identity import operator_name
 from ..middleware.metrics import render_metrics
 from ..rabbitmq.connectivity import check_broker
 from ..rabbitmq.queue_stats import read_queue_stats
@@ -159,8 +160,12 @@ def create_app(settings: Settings, *, archive: DeadLetterArchive | None = None) 
         if settings.api_token or settings.api_read_token
         else None
     )
-    app.include_router(dlq_router(settings, archive, guard, read_guard=read_guard, redactor=redactor))
-    app.include_router(operations_router(settings, archive, guard, read_guard=read_guard, redactor=redactor))
+    # The operator in the audit log of every mutation made through the API.
+    who = operator_name(settings.operator, default="api")
+    for routes in (dlq_router, operations_router):
+        app.include_router(
+            routes(settings, archive, guard, read_guard=read_guard, redactor=redactor, who=who)
+        )
     app.include_router(providers_router(settings))
     if installed("console"):
         # Imported here: the console builds on this package's helpers, so it imports ``api`` itself.

@@ -24,6 +24,7 @@ from ..dlq import (
 )
 from ..dlq.archive.search import SEARCH_HELP
 from ..health.watch import follow_breakers
+from ..identity import operator_name
 from ..redaction import Redactor
 from ..settings import Settings
 from ..tracing import trace_ids
@@ -53,6 +54,7 @@ def dlq_router(
     *,
     read_guard: Callable[..., None] | None = None,
     redactor: Redactor | None = None,
+    who: str | None = None,
 ) -> APIRouter:
     """The ``/dlq`` routes on ``archive``; mutations pass ``guard`` first, reads ``read_guard``.
 
@@ -61,15 +63,17 @@ def dlq_router(
     secrets to a caller with the mutation token, and writes the reveal to the audit log.
 
     Args:
-        settings: Broker URL (replays publish there), operator name for the audit log, tokens.
+        settings: Broker URL (replays publish there), tokens.
         archive: The dead-letter archive.
         guard: A FastAPI dependency that refuses unauthorised mutations.
         read_guard: A FastAPI dependency that refuses unauthorised reads. Default: reads are open.
         redactor: How views are masked and capped. Default: ``settings.redactor()``.
+        who: The operator named in the audit log and on the operations started here.
+            Default: :func:`~provider_jobs.identity.operator_name` of ``settings.operator``, else ``api``.
     """
     reads = [Depends(read_guard)] if read_guard is not None else []
     router = APIRouter(prefix="/dlq", tags=["dlq"])
-    who = settings.operator or "api"
+    who = who or operator_name(settings.operator, default="api")
     redactor = redactor if redactor is not None else settings.redactor()
 
     def record_view(record: Any, *, with_body: bool = False, reveal: bool = False) -> dict[str, Any]:

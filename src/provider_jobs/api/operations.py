@@ -18,6 +18,7 @@ from ..dlq import DEAD, DeadLetterArchive, RecordFilter
 from ..dlq.archive.operations import FAILED_STATE, SKIPPED, UNCERTAIN
 from ..dlq.operations import Operations, describe_filter, operation_view
 from ..health.watch import follow_breakers
+from ..identity import operator_name
 from ..redaction import Redactor
 from ..settings import Settings
 from .schemas import MAX_ID, NO_NUL, DiscardRequest, Selection, no_nul
@@ -149,20 +150,23 @@ def operations_router(
     *,
     read_guard: Callable[..., None] | None = None,
     redactor: Redactor | None = None,
+    who: str | None = None,
 ) -> APIRouter:
     """The ``/dlq/operations`` routes on ``archive``; mutations pass ``guard``, reads ``read_guard``.
 
     Args:
-        settings: Broker URL (replays publish there) and the operator name for the audit log.
+        settings: Broker URL (replays publish there).
         archive: The dead-letter archive.
         guard: A FastAPI dependency that refuses unauthorised mutations.
         read_guard: A FastAPI dependency that refuses unauthorised reads. Default: reads are open.
         redactor: How the records' details are masked. Default: ``settings.redactor()``.
+        who: The operator named in the audit log and on the operations started here.
+            Default: :func:`~provider_jobs.identity.operator_name` of ``settings.operator``, else ``api``.
     """
     reads = [Depends(read_guard)] if read_guard is not None else []
     router = APIRouter(prefix="/dlq/operations", tags=["dlq"])
     operations = Operations(archive, broker_url=settings.broker_url)
-    who = settings.operator or "api"
+    who = who or operator_name(settings.operator, default="api")
     redactor = redactor if redactor is not None else settings.redactor()
     mutation_responses: dict[int | str, dict[str, Any]] = {
         401: {"description": "No or a wrong bearer token"},
