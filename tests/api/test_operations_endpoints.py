@@ -85,6 +85,8 @@ def test_uncertain_records_are_resolved_as_sent_or_not(
         conn.execute(archive.tables.operations.update().values(heartbeat_ms=0))
     ops.take_over(op_id)
     assert {archive.get(i).status for i in chosen} == {"uncertain"}
+    listed = token_client.get("/dlq/records", params={"status": "uncertain"}, headers=AUTH)
+    assert sorted(r["id"] for r in listed.json()["records"]) == sorted(chosen), listed.text
     url = f"/dlq/operations/{op_id}/resolve"
     assert token_client.post(url, json={"sent": True}).status_code == 401
     assert token_client.post(url, json={}, headers=AUTH).status_code == 422

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Path, Query
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import BaseModel, Field
 
 from ..dlq import DEAD, DeadLetterArchive, RecordFilter
 from ..dlq.archive.operations import FAILED_STATE, SKIPPED, UNCERTAIN
@@ -21,7 +21,7 @@ from ..health.watch import follow_breakers
 from ..identity import operator_name
 from ..redaction import Redactor
 from ..settings import Settings
-from .schemas import MAX_ID, NO_NUL, DiscardRequest, Selection, no_nul
+from .schemas import MAX_ID, BreakerOptions, DiscardRequest, Reason, Selection
 
 __all__ = [
     "DiscardOperationRequest",
@@ -38,35 +38,17 @@ OperationId = Annotated[int, Path(ge=1, le=MAX_ID)]
 _LISTED = 1000
 
 
-class ReplayOperationRequest(Selection):
-    """A replay of a selection, stored as an operation and run in the background."""
+class ReplayOperationRequest(Selection, BreakerOptions):
+    """A replay of a selection, stored as an operation and run in the background; a pause or
+    cancel stops it also while its records wait for a breaker."""
 
     action: Literal["replay"]
-    reason: Annotated[str | None, AfterValidator(no_nul)] = Field(
-        default=None,
-        max_length=1000,
-        strict=True,
-        json_schema_extra=NO_NUL,
-        description="Why, for the audit log.",
-    )
+    reason: Reason = None
     force: bool = Field(
         default=False, strict=True, description="Also send records already replayed or discarded."
     )
     rate_per_s: float | None = Field(
         default=None, gt=0, le=100_000, description="Messages per second at most."
-    )
-    ignore_breaker: bool = Field(
-        default=False,
-        strict=True,
-        description="Send records whose provider's circuit breaker is open too, at once. By default "
-        "they wait until it closes while the others go (a pause or cancel still stops the operation).",
-    )
-    max_pause_s: float | None = Field(
-        default=None,
-        ge=0,
-        le=86_400,
-        description="Longest a paused provider's records wait before they are skipped (0: at once); "
-        "default: until its breaker closes.",
     )
 
 
@@ -81,13 +63,7 @@ class ResolveRequest(BaseModel):
     record_ids: list[Annotated[int, Field(ge=1, le=MAX_ID)]] | None = Field(
         default=None, max_length=10_000, description="Only these records; default every uncertain one."
     )
-    reason: Annotated[str | None, AfterValidator(no_nul)] = Field(
-        default=None,
-        max_length=1000,
-        strict=True,
-        json_schema_extra=NO_NUL,
-        description="Why, for the audit log.",
-    )
+    reason: Reason = None
 
 
 class ResolvedModel(BaseModel):

@@ -12,6 +12,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StrictStr,
     WithJsonSchema,
     model_validator,
 )
@@ -22,10 +23,12 @@ from ..dlq.replay.message import unstorable
 __all__ = [
     "MAX_ID",
     "NO_NUL",
+    "BreakerOptions",
     "DiscardRequest",
     "DiscardResponse",
     "FilterText",
     "PauseModel",
+    "Reason",
     "RecordId",
     "RecordModel",
     "RecordPage",
@@ -36,7 +39,7 @@ __all__ = [
     "no_nul",
 ]
 
-Status = Literal["dead", "replayed", "discarded"]
+Status = Literal["dead", "replayed", "discarded", "uncertain"]
 #: Largest archive id accepted: integers above 2**53 do not survive JSON as numbers,
 #: and above 2**63 they overflow the database driver.
 MAX_ID = 2**53
@@ -60,6 +63,12 @@ def _integral(value: Any) -> Any:
 
 #: JSON Schema's word for "no NUL character".
 NO_NUL: dict[str, Any] = {"pattern": "^[^\u0000]*$"}
+#: Why, for the audit log (optional): no NUL, at most 1000 characters.
+Reason = Annotated[
+    Annotated[StrictStr, Field(max_length=1000)] | None,
+    AfterValidator(no_nul),
+    Field(json_schema_extra=NO_NUL, description="Why, for the audit log."),
+]
 #: A filter's text: no NUL, at most 1000 characters.
 FilterText = Annotated[str | None, Query(max_length=1000, json_schema_extra=NO_NUL), AfterValidator(no_nul)]
 
@@ -143,21 +152,14 @@ class Selection(BaseModel):
         return RecordFilter(ids=self.ids, statuses=statuses, fingerprint=self.group, category=self.category)
 
 
-class ReplayRequest(Selection):
-    """Which records to replay and how; each is sent once with a fresh attempt budget."""
+class BreakerOptions(BaseModel):
+    """How a replay treats the records of a provider whose circuit breaker is open."""
 
-    reason: Annotated[str | None, AfterValidator(no_nul)] = Field(
-        default=None, max_length=1000, strict=True, json_schema_extra=NO_NUL
-    )
-    force: bool = Field(
-        default=False, strict=True, description="Also replay records already replayed or discarded."
-    )
-    dry_run: bool = Field(default=False, strict=True)
     ignore_breaker: bool = Field(
         default=False,
         strict=True,
         description="Send records whose provider's circuit breaker is open too, at once. By default "
-        "they wait until it closes while the others go, and the response lists the pause.",
+        "they wait until it closes while the others go, and the pause is listed.",
     )
     max_pause_s: float | None = Field(
         default=None,
@@ -166,6 +168,16 @@ class ReplayRequest(Selection):
         description="Longest a paused provider's records wait before they are skipped (0: at once); "
         "default: until its breaker closes.",
     )
+
+
+class ReplayRequest(Selection, BreakerOptions):
+    """Which records to replay and how; each is sent once with a fresh attempt budget."""
+
+    reason: Reason = None
+    force: bool = Field(
+        default=False, strict=True, description="Also replay records already replayed or discarded."
+    )
+    dry_run: bool = Field(default=False, strict=True)
     # JSON columns store a NUL (escaped) and lone surrogates; only text columns cannot.
     request_patch: dict[str, Any] | None = Field(
         default=None, description="JSON merge patch for each request."
