@@ -228,7 +228,7 @@ CLI_CASES = [
     CliCase("types: a time that is no time", ["dlq", "list", "--since", "yesterday"], {}, 2,
             "neither an ISO time nor an age"),
     CliCase("types: an unknown status", ["dlq", "list", "--status", "zombie"], {}, 2,
-            "expected dead, replayed, discarded or all"),
+            "expected dead, replayed, discarded, uncertain or all"),
     CliCase("blank reason", ["dlq", "discard", "{id}", "--reason", "   "], {}, 2, "say why"),
     CliCase("not found: an id not archived", ["dlq", "show", "424242"], {}, 1, "No archived dead letter"),
     CliCase("SQL-looking text in a filter", ["dlq", "list", "--search", "' OR 1=1 --"], {}, 1, ""),

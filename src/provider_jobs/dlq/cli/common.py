@@ -65,7 +65,9 @@ if not _out.is_terminal:
 _err = Console(stderr=True)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
-StatusOpt = Annotated[str | None, typer.Option(help="dead, replayed, discarded or all. [default: dead]")]
+StatusOpt = Annotated[
+    str | None, typer.Option(help="dead, replayed, discarded, uncertain or all. [default: dead]")
+]
 CategoryOpt = Annotated[str | None, typer.Option(help="Error category, e.g. provider_not_found.")]
 ProviderOpt = Annotated[str | None, typer.Option(help="Namespace or Namespace/ResourceType.")]
 OperationOpt = Annotated[str | None, typer.Option(help="Operation, e.g. create.")]
@@ -193,7 +195,7 @@ def _filter(  # noqa: PLR0917 - mirrors the commands' shared filter options
     status = status or default_status
     if status not in (None, "all", *STATUSES):
         raise typer.BadParameter(
-            f"{status!r}: expected dead, replayed, discarded or all", param_hint="--status"
+            f"{status!r}: expected dead, replayed, discarded, uncertain or all", param_hint="--status"
         )
     return RecordFilter.for_provider(
         provider,
