@@ -1,4 +1,4 @@
-"""A record's trace id in a real browser: shown, and a link to the trace when PROVIDER_JOBS_TRACE_URL is set."""
+"""A record's trace id in a real browser: shown, and a link to the trace with PROVIDER_JOBS_TRACE_URL."""
 
 from __future__ import annotations
 
