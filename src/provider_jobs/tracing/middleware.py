@@ -52,7 +52,6 @@ __all__ = [
     "SKIPPED",
     "SUCCEEDED",
     "Tracing",
-    "end_send",
     "link_to",
 ]
 
@@ -88,24 +87,6 @@ def link_to(carrier: Any) -> list[Link]:
         return []
     span_context = trace.get_current_span(propagate.extract(carrier)).get_span_context()
     return [Link(span_context)] if span_context.is_valid else []
-
-
-def end_send(span: trace.Span, error: BaseException | str | None = None) -> None:
-    """End a ``send`` span once its publish is settled: as an error when it failed.
-
-    Args:
-        span: The open ``send`` span.
-        error: Why the publish failed (the exception, or what RabbitMQ answered). Default
-            ``None``: RabbitMQ confirmed it.
-    """
-    if isinstance(error, BaseException):
-        span.record_exception(error)
-        span.set_attribute("error.type", type(error).__qualname__)
-        span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
-    elif error is not None:
-        span.set_attribute("error.type", "publish_failed")
-        span.set_status(Status(StatusCode.ERROR, error))
-    span.end()
 
 
 class Tracing(Middleware):
@@ -168,8 +149,16 @@ class Tracing(Middleware):
             error: The exception raised, or what RabbitMQ answered.
         """
         span = self._sending.pop(message.message_id, None)
-        if span is not None:
-            end_send(span, error)
+        if span is None:
+            return
+        if isinstance(error, BaseException):
+            span.record_exception(error)
+            span.set_attribute("error.type", type(error).__qualname__)
+            span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
+        else:
+            span.set_attribute("error.type", "publish_failed")
+            span.set_status(Status(StatusCode.ERROR, error))
+        span.end()
 
     # -- processing ---------------------------------------------------------------
 

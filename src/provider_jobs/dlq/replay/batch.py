@@ -61,31 +61,14 @@ class SentBatch:
     taken: list[tuple[int, ReplayPlan[Any]]] = dataclasses.field(default_factory=list)
     messages: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     result: BulkResult = dataclasses.field(default_factory=BulkResult)
-    #: The messages' ``send`` spans (with a tracer), open until :meth:`published`.
-    spans: list[Any] = dataclasses.field(default_factory=list)
 
     def take(self, position: int, plan: ReplayPlan[Any], *, tracer: Any) -> OutgoingMessage:
         """Build the plan's fresh message, noting it as handed to RabbitMQ."""
         assert plan.message is not None
         self.taken.append((position, plan))
-        message, outgoing_message, span = outgoing(plan.message, tracer=tracer)
+        message, outgoing_message = outgoing(plan.message, tracer=tracer)
         self.messages.append(message)
-        if span is not None:
-            self.spans.append((len(self.messages) - 1, span))
         return outgoing_message
-
-    def published(self, result: BulkResult) -> None:
-        """Note the publish's ``result`` and end the messages' ``send`` spans by it."""
-        self.result = result
-        if not self.spans:
-            return
-        from ...tracing.middleware import end_send
-
-        confirmed = set(result.confirmed)
-        failures = {f.index: f"{f.status}: {f.detail}" for f in result.failures}
-        for index, span in self.spans:
-            end_send(span, None if index in confirmed else failures.get(index, "not sent: the batch stopped"))
-        self.spans.clear()
 
 
 def claim_batch(chunk: Sequence[ReplayPlan[Any]], context: SendContext, *, claim_all: bool) -> ClaimedBatch:

@@ -78,7 +78,7 @@ def _publish(claimed: ClaimedBatch, publisher: BulkPublisher, context: SendConte
                 continue
             yield sent.take(position, plan, tracer=context.tracer)
 
-    sent.published(publish(publisher, messages()))
+    sent.result = publish(publisher, messages())
     return sent
 
 

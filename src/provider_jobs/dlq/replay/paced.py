@@ -84,7 +84,7 @@ def _send_chunk(
         pacer.wait()
     # Paced here, not by publish_many: its pacing waits after a chunk's last send,
     # while the chunk's claims are held and not yet marked.
-    sent.published(publish(publisher, messages()))
+    sent.result = publish(publisher, messages())
     in_order = settle_batch(claimed, sent, context)
     if archive_errors:
         logger.error("Replay stopped: %s", archive_errors[0])
