@@ -19,7 +19,6 @@ from typing import TYPE_CHECKING, Any
 
 from .context import REPLAY_OF_TRACE_OPTION, TRACE_OPTION, move_to_replay_of, trace_id_of, trace_ids
 from .logs import add_trace_ids
-from .publish import publish_failed
 from .setup import EXTRA_MISSING, active_provider, configure_tracing, tracer_of
 
 if TYPE_CHECKING:
@@ -37,7 +36,6 @@ __all__ = [
     "configure_tracing",
     "instrument_httpx",
     "move_to_replay_of",
-    "publish_failed",
     "replay_send",
     "trace_id_of",
     "trace_ids",

@@ -4,10 +4,8 @@ Follows OpenTelemetry's messaging semantic conventions:
 
 - a PRODUCER ``send <queue>`` span for every message enqueued without a trace
   context (``actor.send``, ``JobQueue.submit`` and ``submit_many``), whose
-  context goes into the message (see :mod:`.context`); it lasts until RabbitMQ
-  confirmed the publish, or ends as an error when the publish failed
-  (:meth:`Tracing.send_failed`); a message that already has one (a retry
-  through Dramatiq's ``<queue>.DQ``) keeps it;
+  context goes into the message (see :mod:`.context`); a message that already
+  has one (a retry through Dramatiq's ``<queue>.DQ``) keeps it;
 - a CONSUMER ``process <queue>`` span for every attempt, a child of that
   context, so that every attempt of a job is in its trace, with the job id,
   attempt and maximum, provider and operation, and, read from what
@@ -102,18 +100,11 @@ class Tracing(Middleware):
         self.tracer = trace.get_tracer(INSTRUMENTATION_NAME, tracer_provider=tracer_provider)
         self.tracer_provider = tracer_provider
         self.system = system
-        #: ``send`` spans open while their message is being published, by message id.
-        self._sending: dict[str, trace.Span] = {}
 
     # -- sending ------------------------------------------------------------------
 
     def before_enqueue(self, broker: dramatiq.Broker, message: dramatiq.Message[Any], delay: Any) -> None:
         options = message.options
-        sending = self._sending.get(message.message_id)
-        if sending is not None:
-            # Dramatiq publishes again after a lost connection, under the same span.
-            sending.add_event("publish retried")
-            return
         if TRACE_OPTION in options:
             return  # a retry, or a message its sender traced: it stays in its trace
         queue = message.queue_name
@@ -133,31 +124,6 @@ class Tracing(Middleware):
         carrier: dict[str, str] = {}
         propagate.inject(carrier, context=trace.set_span_in_context(span))
         options[TRACE_OPTION] = carrier
-        # Ended once RabbitMQ confirmed the publish (after_enqueue) or it failed (send_failed).
-        self._sending[message.message_id] = span
-
-    def after_enqueue(self, broker: dramatiq.Broker, message: dramatiq.Message[Any], delay: Any) -> None:
-        span = self._sending.pop(message.message_id, None)
-        if span is not None:
-            span.end()
-
-    def send_failed(self, message: dramatiq.Message[Any], error: BaseException | str) -> None:
-        """End ``message``'s ``send`` span as an error: its publish failed.
-
-        Args:
-            message: The message whose publish failed.
-            error: The exception raised, or what RabbitMQ answered.
-        """
-        span = self._sending.pop(message.message_id, None)
-        if span is None:
-            return
-        if isinstance(error, BaseException):
-            span.record_exception(error)
-            span.set_attribute("error.type", type(error).__qualname__)
-            span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"))
-        else:
-            span.set_attribute("error.type", "publish_failed")
-            span.set_status(Status(StatusCode.ERROR, error))
         span.end()
 
     # -- processing ---------------------------------------------------------------
