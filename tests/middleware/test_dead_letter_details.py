@@ -6,7 +6,7 @@ from __future__ import annotations
 import dramatiq
 import orjson
 
-from provider_jobs.actors.consumer import _crash_loop_body
+from provider_jobs.actors.delivery_counts import crash_loop_body
 from provider_jobs.middleware import ErrorClassifier
 from provider_jobs.middleware.dead_letter_details import DeadLetterDetails
 from provider_jobs.middleware.dead_letters import stamp_dead_letter
@@ -58,7 +58,7 @@ def test_the_consumer_writes_a_crash_loop_letter_in_the_order_it_always_did() ->
     body = dramatiq.Message(
         queue_name="provider.jobs", actor_name="create", args=(), kwargs={}, options={"retries": 1}
     ).encode()
-    written = orjson.loads(_crash_loop_body(body, 4, 3, "w-2"))["options"]["dead_letter"]
+    written = orjson.loads(crash_loop_body(body, 4, 3, "w-2"))["options"]["dead_letter"]
     assert list(written) == list(orjson.loads(OLD_CRASH_LOOP_LETTER))
     assert (written["attempts"], written["deliveries"], written["crashes"]) == (2, 4, 3)
     assert written["worker_id"] == "w-2" and written["max_retries"] is None

@@ -1,55 +1,40 @@
-"""WorkerConsumer: Dramatiq's RabbitMQ consumer: batched acks, held retries, dead letters before acks."""
+"""WorkerConsumer: Dramatiq's RabbitMQ consumer, settling each job once and blaming crashes right."""
 
 from __future__ import annotations
 
 import collections
-import heapq
-import itertools
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import dramatiq
 import pika
 import pika.exceptions
-from dramatiq.brokers.rabbitmq import _RabbitmqConsumer, _RabbitmqMessage
+from dramatiq.brokers.rabbitmq import _RabbitmqConsumer
 from dramatiq.common import xq_name
 from dramatiq.errors import ConnectionClosed
 
 from ..envelope import misdelivery
-from ..middleware.dead_letter_details import DeadLetterDetails
-from ..middleware.dead_letters import CRASH_LOOP, DEAD_LETTER_HEADER, DeadLetter, take_dead_letter
+from ..middleware.dead_letters import CRASH_LOOP, DeadLetter, take_dead_letter
 from ..middleware.delays import take_hold
 from ..rabbitmq.queue_types import declare_queue
+from .channel_acks import ChannelAcks
+from .confirmed_publishes import Answered, ConfirmedPublishes
+from .delivery_counts import crash_loop_body, recount, suspects_queue_name
+from .held_retries import HeldRetries
 from .settled import SettledLedger, delivery_key
 from .solo_runs import SOLO_ATTRIBUTE, SoloRuns
 
-__all__ = [
-    "CRASHES_HEADER",
-    "DELIVERIES_HEADER",
-    "SUSPECT_HEADER",
-    "WorkerConsumer",
-    "held_retries",
-    "suspects_queue_name",
-]
+__all__ = ["WorkerConsumer", "held_retries"]
 
 _Delivery = tuple[Any, Any, Any]
 _NOTHING: _Delivery = (None, None, None)
 #: How long closing waits for the confirms of dead letters still in flight.
 _CLOSE_WAIT_S = 5.0
-#: AMQP header of a job's copy: how many of its deliveries ended without an outcome, plus one.
-DELIVERIES_HEADER = "x-provider-jobs-deliveries"
 #: How far back acks written before a connection loss may have been lost with it, in seconds.
 _RECENT_ACKS_S = 1.0
-#: AMQP header of a job's copy: crashes counted against it (deliveries that ended without an
-#: outcome while it ran alone in its process, and the suspicion that led there).
-CRASHES_HEADER = "x-provider-jobs-crashes"
-#: AMQP header of a job's copy: 1 when a delivery ended without an outcome while other jobs were
-#: in the same process; it runs alone from then on.
-SUSPECT_HEADER = "x-provider-jobs-suspect"
 #: The attribute on a message proxy holding how it is to be settled: (hold in ms, dead letter).
 _SETTLEMENT = "_provider_jobs_settlement"
 #: The attribute on a message proxy naming the consumer (so the channel) that delivered it.
@@ -60,66 +45,62 @@ class WorkerConsumer(_RabbitmqConsumer):
     """The consumer of a provider-jobs worker's queue.
 
     **Acks in batches.** pika is not thread-safe, so Dramatiq's consumer has
-    every ack run on the connection's thread: one wake-up of that thread and
-    one socket flush per message, about a third of a no-op worker's CPU. Here
-    an ack joins a list, and only the first ack of a batch wakes the
-    connection's thread, which writes every ack in the list and flushes once.
-    A connection lost before the flush leaves those messages unacked, so
-    RabbitMQ redelivers them, as with Dramatiq's consumer.
+    every ack run on the connection's thread: one wake-up of that thread, one
+    frame and one socket flush per message. Here an ack joins a list, and only
+    the first ack of a batch wakes the connection's thread, which writes the
+    whole list (:class:`.ChannelAcks`: one ``multiple`` ack for the part of it
+    below every delivery still open) and flushes once. A connection lost
+    before the flush leaves those messages unacked, so RabbitMQ redelivers
+    them, as with Dramatiq's consumer.
 
-    **Holds short retries.** A message that ``ClassifiedRetries`` marked with
-    a hold (a retry due within ``hold_retries_up_to_ms``) is not acked: it is
-    kept here, still unacked in RabbitMQ, and handed to the worker again when
-    due, with its retry count and attempt history as the failed attempt left
-    them. The consumer's loop wakes at the due time rather than on its next
-    idle timeout. If the worker stops or its connection drops meanwhile,
-    RabbitMQ redelivers the message as it was published, and the attempt that
-    failed runs again (at-least-once, as for a worker killed mid-job). Held
-    messages count against the prefetch, which is doubled for them; a worker
-    holding that many takes new jobs only as holds end, at most the hold limit
-    later.
+    **Holds short retries** (:class:`.HeldRetries`). A message that
+    ``ClassifiedRetries`` marked with a hold (a retry due within
+    ``hold_retries_up_to_ms``) is not acked: it is kept, still unacked in
+    RabbitMQ, and handed to the worker again when due, with its retry count
+    and attempt history as the failed attempt left them. The consumer's loop
+    wakes at the due time rather than on its next idle timeout. If the worker
+    stops or its connection drops meanwhile, RabbitMQ redelivers the message
+    as it was published, and the attempt that failed runs again. Held messages
+    count against the prefetch, which is doubled for them.
 
-    **Publishes dead letters.** A message ``ClassifiedRetries`` dead-lettered
-    comes with its enriched dead letter: the connection's thread publishes it
-    to ``<queue>.XQ`` on a channel in confirm mode, many in flight, and acks
-    the original when RabbitMQ confirms the dead letter, or nacks it (RabbitMQ
-    then dead-letters the original itself) when RabbitMQ refuses it. A worker
-    thread does not wait for the confirm. Closing waits up to 5 s for the
-    confirms in flight; a connection lost before them leaves the originals
-    unacked, and RabbitMQ redelivers them.
+    **Publishes dead letters** (:class:`.ConfirmedPublishes`). A message
+    ``ClassifiedRetries`` dead-lettered comes with its enriched dead letter:
+    the connection's thread publishes it to ``<queue>.XQ`` with confirms, many
+    in flight, and acks the original when RabbitMQ confirms the dead letter, or
+    nacks it (RabbitMQ then dead-letters the original itself) when RabbitMQ
+    refuses it. Closing waits up to 5 s for the confirms in flight; a
+    connection lost before them leaves the originals unacked, and RabbitMQ
+    redelivers them.
 
     **Settles only its own deliveries.** After a connection drop Dramatiq keeps
     running the messages of the old channel and settles them on the *new*
     consumer, whose channel numbers its delivery tags from 1 again: acking
     such a tag would ack a different, live message. Each message carries the
     consumer that delivered it; an ack, nack, hold or dead letter for another
-    consumer's message is dropped, and logged: RabbitMQ redelivers that
-    message, since its channel closed with it unacked.
+    consumer's message is dropped, and logged (a success is announced to the
+    :class:`.SettledLedger` instead): RabbitMQ redelivers that message.
 
-    **Blames crashes on the job that crashed.** A classic queue says only
-    that a delivery is ``redelivered``: a job whose worker process dies running
-    it (an ``os._exit``, the OOM killer, a segfault) would be redelivered
-    forever, and the jobs that only stood next to it (running beside it, or
-    prefetched) come back alike. A redelivered message is not run: a copy
-    carrying its counts in AMQP headers is published to the queue with
-    confirms, and the original acked once RabbitMQ confirms the copy.
+    **Blames crashes on the job that crashed** (:mod:`.delivery_counts`). A
+    classic queue says only that a delivery is ``redelivered``: a job whose
+    worker process dies running it (an ``os._exit``, the OOM killer, a
+    segfault) would be redelivered forever, and the jobs that only stood next
+    to it come back alike. A redelivered message is not run: a copy carrying
+    its counts in AMQP headers is published with confirms, and the original
+    acked once RabbitMQ confirms the copy.
 
     - A job redelivered from a delivery that ran *beside others* is a
-      *suspect* (:data:`SUSPECT_HEADER`); nothing is counted against it.
-    - Suspects wait in a queue of their own, :func:`suspects_queue_name`,
+      *suspect*; nothing is counted against it.
+    - Suspects wait in a queue of their own, :func:`.suspects_queue_name`,
       which each worker consumes on a second channel with a prefetch of 1: a
       process never holds more than one suspect. It runs *alone* in its
       process (:class:`.SoloRuns`), after the jobs running there finish, with
       no other job starting meanwhile.
-    - Only when a suspect's delivery ends without an outcome (it was the one
-      suspect of a process that died) is a crash counted
-      (:data:`CRASHES_HEADER`), together with the suspicion that led to it.
-      At ``max_crashes`` the job is dead-lettered as :data:`CRASH_LOOP`, never
-      run again: a job that kills its process every time runs exactly
-      ``max_crashes`` times. A job that only stood next to it runs once alone,
-      succeeds, and is never counted.
-    - ``max_deliveries`` (:data:`DELIVERIES_HEADER`) stays as the coarse
-      ceiling of deliveries without an outcome, whatever their cause.
+    - Only when a suspect's delivery ends without an outcome is a crash
+      counted, together with the suspicion that led to it. At ``max_crashes``
+      the job is dead-lettered as :data:`.CRASH_LOOP`, never run again: a job
+      that kills its process every time runs exactly ``max_crashes`` times.
+    - ``max_deliveries`` stays as the coarse ceiling of deliveries without an
+      outcome, whatever their cause.
 
     **Returns unstarted jobs uncounted.** On a graceful stop, prefetched jobs
     that did not start are moved back to the queue (a copy with their headers,
@@ -132,15 +113,8 @@ class WorkerConsumer(_RabbitmqConsumer):
         prefetch = min(prefetch * 2, 65535)
         super().__init__(broker, queue_name, prefetch, timeout)  # type: ignore[no-untyped-call]
         self._lock = threading.Lock()
-        #: (delivery tag, dead letter to publish first or None), in the order acked.
+        #: (delivery tag, dead letter to publish first or None), in the order settled by workers.
         self._pending: list[tuple[int, DeadLetter | None]] = []
-        #: Publish sequence number of a dead letter -> (original's delivery tag, message id).
-        self._awaiting: dict[int, tuple[int, str]] = {}
-        self._returned: set[str] = set()
-        self._letters_published = 0
-        #: (due, sequence, message proxy): held retries, earliest first.
-        self._held: list[tuple[float, int, Any]] = []
-        self._sequence = itertools.count()
         self._cancelled = False
         self._max_deliveries: int | None = getattr(broker, "max_deliveries", None)
         self._max_crashes: int | None = getattr(broker, "max_crashes", None)
@@ -150,8 +124,6 @@ class WorkerConsumer(_RabbitmqConsumer):
         #: Delivery tags of suspects, to be marked when Dramatiq makes their message proxy.
         self._solo_tags: set[int] = set()
         self._suspects_queue = suspects_queue_name(queue_name)
-        #: The channel suspects come on (prefetch 1); ``None`` when crashes are not counted here.
-        self._suspects: Any = None
         #: Where lost acks are announced and looked up, when the broker keeps a ledger.
         self._ledger: SettledLedger | None = next(
             (m for m in broker.middleware if isinstance(m, SettledLedger)), None
@@ -176,34 +148,24 @@ class WorkerConsumer(_RabbitmqConsumer):
             self._solo.watch(self._quiet)
         #: The worker's id for crash_loop dead letters, from the broker that built this consumer.
         self._worker_id: str | None = getattr(broker, "worker_id", None)
-        #: Where the count of held retries is reported (the broker's Metrics middleware), if any.
-        self._report_held = next(
+        # The count of held retries goes to the broker's Metrics middleware, if any.
+        report_held = next(
             (m.set_retries_held for m in broker.middleware if hasattr(m, "set_retries_held")), None
         )
+        self._held = HeldRetries(lambda count: report_held(self, count) if report_held is not None else None)
         #: Where a crash_loop dead letter is reported (the broker's Tracing middleware), if any.
         self._report_crash_loop = next(
             (m.record_crash_loop for m in broker.middleware if hasattr(m, "record_crash_loop")), None
         )
         self.iterator = self._deliveries(queue_name, timeout / 1000)
-        self._letters = self._open_letters_channel()
+        self._acks = ChannelAcks(self.channel._impl)
+        self._publishes = ConfirmedPublishes(self.connection, self._on_answered)
+        #: The channel suspects come on (prefetch 1); ``None`` when crashes are not counted here.
+        self._suspects: Any = None
+        self._suspect_acks: ChannelAcks | None = None
         if self._max_crashes is not None and not queue_name.endswith(".DQ"):
             self._suspects = self._open_suspects_channel()
-
-    def _open_letters_channel(self) -> Any:
-        """A channel in confirm mode for dead letters, its confirms handled by this consumer."""
-        try:
-            channel = self.connection.channel()
-            selected: list[bool] = []
-            channel._impl.confirm_delivery(self._on_letter_confirm, lambda _frame: selected.append(True))
-            deadline = time.monotonic() + 30
-            while not selected and time.monotonic() < deadline:
-                self.connection.process_data_events(time_limit=0.1)
-            if not selected:
-                raise pika.exceptions.AMQPChannelError("RabbitMQ did not answer Confirm.Select")
-            channel._impl.add_on_return_callback(self._on_letter_return)
-        except (pika.exceptions.AMQPConnectionError, pika.exceptions.AMQPChannelError) as exc:
-            raise ConnectionClosed(exc) from None  # type: ignore[no-untyped-call]
-        return channel
+            self._suspect_acks = ChannelAcks(self._suspects._impl)
 
     def _open_suspects_channel(self) -> Any:
         """The channel suspects come on, one at a time; their queue declared as the work queue is."""
@@ -222,15 +184,16 @@ class WorkerConsumer(_RabbitmqConsumer):
         if self._lost or self._closed:
             return True
         with self._lock:
-            return not self._pending and not self._awaiting
+            return not self._pending and not self._publishes.in_flight
 
-    def _channel_for(self, tag: int) -> tuple[Any, int]:
-        """The asynchronous channel a delivery ``tag`` of ours settles on, and its tag there."""
+    def _acks_for(self, tag: int) -> tuple[ChannelAcks, int]:
+        """The acks of the channel a delivery ``tag`` of ours settles on, and its tag there."""
         if tag < 0:
-            return self._suspects._impl, -tag
-        return self.channel._impl, tag
+            assert self._suspect_acks is not None
+            return self._suspect_acks, -tag
+        return self._acks, tag
 
-    # -- acks ---------------------------------------------------------------------
+    # -- settling -----------------------------------------------------------------
 
     def ack(self, message: Any) -> None:
         # Taken once and kept: Dramatiq calls ack again after a connection error, and that call
@@ -242,7 +205,8 @@ class WorkerConsumer(_RabbitmqConsumer):
         if not self._delivered_here(message, settlement):
             return
         if hold_ms is not None:
-            self._hold(message, hold_ms)
+            self._held.hold(message, hold_ms)
+            self._wake(_recompute_wait)  # the loop may be waiting longer than this hold
             return
         try:
             self.known_tags.remove(message._tag)
@@ -268,11 +232,64 @@ class WorkerConsumer(_RabbitmqConsumer):
             self._properties.pop(message._tag, None)
             super().nack(message)  # type: ignore[no-untyped-call]
 
-    def _acked(self, tag: int) -> None:
-        """Note the ack of ``tag`` just written (on the connection's thread)."""
-        key = self._keys.pop(tag, None)
-        if key is not None:
-            self._recent.append((time.monotonic(), key))
+    def _nack(self, tag: int) -> None:
+        acks, own_tag = self._acks_for(tag)
+        self.connection.add_callback_threadsafe(lambda: acks.nack(own_tag))
+
+    def _settle(self) -> None:
+        """Write every pending ack and dead letter, then flush once (runs on the connection's thread)."""
+        with self._lock:
+            items, self._pending = self._pending, []
+        for tag, letter in items:
+            if letter is not None:
+                self._publishes.publish(
+                    tag,
+                    letter.routing_key,
+                    letter.body,
+                    pika.BasicProperties(
+                        delivery_mode=2,
+                        priority=letter.priority,
+                        headers=letter.headers,
+                        message_id=letter.message_id,
+                    ),
+                )
+        self._write_acks([tag for tag, letter in items if letter is None])
+        self.channel._flush_output()
+
+    def _write_acks(self, tags: Iterable[int]) -> None:
+        """Ack the deliveries ``tags`` of ours (on the connection's thread)."""
+        own: list[int] = []
+        suspects: list[int] = []
+        for tag in tags:
+            (own if tag > 0 else suspects).append(tag)
+        if own:
+            self._acks.ack(own)
+        if suspects:
+            assert self._suspect_acks is not None
+            self._suspect_acks.ack(-tag for tag in suspects)
+        if self._keys:
+            now = time.monotonic()
+            for tag in (*own, *suspects):
+                key = self._keys.pop(tag, None)
+                if key is not None:
+                    self._recent.append((now, key))
+
+    def _on_answered(self, answered: Answered) -> None:
+        """Ack (or nack) the originals whose dead letter or copy RabbitMQ confirmed (or refused)."""
+        confirmed = []
+        for tag, message_id, refused in answered:
+            if refused:
+                self.logger.warning(
+                    "RabbitMQ refused dead letter %s; nacking it so that RabbitMQ dead-letters it", message_id
+                )
+                acks, own_tag = self._acks_for(tag)
+                acks.nack(own_tag)
+            else:
+                confirmed.append(tag)
+        self._write_acks(confirmed)
+        # At once, not at the loop's next wake-up: an original whose copy is confirmed but whose
+        # ack waits is redelivered beside its copy if the process dies meanwhile.
+        self.channel._flush_output()
 
     def _announce_lost(self) -> None:
         """The connection is lost: announce the outcomes whose ack may have gone with it: the acks
@@ -290,10 +307,6 @@ class WorkerConsumer(_RabbitmqConsumer):
             now = time.monotonic()
             keys += [key for at, key in list(self._recent) if now - at <= _RECENT_ACKS_S]
         self._ledger.announce(keys)
-
-    def _nack(self, tag: int) -> None:
-        channel, own_tag = self._channel_for(tag)
-        self.connection.add_callback_threadsafe(lambda: channel.basic_nack(own_tag, requeue=False))
 
     def requeue(self, messages: Any) -> None:
         """Return prefetched messages that did not start (a graceful stop) without a mark against
@@ -342,71 +355,6 @@ class WorkerConsumer(_RabbitmqConsumer):
         )
         return False
 
-    def _settle(self) -> None:
-        """Write every pending ack and dead letter, then flush once (runs on the connection's thread)."""
-        with self._lock:
-            items, self._pending = self._pending, []
-        for tag, letter in items:
-            if letter is None:
-                on, own_tag = self._channel_for(tag)
-                on.basic_ack(delivery_tag=own_tag)
-                self._acked(tag)
-                continue
-            self._publish_then_settle(
-                tag,
-                letter.routing_key,
-                letter.body,
-                pika.BasicProperties(
-                    delivery_mode=2,
-                    priority=letter.priority,
-                    headers=letter.headers,
-                    message_id=letter.message_id,
-                ),
-            )
-        self.channel._flush_output()
-
-    def _publish_then_settle(self, tag: int, routing_key: str, body: bytes, properties: Any) -> None:
-        """Publish on the confirm channel; the delivery ``tag`` is acked once RabbitMQ confirms it
-        (nacked if RabbitMQ refuses it). Runs on the connection's thread."""
-        self._letters_published += 1
-        self._awaiting[self._letters_published] = (tag, properties.message_id)
-        self._letters._impl.basic_publish("", routing_key, body, properties, mandatory=True)
-
-    def _on_letter_return(self, _channel: Any, _method: Any, properties: Any, _body: bytes) -> None:
-        # A return comes before the confirm of the same message.
-        self._returned.add(properties.message_id)
-
-    def _on_letter_confirm(self, frame: Any) -> None:
-        """Ack (or nack) the originals of the dead letters RabbitMQ confirmed (or refused)."""
-        method = frame.method
-        refused = isinstance(method, pika.spec.Basic.Nack)
-        if method.multiple:
-            seqs = []
-            for seq in self._awaiting:
-                if seq > method.delivery_tag:
-                    break
-                seqs.append(seq)
-        else:
-            seqs = [method.delivery_tag]
-        for seq in seqs:
-            entry = self._awaiting.pop(seq, None)
-            if entry is None:
-                continue
-            tag, message_id = entry
-            channel, tag = self._channel_for(tag)
-            if refused or message_id in self._returned:
-                self._returned.discard(message_id)
-                self.logger.warning(
-                    "RabbitMQ refused dead letter %s; nacking it so that RabbitMQ dead-letters it", message_id
-                )
-                channel.basic_nack(delivery_tag=tag, requeue=False)
-            else:
-                channel.basic_ack(delivery_tag=tag)
-                self._acked(entry[0])
-        # At once, not at the loop's next wake-up: an original whose copy is confirmed but whose
-        # ack waits is redelivered beside its copy if the process dies meanwhile.
-        self.channel._flush_output()
-
     def close(self) -> None:
         deadline = time.monotonic() + _CLOSE_WAIT_S
         try:
@@ -416,7 +364,7 @@ class WorkerConsumer(_RabbitmqConsumer):
             while True:
                 if graceful:
                     self._move_unread()
-                if not (self._awaiting or self._pending) or time.monotonic() >= deadline:
+                if not (self._publishes.in_flight or self._pending) or time.monotonic() >= deadline:
                     break
                 self.connection.process_data_events(time_limit=0.05)
             if self.connection.is_open:
@@ -425,7 +373,7 @@ class WorkerConsumer(_RabbitmqConsumer):
             self.logger.debug("Connection lost while waiting for dead-letter confirms.", exc_info=True)
         super().close()  # type: ignore[no-untyped-call]
         self._closed = True
-        self._held_changed(0)  # RabbitMQ has them back
+        self._held.clear()  # RabbitMQ has them back
 
     def _stop_deliveries(self) -> None:
         """On a graceful close: cancel this consumer's basic.consume."""
@@ -474,51 +422,18 @@ class WorkerConsumer(_RabbitmqConsumer):
         self._announce_lost()
         with self._lock:
             self._pending.clear()
-            self._held.clear()
-        self._awaiting.clear()
-        self._held_changed(0)
+        self._held.clear()
+        self._publishes.forget()
 
-    def _held_changed(self, count: int) -> None:
-        if self._report_held is not None:
-            self._report_held(self, count)
-
-    # -- held retries -------------------------------------------------------------
-
-    def _hold(self, message: Any, delay_ms: int) -> None:
-        due = time.monotonic() + delay_ms / 1000
-        with self._lock:
-            heapq.heappush(self._held, (due, next(self._sequence), message))
-            held = len(self._held)
-        self._held_changed(held)
-        self._wake(_recompute_wait)  # the loop may be waiting longer than this hold
+    # -- deliveries ---------------------------------------------------------------
 
     @property
     def held_count(self) -> int:
         """Retries held here, waiting to fall due."""
-        with self._lock:
-            return len(self._held)
-
-    def _take_due(self) -> Any:
-        with self._lock:
-            if not self._held or self._held[0][0] > time.monotonic():
-                return None
-            held = heapq.heappop(self._held)[2]
-            count = len(self._held)
-        self._held_changed(count)
-        # A fresh proxy, as for a delivery: the failed attempt's exception and flags stay behind.
-        fresh = _RabbitmqMessage(held.redelivered, held._tag, held._message)  # type: ignore[no-untyped-call]
-        if held.__dict__.get(SOLO_ATTRIBUTE):
-            fresh.__dict__[SOLO_ATTRIBUTE] = True  # still the process's suspect: it runs alone again
-        return fresh
-
-    def _wait_s(self, idle_s: float) -> float:
-        with self._lock:
-            if not self._held:
-                return idle_s
-            return min(idle_s, max(0.0, self._held[0][0] - time.monotonic()))
+        return len(self._held)
 
     def __next__(self) -> Any:
-        message = self._take_due()
+        message = self._held.take_due()
         if message is None:
             try:
                 message = super().__next__()  # type: ignore[no-untyped-call]
@@ -530,8 +445,8 @@ class WorkerConsumer(_RabbitmqConsumer):
                 self.logger.error("Message %s refused, moved to the XQ: %s", message.message_id, problem)
                 self.known_tags.discard(message._tag)
                 self._properties.pop(message._tag, None)
-                channel, own_tag = self._channel_for(message._tag)
-                channel.basic_nack(own_tag, requeue=False)
+                acks, own_tag = self._acks_for(message._tag)
+                acks.nack(own_tag)
                 return None
         if message is not None:
             message.__dict__[_DELIVERED_BY] = self
@@ -540,56 +455,46 @@ class WorkerConsumer(_RabbitmqConsumer):
                 message.__dict__[SOLO_ATTRIBUTE] = True
         return message
 
-    # -- delivery counting --------------------------------------------------------
-
     def _recount(self, method: Any, properties: Any, body: bytes, *, suspect: bool) -> None:
         """Requeue a redelivered message as a copy that carries its counts, or dead-letter it as
-        :data:`CRASH_LOOP` once ``max_crashes`` crashes (or ``max_deliveries`` deliveries) ended
+        :data:`.CRASH_LOOP` once ``max_crashes`` crashes (or ``max_deliveries`` deliveries) ended
         without an outcome (see the class docstring)."""
-        headers = dict(properties.headers or {})
-        ended = _count(headers.get(DELIVERIES_HEADER))
-        crashes = _number(headers.get(CRASHES_HEADER))
+        counts = recount(
+            properties.headers,
+            suspect=suspect,
+            suspects_kept=self._suspects is not None,
+            max_crashes=self._max_crashes,
+            max_deliveries=self._max_deliveries,
+        )
         message_id = _message_id(properties, body)
-        if suspect:
-            # The one suspect of a process that died: it ran alone, or waited alone for the jobs
-            # running there to finish. The crash was its own.
-            crashes += 1 + _number(headers.pop(SUSPECT_HEADER, 0))
-            headers[CRASHES_HEADER] = crashes
-        elif self._suspects is not None:
-            headers[SUSPECT_HEADER] = 1
-        over_crashes = self._max_crashes is not None and crashes >= self._max_crashes
-        over_deliveries = self._max_deliveries is not None and ended >= self._max_deliveries
-        if not (over_crashes or over_deliveries):
-            headers[DELIVERIES_HEADER] = ended + 1
+        if not counts.crash_loop:
             self.logger.warning(
                 "Message %s was redelivered without an outcome (%d crash(es) counted of at most %s, "
                 "%d of at most %s deliveries); requeued to run alone",
                 message_id,
-                crashes,
+                counts.crashes,
                 self._max_crashes,
-                ended,
+                counts.deliveries,
                 self._max_deliveries,
             )
             routing_key, out = self._suspects_queue if self._suspects is not None else self.queue_name, body
         else:
-            headers[DELIVERIES_HEADER] = ended
-            headers[DEAD_LETTER_HEADER] = CRASH_LOOP
             routing_key = xq_name(self.queue_name)
-            out = _crash_loop_body(body, ended, crashes, self._worker_id)
+            out = crash_loop_body(body, counts.deliveries, counts.crashes, self._worker_id)
             if self._report_crash_loop is not None:
-                self._crash_loop_reported(out, ended)
+                self._crash_loop_reported(out, counts.deliveries)
             self.logger.error(
                 "Message %s dead-lettered as %s: its worker process died %d time(s) running it alone "
                 "(%d deliveries without an outcome); it is not run again",
                 message_id,
                 CRASH_LOOP,
-                crashes,
-                ended,
+                counts.crashes,
+                counts.deliveries,
             )
-        self._move(method.delivery_tag, properties, routing_key, out, headers)
+        self._move(method.delivery_tag, properties, routing_key, out, counts.headers)
 
     def _crash_loop_reported(self, body: bytes, deliveries: int) -> None:
-        """Tell the broker's tracing of a job dead-lettered as :data:`CRASH_LOOP`; a failure to do
+        """Tell the broker's tracing of a job dead-lettered as :data:`.CRASH_LOOP`; a failure to do
         so is logged, never in the way of the dead letter."""
         assert self._report_crash_loop is not None
         try:
@@ -600,8 +505,7 @@ class WorkerConsumer(_RabbitmqConsumer):
 
     def _ack_completed(self, method: Any, properties: Any, body: bytes) -> None:
         """Ack a redelivery whose outcome another delivery already had (the ledger says so)."""
-        channel, tag = self._channel_for(method.delivery_tag)
-        channel.basic_ack(delivery_tag=tag)
+        self._write_acks([method.delivery_tag])
         self.channel._flush_output()
         self.logger.info(
             "Message %s had completed already (its ack was lost with its connection): acked, not run again",
@@ -612,7 +516,7 @@ class WorkerConsumer(_RabbitmqConsumer):
         self, tag: int, properties: Any, routing_key: str, body: bytes, headers: dict[str, Any]
     ) -> None:
         """Publish a copy of a delivery with ``headers``, then ack the delivery once it is confirmed."""
-        self._publish_then_settle(
+        self._publishes.publish(
             tag,
             routing_key,
             body,
@@ -660,9 +564,12 @@ class WorkerConsumer(_RabbitmqConsumer):
         arrived = self._arrived
 
         def on_message(_channel: Any, method: Any, properties: Any, body: bytes) -> None:
+            self._acks.opened(method.delivery_tag)
             arrived.append((method, properties, body))
 
         def on_suspect(_channel: Any, method: Any, properties: Any, body: bytes) -> None:
+            assert self._suspect_acks is not None
+            self._suspect_acks.opened(method.delivery_tag)
             arrived.append((_SuspectDelivery(-method.delivery_tag, method.redelivered), properties, body))
 
         def on_cancel(_method: Any) -> None:
@@ -692,7 +599,7 @@ class WorkerConsumer(_RabbitmqConsumer):
             if self._cancelled:
                 # RabbitMQ cancelled the consumer (its queue was deleted): Dramatiq reconnects.
                 raise pika.exceptions.ConsumerCancelled(f"RabbitMQ cancelled the consumer of {queue_name}")
-            wait_s = self._wait_s(idle_s)
+            wait_s = self._held.wait_s(idle_s)
             if parked:
                 wait_s = min(wait_s, max(0.0, parked[0][0] - time.monotonic()), 0.05)
             if wait_s > 0:
@@ -719,69 +626,13 @@ def _message_id(properties: Any, body: bytes) -> str:
     return message_id if isinstance(message_id, str) else "(none)"
 
 
-def _number(value: Any) -> int:
-    """A count from a header a hand-made message may hold anything in: 0 unless a positive int."""
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-        return min(value, 1_000_000)
-    return 0
-
-
-def suspects_queue_name(queue_name: str) -> str:
-    """The queue beside ``queue_name`` where jobs suspected of killing their worker wait."""
-    return f"{queue_name}.suspects"
-
-
 @dataclass(frozen=True, slots=True)
 class _SuspectDelivery:
     """The method frame of a delivery from the suspects channel, its tag negated (see
-    :meth:`WorkerConsumer._channel_for`)."""
+    :meth:`WorkerConsumer._acks_for`)."""
 
     delivery_tag: int
     redelivered: bool
-
-
-def _count(value: Any) -> int:
-    """The deliveries a :data:`DELIVERIES_HEADER` value says ended without an outcome: at least 1,
-    since the message is redelivered; whatever a hand-made header holds."""
-    if isinstance(value, int) and not isinstance(value, bool) and value > 1:
-        return min(value, 1_000_000)
-    return 1
-
-
-def _crash_loop_body(body: bytes, deliveries: int, crashes: int, worker_id: str | None) -> bytes:
-    """The message with a :data:`CRASH_LOOP` dead letter's details in its options (the body as it
-    was when it is not a Dramatiq message: the archive keeps it byte for byte)."""
-    try:
-        message = dramatiq.Message.decode(body)
-        if not isinstance(message.options, dict):
-            return body
-        retries, max_retries = (_int_or_none(message.options.get(key)) for key in ("retries", "max_retries"))
-        details = DeadLetterDetails(
-            reason=CRASH_LOOP,
-            category=CRASH_LOOP,
-            retryable=False,
-            error_type="WorkerCrashLoop",
-            error=(
-                f"The worker process died while running this job, {crashes} times (alone in its process "
-                f"at least once; {deliveries} deliveries without an outcome); it was not run again"
-            ),
-            traceback=None,
-            attempts=(retries or 0) + 1,
-            max_retries=max_retries,
-            deliveries=deliveries,
-            crashes=crashes,
-            worker_id=worker_id,
-            queue_name=message.queue_name,
-            dead_lettered_at_ms=int(time.time() * 1000),
-        )
-    except Exception:
-        return body
-    message.options["dead_letter"] = details.as_option()
-    return bytes(message.encode())
-
-
-def _int_or_none(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
 def _recompute_wait() -> None:
