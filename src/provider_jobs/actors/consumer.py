@@ -24,6 +24,7 @@ from .channel_acks import ChannelAcks
 from .confirmed_publishes import Answered, ConfirmedPublishes
 from .delivery_counts import crash_loop_body, recount, suspects_queue_name
 from .held_retries import HeldRetries
+from .lost_acks import LostAcks
 from .settled import SettledLedger, delivery_key
 from .solo_runs import SOLO_ATTRIBUTE, SoloRuns
 
@@ -33,8 +34,6 @@ _Delivery = tuple[Any, Any, Any]
 _NOTHING: _Delivery = (None, None, None)
 #: How long closing waits for the confirms of dead letters still in flight.
 _CLOSE_WAIT_S = 5.0
-#: How far back acks written before a connection loss may have been lost with it, in seconds.
-_RECENT_ACKS_S = 1.0
 #: The attribute on a message proxy holding how it is to be settled: (hold in ms, dead letter).
 _SETTLEMENT = "_provider_jobs_settlement"
 #: The attribute on a message proxy naming the consumer (so the channel) that delivered it.
@@ -42,70 +41,40 @@ _DELIVERED_BY = "_provider_jobs_delivered_by"
 
 
 class WorkerConsumer(_RabbitmqConsumer):
-    """The consumer of a provider-jobs worker's queue.
+    """The consumer of a provider-jobs worker's queue: Dramatiq's, settling each delivery once, on
+    the channel it came on, and blaming a crash only on the job that caused it.
 
-    **Acks in batches.** pika is not thread-safe, so Dramatiq's consumer has
-    every ack run on the connection's thread: one wake-up of that thread, one
-    frame and one socket flush per message. Here an ack joins a list, and only
-    the first ack of a batch wakes the connection's thread, which writes the
-    whole list (:class:`.ChannelAcks`: one ``multiple`` ack for the part of it
-    below every delivery still open) and flushes once. A connection lost
-    before the flush leaves those messages unacked, so RabbitMQ redelivers
-    them, as with Dramatiq's consumer.
-
-    **Holds short retries** (:class:`.HeldRetries`). A message that
-    ``ClassifiedRetries`` marked with a hold (a retry due within
-    ``hold_retries_up_to_ms``) is not acked: it is kept, still unacked in
-    RabbitMQ, and handed to the worker again when due, with its retry count
-    and attempt history as the failed attempt left them. The consumer's loop
-    wakes at the due time rather than on its next idle timeout. If the worker
-    stops or its connection drops meanwhile, RabbitMQ redelivers the message
-    as it was published, and the attempt that failed runs again. Held messages
-    count against the prefetch, which is doubled for them.
-
-    **Publishes dead letters** (:class:`.ConfirmedPublishes`). A message
-    ``ClassifiedRetries`` dead-lettered comes with its enriched dead letter:
-    the connection's thread publishes it to ``<queue>.XQ`` with confirms, many
-    in flight, and acks the original when RabbitMQ confirms the dead letter, or
-    nacks it (RabbitMQ then dead-letters the original itself) when RabbitMQ
-    refuses it. Closing waits up to 5 s for the confirms in flight; a
-    connection lost before them leaves the originals unacked, and RabbitMQ
-    redelivers them.
-
-    **Settles only its own deliveries.** After a connection drop Dramatiq keeps
-    running the messages of the old channel and settles them on the *new*
-    consumer, whose channel numbers its delivery tags from 1 again: acking
-    such a tag would ack a different, live message. Each message carries the
-    consumer that delivered it; an ack, nack, hold or dead letter for another
-    consumer's message is dropped, and logged (a success is announced to the
-    :class:`.SettledLedger` instead): RabbitMQ redelivers that message.
-
-    **Blames crashes on the job that crashed** (:mod:`.delivery_counts`). A
-    classic queue says only that a delivery is ``redelivered``: a job whose
-    worker process dies running it (an ``os._exit``, the OOM killer, a
-    segfault) would be redelivered forever, and the jobs that only stood next
-    to it come back alike. A redelivered message is not run: a copy carrying
-    its counts in AMQP headers is published with confirms, and the original
-    acked once RabbitMQ confirms the copy.
-
-    - A job redelivered from a delivery that ran *beside others* is a
-      *suspect*; nothing is counted against it.
-    - Suspects wait in a queue of their own, :func:`.suspects_queue_name`,
-      which each worker consumes on a second channel with a prefetch of 1: a
-      process never holds more than one suspect. It runs *alone* in its
-      process (:class:`.SoloRuns`), after the jobs running there finish, with
-      no other job starting meanwhile.
-    - Only when a suspect's delivery ends without an outcome is a crash
-      counted, together with the suspicion that led to it. At ``max_crashes``
-      the job is dead-lettered as :data:`.CRASH_LOOP`, never run again: a job
-      that kills its process every time runs exactly ``max_crashes`` times.
-    - ``max_deliveries`` stays as the coarse ceiling of deliveries without an
-      outcome, whatever their cause.
-
-    **Returns unstarted jobs uncounted.** On a graceful stop, prefetched jobs
-    that did not start are moved back to the queue (a copy with their headers,
-    the original acked on its confirm) rather than left to the channel's close,
-    which would mark them redelivered and make suspects of them.
+    - **Acks in batches.** A worker thread's ack joins a list; only the first
+      of a batch wakes the connection's thread, which writes the whole list
+      (:class:`.ChannelAcks`: one ``multiple`` ack below every delivery still
+      open) and flushes once. A connection lost before the flush leaves them
+      unacked, and RabbitMQ redelivers them.
+    - **Holds short retries** (:class:`.HeldRetries`): a retry due within
+      ``hold_retries_up_to_ms`` stays unacked here and runs again when due.
+      Held messages count against the prefetch, which is doubled for them.
+    - **Dead letters and copies with confirms** (:class:`.ConfirmedPublishes`):
+      the original is acked when RabbitMQ confirms what replaces it, nacked
+      (RabbitMQ then dead-letters it) when RabbitMQ refuses it. Closing waits
+      up to 5 s for the confirms in flight.
+    - **Settles only its own deliveries.** After a connection drop Dramatiq
+      settles the old channel's messages on the *new* consumer, whose tags
+      start from 1 again. Each message carries the consumer that delivered it;
+      a settlement of another consumer's message is dropped and logged, and a
+      success among them is announced on the :class:`.SettledLedger`
+      (:class:`.LostAcks`), so that its redelivery is acked, not run again.
+    - **Blames crashes on the job that crashed** (:mod:`.delivery_counts`). A
+      redelivery is not run: a copy carrying its counts is published and the
+      original acked on the confirm. A job redelivered from a delivery that
+      ran beside others becomes a *suspect*, with nothing counted; suspects
+      come one at a time on a second channel (prefetch 1) from
+      :func:`.suspects_queue_name` and run alone in their process
+      (:class:`.SoloRuns`). Only a suspect's delivery that ends without an
+      outcome counts a crash; at ``max_crashes`` the job is dead-lettered as
+      :data:`.CRASH_LOOP`. ``max_deliveries`` is the coarse ceiling.
+    - **Returns unstarted jobs uncounted.** On a graceful stop, prefetched jobs
+      that did not start are moved back (a copy, the original acked on its
+      confirm) rather than left to the channel's close, which would mark them
+      redelivered and make suspects of them.
     """
 
     def __init__(self, broker: Any, queue_name: str, prefetch: int, timeout: int) -> None:
@@ -128,11 +97,8 @@ class WorkerConsumer(_RabbitmqConsumer):
         self._ledger: SettledLedger | None = next(
             (m for m in broker.middleware if isinstance(m, SettledLedger)), None
         )
-        #: Delivery tag -> :func:`delivery_key`, while the ledger is kept.
-        self._keys: dict[int, str] = {}
-        #: (when, key) of the acks written last: a connection lost now may have lost them.
-        self._recent: collections.deque[tuple[float, str]] = collections.deque(maxlen=4096)
-        self._announced = False
+        #: What to announce on the ledger when the connection is lost.
+        self._lost_acks = LostAcks(self._ledger) if self._ledger is not None else None
         #: Set once the connection is known lost: later acks are announced, not written.
         self._lost = False
         self._closed = False
@@ -222,8 +188,8 @@ class WorkerConsumer(_RabbitmqConsumer):
                     return  # the first ack of this batch has already woken the connection's thread
         if lost:
             # The connection is gone: RabbitMQ redelivers it, and its outcome is known.
-            if letter is None and self._ledger is not None:
-                self._ledger.announce(filter(None, [self._keys.pop(message._tag, None)]))
+            if letter is None and self._lost_acks is not None:
+                self._lost_acks.announce([message._tag])
             return
         self._wake(self._settle)
 
@@ -267,12 +233,9 @@ class WorkerConsumer(_RabbitmqConsumer):
         if suspects:
             assert self._suspect_acks is not None
             self._suspect_acks.ack(-tag for tag in suspects)
-        if self._keys:
-            now = time.monotonic()
-            for tag in (*own, *suspects):
-                key = self._keys.pop(tag, None)
-                if key is not None:
-                    self._recent.append((now, key))
+        if self._lost_acks is not None:
+            self._lost_acks.written(own)
+            self._lost_acks.written(suspects)
 
     def _on_answered(self, answered: Answered) -> None:
         """Ack (or nack) the originals whose dead letter or copy RabbitMQ confirmed (or refused)."""
@@ -297,16 +260,9 @@ class WorkerConsumer(_RabbitmqConsumer):
         before (once)."""
         with self._lock:
             self._lost = True
-        if self._ledger is None:
-            return
-        with self._lock:
             pending = [tag for tag, letter in self._pending if letter is None]
-        keys = [key for tag in pending if (key := self._keys.pop(tag, None)) is not None]
-        if not self._announced:
-            self._announced = True
-            now = time.monotonic()
-            keys += [key for at, key in list(self._recent) if now - at <= _RECENT_ACKS_S]
-        self._ledger.announce(keys)
+        if self._lost_acks is not None:
+            self._lost_acks.lost(pending)
 
     def requeue(self, messages: Any) -> None:
         """Return prefetched messages that did not start (a graceful stop) without a mark against
@@ -335,12 +291,11 @@ class WorkerConsumer(_RabbitmqConsumer):
         delivered_by = message.__dict__.get(_DELIVERED_BY)
         if delivered_by is self:
             return True
-        if settlement == "ack" and self._ledger is not None and isinstance(delivered_by, WorkerConsumer):
+        lost_acks = delivered_by._lost_acks if isinstance(delivered_by, WorkerConsumer) else None
+        if settlement == "ack" and lost_acks is not None:
             # Its outcome is known (success, or a retry already confirmed): its redelivery is acked
             # wherever it lands, not run again.
-            key = delivered_by._keys.pop(message._tag, None)
-            if key is not None:
-                self._ledger.announce([key])
+            lost_acks.announce([message._tag])
             self.logger.info(
                 "The ack of message %s came after its channel closed: announced as completed",
                 message.message_id,
@@ -554,8 +509,8 @@ class WorkerConsumer(_RabbitmqConsumer):
         if isinstance(method, _SuspectDelivery):
             self._solo_tags.add(method.delivery_tag)
         self._properties[method.delivery_tag] = properties
-        if key is not None:
-            self._keys[method.delivery_tag] = key
+        if key is not None and self._lost_acks is not None:
+            self._lost_acks.delivered(method.delivery_tag, key)
         return delivery
 
     def _deliveries(self, queue_name: str, idle_s: float) -> Iterator[_Delivery]:
