@@ -193,3 +193,20 @@ def test_a_released_body_loses_only_its_parked_mark_and_a_body_that_is_no_messag
     assert released.options == {"retries": 2}
     assert released.message_id == message.message_id
     assert released_body(b"not a message") == b"not a message"
+
+
+def test_a_worker_stops_without_waiting_out_its_keepers_pause(make_system, registry) -> None:
+    broker, _ = make_system(breaker_probe_interval_s=8.0)  # the keeper pauses a whole second a round
+    keeper = keeper_of(broker)
+    assert keeper.tick_s == 1.0
+    worker = dramatiq.Worker(broker, worker_threads=1, worker_timeout=20)
+    worker.start()
+    try:
+        wait_for(lambda: keeper.is_keeper, timeout_s=10)
+        time.sleep(0.1)  # into the keeper's pause after its first round
+    finally:
+        started = time.monotonic()
+        worker.stop()
+        stopped_s = time.monotonic() - started
+        broker.close()
+    assert stopped_s < 0.5

@@ -51,6 +51,8 @@ logger = logging.getLogger("provider_jobs.parking")
 _MAX_TICK_S = 1.0
 #: Pause between two batches of a release, in seconds.
 _RELEASE_STEP_S = 0.05
+#: Longest the keeper's pauses go without looking whether its worker is stopping, in seconds.
+_STOP_CHECK_S = 0.05
 
 
 def keeper_lease_name(queue_name: str) -> str:
@@ -111,7 +113,7 @@ class ParkingKeeper(Middleware):
                 self._connect()
                 if self._take_lease():
                     self._round()
-                self._connection.sleep(self.tick_s)
+                self._pause(self.tick_s)
             except pika.exceptions.AMQPError as exc:
                 logger.debug(
                     "Parking keeper: connection lost (%s: %s); reconnecting", type(exc).__name__, exc
@@ -123,6 +125,13 @@ class ParkingKeeper(Middleware):
                 self._disconnect()
                 self._stop.wait(self.tick_s)
         self._disconnect()
+
+    def _pause(self, seconds: float) -> None:
+        """Serve the connection (heartbeats) for ``seconds``, or until the worker stops: a
+        stopping worker waits for this thread."""
+        deadline = time.monotonic() + seconds
+        while not self._stop.is_set() and (left := deadline - time.monotonic()) > 0:
+            self._connection.sleep(min(left, _STOP_CHECK_S))
 
     def _connect(self) -> None:
         if self._connection is not None and self._connection.is_open:
@@ -232,7 +241,7 @@ class ParkingKeeper(Middleware):
                 break
             pause = started + released / self.rate_per_s - time.monotonic()
             if pause > 0:
-                self._connection.sleep(pause)
+                self._pause(pause)
         logger.info("Released %d parked job(s) of %s in %.1f s", released, key, time.monotonic() - started)
 
     def _move(self, name: str, work: str, limit: int, *, release: bool) -> int:
