@@ -11,8 +11,7 @@ import pytest
 from test_dlq_replay import _store
 
 from provider_jobs.dlq import DeadLetterArchive, Replayer
-from provider_jobs.dlq import operations as operations_module
-from provider_jobs.dlq.operations import Operations, this_runner
+from provider_jobs.dlq.operations import Operations, liveness, runner, this_runner
 from provider_jobs.errors import RecordConflict
 from provider_jobs.settings import Settings
 
@@ -34,7 +33,7 @@ def _replay_of(channel: Any, queue_name: str) -> list[int]:
 def test_a_replay_operation_sends_each_record_once_and_accounts_for_each(
     archive: DeadLetterArchive, settings: Settings, amqp: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(operations_module, "CHUNK", 7)
+    monkeypatch.setattr(runner, "CHUNK", 7)
     declare_work_queue(amqp, settings.queue_name)
     ids = _store(archive, settings, 20)
     ops = Operations(archive, broker_url=settings.broker_url)
@@ -53,7 +52,7 @@ def test_a_replay_operation_sends_each_record_once_and_accounts_for_each(
 def test_a_paused_operation_stops_after_its_chunk_and_resumes_where_it_stopped(
     archive: DeadLetterArchive, settings: Settings, amqp: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(operations_module, "CHUNK", 5)
+    monkeypatch.setattr(runner, "CHUNK", 5)
     declare_work_queue(amqp, settings.queue_name)
     ids = _store(archive, settings, 12)
     ops = Operations(archive, broker_url=settings.broker_url)
@@ -77,7 +76,7 @@ def test_a_paused_operation_stops_after_its_chunk_and_resumes_where_it_stopped(
 def test_a_cancelled_operation_sends_nothing_more(
     archive: DeadLetterArchive, settings: Settings, amqp: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(operations_module, "CHUNK", 4)
+    monkeypatch.setattr(runner, "CHUNK", 4)
     declare_work_queue(amqp, settings.queue_name)
     ids = _store(archive, settings, 10)
     ops = Operations(archive, broker_url=settings.broker_url)
@@ -162,7 +161,7 @@ def test_of_two_processes_taking_over_an_interrupted_operation_one_does(
 def test_a_runner_says_it_is_alive_through_a_long_chunk(
     archive: DeadLetterArchive, settings: Settings, amqp: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(operations_module, "_BEAT_S", 0.02)
+    monkeypatch.setattr(liveness, "_BEAT_S", 0.02)
     declare_work_queue(amqp, settings.queue_name)
     ids = _store(archive, settings, 4)
     ops = Operations(archive, broker_url=settings.broker_url)
