@@ -11,11 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Any, Literal
 
+import pydantic
 from fastapi import APIRouter, Depends, Path, Query
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, computed_field
 
 from ..dlq import DEAD, DeadLetterArchive, RecordFilter
-from ..dlq.archive.operations import FAILED_STATE, SKIPPED, UNCERTAIN
+from ..dlq.archive.operations import FAILED_STATE, SKIPPED, UNCERTAIN, OperationRecord, OperationRow
 from ..dlq.operations import Operations, describe_filter, operation_view
 from ..health.watch import follow_breakers
 from ..identity import operator_name
@@ -84,39 +85,26 @@ class DiscardOperationRequest(DiscardRequest):
 OperationRequest = Annotated[ReplayOperationRequest | DiscardOperationRequest, Field(discriminator="action")]
 
 
-class OperationRecordModel(BaseModel):
-    """One record of an operation and what became of it."""
+@pydantic.dataclasses.dataclass(frozen=True, kw_only=True)
+class OperationModel(OperationRow):
+    """One operation: who, the selection, its state and how many records are in each state.
 
-    position: int
-    record_id: int
-    state: str
-    detail: str | None
-    message_id: str | None
+    The archive's own :class:`~provider_jobs.dlq.archive.operations.OperationRow` (one definition of
+    an operation's fields), with what its view adds: ``settled``, ``interrupted`` and, in one
+    operation's view, the records that need a look.
+    """
 
-
-class OperationModel(BaseModel):
-    """One operation: who, the selection, its state and how many records are in each state."""
-
-    id: int
-    action: str
-    who: str
-    reason: str | None
-    selection: dict[str, Any]
-    options: dict[str, Any]
-    total: int
-    settled: int
     state: Literal["running", "paused", "done", "failed", "cancelled"]
     interrupted: bool = Field(description="Running, but the process running it is gone: it can be resumed")
-    counts: dict[str, int]
-    error: str | None
-    runner: str | None
-    created_ms: int
-    updated_ms: int
-    heartbeat_ms: int | None
-    finished_ms: int | None
-    records: list[OperationRecordModel] | None = Field(
+    records: list[OperationRecord] | None = Field(
         default=None, description="In one operation's view: the records failed, uncertain or skipped"
     )
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def settled(self) -> int:
+        """Records with a final outcome (not pending, not being sent)."""
+        return super().settled
 
 
 def operations_router(
@@ -158,13 +146,13 @@ def operations_router(
                 operation_id, states=[FAILED_STATE, UNCERTAIN, SKIPPED], limit=_LISTED
             )
             view["records"] = [redactor.view(r) for r in listed]
-        return OperationModel.model_validate(view)
+        return OperationModel(**view)
 
     @router.get(
         "", response_model=list[OperationModel], dependencies=reads, summary="Operations, newest first"
     )
     def list_operations(limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> list[OperationModel]:
-        return [OperationModel.model_validate(operation_view(o)) for o in operations.latest(limit=limit)]
+        return [OperationModel(**operation_view(o)) for o in operations.latest(limit=limit)]
 
     @router.get(
         "/{operation_id}",
