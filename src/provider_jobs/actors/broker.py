@@ -24,6 +24,7 @@ from .. import identity
 from ..health import HealthSync
 from ..middleware import ClassifiedRetries, Classifier, ErrorClassifier, LogContext, Metrics
 from ..middleware.breaker import ProviderBreakers
+from ..middleware.breaker_wait import BreakerWait
 from ..rabbitmq.queue_types import dead_letter_queue_arguments, declare_queue, queue_arguments
 from ..settings import Settings
 from ..tracing import active_provider
@@ -171,7 +172,8 @@ def build_broker(
     """A RabbitMQ broker with publisher confirms, JSON messages, priorities and our middleware.
 
     The middleware list is built explicitly, ``ClassifiedRetries`` last, as
-    Dramatiq's own ``Retries`` is in its default list. Nothing connects yet.
+    Dramatiq's own ``Retries`` is in its default list, but for the ``BreakerWait``
+    it consults when breakers are on. Nothing connects yet.
 
     Args:
         settings: Broker URL, retry policy, worker id.
@@ -199,6 +201,17 @@ def build_broker(
             worker_id=worker_id,
             registry=metrics.registry,
         )
+    wait = (
+        BreakerWait(
+            breakers,
+            park_waiting=settings.breaker_release_rate > 0,
+            consumer_timeout_ms=int(settings.consumer_timeout_s * 1000),
+            max_retries=settings.max_retries,
+            worker_id=worker_id,
+        )
+        if breakers is not None
+        else None
+    )
     retries = ClassifiedRetries(
         classifier=classifier or ErrorClassifier(unknown_retryable=settings.unknown_errors_retryable),
         max_retries=settings.max_retries,
@@ -209,14 +222,9 @@ def build_broker(
         consumer_timeout_ms=int(settings.consumer_timeout_s * 1000),
         worker_id=worker_id,
         hold_retries_up_to_ms=settings.hold_retries_up_to_ms,
-        breakers=breakers,
-        park_waiting=breakers is not None and settings.breaker_release_rate > 0,
+        breaker_wait=wait,
     )
-    keeper = (
-        [ParkingKeeper(settings, breakers, retries.parking)]
-        if breakers is not None and retries.parking is not None
-        else []
-    )
+    keeper = [ParkingKeeper(settings, wait.breakers, wait.parking)] if wait and wait.parking else []
     quorum = settings.queue_type == "quorum"
     urls = settings.broker_urls
     broker = _ProviderBroker(
@@ -243,6 +251,9 @@ def build_broker(
             *keeper,
             *middleware,
             retries,
+            # After it: its gate is then the last hook before a job runs, and it records a
+            # success before the retry decision logs it.
+            *([wait] if wait is not None else []),
         ],
     )
     broker.queue_type = settings.queue_type

@@ -66,7 +66,7 @@ class ParkingKeeper(Middleware):
     Args:
         settings: Broker URL, queue name, ``breaker_release_rate`` (above 0).
         breakers: The worker's breakers (their state shared through the health stream).
-        parking: The parking queues this process declared, shared with ``ClassifiedRetries``.
+        parking: The parking queues this process declared, shared with ``BreakerWait``.
     """
 
     def __init__(self, settings: Settings, breakers: ProviderBreakers, parking: Parking) -> None:

@@ -1,11 +1,12 @@
 """Middleware reusable by any Dramatiq application: error classification,
-classified retries, circuit breakers per provider, log context and Prometheus
+classified retries, circuit breakers per provider and the wait for them, log context and Prometheus
 metrics, and the shape of the dead letters they write. Depends on Dramatiq and
 nothing else of ours."""
 
 from __future__ import annotations
 
 from .breaker import BreakerState, ProviderBreakers, ProviderDown
+from .breaker_wait import BreakerWait
 from .classifier import (
     CATEGORIES,
     Classification,
@@ -23,6 +24,7 @@ from .retries import ClassifiedRetries, Classifier, RetryConfigurationError
 __all__ = [
     "CATEGORIES",
     "BreakerState",
+    "BreakerWait",
     "Classification",
     "ClassificationRule",
     "ClassifiedRetries",

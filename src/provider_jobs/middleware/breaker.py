@@ -14,7 +14,7 @@ option, ``namespace/resource_type``). It moves between three states:
   it, however often it is retried.
 - ``open``: jobs are not sent to the provider. They wait, without spending
   attempts, parked until the breaker closes or in the retry delay queues until
-  the next probe (see :class:`.ClassifiedRetries` and :mod:`.parking`).
+  the next probe (see :class:`.BreakerWait` and :mod:`.parking`).
   An opening on first attempts alone (every new job failed) is confirmed by
   the retries of the streak's first jobs, each let through once when it comes
   back: one success closes the breaker again (the failures were the jobs'

@@ -41,6 +41,7 @@ __all__ = [
     "notify_exhausted",
     "publish_dead_letter",
     "record_attempt",
+    "send_dead_letter",
     "stamp_dead_letter",
     "take_dead_letter",
 ]
@@ -243,3 +244,31 @@ def publish_dead_letter(
         )
         return False
     return True
+
+
+def send_dead_letter(
+    publisher: ConfirmPublisher,
+    broker: dramatiq.Broker,
+    message: dramatiq.MessageProxy,
+    *,
+    classification: Classification,
+    exception: BaseException,
+    reason: str,
+    retries: int,
+    max_retries: int | None,
+    worker_id: str,
+) -> None:
+    """Stamp ``message`` (see :func:`stamp_dead_letter`) and dead-letter it: handed to its consumer
+    (:func:`defer_dead_letter`) or published with ``publisher``; nacked when neither could be done,
+    so that RabbitMQ moves it to ``<queue>.XQ`` itself, without the final attempt's details."""
+    stamp_dead_letter(
+        message,
+        classification=classification,
+        exception=exception,
+        reason=reason,
+        retries=retries,
+        max_retries=max_retries,
+        worker_id=worker_id,
+    )
+    if not defer_dead_letter(broker, message) and not publish_dead_letter(publisher, broker, message):
+        message.fail()

@@ -27,6 +27,7 @@ from .retry_log import logger
 __all__ = [
     "DEFAULT_CONSUMER_TIMEOUT_MS",
     "DEFAULT_MAX_BACKOFF_MS",
+    "DEFAULT_MAX_RETRIES",
     "DEFAULT_MAX_RETRY_AFTER_MS",
     "DEFAULT_MIN_BACKOFF_MS",
     "DelayPolicy",
@@ -36,6 +37,8 @@ __all__ = [
     "retry_delay_ms",
 ]
 
+#: Dramatiq's own default ``max_retries``, kept so that swapping ``Retries`` changes nothing.
+DEFAULT_MAX_RETRIES = 20
 #: Dramatiq's own default backoff factor, kept so that swapping ``Retries`` changes nothing.
 DEFAULT_MIN_BACKOFF_MS = 15_000
 #: Dramatiq's own default ``max_backoff``, 7 days, which is also the ceiling ``Retries``

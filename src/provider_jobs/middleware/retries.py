@@ -19,16 +19,13 @@ defaults, and :class:`dramatiq.Retry` still asks for another attempt; a
   attempt's error, published to ``<queue>.XQ`` with confirms before the
   original is acked (see :mod:`.dead_letters`);
 - a retry whose publish fails is dead-lettered, never acked and lost;
-- with ``breakers``, a job for a provider whose breaker is open (or whose
-  ``Retry-After`` runs) is not run: it waits, without spending an attempt, and
-  is dead-lettered as ``provider_down`` after the breaker's ``max_wait_s`` (see
-  :mod:`.breaker`). With ``park_waiting`` it waits for an open breaker in the
-  provider's parking queue, untouched until a probe round or the breaker's
-  closing takes it out (see :mod:`.parking`); else, and for a ``Retry-After``,
-  in a delay queue until the next probe.
+- with a :class:`.BreakerWait`, each failure is fed to its provider's circuit
+  breaker, and one the open breaker takes over is not retried: the job waits for
+  the breaker instead, its attempt not counted (see :mod:`.breaker_wait`).
 
 Like ``Retries`` it must be the last middleware in the broker's list, so that
-its ``after_process_message`` runs first.
+its ``after_process_message`` runs first; only the ``BreakerWait`` it is given
+comes after it.
 """
 
 from __future__ import annotations
@@ -40,33 +37,27 @@ from typing import Any
 
 import dramatiq
 from dramatiq.brokers.rabbitmq import RabbitmqBroker
-from dramatiq.middleware import Middleware, SkipMessage
+from dramatiq.middleware import Middleware
 
 from .. import identity
 from . import dead_letters, delays
-from .breaker import ProviderBreakers, ProviderDown, job_of
-from .classifier import PROVIDER_DOWN, RETRY_REQUESTED, Classification, ErrorClassifier
+from .breaker import ProviderBreakers, job_of
+from .breaker_wait import BreakerWait
+from .classifier import RETRY_REQUESTED, Classification, ErrorClassifier
 from .dead_letters import MAX_ATTEMPT_HISTORY  # noqa: F401 - importable here, as before the split
 from .delays import (
     DEFAULT_CONSUMER_TIMEOUT_MS,
     DEFAULT_MAX_BACKOFF_MS,
+    DEFAULT_MAX_RETRIES,
     DEFAULT_MAX_RETRY_AFTER_MS,
     DEFAULT_MIN_BACKOFF_MS,
     RetryConfigurationError,
 )
-from .parking import PARKED_OPTION, Parking
+from .parking import Parking
 from .publisher import ConfirmPublisher, bucket_ms
-from .retry_log import BREAKER_WAIT_ATTRIBUTE, DropWorkerFailureLogs, RetryLog, logger
+from .retry_log import DropWorkerFailureLogs, RetryLog, logger
 
 __all__ = ["ClassifiedRetries", "RetryConfigurationError"]
-
-#: Dramatiq's own default, kept so that swapping ``Retries`` changes nothing.
-DEFAULT_MAX_RETRIES = 20
-
-#: Message options of a job waiting for its provider's breaker: when the wait began (epoch ms),
-#: and how many times it was put back to wait.
-WAITING_SINCE_OPTION = "breaker_waiting_since_ms"
-WAITS_OPTION = "breaker_waits"
 
 #: Classifies an exception; an :class:`ErrorClassifier` is one.
 Classifier = Callable[[BaseException], Classification]
@@ -110,18 +101,22 @@ class ClassifiedRetries(Middleware):
             consumers can hold (``holds_retries``, as ``build_broker``'s);
             elsewhere, and for longer delays, retries are published. Defaults
             to 0 (never held).
-        breakers: Circuit breakers per provider: a job whose breaker is open waits for
-            its next probe in a delay queue, without spending an attempt. Default ``None``:
-            no breaker.
-        park_waiting: On RabbitMQ with ``native_delays``, a job whose breaker is open
-            waits in the provider's parking queue instead (see :mod:`.parking`); some
-            process must then take parked jobs out (``ParkingKeeper``, which
-            ``build_broker`` adds). Default ``False``.
+        breaker_wait: The :class:`.BreakerWait` in the broker's middleware list, right
+            after this one: each failure is fed to its breakers, and one it takes over
+            waits for the breaker instead of being retried. Its publisher is shared.
+            Default ``None``: no breaker.
+        breakers: Circuit breakers per provider, for a broker without a ``BreakerWait``
+            of its own: this middleware makes one (with ``park_waiting`` and its own
+            ``native_delays``, ``consumer_timeout_ms``, ``max_retries`` and
+            ``worker_id``) and runs its hooks itself. Default ``None``: no breaker.
+        park_waiting: With ``breakers``, a job whose breaker is open waits in the
+            provider's parking queue (see :class:`.BreakerWait`). Default ``False``.
 
     Raises:
         RetryConfigurationError: A delay is not whole ms >= 0 (here or when an
             actor is declared), or, when an actor is declared on a broker that
-            would hold it unacked, at or above ``consumer_timeout_ms``.
+            would hold it unacked, at or above ``consumer_timeout_ms``; or both
+            ``breaker_wait`` and ``breakers`` are given.
     """
 
     def __init__(
@@ -141,6 +136,7 @@ class ClassifiedRetries(Middleware):
         native_delays: bool = True,
         retry_priority_boost: int = 1,
         hold_retries_up_to_ms: int = 0,
+        breaker_wait: BreakerWait | None = None,
         breakers: ProviderBreakers | None = None,
         park_waiting: bool = False,
     ) -> None:
@@ -161,10 +157,27 @@ class ClassifiedRetries(Middleware):
         self.native_delays = native_delays
         self.retry_priority_boost = retry_priority_boost
         self.hold_retries_up_to_ms = hold_retries_up_to_ms
-        self.breakers = breakers
-        self._publisher = ConfirmPublisher()
-        #: Where jobs wait for an open breaker; ``None``: in the delay queues.
-        self.parking = Parking(self._publisher) if park_waiting else None
+        if breaker_wait is not None and breakers is not None:
+            raise RetryConfigurationError(
+                "ClassifiedRetries: give breaker_wait or breakers, not both (breaker_wait has its breakers)"
+            )
+        self._publisher = breaker_wait.publisher if breaker_wait is not None else ConfirmPublisher()
+        #: The breaker wait made from ``breakers``, whose hooks this middleware runs itself.
+        self._own_wait = (
+            BreakerWait(
+                breakers,
+                park_waiting=park_waiting,
+                native_delays=native_delays,
+                consumer_timeout_ms=consumer_timeout_ms,
+                max_retries=max_retries,
+                worker_id=self.worker_id,
+                publisher=self._publisher,
+            )
+            if breakers is not None
+            else None
+        )
+        #: The breaker wait that failures are fed to; ``None``: no breaker.
+        self.breaker_wait = breaker_wait or self._own_wait
         delays.check_delays(
             "ClassifiedRetries",
             None,
@@ -236,129 +249,19 @@ class ClassifiedRetries(Middleware):
                 "Build it with confirm_delivery=True."
             )
 
-    # -- the breaker ----------------------------------------------------------------
+    @property
+    def breakers(self) -> ProviderBreakers | None:
+        """The circuit breakers of its breaker wait; ``None``: no breaker."""
+        return None if self.breaker_wait is None else self.breaker_wait.breakers
+
+    @property
+    def parking(self) -> Parking | None:
+        """Where its breaker wait parks jobs; ``None``: no parking."""
+        return None if self.breaker_wait is None else self.breaker_wait.parking
 
     def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
-        if self.breakers is None or message.failed:
-            return
-        key = self.breakers.key(message)
-        if key is None:
-            return
-        if message.options.pop(PARKED_OPTION, None) and self._waited_too_long(message):
-            # It expired in its parking queue, which sent it here: it is not run again.
-            self._wait_for_breaker(broker, message, key, 0.0, "open")
-            setattr(message, BREAKER_WAIT_ATTRIBUTE, True)
-            raise SkipMessage(f"job waited for provider {key} longer than its breaker's max_wait_s")
-        gate = self.breakers.gate(key, job=job_of(message))
-        if gate.admit:
-            if not gate.probe:
-                # The wait is over; a later one is measured from its own start. A probe that
-                # fails waits on: its maximum wait counts from when it began to wait.
-                message.options.pop(WAITING_SINCE_OPTION, None)
-            return
-        self._wait_for_breaker(broker, message, key, gate.wait_s, gate.reason)
-        # Not run: the worker acks it (its copy waits in a delay queue) or nacks a failed one.
-        setattr(message, BREAKER_WAIT_ATTRIBUTE, True)
-        raise SkipMessage(f"provider {key} is not taking jobs ({gate.reason})")
-
-    def _waited_too_long(self, message: dramatiq.MessageProxy) -> bool:
-        """Whether ``message`` has waited for its breaker its ``max_wait_s``."""
-        assert self.breakers is not None
-        since = message.options.get(WAITING_SINCE_OPTION)
-        if not isinstance(since, int):
-            return False
-        return time.time() * 1000 - since >= self.breakers.max_wait_s * 1000
-
-    def _wait_for_breaker(
-        self, broker: dramatiq.Broker, message: dramatiq.MessageProxy, key: str, wait_s: float, reason: str
-    ) -> None:
-        """Put ``message`` back in a delay queue until its breaker's next probe, its attempts
-        untouched; dead-letter it as ``provider_down`` once it has waited ``max_wait_s``."""
-        assert self.breakers is not None
-        options = message.options
-        now_ms = int(time.time() * 1000)
-        since = options.setdefault(WAITING_SINCE_OPTION, now_ms)
-        waited_s = (now_ms - since) / 1000 if isinstance(since, int) else 0.0
-        left_s = self.breakers.max_wait_s - waited_s
-        if left_s <= 0:
-            actor = broker.get_actor(message.actor_name)
-            retries: int = options.get("retries", 0)
-            max_retries = options.get("max_retries", actor.options.get("max_retries", self.max_retries))
-            state = self.breakers.state(key)
-            exception = ProviderDown(key, state, waited_s=waited_s)
-            options["breaker"] = state.as_dict()
-            classification = Classification(PROVIDER_DOWN, False, None, "breaker")
-            context = self._log.context(message, retries + 1, max_retries)
-            context["category"] = PROVIDER_DOWN.name
-            self._log.dead_letter("provider_down", context, str(exception), exception, classification)
-            self._dead_letter(
-                broker,
-                message,
-                actor=actor,
-                classification=classification,
-                exception=exception,
-                reason="provider_down",
-                retries=retries,
-                max_retries=max_retries,
-            )
-            return
-        options[WAITS_OPTION] = int(options.get(WAITS_OPTION, 0) or 0) + 1
-        if reason == "open" and self._park(broker, message, key, left_s):
-            return
-        delay_ms = max(1, int(min(wait_s, left_s) * 1000) + 1)
-        # A fifth of a probe interval at most late: a few delay queues per interval, not one per 100 ms.
-        step_ms = max(1, int(self.breakers.probe_interval_s * 200))
-        delay_ms = -(-delay_ms // step_ms) * step_ms
-        if self._native(broker):
-            delay_ms = bucket_ms(delay_ms)
-        try:
-            delays.enqueue_retry(
-                self._publisher,
-                broker,
-                message,
-                delay_ms,
-                native=self._native(broker),
-                boost=0,
-                max_held_ms=self._max_held_ms,
-            )
-        except Exception as exc:
-            logger.warning(
-                "Job %s: could not put it back to wait for provider %s (%s: %s); nacking it",
-                job_of(message),
-                key,
-                type(exc).__name__,
-                exc,
-            )
-            message.fail()
-            return
-        logger.debug(
-            "Job %s waits %s s for provider %s (%s)",
-            job_of(message),
-            f"{delay_ms / 1000:g}",
-            key,
-            reason,
-        )
-
-    def _park(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy, key: str, left_s: float) -> bool:
-        """Park ``message`` for ``key``'s open breaker, to expire when its wait is over; whether
-        it was parked (else it waits in a delay queue)."""
-        if self.parking is None or not self._native(broker):
-            return False
-        message.options[PARKED_OPTION] = True
-        try:
-            self.parking.park(broker, message, key, int(left_s * 1000) + 1)
-        except Exception as exc:
-            message.options.pop(PARKED_OPTION, None)
-            logger.warning(
-                "Job %s: could not park it for provider %s (%s: %s); it waits in a delay queue",
-                job_of(message),
-                key,
-                type(exc).__name__,
-                exc,
-            )
-            return False
-        logger.debug("Job %s parked until provider %s takes jobs again", job_of(message), key)
-        return True
+        if self._own_wait is not None:
+            self._own_wait.before_process_message(broker, message)
 
     # -- the decision -------------------------------------------------------------
 
@@ -376,11 +279,10 @@ class ClassifiedRetries(Middleware):
         max_retries = options.get("max_retries", actor.options.get("max_retries", self.max_retries))
         if exception is None:
             # A message failed before it ran (AgeLimit, a before-hook) did not succeed.
-            if not message.failed:
-                if self.breakers is not None and (key := self.breakers.key(message)) is not None:
-                    self.breakers.record_success(key, job=job_of(message))
-                if self.log_success:
-                    self._log.success(message, retries + 1, max_retries)
+            if self._own_wait is not None:
+                self._own_wait.after_process_message(broker, message, result=result)
+            if self.log_success and not message.failed:
+                self._log.success(message, retries + 1, max_retries)
             return
 
         try:
@@ -425,8 +327,10 @@ class ClassifiedRetries(Middleware):
             reason = "exhausted"
         else:
             reason = "retry"
-        if not requested and self._breaker_absorbs(
-            broker, message, exception, classification, context, reason=reason
+        if (
+            not requested
+            and self.breaker_wait is not None
+            and self.breaker_wait.absorbs(broker, message, exception, classification, context, reason=reason)
         ):
             return
         if reason != "throws":
@@ -491,44 +395,6 @@ class ClassifiedRetries(Middleware):
             max_retries=max_retries,
         )
 
-    def _breaker_absorbs(
-        self,
-        broker: dramatiq.Broker,
-        message: dramatiq.MessageProxy,
-        exception: BaseException,
-        classification: Classification,
-        context: dict[str, Any],
-        *,
-        reason: str,
-    ) -> bool:
-        """Feed a failure to its provider's breaker. When the breaker is open and the failure is
-        of its kind, the attempt was the provider's failure, not the job's: the job waits for the
-        next probe, its attempt not counted, and this returns ``True``."""
-        if self.breakers is None or (key := self.breakers.key(message)) is None:
-            return False
-        category = classification.category.name
-        history: list[Any] = message.options.get("attempt_history") or [{}]
-        first_ms = history[0].get("at_ms") if isinstance(history[0], dict) else None
-        is_open = self.breakers.record_failure(
-            key,
-            category,
-            job=job_of(message),
-            attempt=message.options.get("retries", 0) + 1,
-            last_attempt=reason != "retry",
-            first_failed_at=first_ms / 1000 if isinstance(first_ms, int) else None,
-            retry_after_s=classification.suggested_delay_s,
-        )
-        if not (reason in ("retry", "exhausted") and is_open and self.breakers.is_health_failure(category)):
-            return False
-        wait_s = self.breakers.wait_s(key)
-        attempt = message.options.get("retries", 0) + 1
-        dead_letters.record_attempt(
-            message, exception, classification, attempt, int(wait_s * 1000), worker_id=self.worker_id
-        )
-        self._log.breaker_wait(context, f"{exception}" or type(exception).__name__, key)
-        self._wait_for_breaker(broker, message, key, wait_s, "open")
-        return True
-
     def _native(self, broker: dramatiq.Broker) -> bool:
         return self.native_delays and isinstance(broker, RabbitmqBroker)
 
@@ -560,7 +426,9 @@ class ClassifiedRetries(Middleware):
         retries: int,
         max_retries: int | None,
     ) -> None:
-        dead_letters.stamp_dead_letter(
+        dead_letters.send_dead_letter(
+            self._publisher,
+            broker,
             message,
             classification=classification,
             exception=exception,
@@ -569,14 +437,5 @@ class ClassifiedRetries(Middleware):
             max_retries=max_retries,
             worker_id=self.worker_id,
         )
-        if not self._publish_dead_letter(broker, message):
-            # RabbitMQ moves a nacked delivery to <queue>.XQ itself; only the
-            # final attempt's details are missing from that copy.
-            message.fail()
         if reason in ("exhausted", "retry_when"):
             dead_letters.notify_exhausted(broker, message, actor, retries, max_retries)
-
-    def _publish_dead_letter(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> bool:
-        if dead_letters.defer_dead_letter(broker, message):
-            return True
-        return dead_letters.publish_dead_letter(self._publisher, broker, message)

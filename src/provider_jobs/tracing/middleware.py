@@ -35,9 +35,9 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
+from ..middleware.breaker_wait import WAITS_OPTION
 from ..middleware.dead_letters import CRASH_LOOP
 from ..middleware.delays import HOLD_ATTRIBUTE
-from ..middleware.retries import WAITS_OPTION
 from .context import REPLAY_OF_TRACE_OPTION, TRACE_OPTION
 from .setup import INSTRUMENTATION_NAME
 
