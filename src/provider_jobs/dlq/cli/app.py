@@ -15,10 +15,12 @@ from __future__ import annotations
 import typer
 
 from .archiver import archiver
-from .change import discard, process, purge, replay
 from .common import EXIT_ARCHIVE, EXIT_BROKER, EXIT_NOT_FOUND, EXIT_USAGE
+from .discard import discard, purge
 from .inspect import audit, groups, list_records, show
 from .operations import operations_app
+from .process import process
+from .replay import replay
 from .upgrade import upgrade
 
 __all__ = [

@@ -40,6 +40,7 @@ __all__ = [
     "MAX_RECORD_ID",
     "CategoryOpt",
     "GroupOpt",
+    "IdsArg",
     "JsonOpt",
     "OperationOpt",
     "ProviderOpt",
@@ -77,6 +78,11 @@ UntilOpt = Annotated[str | None, typer.Option(help="Dead-lettered before: ISO ti
 SearchOpt = Annotated[str | None, typer.Option("--search", help=SEARCH_HELP)]
 ReasonOpt = Annotated[str | None, typer.Option(help="Why, for the audit log.")]
 RecordIdArg = Annotated[int, typer.Argument(min=1, max=MAX_RECORD_ID, help="Archive id.")]
+#: Archive ids as arguments; an id named twice counts once.
+IdsArg = Annotated[
+    list[int] | None,
+    typer.Argument(min=1, max=MAX_RECORD_ID, help="Archive ids; or select with the options."),
+]
 
 _AGE = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}

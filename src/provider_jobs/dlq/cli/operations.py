@@ -9,11 +9,9 @@ in this process; ``resolve`` says whether the records it cannot vouch for were s
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from rich.text import Text
 
@@ -21,9 +19,8 @@ from ...errors import ArchiveError, BrokerUnavailable, RecordConflict
 from ...gc_pause import paused_gc
 from ...health.watch import follow_breakers
 from ...settings import Settings
-from ..archive.operations import DONE, FAILED_STATE, SKIPPED, UNCERTAIN, OperationRow
+from ..archive.operations import FAILED_STATE, SKIPPED, UNCERTAIN, OperationRow
 from ..operations import Operations, interrupted, operation_view
-from .change import _show_pause
 from .common import (
     EXIT_NOT_FOUND,
     EXIT_USAGE,
@@ -39,6 +36,7 @@ from .common import (
     _when,
     _who,
 )
+from .progress import _progress_bar, _say_if_stopped, _show_pause
 
 __all__ = ["operations_app"]
 
@@ -60,22 +58,6 @@ def _counts(operation: OperationRow) -> str:
     return ", ".join(f"{state} {count}" for state, count in sorted(operation.counts.items()))
 
 
-@contextlib.contextmanager
-def _progress(operation: OperationRow, *, enabled: bool) -> Iterator[Any]:
-    if not enabled:
-        yield None
-        return
-    columns = (
-        TextColumn(f"operation {operation.id}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeRemainingColumn(),
-    )
-    with Progress(*columns, console=_err, transient=True) as progress:
-        task = progress.add_task("operation", total=operation.total, completed=operation.settled)
-        yield lambda _outcome: progress.advance(task)
-
-
 def _resume(
     settings: Settings, operations: Operations, op_id: int, *, as_json: bool, ignore_breaker: bool
 ) -> None:
@@ -86,7 +68,12 @@ def _resume(
         follow_breakers(settings, ignore=ignore_breaker or not replay) as health,
         # This process is ours: the collector is held off while a replay runs as fast as it goes.
         paused_gc() if not operation.options.get("rate_per_s") else contextlib.nullcontext(),
-        _progress(operation, enabled=not as_json) as advance,
+        _progress_bar(
+            f"operation {operation.id}",
+            total=operation.total,
+            completed=operation.settled,
+            enabled=not as_json,
+        ) as advance,
     ):
         try:
             moved = operations.take_over(op_id)
@@ -105,8 +92,7 @@ def _resume(
             # Stored as failed: one line says so, and how to go on.
             raise type(exc)(f"{exc}; {_resume_hint(op_id)}") from exc
     _print_operation(stopped, as_json=as_json)
-    if stopped.state != DONE:
-        _err.print(f"operation {op_id} is {stopped.state}: {_resume_hint(op_id)}", highlight=False)
+    _say_if_stopped(stopped)
 
 
 def _print_operation(operation: OperationRow, *, as_json: bool) -> None:
