@@ -23,7 +23,9 @@ from __future__ import annotations
 from .actions import discard_records, replay_records
 from .archive.claims import ReplaySource
 from .archive.filters import AuditEntry, Group, RecordFilter, RetentionReport
-from .archive.records import DeadLetter, dead_letter_from_delivery, fingerprint, normalise_error
+from .archive.fingerprint import fingerprint, normalise_error
+from .archive.from_delivery import dead_letter_from_delivery
+from .archive.records import DeadLetter
 from .archive.store import DEAD, DISCARDED, REPLAYED, STATUSES, DeadLetterArchive, ReplayMark
 from .archiver.consumer import ArchiverStats, DeadLetterArchiver
 from .operations import Operations

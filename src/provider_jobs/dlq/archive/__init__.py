@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from .claims import ReplaySource
 from .filters import AuditEntry, Group, RecordFilter, RetentionReport
+from .fingerprint import fingerprint, normalise_error
+from .from_delivery import dead_letter_from_delivery
 from .operations import OperationRecord, OperationRow
-from .records import DeadLetter, dead_letter_from_delivery, fingerprint, normalise_error
+from .records import DeadLetter
 from .store import DEAD, DISCARDED, REPLAYED, STATUSES, DeadLetterArchive, ReplayMark
 
 __all__ = [

@@ -1,6 +1,6 @@
 """Reading one XQ delivery: its body as a Dramatiq message, its x-death, its final failure.
 
-Helpers of :func:`~.records.dead_letter_from_delivery`. A dead letter's failure
+Helpers of :func:`~.from_delivery.dead_letter_from_delivery`. A dead letter's failure
 comes from ``options["dead_letter"]`` (a
 :class:`~provider_jobs.middleware.dead_letter_details.DeadLetterDetails`) when
 ``ClassifiedRetries`` or the worker's consumer enriched it, else it is pieced
@@ -33,6 +33,7 @@ __all__ = [
     "jsonable",
     "last_death",
     "ms_or_none",
+    "text_or_none",
 ]
 
 #: Category of a message ``AgeLimit`` refused because it was too old.
@@ -100,6 +101,20 @@ def ms_or_none(value: Any) -> int | None:
     a hand-made header or option may hold any number, and the archive's columns hold 64 bits."""
     ms = int_or_none(value)
     return ms if ms is not None and 0 <= ms <= MAX_TIMESTAMP_MS else None
+
+
+def text_or_none(value: Any) -> str | None:
+    """A non-empty string as text every database takes (a lone surrogate, which a JSON body can
+    carry as ``\\ud800``, escaped); ``None`` for anything else. A job's fields may hold any JSON."""
+    if not isinstance(value, str) or not value:
+        return None
+    if value.isascii():
+        return value
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return value.encode("utf-8", errors="backslashreplace").decode("utf-8")
+    return value
 
 
 class Failure(NamedTuple):

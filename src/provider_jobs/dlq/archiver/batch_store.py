@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 import pika
 
 from ...errors import ArchiveError, ArchiveUnavailable
-from ..archive.records import DeadLetter, dead_letter_from_delivery, quarantined, unreadable
+from ..archive.from_delivery import dead_letter_from_delivery
+from ..archive.raw_records import quarantined, unreadable
+from ..archive.records import DeadLetter
 from ..archive.store import DeadLetterArchive
 from . import metrics
 
