@@ -32,7 +32,9 @@ __all__ = [
     "DEFAULT_MIN_BACKOFF_MS",
     "DelayPolicy",
     "RetryConfigurationError",
+    "check_actor_delays",
     "check_delays",
+    "check_policy",
     "enqueue_retry",
     "retry_delay_ms",
 ]
@@ -96,6 +98,80 @@ def check_delays(
                 f"RabbitMQ closes a consumer that holds a message that long. Use a delay below it "
                 f"or raise consumer_timeout on the broker"
             )
+
+
+def check_policy(policy: DelayPolicy, consumer_timeout_ms: int, *, hold_retries_up_to_ms: int) -> None:
+    """Refuse a middleware's delays that are not whole ms >= 0, and a hold that would reach
+    ``consumer_timeout_ms``.
+
+    Args:
+        policy: The middleware's defaults.
+        consumer_timeout_ms: RabbitMQ's ``consumer_timeout``, in ms.
+        hold_retries_up_to_ms: The longest retry the worker's consumer holds unacked, in ms.
+
+    Raises:
+        RetryConfigurationError: A delay is not allowed.
+    """
+    check_delays(
+        "ClassifiedRetries",
+        None,
+        retry_delay_ms=policy.retry_delay_ms,
+        min_backoff=policy.min_backoff,
+        max_backoff=policy.max_backoff,
+        max_retry_after_ms=policy.max_retry_after_ms,
+        hold_retries_up_to_ms=hold_retries_up_to_ms,
+    )
+    check_delays(
+        "ClassifiedRetries",
+        consumer_timeout_ms,
+        held_by="a retry due within it waits in the worker's consumer",
+        hold_retries_up_to_ms=hold_retries_up_to_ms,
+    )
+
+
+def check_actor_delays(
+    policy: DelayPolicy, actor: dramatiq.Actor[Any, Any], consumer_timeout_ms: int | None
+) -> None:
+    """Refuse an actor's delay options that are not whole ms >= 0, and, when its retries wait
+    held unacked in ``<queue>.DQ``, any configured delay that would reach ``consumer_timeout_ms``.
+
+    Args:
+        policy: The middleware's defaults.
+        actor: The actor being declared.
+        consumer_timeout_ms: RabbitMQ's ``consumer_timeout``, in ms, when the actor's retries
+            wait in ``<queue>.DQ``; ``None`` when nothing holds them.
+
+    Raises:
+        RetryConfigurationError: A delay is not allowed.
+    """
+    owner = f"actor {actor.actor_name!r}"
+    options = actor.options
+    check_delays(
+        owner,
+        None,
+        retry_delay_ms=options.get("retry_delay_ms"),
+        min_backoff=options.get("min_backoff"),
+        max_backoff=options.get("max_backoff"),
+    )
+    if consumer_timeout_ms is None:
+        return
+    # The backoff factor is not a delay: max_backoff caps what it grows to.
+    held_by = f"with native_delays=False a retry waits in {actor.queue_name}.DQ"
+    grows = options.get("retry_backoff", policy.retry_backoff)
+    check_delays(
+        "ClassifiedRetries",
+        consumer_timeout_ms,
+        held_by=held_by,
+        max_backoff=policy.max_backoff,
+        max_retry_after_ms=policy.max_retry_after_ms,
+    )
+    check_delays(
+        owner,
+        consumer_timeout_ms,
+        held_by=held_by,
+        max_backoff=options.get("max_backoff"),
+        retry_delay_ms=None if grows else options.get("retry_delay_ms", policy.retry_delay_ms),
+    )
 
 
 def retry_delay_ms(

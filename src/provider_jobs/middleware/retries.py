@@ -10,8 +10,7 @@ defaults, and :class:`dramatiq.Retry` still asks for another attempt; a
 - every failure is classified; permanent ones are dead-lettered at once;
 - a fixed delay (``retry_delay_ms``) or exponential backoff with jitter, per
   middleware, actor or message; a provider's ``Retry-After`` is honoured up to
-  ``max_retry_after_ms``;
-  (see :mod:`.delays`);
+  ``max_retry_after_ms`` (see :mod:`.delays`);
 - on RabbitMQ a retry waits in a TTL queue that RabbitMQ itself moves back to
   the work queue when due (see :mod:`.publisher`), with its priority raised so
   that a due retry does not wait behind the whole backlog;
@@ -44,7 +43,6 @@ from . import dead_letters, delays
 from .breaker import ProviderBreakers, job_of
 from .breaker_wait import BreakerWait
 from .classifier import RETRY_REQUESTED, Classification, ErrorClassifier
-from .dead_letters import MAX_ATTEMPT_HISTORY  # noqa: F401 - importable here, as before the split
 from .delays import (
     DEFAULT_CONSUMER_TIMEOUT_MS,
     DEFAULT_MAX_BACKOFF_MS,
@@ -178,21 +176,7 @@ class ClassifiedRetries(Middleware):
         )
         #: The breaker wait that failures are fed to; ``None``: no breaker.
         self.breaker_wait = breaker_wait or self._own_wait
-        delays.check_delays(
-            "ClassifiedRetries",
-            None,
-            retry_delay_ms=retry_delay_ms,
-            min_backoff=self.min_backoff,
-            max_backoff=self.max_backoff,
-            max_retry_after_ms=max_retry_after_ms,
-            hold_retries_up_to_ms=hold_retries_up_to_ms,
-        )
-        delays.check_delays(
-            "ClassifiedRetries",
-            consumer_timeout_ms,
-            held_by="a retry due within it waits in the worker's consumer",
-            hold_retries_up_to_ms=hold_retries_up_to_ms,
-        )
+        delays.check_policy(self, consumer_timeout_ms, hold_retries_up_to_ms=hold_retries_up_to_ms)
 
     @property
     def actor_options(self) -> set[str]:
@@ -208,35 +192,8 @@ class ClassifiedRetries(Middleware):
         }
 
     def before_declare_actor(self, broker: dramatiq.Broker, actor: dramatiq.Actor[Any, Any]) -> None:
-        owner = f"actor {actor.actor_name!r}"
-        options = actor.options
-        delays.check_delays(
-            owner,
-            None,
-            retry_delay_ms=options.get("retry_delay_ms"),
-            min_backoff=options.get("min_backoff"),
-            max_backoff=options.get("max_backoff"),
-        )
-        if not self._held_on_delay_queue(broker):
-            return
-        # On this path a retry's delay keeps a delivery unacked: refuse what would outlast
-        # consumer_timeout. The backoff factor is not a delay: max_backoff caps what it grows to.
-        held_by = f"with native_delays=False a retry waits in {actor.queue_name}.DQ"
-        grows = options.get("retry_backoff", self.retry_backoff)
-        delays.check_delays(
-            "ClassifiedRetries",
-            self.consumer_timeout_ms,
-            held_by=held_by,
-            max_backoff=self.max_backoff,
-            max_retry_after_ms=self.max_retry_after_ms,
-        )
-        delays.check_delays(
-            owner,
-            self.consumer_timeout_ms,
-            held_by=held_by,
-            max_backoff=options.get("max_backoff"),
-            retry_delay_ms=None if grows else options.get("retry_delay_ms", self.retry_delay_ms),
-        )
+        held = self._held_on_delay_queue(broker)
+        delays.check_actor_delays(self, actor, self.consumer_timeout_ms if held else None)
 
     def before_worker_boot(self, broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
         worker_logger = logging.getLogger("dramatiq.worker.WorkerThread")
@@ -339,7 +296,9 @@ class ClassifiedRetries(Middleware):
             options["requeue_timestamp"] = int(time.time() * 1000)
 
         delay_ms = (
-            self._delay_ms(message, actor, exception, classification, retries) if reason == "retry" else None
+            delays.retry_delay_ms(self, message, actor, exception, classification, retries=retries)
+            if reason == "retry"
+            else None
         )
         if delay_ms is not None and self._held_on_delay_queue(broker):
             # Per-message options cannot be checked at declaration: clamp them below the timeout.
@@ -384,48 +343,6 @@ class ClassifiedRetries(Middleware):
         else:
             self._log.dead_letter(reason, context, error, exception, classification)
 
-        self._dead_letter(
-            broker,
-            message,
-            actor=actor,
-            classification=classification,
-            exception=exception,
-            reason=reason,
-            retries=retries,
-            max_retries=max_retries,
-        )
-
-    def _native(self, broker: dramatiq.Broker) -> bool:
-        return self.native_delays and isinstance(broker, RabbitmqBroker)
-
-    def _held_on_delay_queue(self, broker: dramatiq.Broker) -> bool:
-        """Whether ``broker``'s retries wait in ``<queue>.DQ``, held unacked by a RabbitMQ consumer."""
-        return isinstance(broker, RabbitmqBroker) and not self.native_delays
-
-    def _delay_ms(
-        self,
-        message: dramatiq.MessageProxy,
-        actor: dramatiq.Actor[Any, Any],
-        exception: BaseException,
-        classification: Classification,
-        retries: int,
-    ) -> int:
-        return delays.retry_delay_ms(self, message, actor, exception, classification, retries=retries)
-
-    # -- dead-lettering -----------------------------------------------------------
-
-    def _dead_letter(
-        self,
-        broker: dramatiq.Broker,
-        message: dramatiq.MessageProxy,
-        *,
-        actor: dramatiq.Actor[Any, Any],
-        classification: Classification,
-        exception: BaseException,
-        reason: str,
-        retries: int,
-        max_retries: int | None,
-    ) -> None:
         dead_letters.send_dead_letter(
             self._publisher,
             broker,
@@ -439,3 +356,10 @@ class ClassifiedRetries(Middleware):
         )
         if reason in ("exhausted", "retry_when"):
             dead_letters.notify_exhausted(broker, message, actor, retries, max_retries)
+
+    def _native(self, broker: dramatiq.Broker) -> bool:
+        return self.native_delays and isinstance(broker, RabbitmqBroker)
+
+    def _held_on_delay_queue(self, broker: dramatiq.Broker) -> bool:
+        """Whether ``broker``'s retries wait in ``<queue>.DQ``, held unacked by a RabbitMQ consumer."""
+        return isinstance(broker, RabbitmqBroker) and not self.native_delays
