@@ -75,9 +75,9 @@ def queue_name() -> str:
 
 @pytest.fixture
 def settings(rabbitmq_url: str, queue_name: str, request: pytest.FixtureRequest) -> Settings:
-    """Settings for a test: private node, own queue (of ``--queue-type``), 20 ms retry delays, no
-    circuit breakers (tests of retries and dead letters fail one provider on purpose; breaker tests
-    turn them on)."""
+    """Settings for a test: private node, own queue (of ``--queue-type``), 20 ms retry delays and
+    archiver flushes (an archiver run until idle waits out one flush), no circuit breakers (tests
+    of retries and dead letters fail one provider on purpose; breaker tests turn them on)."""
     return Settings(
         broker_url=rabbitmq_url,
         queue_name=queue_name,
@@ -87,6 +87,7 @@ def settings(rabbitmq_url: str, queue_name: str, request: pytest.FixtureRequest)
         worker_timeout_ms=20,
         worker_id="test-worker",
         breaker_min_calls=0,
+        archiver_flush_ms=20,
     )
 
 

@@ -93,6 +93,7 @@ class SettledLedger(Middleware):
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._connection: pika.BlockingConnection | None = None
         #: Set while the listener is connected (tests wait on it).
         self.connected = threading.Event()
 
@@ -119,6 +120,12 @@ class SettledLedger(Middleware):
             thread, self._thread = self._thread, None
         if thread is not None:
             self._stop.set()
+            with self._lock:
+                connection = self._connection
+            if connection is not None:
+                # Ends the listener's wait for data at once instead of after its time limit.
+                with contextlib.suppress(Exception):
+                    connection.add_callback_threadsafe(_nothing)
             thread.join(timeout_s)
 
     # -- the ledger ----------------------------------------------------------------
@@ -168,6 +175,8 @@ class SettledLedger(Middleware):
 
     def _listen(self) -> None:
         connection = pika.BlockingConnection(broker_parameters(self.broker_url))
+        with self._lock:
+            self._connection = connection
         try:
             channel = connection.channel()
             channel.exchange_declare(self.exchange, exchange_type="fanout", durable=True)
@@ -184,6 +193,8 @@ class SettledLedger(Middleware):
                 connection.process_data_events(time_limit=0.1)
         finally:
             self.connected.clear()
+            with self._lock:
+                self._connection = None
             if connection.is_open:
                 with contextlib.suppress(Exception):
                     connection.close()
@@ -205,3 +216,7 @@ class SettledLedger(Middleware):
         keys = event.get("keys") if isinstance(event, dict) else None
         if isinstance(keys, list):
             self._add(k for k in keys if isinstance(k, str))
+
+
+def _nothing() -> None:
+    """A callback that only wakes a connection's wait for data."""
