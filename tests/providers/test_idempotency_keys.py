@@ -89,8 +89,8 @@ System = tuple[dramatiq.Broker, dict[str, ProviderActor]]
 @pytest.fixture
 def system(settings: Settings, registry: ProviderRegistry) -> Iterator[System]:
     # A redelivery waits for an announcement that its job completed (the dying worker here makes
-    # none) before it runs: a second, not the default ten, keeps these tests short.
-    settings = settings.replace(redelivery_grace_s=1.0)
+    # none) before it runs: 0.2 s, not the default ten, keeps these tests short.
+    settings = settings.replace(redelivery_grace_s=0.2)
     broker = build_broker(settings)
     yield broker, declare_provider_actors(broker, registry, settings)
     broker.close()

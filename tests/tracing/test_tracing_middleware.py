@@ -186,7 +186,7 @@ def test_a_job_dead_lettered_as_crash_loop_gets_a_process_span_saying_so(
     if settings.queue_type == "quorum":
         pytest.skip("on quorum queues RabbitMQ counts deliveries itself")
     provider = Fails(ConnectionError("never runs"), failures=0)
-    broker, actor = _system(settings, provider, tracer_provider, max_deliveries=1, redelivery_grace_s=1.0)
+    broker, actor = _system(settings, provider, tracer_provider, max_deliveries=1, redelivery_grace_s=0.2)
     broker.declare_queue(queue_name, ensure=True)
     message = actor.send(RG)
     # A worker that died running it: taken, never settled, so RabbitMQ redelivers it.
