@@ -34,6 +34,8 @@ _Delivery = tuple[Any, Any, Any]
 _NOTHING: _Delivery = (None, None, None)
 #: How long closing waits for the confirms of dead letters still in flight.
 _CLOSE_WAIT_S = 5.0
+#: Longest wait of the delivery loop while redeliveries are parked, in seconds.
+_PARKED_SLICE_S = 0.05
 #: The attribute on a message proxy holding how it is to be settled: (hold in ms, dead letter).
 _SETTLEMENT = "_provider_jobs_settlement"
 #: The attribute on a message proxy naming the consumer (so the channel) that delivered it.
@@ -556,9 +558,12 @@ class WorkerConsumer(_RabbitmqConsumer):
                 raise pika.exceptions.ConsumerCancelled(f"RabbitMQ cancelled the consumer of {queue_name}")
             wait_s = self._held.wait_s(idle_s)
             if parked:
-                wait_s = min(wait_s, max(0.0, parked[0][0] - time.monotonic()), 0.05)
-            if wait_s > 0:
-                self.connection.process_data_events(time_limit=wait_s)
+                # A due redelivery held back by a suspect waits in slices, reading the connection
+                # meanwhile: the suspect waits for this consumer's confirms to come in.
+                head_s = _PARKED_SLICE_S if solo_busy else max(0.0, parked[0][0] - time.monotonic())
+                wait_s = min(wait_s, head_s, _PARKED_SLICE_S)
+            # Read even when nothing may be waited for: confirms, acks' flushes and heartbeats.
+            self.connection.process_data_events(time_limit=wait_s)
             if not arrived:
                 yield _NOTHING
 
