@@ -32,6 +32,7 @@ from .providers import ProviderRegistry
 from .rabbitmq.bulk import BulkPublisher, OutgoingMessage
 from .rabbitmq.connectivity import redact_url
 from .settings import Settings
+from .tracing import publish_failed
 
 if TYPE_CHECKING:
     from .dlq import DeadLetterArchive
@@ -156,9 +157,19 @@ class JobQueue:
             if self._publisher is None:
                 self._publisher = BulkPublisher(self.settings.broker_url)
             publisher = self._publisher
-        result = publisher.publish_many(outgoing())
+        try:
+            result = publisher.publish_many(outgoing())
+        except BaseException as exc:
+            for m in messages:
+                publish_failed(broker, m, exc)
+            raise
         for index in result.confirmed:
             broker.emit_after("enqueue", messages[index], None)
+        if len(result.confirmed) < len(messages):
+            failed = {f.index: f"{f.status}: {f.detail}" for f in result.failures}
+            for index in set(range(len(messages))).difference(result.confirmed):
+                why = failed.get(index, "not sent: the publish stopped before it")
+                publish_failed(broker, messages[index], why)
         job_ids = [job.job_id for _, job in checked]
         if result.failures:
             not_confirmed = {job_ids[f.index]: f"{f.status}: {f.detail}" for f in result.failures}

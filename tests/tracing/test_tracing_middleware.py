@@ -216,6 +216,8 @@ def test_submit_many_gives_each_job_a_send_span_and_its_own_trace(
     finally:
         queue.close()
         queue.broker.close()
+    [tracing] = [m for m in queue.broker.middleware if isinstance(m, Tracing)]
+    assert len(tracing._sending) == 0
     sends = [s for s in exporter.get_finished_spans() if s.kind is SpanKind.PRODUCER]
     assert sorted(s.attributes["provider_jobs.job_id"] for s in sends) == sorted(job_ids)
     assert all(s.name == f"send {queue_name}" for s in sends)
@@ -270,3 +272,48 @@ def test_jobs_held_back_by_an_open_breaker_have_attempts_that_say_breaker_wait_i
         if s.kind is SpanKind.PRODUCER
     }
     assert all(sends[s.attributes["provider_jobs.job_id"]] == s.context.trace_id for s in waiting)
+
+
+def test_a_submit_many_that_rabbitmq_does_not_route_ends_each_send_span_as_an_error(
+    settings, queue_name, amqp, tracer_provider, exporter
+) -> None:
+    from opentelemetry.trace import StatusCode
+
+    from provider_jobs.compat import JobQueue
+    from provider_jobs.errors import PublishFailed
+
+    queue = JobQueue(settings=settings, tracer_provider=tracer_provider)
+    try:
+        queue.submit_many([{**RG, "operation": "create", "request": {}}])  # declares the queue
+        amqp.queue_delete(queue_name)  # behind the job queue's back: the next publish is unroutable
+        with pytest.raises(PublishFailed) as failed:
+            queue.submit_many([{**RG, "operation": "create", "request": {"n": i}} for i in range(2)])
+    finally:
+        queue.close()
+        queue.broker.close()
+    [tracing] = [m for m in queue.broker.middleware if isinstance(m, Tracing)]
+    assert len(tracing._sending) == 0
+    sends = [s for s in exporter.get_finished_spans() if s.kind is SpanKind.PRODUCER]
+    assert [s.status.status_code for s in sends].count(StatusCode.UNSET) == 1
+    errors = [s for s in sends if s.status.status_code is StatusCode.ERROR]
+    assert sorted(s.attributes["provider_jobs.job_id"] for s in errors) == sorted(failed.value.not_confirmed)
+    assert all("unroutable" in (s.status.description or "").lower() for s in errors)
+
+
+def test_a_send_span_lasts_until_the_publish_went_through_including_dramatiqs_second_try(
+    settings, queue_name, amqp, tracer_provider, exporter
+) -> None:
+    broker, actor = _system(settings, Fails(RuntimeError("unused"), failures=0), tracer_provider)
+    try:
+        actor.send(RG)  # declares the queue
+        amqp.queue_delete(queue_name)  # the next publish is returned unroutable; Dramatiq declares again
+        message = actor.send(RG)
+    finally:
+        broker.close()
+    [tracing] = [m for m in broker.middleware if isinstance(m, Tracing)]
+    assert len(tracing._sending) == 0
+    sends = [s for s in exporter.get_finished_spans() if s.kind is SpanKind.PRODUCER]
+    [send] = [s for s in sends if s.attributes["messaging.message.id"] == message.message_id]
+    assert send.attributes["messaging.message.id"] == message.message_id
+    assert [e.name for e in send.events] == ["publish retried"]
+    assert amqp.queue_declare(queue_name, passive=True).method.message_count == 1

@@ -27,7 +27,7 @@ from ..middleware.breaker import ProviderBreakers
 from ..middleware.breaker_wait import BreakerWait
 from ..rabbitmq.queue_types import dead_letter_queue_arguments, declare_queue, queue_arguments
 from ..settings import Settings
-from ..tracing import active_provider
+from ..tracing import active_provider, publish_failed
 from .consumer import WorkerConsumer
 from .encoder import OrjsonEncoder
 from .parking import ParkingKeeper
@@ -110,6 +110,14 @@ class _ProviderBroker(RabbitmqBroker):
     def _declare_xq_queue(self, queue_name: str) -> Any:
         arguments = dead_letter_queue_arguments(self.queue_type, message_ttl_ms=DEAD_MESSAGE_TTL)
         return self._declared(xq_name(queue_name), arguments)
+
+    def enqueue(self, message: dramatiq.Message[Any], *, delay: int | None = None) -> dramatiq.Message[Any]:
+        try:
+            return super().enqueue(message, delay=delay)
+        except BaseException as exc:
+            # Dramatiq has no hook for a publish that failed: its send span ends here, as an error.
+            publish_failed(self, message, exc)
+            raise
 
     @property
     def consumer_class(self) -> type[WorkerConsumer]:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from .context import REPLAY_OF_TRACE_OPTION, TRACE_OPTION, move_to_replay_of, trace_id_of, trace_ids
 from .logs import add_trace_ids
+from .publish import publish_failed
 from .setup import EXTRA_MISSING, active_provider, configure_tracing, tracer_of
 
 if TYPE_CHECKING:
@@ -36,6 +37,7 @@ __all__ = [
     "configure_tracing",
     "instrument_httpx",
     "move_to_replay_of",
+    "publish_failed",
     "replay_send",
     "trace_id_of",
     "trace_ids",

@@ -4,8 +4,11 @@ Follows OpenTelemetry's messaging semantic conventions:
 
 - a PRODUCER ``send <queue>`` span for every message enqueued without a trace
   context (``actor.send``, ``JobQueue.submit`` and ``submit_many``), whose
-  context goes into the message (see :mod:`.context`); a message that already
-  has one (a retry through Dramatiq's ``<queue>.DQ``) keeps it;
+  context goes into the message (see :mod:`.context`); it lasts until RabbitMQ
+  confirmed the publish, or ends as an error when the publish failed
+  (:meth:`Tracing.send_failed`) or its outcome never came (:class:`.OpenSends`);
+  a message that already has one (a retry through Dramatiq's ``<queue>.DQ``)
+  keeps it;
 - a CONSUMER ``process <queue>`` span for every attempt, a child of that
   context, so that every attempt of a job is in its trace, with the job id,
   attempt and maximum, provider and operation, and, read from what
@@ -39,6 +42,7 @@ from ..middleware.breaker_wait import WAITS_OPTION
 from ..middleware.dead_letters import CRASH_LOOP
 from ..middleware.delays import HOLD_ATTRIBUTE
 from .context import REPLAY_OF_TRACE_OPTION, TRACE_OPTION
+from .open_sends import OpenSends
 from .setup import INSTRUMENTATION_NAME
 
 __all__ = [
@@ -100,11 +104,18 @@ class Tracing(Middleware):
         self.tracer = trace.get_tracer(INSTRUMENTATION_NAME, tracer_provider=tracer_provider)
         self.tracer_provider = tracer_provider
         self.system = system
+        #: ``send`` spans open while their message is being published, by message id.
+        self._sending = OpenSends()
 
     # -- sending ------------------------------------------------------------------
 
     def before_enqueue(self, broker: dramatiq.Broker, message: dramatiq.Message[Any], delay: Any) -> None:
         options = message.options
+        sending = self._sending.get(message.message_id)
+        if sending is not None:
+            # Dramatiq publishes again after a lost connection, under the same span.
+            sending.add_event("publish retried")
+            return
         if TRACE_OPTION in options:
             return  # a retry, or a message its sender traced: it stays in its trace
         queue = message.queue_name
@@ -124,7 +135,20 @@ class Tracing(Middleware):
         carrier: dict[str, str] = {}
         propagate.inject(carrier, context=trace.set_span_in_context(span))
         options[TRACE_OPTION] = carrier
-        span.end()
+        # Ended once RabbitMQ confirmed the publish (after_enqueue) or it failed (send_failed).
+        self._sending.open(message.message_id, span)
+
+    def after_enqueue(self, broker: dramatiq.Broker, message: dramatiq.Message[Any], delay: Any) -> None:
+        self._sending.settle(message.message_id)
+
+    def send_failed(self, message: dramatiq.Message[Any], error: BaseException | str) -> None:
+        """End ``message``'s ``send`` span as an error: its publish failed.
+
+        Args:
+            message: The message whose publish failed.
+            error: The exception raised, or what RabbitMQ answered.
+        """
+        self._sending.settle(message.message_id, error)
 
     # -- processing ---------------------------------------------------------------
 
