@@ -99,3 +99,23 @@ def test_a_replay_is_a_new_trace_linked_to_the_original_and_its_record_shows_bot
         _hex(send.context.trace_id),
         _hex(original.trace_id),
     )
+
+
+def test_a_replay_that_rabbitmq_cannot_route_ends_its_send_span_as_an_error(
+    settings, archive, amqp, tracer_provider, exporter
+) -> None:
+    from opentelemetry.trace import StatusCode
+
+    _run_job_to_the_archive(settings, archive, tracer_provider, lambda actor: actor.send(RG))
+    [first] = archive.find(limit=10)
+    exporter.clear()
+    amqp.queue_delete(settings.queue_name)  # the replay's publish is returned unroutable
+    replayer = Replayer(
+        archive=archive, broker_url=settings.broker_url, who="alice", tracer_provider=tracer_provider
+    )
+    [outcome] = replayer.replay([first.id], reason="fixed").outcomes
+    assert outcome.status == "failed" and "publish failed" in (outcome.detail or "")
+    [send] = [s for s in exporter.get_finished_spans() if s.kind is SpanKind.PRODUCER]
+    assert send.status.status_code is StatusCode.ERROR
+    assert "unroutable" in (send.status.description or "").lower()
+    assert send.attributes["provider_jobs.replay_of"] == first.id

@@ -7,7 +7,7 @@ from typing import Any
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
-from opentelemetry.trace import SpanKind, Tracer
+from opentelemetry.trace import Span, SpanKind, Tracer
 
 from .context import REPLAY_OF_TRACE_OPTION, TRACE_OPTION
 from .middleware import link_to
@@ -16,13 +16,17 @@ from .setup import active_provider
 __all__ = ["archive_spans", "instrument_httpx", "replay_send"]
 
 
-def replay_send(tracer: Tracer, message: dict[str, Any]) -> None:
+def replay_send(tracer: Tracer, message: dict[str, Any]) -> Span:
     """A PRODUCER ``send`` span for a replay's ``message``, the root of a new trace linked to the
     replayed job's (``options["replay_of_trace_context"]``); its context goes into the message.
 
     Args:
         tracer: Where the span goes.
         message: The replay's message as it is published, its ``options`` edited in place.
+
+    Returns:
+        The span, still open: whoever publishes the message ends it with
+        :func:`~.open_sends.end_send` once RabbitMQ confirmed the publish, or it failed.
     """
     options = message["options"]
     queue = message["queue_name"]
@@ -47,7 +51,7 @@ def replay_send(tracer: Tracer, message: dict[str, Any]) -> None:
     carrier: dict[str, str] = {}
     propagate.inject(carrier, context=trace.set_span_in_context(span))
     options[TRACE_OPTION] = carrier
-    span.end()
+    return span
 
 
 def archive_spans(tracer: Tracer, stored: Iterable[tuple[str, str | None, Any]]) -> None:

@@ -19,7 +19,7 @@ from .message import outgoing
 from .report import ReplayOutcome, ReplayPlan, record_id_of, unsent
 from .settlement import settle
 
-__all__ = ["ClaimedBatch", "Emit", "SendContext", "SentBatch", "claim_batch", "publish", "settle_batch"]
+__all__ = ["ClaimedBatch", "Emit", "SendContext", "SentBatch", "claim_batch", "settle_batch"]
 
 #: The replay's logger, shared by its send strategies.
 logger = logging.getLogger("provider_jobs.dlq.replay.replayer")
@@ -61,14 +61,51 @@ class SentBatch:
     taken: list[tuple[int, ReplayPlan[Any]]] = dataclasses.field(default_factory=list)
     messages: list[dict[str, Any]] = dataclasses.field(default_factory=list)
     result: BulkResult = dataclasses.field(default_factory=BulkResult)
+    #: The messages' ``send`` spans (with a tracer) by their index, open until :meth:`publish` ends.
+    spans: list[tuple[int, Any]] = dataclasses.field(default_factory=list)
 
     def take(self, position: int, plan: ReplayPlan[Any], *, tracer: Any) -> OutgoingMessage:
         """Build the plan's fresh message, noting it as handed to RabbitMQ."""
         assert plan.message is not None
         self.taken.append((position, plan))
-        message, outgoing_message = outgoing(plan.message, tracer=tracer)
+        message, outgoing_message, span = outgoing(plan.message, tracer=tracer)
         self.messages.append(message)
+        if span is not None:
+            self.spans.append((len(self.messages) - 1, span))
         return outgoing_message
+
+    def publish(self, publisher: BulkPublisher, messages: Iterable[OutgoingMessage]) -> None:
+        """Publish ``messages`` with their confirms in flight, note the result and end the
+        messages' ``send`` spans by it; a lost broker fails them all as not sent.
+
+        Raises:
+            BaseException: Whatever else stopped the publish, once the spans are ended by it.
+        """
+        try:
+            self.result = publisher.publish_many(messages)
+        except BrokerUnavailable as exc:
+            self.result = BulkResult(failures=[PublishFailure(0, NOT_SENT, str(exc))])
+        except BaseException as exc:
+            stopped = exc
+            self._end_spans(lambda index: stopped)
+            raise
+        if self.spans:
+            confirmed = set(self.result.confirmed)
+            failures = {f.index: f"{f.status}: {f.detail}" for f in self.result.failures}
+            self._end_spans(
+                lambda index: (
+                    None if index in confirmed else failures.get(index, "not sent: the batch stopped")
+                )
+            )
+
+    def _end_spans(self, error_of: Callable[[int], BaseException | str | None]) -> None:
+        if not self.spans:
+            return
+        from ...tracing.open_sends import end_send
+
+        for index, span in self.spans:
+            end_send(span, error_of(index))
+        self.spans.clear()
 
 
 def claim_batch(chunk: Sequence[ReplayPlan[Any]], context: SendContext, *, claim_all: bool) -> ClaimedBatch:
@@ -86,14 +123,6 @@ def claim_batch(chunk: Sequence[ReplayPlan[Any]], context: SendContext, *, claim
         allow_statuses=context.allowed,
     )
     return claimed
-
-
-def publish(publisher: BulkPublisher, messages: Iterable[OutgoingMessage]) -> BulkResult:
-    """Publish ``messages`` with their confirms in flight; a lost broker fails them all as not sent."""
-    try:
-        return publisher.publish_many(messages)
-    except BrokerUnavailable as exc:
-        return BulkResult(failures=[PublishFailure(0, NOT_SENT, str(exc))])
 
 
 def settle_batch(claimed: ClaimedBatch, sent: SentBatch, context: SendContext) -> list[ReplayOutcome]:

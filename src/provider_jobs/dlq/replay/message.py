@@ -138,13 +138,15 @@ def prepare_message(
 # -- sending ------------------------------------------------------------------
 
 
-def outgoing(prepared: dict[str, Any], *, tracer: Any = None) -> tuple[dict[str, Any], OutgoingMessage]:
-    """``prepared`` stamped with a new ``message_id`` and the time now, and as it is published.
+def outgoing(prepared: dict[str, Any], *, tracer: Any = None) -> tuple[dict[str, Any], OutgoingMessage, Any]:
+    """``prepared`` stamped with a new ``message_id`` and the time now, as it is published, and
+    its open ``send`` span (``None`` without a tracer).
 
     Args:
         prepared: The message :func:`prepare_message` made.
         tracer: An OpenTelemetry tracer: the replay's ``send`` span starts its new trace, linked to
-            the replayed job's, and its context goes into the message. Default ``None``: no span.
+            the replayed job's, and its context goes into the message; the publisher ends it.
+            Default ``None``: no span.
     """
     # Stamped when it goes out, not when the batch was planned (AgeLimit, pacing).
     message = {
@@ -152,14 +154,16 @@ def outgoing(prepared: dict[str, Any], *, tracer: Any = None) -> tuple[dict[str,
         "message_id": new_uuid4(),
         "message_timestamp": int(time.time() * 1000),
     }
+    span = None
     if tracer is not None:
         from ...tracing import replay_send
 
         message["options"] = dict(message["options"])
-        replay_send(tracer, message)
-    return message, OutgoingMessage(
+        span = replay_send(tracer, message)
+    sent = OutgoingMessage(
         routing_key=message["queue_name"],
         body=write_json(message),
         priority=message["options"].get("broker_priority"),
         message_id=message["message_id"],
     )
+    return message, sent, span

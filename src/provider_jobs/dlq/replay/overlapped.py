@@ -17,7 +17,7 @@ from concurrent.futures import wait as futures_wait
 
 from ...errors import ArchiveError
 from ...rabbitmq.bulk import BulkPublisher, OutgoingMessage
-from .batch import ClaimedBatch, Emit, SendContext, SentBatch, claim_batch, logger, publish, settle_batch
+from .batch import ClaimedBatch, Emit, SendContext, SentBatch, claim_batch, logger, settle_batch
 from .gate import HealthGate
 from .report import ReplayOutcome, not_claimed, record_id_of
 
@@ -78,7 +78,7 @@ def _publish(claimed: ClaimedBatch, publisher: BulkPublisher, context: SendConte
                 continue
             yield sent.take(position, plan, tracer=context.tracer)
 
-    sent.result = publish(publisher, messages())
+    sent.publish(publisher, messages())
     return sent
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 from ...errors import ArchiveError
 from ...rabbitmq.bulk import BulkPublisher, OutgoingMessage
-from .batch import Emit, SendContext, SentBatch, claim_batch, logger, publish, settle_batch
+from .batch import Emit, SendContext, SentBatch, claim_batch, logger, settle_batch
 from .gate import HealthGate
 from .pacing import Pacer
 from .report import ReplayOutcome, ReplayPlan, failed, not_claimed, record_id_of
@@ -84,7 +84,7 @@ def _send_chunk(
         pacer.wait()
     # Paced here, not by publish_many: its pacing waits after a chunk's last send,
     # while the chunk's claims are held and not yet marked.
-    sent.result = publish(publisher, messages())
+    sent.publish(publisher, messages())
     in_order = settle_batch(claimed, sent, context)
     if archive_errors:
         logger.error("Replay stopped: %s", archive_errors[0])
