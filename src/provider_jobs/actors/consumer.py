@@ -34,6 +34,9 @@ _Delivery = tuple[Any, Any, Any]
 _NOTHING: _Delivery = (None, None, None)
 #: How long closing waits for the confirms of dead letters still in flight.
 _CLOSE_WAIT_S = 5.0
+#: How long closing waits for RabbitMQ's answers at a time (a wait ends only at its time limit:
+#: pika does not end it for an answer that goes to a callback).
+_CLOSE_POLL_S = 0.002
 #: Longest wait of the delivery loop while redeliveries are parked, in seconds.
 _PARKED_SLICE_S = 0.05
 #: The attribute on a message proxy holding how it is to be settled: (hold in ms, dead letter).
@@ -323,7 +326,7 @@ class WorkerConsumer(_RabbitmqConsumer):
                     self._move_unread()
                 if not (self._publishes.in_flight or self._pending) or time.monotonic() >= deadline:
                     break
-                self.connection.process_data_events(time_limit=0.05)
+                self.connection.process_data_events(time_limit=_CLOSE_POLL_S)
             if self.connection.is_open:
                 self.connection.process_data_events(time_limit=0)  # writes the last acks
         except Exception:
@@ -345,7 +348,7 @@ class WorkerConsumer(_RabbitmqConsumer):
             channel._impl._cancelled.discard(tag)
         deadline = time.monotonic() + _CLOSE_WAIT_S
         while len(cancelled) < len(self._consuming) and time.monotonic() < deadline:
-            self.connection.process_data_events(time_limit=0.05)
+            self.connection.process_data_events(time_limit=_CLOSE_POLL_S)
         self.connection.process_data_events(time_limit=0)
         for channel, tag in self._consuming:
             channel._consumer_infos.pop(tag, None)  # cancelled already: its close has nothing to do
