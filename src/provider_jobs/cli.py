@@ -11,38 +11,28 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Annotated, Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, ParamSpec, TypeVar
 from urllib.parse import quote
 
 import dramatiq
 import typer
+from typer.core import TyperGroup
 
 from . import identity
-from .api.server import api_command
 from .demo import DEMO_JOBS, demo_registry
-from .dlq.cli.app import archive_app, archiver, dlq_app
 from .errors import ProviderJobsError
 from .extras import installed
-from .health.cli import providers_command
 from .log_config import configure_logging
 from .providers import ProviderRegistry, load_providers
 from .redaction import mask_url_password
 from .settings import Settings
 from .tracing import configure_tracing
 
+if TYPE_CHECKING:
+    # Typer's own (vendored) click, whose types its groups and commands are made of.
+    from typer._click import Command, Context
+
 __all__ = ["app", "main", "one_line_errors"]
-
-app = typer.Typer(
-    help="Provider operations as Dramatiq actors on RabbitMQ.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-)
-logger = logging.getLogger("provider_jobs.cli")
-
-app.add_typer(dlq_app, name="dlq")
-app.add_typer(archive_app, name="archive")
-app.command()(archiver)
-app.command("api")(api_command)
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -62,7 +52,84 @@ def one_line_errors(command: Callable[_P, _R]) -> Callable[_P, _R]:
     return wrapper
 
 
-app.command("providers")(one_line_errors(providers_command))
+def _archiver_command() -> Command:
+    from .dlq.cli.app import archiver
+
+    return _single_command("archiver", archiver)
+
+
+def _api_command() -> Command:
+    from .api.server import api_command
+
+    return _single_command("api", api_command)
+
+
+def _providers_command() -> Command:
+    from .health.cli import providers_command
+
+    return _single_command("providers", one_line_errors(providers_command))
+
+
+def _dlq_group() -> Command:
+    from .dlq.cli.app import dlq_app
+
+    return _group("dlq", dlq_app)
+
+
+def _archive_group() -> Command:
+    from .dlq.cli.app import archive_app
+
+    return _group("archive", archive_app)
+
+
+def _single_command(name: str, function: Callable[..., Any]) -> Command:
+    holder = typer.Typer(add_completion=False)
+    holder.command(name)(function)
+    return typer.main.get_command(holder)
+
+
+def _group(name: str, sub_app: typer.Typer) -> Command:
+    group = typer.main.get_group(sub_app)
+    group.name = name
+    return group
+
+
+#: Commands whose modules import the archive (SQLAlchemy, Alembic) or the API (FastAPI): each is
+#: imported when it runs or its help is shown, so a worker, a submit or a bad setting pays for none.
+_LAZY_COMMANDS: dict[str, Callable[[], Command]] = {
+    "archiver": _archiver_command,
+    "api": _api_command,
+    "providers": _providers_command,
+    "dlq": _dlq_group,
+    "archive": _archive_group,
+}
+
+#: The order ``provider-jobs --help`` lists the commands in.
+_HELP_ORDER = ("archiver", "api", "providers", "worker", "submit", "demo", "dlq", "archive", "queues")
+
+
+class _LazyGroup(TyperGroup):
+    """The top-level group: builds a command of ``_LAZY_COMMANDS`` when it is first looked up."""
+
+    def list_commands(self, ctx: Context) -> list[str]:
+        names = [*super().list_commands(ctx), *_LAZY_COMMANDS]
+        return sorted(
+            names, key=lambda name: _HELP_ORDER.index(name) if name in _HELP_ORDER else len(_HELP_ORDER)
+        )
+
+    def get_command(self, ctx: Context, cmd_name: str) -> Command | None:
+        if cmd_name in _LAZY_COMMANDS and cmd_name not in self.commands:
+            self.add_command(_LAZY_COMMANDS[cmd_name](), cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+
+app = typer.Typer(
+    cls=_LazyGroup,
+    help="Provider operations as Dramatiq actors on RabbitMQ.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+logger = logging.getLogger("provider_jobs.cli")
 
 
 def _settings(service_name: str = "provider-jobs") -> Settings:
