@@ -53,7 +53,8 @@ def test_counts_equal_a_known_workload(settings: Settings, metrics: Metrics, wor
     wait_for(lambda: counts(metrics.registry) == expected, timeout_s=20)
 
     assert counts(metrics.registry) == expected
-    assert queue_depth(amqp, xq_name(settings.queue_name)) == expected["failed"]
+    # Counted when the job failed for good; its dead letter is published by the consumer just after.
+    wait_for(lambda: queue_depth(amqp, xq_name(settings.queue_name)) == expected["failed"], timeout_s=10)
     assert (
         total(metrics.registry, "worker_jobs_processed_total", worker_id="test-worker")
         == expected["processed"]
